@@ -1,0 +1,104 @@
+"""Model files: a state_dict plus the spec that rebuilds the module, never a pickled module."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgekd.errors import EdgekdError
+from edgekd.models.registry import build_model
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model before loading its weights."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+    def build(self) -> nn.Module:
+        return build_model(self.name, self.num_classes, self.in_channels)
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """torch.save through a temporary file in the same folder, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(path: Path, model: nn.Module, spec: ModelSpec, **extra: object) -> None:
+    """Save `{"spec", "state_dict", **extra}`; loadable with weights_only=True."""
+    atomic_torch_save({"spec": asdict(spec), "state_dict": model.state_dict(), **extra}, Path(path))
+
+
+def _safe_load(path: Path) -> object:
+    if not path.is_file():
+        raise EdgekdError(f"{path}: checkpoint file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EdgekdError(f"{path}: refused to load: the file holds more than tensors and plain data "
+                          f"(a pickled object that could run code); save a state_dict instead ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EdgekdError(f"{path}: not a readable PyTorch checkpoint: {first}") from None
+
+
+def load_model(path: Path) -> tuple[nn.Module, ModelSpec]:
+    """Rebuild a model saved by `save_model`, in eval mode."""
+    path = Path(path)
+    blob = _safe_load(path)
+    if not isinstance(blob, dict) or "spec" not in blob or "state_dict" not in blob:
+        raise EdgekdError(f"{path}: not an edgekd model file (expected keys 'spec' and 'state_dict')")
+    spec = ModelSpec(**blob["spec"])
+    model = spec.build()
+    _load_into(model, blob["state_dict"], path)
+    return model.eval(), spec
+
+
+def load_state_dict_file(model: nn.Module, path: Path) -> None:
+    """Load a user's checkpoint (a state_dict, or a dict holding one under 'state_dict'/'model') into `model`."""
+    path = Path(path)
+    blob = _safe_load(path)
+    if isinstance(blob, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(blob.get(key), dict):
+                blob = blob[key]
+                break
+    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise EdgekdError(f"{path}: expected a state_dict (a mapping of tensor names to tensors)")
+    blob = {k.removeprefix("module."): v for k, v in blob.items()}  # saved from DataParallel/DDP
+    _load_into(model, blob, path)
+
+
+def _load_into(model: nn.Module, state: dict, path: Path) -> None:
+    """load_state_dict with an error that names the first bad tensor."""
+    own = model.state_dict()
+    for name, tensor in own.items():
+        if name not in state:
+            raise EdgekdError(f"{path}: tensor '{name}' is missing from the checkpoint "
+                              f"(model {type(model).__name__} needs {len(own)} tensors, file has {len(state)})")
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise EdgekdError(f"{path}: tensor '{name}' has shape {tuple(state[name].shape)} in the checkpoint, "
+                              f"the model needs {tuple(tensor.shape)}")
+    extra = [k for k in state if k not in own]
+    if extra:
+        raise EdgekdError(f"{path}: tensor '{extra[0]}' in the checkpoint has no place in model {type(model).__name__} "
+                          f"({len(extra)} unexpected tensors): is it a checkpoint of another architecture?")
+    model.load_state_dict(state)

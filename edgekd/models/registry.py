@@ -1,0 +1,71 @@
+"""Models by name: torchvision classifiers and CIFAR-style nets, adapted to classes and input channels."""
+
+from __future__ import annotations
+
+import difflib
+from functools import partial
+from typing import Callable
+
+import torchvision.models as tvm
+from torch import nn
+
+from edgekd.errors import EdgekdError
+from edgekd.models.cifar_resnet import CifarResNet
+
+_CIFAR = {f"resnet{d}": partial(CifarResNet, d) for d in (8, 14, 20, 32, 44, 56, 110)}
+_CIFAR["resnet8x4"] = partial(CifarResNet, 8, width=64)
+_CIFAR["resnet32x4"] = partial(CifarResNet, 32, width=64)
+
+_TORCHVISION = (
+    "resnet18", "resnet34", "resnet50", "resnet101",
+    "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+    "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+    "efficientnet_b0", "efficientnet_b1",
+    "regnet_x_400mf", "regnet_y_400mf", "squeezenet1_1", "mnasnet0_5", "convnext_tiny",
+)
+
+
+def model_names() -> list[str]:
+    """Every name `build_model` accepts."""
+    return sorted(_CIFAR) + sorted(_TORCHVISION)
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return name, m
+    raise EdgekdError(f"model {type(model).__name__} has no Conv2d to adapt to the input channels")
+
+
+def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, leaf = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, leaf, new)
+
+
+def _adapt_in_channels(model: nn.Module, in_channels: int) -> None:
+    """Replace the first convolution when the data has other than 3 channels."""
+    name, conv = _first_conv(model)
+    if conv.in_channels == in_channels:
+        return
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups if conv.groups == 1 else in_channels, conv.bias is not None)
+    _set_module(model, name, new)
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """A freshly initialised model (no weights are downloaded)."""
+    if name in _CIFAR:
+        return _CIFAR[name](num_classes=num_classes, in_channels=in_channels)
+    if name in _TORCHVISION:
+        builder: Callable[..., nn.Module] = getattr(tvm, name)
+        model = builder(weights=None, num_classes=num_classes)
+        _adapt_in_channels(model, in_channels)
+        return model
+    near = difflib.get_close_matches(name, model_names(), n=1)
+    hint = f"did you mean '{near[0]}'? " if near else ""
+    raise EdgekdError(f"unknown model '{name}'; {hint}valid models: {', '.join(model_names())}")
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,1 @@
+"""Knowledge distillation: losses, schedules, feature adapters and the training loop."""

@@ -1,0 +1,179 @@
+"""The training loop shared by the teacher, distill, baseline and QAT stages.
+
+Deterministic on the CPU and resumable: every epoch draws its shuffling and dropout
+from a seed derived from (seed, epoch), and a checkpoint holding model, optimizer,
+objective state and history is written after every epoch, so a killed run resumed
+from `checkpoint-last.pt` ends in the same state as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from edgekd.config import OptimConfig
+from edgekd.data.datasets import ImageSet
+from edgekd.distill.losses import mean_kl
+from edgekd.models.checkpoint import atomic_torch_save
+from edgekd.progress import Reporter
+
+CHECKPOINT = "checkpoint-last.pt"
+METRICS = "metrics.jsonl"
+
+
+class Objective(Protocol):
+    """What a loop minimises: the loss of one batch, with the values it used."""
+
+    def modules(self) -> list[nn.Module]: ...                       # extra trainable modules (e.g. adapters)
+    def begin_epoch(self, epoch: int, num_epochs: int) -> dict: ...  # values in force this epoch, for the log
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict]: ...
+    def end_epoch(self, val: dict) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    resumed_from: int | None = None  # epochs already done when this call started
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def lr_at(cfg: OptimConfig, epoch: int) -> float:
+    """Learning rate for a 0-based epoch: linear warm-up, then cosine, step or constant."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr * (epoch + 1) / (cfg.warmup_epochs + 1)
+    e, n = epoch - cfg.warmup_epochs, max(1, cfg.epochs - cfg.warmup_epochs)
+    if cfg.scheduler == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * e / n))
+    if cfg.scheduler == "step":
+        return cfg.lr * cfg.gamma ** (e // cfg.step_size)
+    return cfg.lr
+
+
+def make_optimizer(cfg: OptimConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=cfg.momentum > 0)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: ImageSet, batch_size: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, classes) and labels (N,) of a whole set, on the CPU, in the set's order."""
+    was_training = model.training
+    model.eval()
+    outs, labels = [], []
+    for x, y, _ in images.batches(batch_size, device=device):
+        outs.append(model(x).float().cpu())
+        labels.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def evaluate(logits: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor | None = None) -> dict:
+    """top-1/top-5 in percent, and mean KL(reference ‖ model) when reference logits are given."""
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    out = {"val_top1": float((top[:, 0] == labels).float().mean() * 100),
+           "val_top5": float((top == labels[:, None]).any(1).float().mean() * 100)}
+    if reference is not None:
+        out["val_kl"] = mean_kl(reference, logits)
+        out["val_agreement"] = float((reference.argmax(1) == top[:, 0]).float().mean() * 100)
+    return out
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jsonl")
+    with os.fdopen(fd, "w") as f:
+        f.writelines(json.dumps(h) + "\n" for h in history)
+    os.replace(tmp, path)
+
+
+def train(
+    model: nn.Module,
+    train_set: ImageSet,
+    val_set: ImageSet,
+    cfg: OptimConfig,
+    objective: Objective,
+    *,
+    work_dir: Path,
+    key: str,
+    seed: int,
+    batch_size: int,
+    eval_batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    reference_val_logits: torch.Tensor | None = None,
+    reporter: Reporter | None = None,
+    label: str = "train",
+) -> TrainResult:
+    """Train `model` in place for `cfg.epochs`, resuming from `work_dir/checkpoint-last.pt` when its key matches."""
+    reporter = reporter or Reporter(quiet=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device).train()
+    extra = [m.to(device).train() for m in objective.modules()]
+    params = [p for m in [model, *extra] for p in m.parameters() if p.requires_grad]
+    optimizer = make_optimizer(cfg, params)
+    result = TrainResult()
+    start = 0
+    ckpt_path = work_dir / CHECKPOINT
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ckpt.get("key") == key:
+            model.load_state_dict(ckpt["model"])
+            for m, state in zip(extra, ckpt["extra"]):
+                m.load_state_dict(state)
+            optimizer.load_state_dict(ckpt["optimizer"])
+            objective.load_state_dict(ckpt["objective"])
+            result.history = ckpt["history"]
+            start = result.resumed_from = ckpt["epoch"] + 1
+            reporter.log(f"  {label}: resuming after epoch {start} of {cfg.epochs} from {ckpt_path.name}")
+    steps = math.ceil(len(train_set) / batch_size)
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        torch.manual_seed(seed * 100_003 + epoch)  # dropout, augmentation: a function of (seed, epoch) alone
+        shuffle = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        lr = lr_at(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        used = objective.begin_epoch(epoch, cfg.epochs)
+        sums: dict[str, float] = {}
+        seen = 0
+        with reporter.task(f"  {label} epoch {epoch + 1}/{cfg.epochs}", steps) as bar:
+            for x, y, idx in train_set.batches(batch_size, shuffle=True, generator=shuffle, device=device):
+                loss, parts = objective.loss(model, x, y, idx)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                n = len(y)
+                seen += n
+                for name, value in {"train_loss": loss.item(), **parts}.items():
+                    sums[name] = sums.get(name, 0.0) + value * n
+                bar.advance()
+        logits, labels = predict(model, val_set, eval_batch_size, device)
+        val = evaluate(logits, labels, reference_val_logits)
+        objective.end_epoch(val)
+        entry = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()}, **val, "lr": lr, **used,
+                 "seconds": time.perf_counter() - t0}
+        result.history.append(entry)
+        atomic_torch_save({"key": key, "epoch": epoch, "model": model.state_dict(),
+                           "extra": [m.state_dict() for m in extra], "optimizer": optimizer.state_dict(),
+                           "objective": objective.state_dict(), "history": result.history}, ckpt_path)
+        _write_history(work_dir / METRICS, result.history)
+        kl = f" kl {val['val_kl']:.3f}" if "val_kl" in val else ""
+        reporter.log(f"  {label} epoch {epoch + 1}/{cfg.epochs}: loss {entry['train_loss']:.4f} "
+                     f"val top-1 {val['val_top1']:.2f}%{kl} ({entry['seconds']:.1f}s)")
+    model.eval()
+    return result

@@ -1,0 +1,224 @@
+"""On-device benchmark: build TensorRT engines and/or run ONNX files in ONNX Runtime, write bench/<device>.json.
+
+Runs from a bundle (see edgekd/devices/bundle.py) where this folder is the package `edgekd_device`:
+
+    PYTHONPATH=BUNDLE python3 -m edgekd_device.bench BUNDLE/job.json --out RESULTS --cache-dir CACHE
+
+RESULTS appears at once when everything is done (built in RESULTS.tmp-<pid>, then renamed) and
+mirrors the run directory: `bench/<device>.json` and `tensorrt/<device>/` (engines, sidecars,
+build logs, trtexec lines, bench.log). Engines are kept under CACHE/engines by
+(ONNX sha256, build options, device kind, TensorRT version), so a re-run rebuilds nothing.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import sys
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from . import measure, trt_options
+from .probe import device_info
+
+JOB_SCHEMA = "edgekd.job/1"
+
+
+class JobError(Exception):
+    """The job cannot run at all (bad job file, missing validation data)."""
+
+
+class Bench(object):
+    """One job: its settings, the validation batch, and where results go."""
+
+    def __init__(self, job_path: str, out_dir: str, cache_dir: str) -> None:
+        with open(job_path) as f:
+            self.job = json.load(f)
+        if self.job.get("schema") != JOB_SCHEMA:
+            raise JobError("{}: schema {!r}, expected {!r}".format(job_path, self.job.get("schema"), JOB_SCHEMA))
+        self.root = os.path.dirname(os.path.abspath(job_path))
+        self.device = self.job["device"]
+        self.settings = self.job["settings"]
+        self.cache_dir = cache_dir
+        self.out_dir = out_dir
+        val_path = os.path.join(self.root, self.job["val"])
+        if not os.path.exists(val_path):
+            raise JobError("{}: validation data not found".format(val_path))
+        with np.load(val_path, allow_pickle=False) as val:
+            self.images = val["images"].astype(np.float32)
+            self.labels = val["labels"].astype(np.int64)
+            self.teacher_logits = val["teacher_logits"] if "teacher_logits" in val.files else None
+        self.engine_dir = os.path.join(out_dir, "tensorrt", self.device["name"])
+        os.makedirs(self.engine_dir, exist_ok=True)
+        os.makedirs(os.path.join(out_dir, "bench"), exist_ok=True)
+        self.log_file = open(os.path.join(self.engine_dir, "bench.log"), "w")
+
+    def log(self, msg: str) -> None:
+        print(msg, flush=True)
+        self.log_file.write(msg + "\n")
+        self.log_file.flush()
+
+    def measure(self, runner: object, timer: Optional[Callable] = None) -> Dict[str, object]:
+        """Latency per batch size the artifact accepts, and accuracy over the whole validation batch."""
+        fixed = getattr(runner, "fixed_batch", None)
+        min_batch = getattr(runner, "min_batch", 1)
+        max_batch = getattr(runner, "max_batch", None)
+        sizes = [b for b in self.settings["batch_sizes"] if (fixed is None or b == fixed) and min_batch <= b <= (max_batch or b)]
+        if fixed is not None and not sizes:
+            sizes = [fixed]
+        latency = []
+        for batch_size in sizes:
+            batch = np.resize(self.images, (batch_size,) + self.images.shape[1:])
+            latency.append(measure.time_runs(
+                runner.prepare(batch), batch_size, warmup=self.settings["warmup"], min_runs=self.settings["min_runs"],
+                min_seconds=self.settings["min_seconds"], repeats=self.settings["repeats"], timer=timer))
+        chunk = fixed or min(max_batch or 64, 64)
+        logits = []
+        for start in range(0, len(self.images), chunk):
+            part = self.images[start:start + chunk]
+            n = len(part)
+            pad = (fixed or min_batch) - n
+            if pad > 0:
+                part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])
+            logits.append(np.asarray(runner.run(part))[:n])
+        accuracy = measure.accuracy_metrics(np.concatenate(logits), self.labels, self.teacher_logits)
+        return {"latency": latency, "accuracy": accuracy}
+
+    def record(self, entry: Dict[str, object], fmt: str, path: str, full_path: Optional[str]) -> Dict[str, object]:
+        exists = full_path is not None and os.path.exists(full_path)
+        return {
+            "name": entry["name"], "model": entry["model"], "format": fmt, "precision": entry["precision"],
+            "source_stage": entry["source_stage"], "path": path,
+            "sha256": trt_options.sha256_file(full_path) if exists else None,
+            "status": "done", "reason": None, "runtime": None,
+            "size_bytes": os.path.getsize(full_path) if exists else None,
+            "params": None, "macs": None, "latency": [], "accuracy": None,
+        }
+
+    def run_onnx(self, entry: Dict[str, object]) -> Dict[str, object]:
+        full = os.path.join(self.root, entry["path"])
+        rec = self.record(entry, "onnx", entry["path"], full)
+        try:
+            from .ort_runtime import OrtRunner
+            runner = OrtRunner(full, self.job.get("ort_providers", ["CPUExecutionProvider"]), self.settings.get("threads"))
+            rec["runtime"] = runner.describe()
+            rec.update(self.measure(runner))
+        except Exception as e:  # one artifact failing must not lose the others' results
+            rec.update(status="failed", reason=_one_line(e))
+        return rec
+
+    def engine_files(self, entry: Dict[str, object], opts: trt_options.BuildOptions) -> str:
+        """The engine for `entry` in the results folder: prebuilt, from the engine cache, or built now."""
+        import tensorrt as trt
+        from .trt_build import build_engine
+
+        target = os.path.join(self.engine_dir, entry["name"])
+        if entry.get("prebuilt"):
+            source = os.path.join(self.root, os.path.splitext(entry["prebuilt"])[0])
+        else:
+            key = trt_options.engine_key(entry["onnx_sha256"], opts, self.device["kind"], trt.__version__)
+            source = os.path.join(self.cache_dir, "engines", key)
+            if os.path.exists(source + ".engine") and os.path.exists(source + ".json"):
+                self.log("{}: engine from the cache ({})".format(entry["name"], key))
+            else:
+                self.log("{}: building {} engine from {}".format(entry["name"], opts.precision, entry["onnx"]))
+                os.makedirs(os.path.dirname(source), exist_ok=True)
+                build_engine(os.path.join(self.root, entry["onnx"]), source + ".engine", opts, self.device["kind"], self.cache_dir,
+                             shown_paths=(entry["onnx"], "tensorrt/{}/{}.engine".format(self.device["name"], entry["name"])))
+        for suffix in (".engine", ".json", ".build.log", ".trtexec.txt", ".layers.json"):
+            if os.path.exists(source + suffix):
+                shutil.copyfile(source + suffix, target + suffix)
+        return target + ".engine"
+
+    def run_engine(self, entry: Dict[str, object]) -> Dict[str, object]:
+        rel = "tensorrt/{}/{}.engine".format(self.device["name"], entry["name"])
+        full = os.path.join(self.engine_dir, entry["name"] + ".engine")
+        rec = self.record(entry, "tensorrt", rel, None)
+        opts = trt_options.BuildOptions(precision=entry["precision"], **self.job["tensorrt"])
+        runner = None
+        try:
+            self.engine_files(entry, opts)
+            rec.update(self.record(entry, "tensorrt", rel, full))
+            from .trt_runtime import TrtRunner
+            runner = TrtRunner(full)
+            rec["runtime"] = runner.describe()
+            rec.update(self.measure(runner, timer=runner.timer))
+        except Exception as e:  # a layer TensorRT cannot build fails this engine only
+            rec.update(status="failed", reason=_one_line(e))
+        finally:
+            if runner is not None:
+                runner.close()
+        return rec
+
+    def run(self) -> Dict[str, object]:
+        doc = {
+            "schema": measure.BENCH_SCHEMA,
+            "device": device_info(self.device["name"], self.device["kind"], self.device.get("record_power_mode", True)),
+            "created": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "settings": {k: self.settings.get(k) for k in ("batch_sizes", "warmup", "min_runs", "min_seconds", "repeats", "threads")},
+            "artifacts": [],
+        }  # type: Dict[str, object]
+        artifacts = doc["artifacts"]  # type: List[Dict[str, object]]
+        for entry in self.job.get("onnx", []):
+            self.log("{}: onnxruntime {}".format(entry["name"], entry["path"]))
+            artifacts.append(self.run_onnx(entry))
+        for entry in self.job.get("engines", []):
+            artifacts.append(self.run_engine(entry))
+        for rec in artifacts:
+            self.log("{}: {}{}".format(rec["name"], rec["status"], " ({})".format(rec["reason"]) if rec["reason"] else ""))
+        measure.write_json_atomic(os.path.join(self.out_dir, "bench", self.device["name"] + ".json"), doc)
+        self.log_file.close()
+        return doc
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return "{}: {}".format(type(error).__name__, lines[0] if lines else "")
+
+
+def _remove_abandoned(out: str) -> None:
+    """Delete `out.tmp-<pid>` folders of runs that died (their process is gone)."""
+    folder, prefix = os.path.dirname(out), os.path.basename(out) + ".tmp-"
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        pid = name[len(prefix):]
+        if name.startswith(prefix) and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+            except PermissionError:  # alive, another user's
+                pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m edgekd_device.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("job", help="job.json written by the host")
+    parser.add_argument("--out", required=True, help="results folder; appears complete or not at all")
+    parser.add_argument("--cache-dir", required=True, help="engine and timing caches, kept between runs")
+    args = parser.parse_args(argv)
+    out = os.path.abspath(args.out)
+    _remove_abandoned(out)
+    if os.path.isdir(out):
+        print("results already complete: {}".format(out), flush=True)
+        return 0
+    tmp = "{}.tmp-{}".format(out, os.getpid())
+    try:
+        Bench(args.job, tmp, os.path.abspath(args.cache_dir)).run()
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if not os.path.isdir(out):  # else a concurrent run finished first: keep its results
+                raise
+    except JobError as e:
+        print("edgekd-device: error: {}".format(e), file=sys.stderr, flush=True)
+        return 2
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Engines kept on this machine by (ONNX sha256, precision and build options, device kind, TensorRT version).
+
+Filled by every ship that builds engines and by local builds; read by `edgekd ship --engines-only`
+to deploy engines to another device of the same kind and TensorRT version without rebuilding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from edgekd.device.trt_options import BuildOptions, engine_key
+
+
+def cache_root() -> Path:
+    """$EDGEKD_CACHE_DIR, else $XDG_CACHE_HOME/edgekd, else ~/.cache/edgekd."""
+    if os.environ.get("EDGEKD_CACHE_DIR"):
+        return Path(os.environ["EDGEKD_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgekd"
+
+
+def cached_engine(onnx_sha256: str, opts: BuildOptions, device_kind: str, trt_version: str) -> Path:
+    """Where that engine lives in the cache (its sidecar is the same path with .json)."""
+    return cache_root() / "engines" / f"{engine_key(onnx_sha256, opts, device_kind, trt_version)}.engine"
+
+
+def lookup(onnx_sha256: str, opts: BuildOptions, device_kind: str, trt_version: str) -> Path | None:
+    path = cached_engine(onnx_sha256, opts, device_kind, trt_version)
+    return path if path.is_file() and path.with_suffix(".json").is_file() else None
+
+
+def store(engine: Path) -> Path:
+    """Copy an engine and its sidecar into the cache under the key its sidecar describes; returns the cached engine."""
+    sidecar = json.loads(engine.with_suffix(".json").read_text())
+    opts = BuildOptions.from_dict(sidecar["options"])
+    target = cached_engine(sidecar["source_sha256"], opts, sidecar["device_kind"], sidecar["tensorrt"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for src, dst in ((engine, target), (engine.with_suffix(".json"), target.with_suffix(".json"))):
+        tmp = dst.with_name(f".tmp-{os.getpid()}-{dst.name}")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    return target

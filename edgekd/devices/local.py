@@ -1,0 +1,66 @@
+"""This machine as a TensorRT device: build engines here when TensorRT, pycuda and a CUDA GPU exist."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekd.config import TensorRTConfig
+from edgekd.device.trt_options import BuildOptions, slug
+from edgekd.devices import engine_cache
+from edgekd.devices.bundle import plan_engines
+
+LOCAL_DEVICE = "local"
+
+
+@dataclass
+class LocalEngines:
+    """Engines built under tensorrt/local/ (name -> path), those that failed (name -> why), or why nothing was built."""
+
+    engines: dict[str, Path] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: str | None = None
+
+
+def local_gpu() -> tuple[str | None, str | None]:
+    """(GPU name, None) when TensorRT can build here, else (None, why not)."""
+    try:
+        import tensorrt  # noqa: F401
+        from edgekd.device.trt_runtime import gpu_identity
+    except ImportError as e:
+        return None, f"TensorRT or pycuda is not installed here ({e})"
+    try:
+        name, _ = gpu_identity()
+    except Exception as e:  # pycuda raises its own errors when there is no driver or no device
+        return None, f"no CUDA GPU here ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
+    return name, None
+
+
+def build_local_engines(run_dir: str | Path, onnx_files: list[Path], cfg: TensorRTConfig) -> LocalEngines:
+    """Build engines for `cfg.precisions` from `onnx_files` (paths in run_dir) into run_dir/tensorrt/local/.
+
+    fp32/fp16 engines come from fp32 ONNX files, int8 from Q/DQ ONNX files. The timing and
+    engine caches live under the user cache dir, keyed by this GPU (device kind `host-<gpu>`).
+    """
+    run_dir = Path(run_dir)
+    gpu, why = local_gpu()
+    if gpu is None:
+        return LocalEngines(skipped=why)
+    from edgekd.device.trt_build import BuildError, build_engine
+
+    kind = "host-" + slug(gpu)
+    only = {str(Path(p).resolve().relative_to(run_dir.resolve())) for p in onnx_files}
+    out_dir = run_dir / "tensorrt" / LOCAL_DEVICE
+    result = LocalEngines()
+    for job in plan_engines(run_dir, list(cfg.precisions), only):
+        opts = BuildOptions(job.precision, cfg.dla_core, cfg.static_shapes, cfg.workspace_mb, cfg.min_batch, cfg.opt_batch, cfg.max_batch)
+        engine = out_dir / f"{job.name}.engine"
+        try:
+            build_engine(str(run_dir / job.onnx), str(engine), opts, kind, str(engine_cache.cache_root()),
+                         shown_paths=(job.onnx, f"tensorrt/{LOCAL_DEVICE}/{job.name}.engine"))
+        except BuildError as e:
+            result.failed[job.name] = str(e)
+            continue
+        engine_cache.store(engine)
+        result.engines[job.name] = engine
+    return result

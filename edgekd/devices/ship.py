@@ -1,0 +1,238 @@
+"""`edgekd ship RUN_DIR --device NAME`: copy a bundle to a device, build and benchmark there, bring the results back.
+
+On the device, under `workdir`:
+
+    objects/<sha256>       content-addressed files (uploaded to staging/, then moved here: never half a file)
+    bundles/<bundle id>/   the bundle, hard links into objects/, renamed into place once complete
+    results/<bundle id>/   what edgekd_device.bench wrote, renamed into place once complete
+    cache/                 engine and timing caches kept between runs
+
+Each step is skipped when its result is already there, so a ship interrupted at any point
+completes when run again, and shipping an unchanged run copies and rebuilds nothing.
+Results come back to a temporary folder in the run dir and are renamed into
+`tensorrt/<device>/` and `bench/<device>.json`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import posixpath
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekd.config import DeviceConfig
+from edgekd.device.trt_options import sha256_file, validate_options
+from edgekd.devices import engine_cache
+from edgekd.devices.bundle import Bundle, build_options, make_bundle, plan_engines
+from edgekd.devices.check import assess, probe_device
+from edgekd.devices.ssh import Ssh, remote_command
+from edgekd.errors import EdgekdError
+
+SHIP_SCHEMA = "edgekd.ship/1"
+
+
+@dataclass
+class ShipResult:
+    """What a ship did: transfers, whether the device ran, and where the results are."""
+
+    device: str
+    bundle_id: str
+    uploaded_files: int = 0
+    uploaded_bytes: int = 0
+    ran_bench: bool = False
+    downloaded: bool = False
+    bench_json: Path | None = None
+    engine_dir: Path | None = None
+    artifacts: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class RemoteLayout:
+    """Paths in the device's workdir (relative ones are under the login's home)."""
+
+    def __init__(self, workdir: str) -> None:
+        self.root = workdir.rstrip("/") or "/"
+        self.objects = posixpath.join(self.root, "objects")
+        self.staging = posixpath.join(self.root, "staging")
+        self.bundles = posixpath.join(self.root, "bundles")
+        self.results = posixpath.join(self.root, "results")
+        self.cache = posixpath.join(self.root, "cache")
+
+    def bundle(self, bundle_id: str) -> str:
+        return posixpath.join(self.bundles, bundle_id)
+
+    def result(self, bundle_id: str) -> str:
+        return posixpath.join(self.results, bundle_id)
+
+
+def _probe_and_list(ssh: Ssh, r: RemoteLayout) -> tuple[dict, set[str], set[str], set[str]]:
+    """(probe, objects, bundles, results) of the device in one connection; clears what interrupted uploads left in staging."""
+    listing = [["rm", "-rf", r.staging], ["mkdir", "-p", r.objects, r.staging, r.bundles, r.results, r.cache],
+               ["ls", "-1", r.objects], ["echo", "--"], ["ls", "-1", r.bundles], ["echo", "--"], ["ls", "-1", r.results], ["echo", "--"]]
+    lines, found = probe_device(ssh, listing)
+    parts: list[set[str]] = [set()]
+    for line in lines:
+        if line == "--":
+            parts.append(set())
+        elif line.strip():
+            parts[-1].add(line.strip())
+    if len(parts) != 4:
+        raise EdgekdError(f"{ssh.where()}: unexpected listing of {r.root}: {lines[:5]}")
+    return found, parts[0], parts[1], parts[2]
+
+
+def _stage_objects(ssh: Ssh, r: RemoteLayout, objects: dict[str, Path | bytes], scratch: Path) -> tuple[int, list[list[str]]]:
+    """Copy `objects` (sha256 -> file or bytes) into the device's staging/; returns the bytes sent and the
+    remote commands that move them into objects/ (renames: objects/ never holds half a file)."""
+    token = "up-" + secrets.token_hex(6)
+    folder = scratch / token
+    folder.mkdir()
+    sent = 0
+    for digest, src in objects.items():
+        dst = folder / digest
+        if isinstance(src, bytes):
+            dst.write_bytes(src)
+        else:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+        sent += dst.stat().st_size
+    ssh.upload(folder, r.staging)
+    staged = posixpath.join(r.staging, token)
+    return sent, [["mv", "-f", "-t", r.objects, *(posixpath.join(staged, d) for d in sorted(objects))], ["rmdir", staged]]
+
+
+def _assemble(r: RemoteLayout, bundle: Bundle) -> list[list[str]]:
+    """Commands that hard-link the bundle's files out of objects/ into staging/, then rename it to bundles/<id>."""
+    staged = posixpath.join(r.staging, "bundle-" + bundle.id)
+    dirs = sorted({posixpath.join(staged, posixpath.dirname(rel)) for rel in bundle.digests})
+    links = [["ln", "-f", posixpath.join(r.objects, digest), posixpath.join(staged, rel)] for rel, digest in sorted(bundle.digests.items())]
+    return [["mkdir", "-p", *dirs], *links, ["mv", "-T", staged, r.bundle(bundle.id)]]
+
+
+def _bench(ssh: Ssh, r: RemoteLayout, bundle_id: str) -> list[str]:
+    """The command that builds and benchmarks on the device (the bundle alone on PYTHONPATH)."""
+    bundle = r.bundle(bundle_id)
+    return ["env", f"PYTHONPATH={bundle}", ssh.device.python, "-m", "edgekd_device.bench", posixpath.join(bundle, "job.json"),
+            "--out", r.result(bundle_id), "--cache-dir", r.cache]
+
+
+def _local_record(run_dir: Path, device: str) -> dict | None:
+    path = run_dir / "tensorrt" / device / "ship.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_current(run_dir: Path, device: str, bundle_id: str) -> bool:
+    """True when this run dir already holds the results of `bundle_id` on `device`, untouched."""
+    record = _local_record(run_dir, device)
+    bench = run_dir / "bench" / f"{device}.json"
+    return bool(record and record.get("bundle_id") == bundle_id and bench.is_file() and sha256_file(str(bench)) == record.get("bench_sha256"))
+
+
+def _download(ssh: Ssh, r: RemoteLayout, run_dir: Path, bundle: Bundle, scratch: Path, engines_only: bool) -> None:
+    """Fetch results/<id> into `scratch`, then rename it into tensorrt/<device>/ and bench/<device>.json."""
+    name = ssh.device.name
+    ssh.download(r.result(bundle.id), scratch)
+    fetched = scratch / bundle.id
+    bench = fetched / "bench" / f"{name}.json"
+    engines = fetched / "tensorrt" / name
+    if not bench.is_file():
+        raise EdgekdError(f"{ssh.where()}: {r.result(bundle.id)} holds no bench/{name}.json; remove that folder on the device and ship again")
+    engines.mkdir(parents=True, exist_ok=True)
+    record = {"schema": SHIP_SCHEMA, "device": name, "kind": ssh.device.kind, "host": ssh.destination, "bundle_id": bundle.id,
+              "engines_only": engines_only, "bench_sha256": sha256_file(str(bench)),
+              "shipped": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    (engines / "ship.json").write_text(json.dumps(record, indent=2))
+    dest = run_dir / "tensorrt" / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / "bench").mkdir(exist_ok=True)
+    if dest.exists():
+        os.rename(dest, scratch / "previous")
+    os.rename(engines, dest)
+    os.replace(bench, run_dir / "bench" / f"{name}.json")
+
+
+def _prebuilt_engines(run_dir: Path, device: DeviceConfig, trt_version: str) -> dict[str, Path]:
+    """Cached engines for every planned engine of `device`, or an EdgekdError naming the first one missing."""
+    found = {}
+    for job in plan_engines(run_dir, device.tensorrt.precisions):
+        path = engine_cache.lookup(job.onnx_sha256, build_options(device, job.precision), device.kind, trt_version)
+        if path is None:
+            raise EdgekdError(f"--engines-only: no cached {job.precision} engine of {job.onnx} for {device.kind} with TensorRT "
+                              f"{trt_version} in {engine_cache.cache_root() / 'engines'}; ship once without --engines-only "
+                              f"to a device of this kind")
+        found[job.name] = path
+    if not found:
+        raise EdgekdError(f"--engines-only: {run_dir} has no ONNX files to match engines to (precisions {device.tensorrt.precisions})")
+    return found
+
+
+def ship(run_dir: str | Path, device: DeviceConfig, engines_only: bool = False, force: bool = False) -> ShipResult:
+    """Benchmark `run_dir`'s artifacts on `device`: results land in tensorrt/<device>/ and bench/<device>.json.
+
+    engines_only: deploy engines cached from an earlier ship to a device of the same kind and
+    TensorRT version instead of building them. force: re-run the device benchmark even when
+    the device holds results for this exact bundle.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EdgekdError(f"{run_dir}: run directory not found")
+    for precision in device.tensorrt.precisions if "tensorrt" in device.backends else []:
+        problems = validate_options(build_options(device, precision))
+        if problems:
+            raise EdgekdError(f"devices.yaml: device '{device.name}': tensorrt: {problems[0]}")
+    if engines_only and "tensorrt" not in device.backends:
+        raise EdgekdError(f"--engines-only: device '{device.name}' has no tensorrt backend (backends: {device.backends})")
+
+    ssh = Ssh(device)
+    r = RemoteLayout(device.workdir)
+    found, objects, bundles, results = _probe_and_list(ssh, r)
+    report = assess(device, found)
+    report.require_ok()
+    prebuilt = None
+    if engines_only:
+        prebuilt = _prebuilt_engines(run_dir, device, found["libraries"]["tensorrt"]["version"])
+    bundle, warnings = make_bundle(run_dir, device, prebuilt)
+    result = ShipResult(device.name, bundle.id, warnings=warnings + report.warnings)
+
+    scratch = Path(run_dir) / f".ship-tmp-{secrets.token_hex(4)}"
+    scratch.mkdir()
+    try:
+        steps: list[list[str]] = []
+        if bundle.id not in bundles:
+            missing = {d: src for d, src in bundle.objects().items() if d not in objects}
+            if missing:
+                result.uploaded_bytes, move = _stage_objects(ssh, r, missing, scratch)
+                result.uploaded_files = len(missing)
+                steps += move
+            steps += _assemble(r, bundle)
+        if force and bundle.id in results:
+            steps.append(["rm", "-rf", r.result(bundle.id)])
+            results.discard(bundle.id)
+        if bundle.id not in results:
+            steps.append(_bench(ssh, r, bundle.id))
+            result.ran_bench = True
+        if steps:
+            ssh.run(remote_command(*steps), "placing the bundle and running the benchmark" if result.ran_bench else "placing the bundle")
+        if result.ran_bench or not _is_current(run_dir, device.name, bundle.id):
+            _download(ssh, r, run_dir, bundle, scratch, engines_only)
+            result.downloaded = True
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    result.bench_json = run_dir / "bench" / f"{device.name}.json"
+    result.engine_dir = run_dir / "tensorrt" / device.name
+    result.artifacts = json.loads(result.bench_json.read_text())["artifacts"]
+    if not engines_only:
+        for engine in sorted(result.engine_dir.glob("*.engine")):
+            if engine.with_suffix(".json").is_file():
+                engine_cache.store(engine)
+    return result

@@ -1,0 +1,108 @@
+"""SSH transport through the system OpenSSH client (ssh, scp), so ~/.ssh/config, the agent and ProxyJump apply.
+
+Every call is an argument list (no local shell); remote command lines are built with
+shlex.join. Host keys are always checked (BatchMode: never a prompt); an unknown or
+changed host key is an error that says so.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from edgekd.config import DeviceConfig
+from edgekd.errors import EdgekdError
+
+KEEPALIVE = ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
+"""Notice a dropped connection within a minute instead of hanging until the command timeout."""
+
+
+def remote_command(*argvs: Sequence[str]) -> str:
+    """One remote shell line running each argument list in turn, stopping at the first failure."""
+    return " && ".join(shlex.join([str(a) for a in argv]) for argv in argvs)
+
+
+@dataclass
+class Ssh:
+    """How to reach one device: builds ssh/scp argument lists and runs them with timeouts."""
+
+    device: DeviceConfig
+    ssh: str = "ssh"
+    scp: str = "scp"
+
+    def options(self, port_flag: str) -> list[str]:
+        d = self.device
+        args = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={d.connect_timeout_s}", *KEEPALIVE]
+        if d.ssh_config is not None:
+            args += ["-F", str(d.ssh_config)]
+        if d.port is not None:
+            args += [port_flag, str(d.port)]
+        if d.identity_file is not None:
+            args += ["-i", str(d.identity_file), "-o", "IdentitiesOnly=yes"]
+        for opt in d.ssh_options:
+            args += ["-o", opt]
+        return args
+
+    @property
+    def destination(self) -> str:
+        host = self.device.host
+        return f"{self.device.user}@{host}" if self.device.user else host
+
+    def where(self) -> str:
+        port = f":{self.device.port}" if self.device.port else ""
+        return f"device '{self.device.name}' ({self.destination}{port})"
+
+    def ssh_argv(self, command: str) -> list[str]:
+        return [self.ssh, *self.options("-p"), "--", self.destination, command]
+
+    def scp_argv(self, sources: Sequence[str], target: str) -> list[str]:
+        return [self.scp, "-q", "-r", "-p", *self.options("-P"), "--", *sources, target]
+
+    def remote(self, path: str) -> str:
+        """`[user@]host:path` for scp (hosts with colons, i.e. IPv6, in brackets)."""
+        host = self.destination
+        if ":" in self.device.host and not self.device.host.startswith("["):
+            host = host.replace(self.device.host, f"[{self.device.host}]")
+        return f"{host}:{path}"
+
+    def _call(self, argv: list[str], what: str, timeout: float, input: bytes | None = None) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(argv, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                                  stdin=None if input is not None else subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise EdgekdError(f"{argv[0]}: OpenSSH client not found; install openssh-client to reach {self.where()}") from None
+        except subprocess.TimeoutExpired:
+            raise EdgekdError(f"{self.where()}: {what} timed out after {timeout:g} s (devices.yaml: connect_timeout_s / command_timeout_s)") from None
+
+    def _fail(self, proc: subprocess.CompletedProcess, what: str) -> EdgekdError:
+        lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
+        detail = lines[-1].strip() if lines else f"exit status {proc.returncode}"
+        if any("Host key verification failed" in ln or "REMOTE HOST IDENTIFICATION HAS CHANGED" in ln for ln in lines):
+            return EdgekdError(f"{self.where()}: host key not known or changed ({detail}); add the device's key with "
+                               f"`ssh-keyscan` to known_hosts after checking it, or set UserKnownHostsFile in ssh_options")
+        if proc.returncode == 255:
+            return EdgekdError(f"{self.where()}: unreachable over SSH: {detail}")
+        return EdgekdError(f"{self.where()}: {what} failed: {detail}")
+
+    def run(self, command: str, what: str, timeout: float | None = None, input: bytes | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+        """Run a remote shell line (build it with `remote_command`); EdgekdError when unreachable or (with check) failing."""
+        proc = self._call(self.ssh_argv(command), what, timeout or self.device.command_timeout_s, input)
+        if proc.returncode == 255 or (check and proc.returncode != 0):
+            raise self._fail(proc, what)
+        return proc
+
+    def upload(self, local: Path, remote_dir: str, timeout: float | None = None) -> None:
+        """Copy the folder `local` into `remote_dir` on the device (it becomes remote_dir/<local.name>)."""
+        proc = self._call(self.scp_argv([str(local)], self.remote(remote_dir + "/")), "upload", timeout or self.device.command_timeout_s)
+        if proc.returncode != 0:
+            raise self._fail(proc, f"upload of {local.name}")
+
+    def download(self, remote_path: str, local_dir: Path, timeout: float | None = None) -> None:
+        """Copy `remote_path` (file or folder) from the device into `local_dir`."""
+        proc = self._call(self.scp_argv([self.remote(remote_path)], str(local_dir) + "/"), "download", timeout or self.device.command_timeout_s)
+        if proc.returncode != 0:
+            raise self._fail(proc, f"download of {remote_path}")

@@ -1,0 +1,92 @@
+"""bench.py on this machine with the onnxruntime backend: the bench file, failures per artifact, all-or-nothing results."""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekd.device import bench
+from edgekd.device.measure import BENCH_SCHEMA
+
+
+def linear_onnx(path, weight):
+    """logits = Flatten(images) @ weight.T on 1x4x4 images."""
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["images"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["logits"], transB=1)],
+        "linear", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", weight.shape[0]])],
+        [numpy_helper.from_array(weight.astype(np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+
+
+@pytest.fixture
+def job(tmp_path):
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((5, 16))
+    images = rng.standard_normal((13, 1, 4, 4)).astype(np.float32)
+    logits = images.reshape(13, 16) @ weight.T
+    linear_onnx(tmp_path / "export" / "student.onnx", weight)
+    (tmp_path / "export" / "broken.onnx").write_bytes(b"not an onnx file")
+    (tmp_path / "bench").mkdir()
+    np.savez(tmp_path / "bench" / "val.npz", images=images, labels=logits.argmax(1), teacher_logits=logits.astype(np.float32))
+    doc = {
+        "schema": bench.JOB_SCHEMA,
+        "device": {"name": "dev", "kind": "test-host", "record_power_mode": False},
+        "val": "bench/val.npz",
+        "settings": {"batch_sizes": [1, 4], "warmup": 1, "min_runs": 3, "min_seconds": 0.0, "repeats": 2, "threads": 1},
+        "ort_providers": ["CPUExecutionProvider"],
+        "tensorrt": {},
+        "onnx": [
+            {"name": "student_onnx_fp32", "model": "student", "precision": "fp32", "source_stage": "export", "path": "export/student.onnx"},
+            {"name": "broken_onnx_fp32", "model": "student", "precision": "fp32", "source_stage": "export", "path": "export/broken.onnx"},
+        ],
+        "engines": [],
+    }
+    (tmp_path / "job.json").write_text(json.dumps(doc))
+    return tmp_path / "job.json"
+
+
+def test_bench_writes_the_bench_file_and_keeps_going_after_a_failure(job, tmp_path):
+    out = tmp_path / "results"
+    assert bench.main([str(job), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    doc = json.loads((out / "bench" / "dev.json").read_text())
+    assert doc["schema"] == BENCH_SCHEMA and doc["device"]["kind"] == "test-host"
+    assert doc["settings"]["batch_sizes"] == [1, 4]
+    good, broken = doc["artifacts"]
+    assert good["status"] == "done" and good["runtime"]["provider"] == "CPUExecutionProvider" and good["runtime"]["threads"] == 1
+    assert [lat["batch_size"] for lat in good["latency"]] == [1, 4]
+    assert all(lat["runs"] >= 6 and len(lat["round_p50_ms"]) == 2 for lat in good["latency"])
+    # labels are this very model's argmax: exact agreement, zero divergence
+    assert good["accuracy"]["top1"] == 100.0 and good["accuracy"]["n"] == 13 and good["accuracy"]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert broken["status"] == "failed" and broken["reason"] and broken["latency"] == []
+    assert "broken_onnx_fp32: failed" in (out / "tensorrt" / "dev" / "bench.log").read_text()
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_missing_validation_data_fails_the_job_and_leaves_no_results(job, tmp_path, capsys):
+    os.unlink(tmp_path / "bench" / "val.npz")
+    out = tmp_path / "results"
+    assert bench.main([str(job), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert "val.npz: validation data not found" in capsys.readouterr().err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_complete_results_are_not_redone_and_dead_runs_are_cleared(job, tmp_path, capsys):
+    out = tmp_path / "results"
+    (out / "bench").mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f"results.tmp-{dead.pid}").mkdir()  # left by a run that was killed
+    (tmp_path / f"results.tmp-{os.getpid()}").mkdir()  # a run still going
+    assert bench.main([str(job), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "results already complete" in capsys.readouterr().out
+    assert not (out / "bench" / "dev.json").exists()
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == [f"results.tmp-{os.getpid()}"]

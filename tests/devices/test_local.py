@@ -1,0 +1,33 @@
+"""Local TensorRT builds: a skip reason without TensorRT or a GPU, real engines with them."""
+
+import pytest
+
+from edgekd.config import TensorRTConfig
+from edgekd.devices.local import build_local_engines, local_gpu
+
+
+def test_skip_reason_without_tensorrt_or_gpu(run_dir_template):
+    gpu, why = local_gpu()
+    if gpu is not None:
+        pytest.skip(f"this machine can build engines ({gpu})")
+    result = build_local_engines(run_dir_template, [run_dir_template / "export" / "student.onnx"], TensorRTConfig())
+    assert result.engines == {} and result.failed == {}
+    assert result.skipped == why and ("not installed" in why or "no CUDA GPU" in why)
+    assert not (run_dir_template / "tensorrt").exists()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_builds_engines_into_the_run_dir_and_cache(run_dir, tmp_path, monkeypatch):
+    gpu, why = local_gpu()
+    if gpu is None:
+        pytest.skip(why)
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = TensorRTConfig(precisions=["fp32", "fp16"], max_batch=8, opt_batch=4)
+    result = build_local_engines(run_dir, [run_dir / "export" / "student.onnx"], cfg)
+    assert result.skipped is None and result.failed == {}
+    assert set(result.engines) == {"student_trt_fp32", "student_trt_fp16"}
+    for engine in result.engines.values():
+        assert engine.parent == run_dir / "tensorrt" / "local" and engine.with_suffix(".json").is_file()
+        assert "--onnx=export/student.onnx" in engine.with_suffix(".trtexec.txt").read_text()
+    assert len(list((tmp_path / "cache" / "engines").glob("*.engine"))) == 2

@@ -1,0 +1,168 @@
+"""Shipping to a real sshd on 127.0.0.1 whose 'device python' refuses edgekd and torch imports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edgekd.device.measure import BENCH_SCHEMA
+from edgekd.devices.check import check_device
+from edgekd.devices.ship import ship
+from edgekd.errors import EdgekdError
+
+pytestmark = [pytest.mark.ssh, pytest.mark.slow]
+
+
+def _children(name: str) -> list[int]:
+    """Pids of this process's direct children whose command is `name`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            argv0 = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and os.path.basename(argv0) == name:
+            found.append(int(entry))
+    return found
+
+
+def test_ship_onnxruntime_device_then_reship_copies_nothing(sshd, isolated_python, run_dir, tmp_path):
+    device = sshd.device(tmp_path / "remote", isolated_python, ["onnxruntime"])
+    first = ship(run_dir, device)
+
+    assert first.uploaded_files > 0 and first.ran_bench and first.downloaded
+    doc = json.loads((run_dir / "bench" / "loopback.json").read_text())
+    assert doc["schema"] == BENCH_SCHEMA
+    assert doc["device"]["name"] == "loopback" and doc["device"]["kind"] == "test-host"
+    assert "torch" not in doc["device"]["libraries"]  # the device python could not import it
+    by_name = {a["name"]: a for a in doc["artifacts"]}
+    assert set(by_name) == {"teacher_onnx_fp32", "student_onnx_fp32"}
+    for art in by_name.values():
+        assert art["status"] == "done", art["reason"]
+        assert art["runtime"]["name"] == "onnxruntime"
+        assert [lat["batch_size"] for lat in art["latency"]] == [1, 4]
+        assert art["sha256"] == hashlib.sha256((run_dir / art["path"]).read_bytes()).hexdigest()
+    # val labels are the teacher's argmax, so the teacher scores 100 and agrees with itself
+    assert by_name["teacher_onnx_fp32"]["accuracy"]["top1"] == pytest.approx(100.0)
+    assert by_name["teacher_onnx_fp32"]["accuracy"]["agreement"] == pytest.approx(100.0)
+    assert (run_dir / "tensorrt" / "loopback" / "bench.log").is_file()
+    assert not list(run_dir.glob(".ship-tmp-*"))
+
+    bench_before = (run_dir / "bench" / "loopback.json").read_bytes()
+    second = ship(run_dir, device)
+    assert (second.uploaded_files, second.uploaded_bytes, second.ran_bench, second.downloaded) == (0, 0, False, False)
+    assert second.bundle_id == first.bundle_id
+    assert (run_dir / "bench" / "loopback.json").read_bytes() == bench_before
+
+    os.utime(run_dir / "export" / "student.onnx")  # touched, same content: still nothing to copy
+    assert ship(run_dir, device).uploaded_files == 0
+
+
+def test_connection_killed_mid_copy_then_retry_completes(sshd, isolated_python, run_dir, tmp_path):
+    remote = tmp_path / "remote"
+    device = sshd.device(remote, isolated_python, ["onnxruntime"])
+    teacher_size = (run_dir / "export" / "teacher.onnx").stat().st_size
+    killed: list[int] = []
+
+    def kill_scp_mid_copy() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            for path in (remote / "staging").glob("up-*/*"):
+                try:
+                    size = path.stat().st_size
+                except OSError:
+                    continue
+                if 0 < size < teacher_size:
+                    for pid in _children("scp"):
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                    break
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=kill_scp_mid_copy)
+    watcher.start()
+    with pytest.raises(EdgekdError, match="upload"):
+        ship(run_dir, device)
+    watcher.join()
+    assert killed, "the copy finished before it could be interrupted"
+    for obj in (remote / "objects").iterdir():  # only whole files made it into objects/
+        assert hashlib.sha256(obj.read_bytes()).hexdigest() == obj.name
+    assert not (run_dir / "bench" / "loopback.json").exists() and not (run_dir / "tensorrt").exists()
+
+    result = ship(run_dir, device)
+    assert result.uploaded_files > 0 and result.ran_bench and result.downloaded
+    assert all(a["status"] == "done" for a in json.loads((run_dir / "bench" / "loopback.json").read_text())["artifacts"])
+    assert not list((remote / "staging").iterdir())
+
+
+def test_results_survive_a_stopped_server_between_bench_and_download(sshd, isolated_python, run_dir, tmp_path):
+    """The device finished but the link dropped before the download: the next ship only downloads."""
+    device = sshd.device(tmp_path / "remote", isolated_python, ["onnxruntime"])
+    ship(run_dir, device)
+    (run_dir / "bench" / "loopback.json").unlink()
+    sshd.stop()
+    try:
+        with pytest.raises(EdgekdError, match="unreachable"):
+            ship(run_dir, device)
+    finally:
+        sshd.start()
+    again = ship(run_dir, device)
+    assert (again.uploaded_files, again.ran_bench, again.downloaded) == (0, False, True)
+    assert (run_dir / "bench" / "loopback.json").is_file()
+
+
+def test_unreachable_device_is_a_clear_error(sshd, isolated_python, run_dir, tmp_path):
+    device = sshd.device(tmp_path / "remote", isolated_python, ["onnxruntime"])
+    device.port = sshd.port + 1 if sshd.port < 65535 else sshd.port - 1
+    with pytest.raises(EdgekdError, match=r"device 'loopback' \(.*127\.0\.0\.1.*\): unreachable over SSH: .*refused"):
+        ship(run_dir, device)
+
+
+def test_unknown_host_key_is_refused(sshd, isolated_python, run_dir, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    device = sshd.device(tmp_path / "remote", isolated_python, ["onnxruntime"])
+    device.ssh_options = [f"UserKnownHostsFile={empty}", "GlobalKnownHostsFile=/dev/null"]
+    with pytest.raises(EdgekdError, match="host key not known or changed"):
+        check_device(device)
+
+
+def test_check_reports_missing_tensorrt(sshd, isolated_python, tmp_path):
+    device = sshd.device(tmp_path / "remote", isolated_python, ["tensorrt", "onnxruntime"])
+    report = check_device(device)
+    assert not report.ok
+    assert any(p.startswith("tensorrt is not importable by") and "backend tensorrt needs it" in p for p in report.problems)
+    assert not any(p.startswith("onnxruntime") for p in report.problems)
+    assert report.probe["libraries"]["numpy"]["version"]
+    with pytest.raises(EdgekdError, match="device 'loopback' is not ready: tensorrt is not importable"):
+        report.require_ok()
+
+
+def test_missing_python_is_named(sshd, tmp_path):
+    device = sshd.device(tmp_path / "remote", "/nonexistent/python3", ["onnxruntime"])
+    with pytest.raises(EdgekdError, match="python '/nonexistent/python3' not found on the device"):
+        check_device(device)
+
+
+def test_ship_to_a_tensorrt_device_without_tensorrt_stops_before_copying(sshd, isolated_python, run_dir, tmp_path):
+    device = sshd.device(tmp_path / "remote", isolated_python, ["tensorrt"])
+    with pytest.raises(EdgekdError, match="device 'loopback' is not ready: tensorrt is not importable"):
+        ship(run_dir, device)
+    assert not list((tmp_path / "remote" / "objects").iterdir())
+
+
+def test_engines_only_needs_the_tensorrt_backend(run_dir, tmp_path, sshd, isolated_python):
+    device = sshd.device(tmp_path / "remote", isolated_python, ["onnxruntime"])
+    with pytest.raises(EdgekdError, match="--engines-only: device 'loopback' has no tensorrt backend"):
+        ship(run_dir, device, engines_only=True)

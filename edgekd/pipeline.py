@@ -24,6 +24,7 @@ from edgekd import __version__
 from edgekd.artifacts import sha256_file, write_json_atomic
 from edgekd.config import PipelineConfig
 from edgekd.data.datasets import DataBundle, load_data
+from edgekd.distill.trainer import CHECKPOINT
 from edgekd.errors import EdgekdError
 from edgekd.progress import Reporter
 
@@ -45,6 +46,7 @@ class Stage(Protocol):
     section: str                  # the config section handed to run()
     sections: tuple[str, ...]     # every config section its key depends on
     needs: tuple[str, ...]        # artifact names from earlier stages
+    uses: tuple[str, ...]         # artifact names it takes when present
     makes: tuple[str, ...]        # artifact names it may produce
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None: ...
@@ -196,6 +198,9 @@ class Runner:
                 why = f"{old.get('status')}: {old.get('reason') or old.get('error')}" if old else "not run"
                 return {}, f"needs '{need}' from stage '{producer}' ({why})"
             inputs[need] = available[need]
+        for name in stage.uses:
+            if name in available and available[name].is_file():
+                inputs[name] = available[name]
         return inputs, None
 
     def plan(self, selection: Selection = Selection()) -> list[PlanEntry]:
@@ -245,16 +250,18 @@ class Runner:
         for stage in self.stages:
             if selection.only and stage.name != selection.only:
                 continue
-            self._run_stage(stage, ctx, manifest, selection.forced(stage.name, names))
+            self._run_stage(stage, ctx, manifest, selection.forced(stage.name, names), selection.only == stage.name)
         return manifest
 
-    def _run_stage(self, stage: Stage, ctx: RunContext, manifest: Manifest, forced: bool) -> None:
+    def _run_stage(self, stage: Stage, ctx: RunContext, manifest: Manifest, forced: bool, only: bool = False) -> None:
         log = self.reporter.log
         started = _now()
         reason = stage.skip_reason(self.cfg)
         inputs: dict[str, Path] = {}
         if reason is None:
             inputs, reason = self._inputs(stage, manifest)
+            if reason is not None and only:
+                raise EdgekdError(f"--only {stage.name}: {reason}; run the pipeline without --only first")
         if reason is not None:
             manifest.record(stage.name, {"status": "skipped", "reason": reason, "started": started, "ended": _now(),
                                          "seconds": 0.0, "artifacts": {}, "metrics": {}})
@@ -268,9 +275,12 @@ class Runner:
             return
         log(f"[bold]▶ {stage.name}[/]")
         ctx.stage_name, ctx.key = stage.name, key
+        if forced:  # a forced stage starts afresh rather than resuming its last epoch checkpoint
+            (ctx.stage_dir / CHECKPOINT).unlink(missing_ok=True)
         t0 = time.perf_counter()
         entry = {"status": "running", "key": key, "started": started, "artifacts": {}, "metrics": {}}
         manifest.record(stage.name, entry)
+        torch.manual_seed(self.cfg.seed)  # model initialisation depends on the seed alone, not on earlier stages
         try:
             result = stage.run(ctx, getattr(self.cfg, stage.section), inputs)
         except BaseException as e:

@@ -113,6 +113,7 @@ def write_json_atomic(path: str, doc: dict) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f, indent=2, sort_keys=False)
             f.flush()

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from edgekd.artifacts import write_bytes_atomic
 from edgekd.errors import EdgekdError
 from edgekd.models.registry import build_model
 
@@ -29,16 +29,14 @@ class ModelSpec:
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
-    """torch.save through a temporary file in the same folder, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through an in-memory buffer, a temporary file in the same folder, then a rename.
+
+    Saving to a buffer keeps the bytes a function of the content alone (torch names the
+    archive after the file), so an unchanged model keeps its sha256 and its cache hits.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(Path(path), buffer.getvalue())
 
 
 def save_model(path: Path, model: nn.Module, spec: ModelSpec, **extra: object) -> None:

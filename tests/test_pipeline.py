@@ -1,0 +1,102 @@
+"""The runner: caching by key, invalidation by section, --only/--from/--force, plan, resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from edgekd.config import load_pipeline
+from edgekd.errors import EdgekdError
+from edgekd.pipeline import Runner, Selection
+from edgekd.stages.distill import DistillStage
+from edgekd.stages.teacher import TeacherStage
+
+pytestmark = pytest.mark.slow
+
+
+def _runner(path, run_dir):
+    return Runner(load_pipeline(path), [TeacherStage(), DistillStage()], run_dir)
+
+
+def _statuses(manifest):
+    return {name: entry["status"] for name, entry in manifest.doc["stages"].items()}
+
+
+def test_cache_and_invalidation(tiny_pipeline, tmp_path):
+    run_dir = tmp_path / "run"
+    m = _runner(tiny_pipeline(), run_dir).run()
+    assert _statuses(m) == {"teacher": "done", "distill": "done"}
+    assert m.stage("distill")["metrics"]["val_top1"] > 0
+    art = m.stage("teacher")["artifacts"]["teacher"]
+    assert len(art["sha256"]) == 64 and (run_dir / art["path"]).is_file()
+
+    again = _runner(tiny_pipeline(), run_dir)
+    assert [e.action for e in again.plan()] == ["cached", "cached"]
+    assert _statuses(again.run()) == {"teacher": "cached", "distill": "cached"}
+
+    changed = _runner(tiny_pipeline(extra="  soft_weight: 0.5\n"), run_dir)
+    assert [e.action for e in changed.plan()] == ["cached", "run"]
+    assert _statuses(changed.run()) == {"teacher": "cached", "distill": "done"}
+
+    (run_dir / "teacher" / "model.pt").write_bytes(b"tampered")
+    assert [e.action for e in changed.plan()] == ["run", "run"]
+
+
+def test_selection_flags(tiny_pipeline, tmp_path):
+    run_dir = tmp_path / "run"
+    r = _runner(tiny_pipeline(distill_epochs=1), run_dir)
+    with pytest.raises(EdgekdError, match="--only distil: no such stage; stages are: teacher, distill"):
+        r.run(Selection(only="distil"))
+    with pytest.raises(EdgekdError, match="needs 'teacher' from stage 'teacher'"):
+        r.run(Selection(only="distill"))
+    assert _statuses(r.run(Selection(only="teacher"))) == {"teacher": "done"}
+    assert _statuses(r.run(Selection(only="distill"))) == {"teacher": "done", "distill": "done"}
+    assert _statuses(r.run(Selection(force=("teacher",)))) == {"teacher": "done", "distill": "cached"}
+    assert _statuses(r.run(Selection(start="teacher"))) == {"teacher": "done", "distill": "done"}
+
+
+def test_cli_reruns_unchanged_pipeline_without_training(tiny_pipeline, tmp_path):
+    path, run_dir = tiny_pipeline(distill_epochs=1), tmp_path / "run"
+    cmd = [sys.executable, "-m", "edgekd.cli", "run", str(path), "--run-dir", str(run_dir)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "teacher: cached" in second.stderr and "distill: cached" in second.stderr
+    assert "epoch" not in second.stderr
+    bad = subprocess.run([sys.executable, "-m", "edgekd.cli", "run", str(tiny_pipeline(extra="  temprature: 2\n", name="bad.yaml"))],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "did you mean 'temperature'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_killed_run_resumes_to_the_same_student(tiny_pipeline, tmp_path):
+    path = tiny_pipeline(distill_epochs=5)
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
+    _runner(path, ref_dir).run()
+
+    cmd = [sys.executable, "-m", "edgekd.cli", "run", str(path), "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    metrics = run_dir / "distill" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    time.sleep(0.2)  # well inside the third epoch
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["stages"]["distill"]["status"] == "running"
+
+    resumed = _runner(path, run_dir).run()
+    assert resumed.stage("teacher")["status"] == "cached"
+    assert resumed.stage("distill")["metrics"]["resumed_from_epoch"] >= 2
+    a = torch.load(ref_dir / "distill" / "student.pt", weights_only=True)["state_dict"]
+    b = torch.load(run_dir / "distill" / "student.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ref_hist = [json.loads(x) for x in (ref_dir / "distill" / "metrics.jsonl").read_text().splitlines()]
+    got_hist = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [h["val_top1"] for h in ref_hist] == [h["val_top1"] for h in got_hist]

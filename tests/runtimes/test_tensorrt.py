@@ -1,0 +1,38 @@
+"""The TensorRT runtime behind the runtimes interface (needs TensorRT, pycuda and a CUDA GPU)."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
+pytest.importorskip("tensorrt")
+pytest.importorskip("pycuda.driver")
+
+from edgekd.device.trt_build import build_engine  # noqa: E402
+from edgekd.device.trt_options import BuildOptions  # noqa: E402
+from edgekd.devices.local import local_gpu  # noqa: E402
+from edgekd.errors import EdgekdError  # noqa: E402
+from edgekd.runtimes import runtime_for  # noqa: E402
+
+
+@pytest.fixture
+def engine(tmp_path, onnx_path):
+    if local_gpu()[0] is None:
+        pytest.skip(local_gpu()[1])
+    path = tmp_path / "tiny.engine"
+    build_engine(str(onnx_path), str(path), BuildOptions("fp32", max_batch=8), "test-gpu", str(tmp_path / "cache"))
+    return path
+
+
+def test_runs_like_onnxruntime_and_times_on_the_gpu(engine, onnx_path, images):
+    runtime = runtime_for(engine)
+    want = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": images})[0]
+    np.testing.assert_allclose(runtime.run(images), want, atol=1e-4, rtol=1e-4)
+    assert runtime.describe()["name"] == "tensorrt" and runtime.fixed_batch is None
+    assert runtime.timer(runtime.prepare(images)) > 0
+
+
+def test_mismatched_engine_is_an_edgekd_error(engine):
+    engine.with_suffix(".json").unlink()
+    with pytest.raises(EdgekdError, match="no sidecar"):
+        runtime_for(engine)

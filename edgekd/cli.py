@@ -17,8 +17,8 @@ from edgekd.pipeline import Manifest, Runner, Selection
 from edgekd.progress import Reporter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distil, quantize, export and benchmark image classifiers for edge GPUs.")
-out = Console()
-err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 _debug = False
 
 
@@ -43,13 +43,28 @@ def _runner(pipeline: Path, run_dir: Optional[Path]) -> Runner:
 
 
 def _summary(cfg: PipelineConfig, manifest: Manifest) -> Table:
+    """One row per model (teacher, student, baseline), then one per benchmarked artifact."""
     table = Table(title=f"edgekd · {cfg.name}")
-    for col in ("model", "role", "val top-1", "params", "size"):
-        table.add_column(col, justify="right" if col not in ("model", "role") else "left")
-    for stage, role in (("teacher", "teacher"), ("distill", "student")):
+    for col in ("artifact", "val top-1", "Δ vs teacher", "p50 (batch 1)", "speed-up", "params", "size"):
+        table.add_column(col, justify="left" if col == "artifact" else "right", no_wrap=True)
+    table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=50)
+    teacher = manifest.stage("teacher").get("metrics", {})
+    for stage, role in (("teacher", "teacher"), ("distill", "student"), ("baseline", "student, hard labels only")):
         m = manifest.stage(stage).get("metrics", {})
-        if m:
-            table.add_row(m.get("model", "?"), role, f"{m['val_top1']:.2f}%", f"{m['params']:,}", f"{m['size_bytes'] / 1e6:.2f} MB")
+        if m.get("val_top1") is not None:
+            delta = m["val_top1"] - teacher.get("val_top1", m["val_top1"])
+            table.add_row(f"{m['model']} ({role})", f"{m['val_top1']:.2f}%", f"{delta:+.2f}", "", "", f"{m['params']:,}",
+                          f"{m['size_bytes'] / 1e6:.2f} MB", "")
+    bench = manifest.stage("benchmark").get("metrics", {}).get("artifacts", {})
+    ref = bench.get("teacher_pytorch_fp32", {}).get("p50_ms")
+    for name, b in bench.items():
+        if b["status"] != "done":
+            table.add_row(name, "", "", "", "", "", "", f"{b['status']}: {b['reason']}"[:90])
+            continue
+        delta = b["top1"] - teacher["val_top1"] if b["top1"] is not None and teacher else None
+        speed = f"{ref / b['p50_ms']:.2f}×" if ref and b["p50_ms"] else ""
+        table.add_row(name, f"{b['top1']:.2f}%" if b["top1"] is not None else "", f"{delta:+.2f}" if delta is not None else "",
+                      f"{b['p50_ms']:.2f} ms" if b["p50_ms"] else "", speed, "", "", "")
     return table
 
 
@@ -60,17 +75,28 @@ def run(
     start: Optional[str] = typer.Option(None, "--from", help="Re-run this stage and every later one."),
     only: Optional[str] = typer.Option(None, "--only", help="Run only this stage (its inputs must exist)."),
     force: list[str] = typer.Option([], "--force", help="Re-run this stage even if cached (repeatable)."),
+    require: list[str] = typer.Option([], "--require", help="Fail if this stage is skipped, e.g. --require tensorrt (repeatable)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when no deployable artifact meets the accuracy budget."),
 ) -> None:
     """Run a pipeline: stages whose config and inputs are unchanged are cached."""
     try:
         runner = _runner(pipeline, run_dir)
         err.print(f"run directory: {runner.run_dir}", highlight=False)
-        manifest = runner.run(Selection(only=only, start=start, force=tuple(force)))
+        manifest = runner.run(Selection(only=only, start=start, force=tuple(force), require=tuple(require)))
     except EdgekdError as e:
         _fail(e)
         return
     out.print(_summary(runner.cfg, manifest))
+    report = manifest.stage("report")
+    if report.get("artifacts"):
+        out.print(f"report: {runner.run_dir / report['artifacts']['report_html']['path']}", highlight=False)
     out.print(f"manifest: {manifest.path}", highlight=False)
+    if strict:
+        verdict = report.get("metrics", {})
+        if not verdict.get("meets_budget"):
+            why = "; ".join(verdict.get("unmet", []) + verdict.get("failed", [])) or "the report stage did not run"
+            err.print(f"[bold red]strict:[/] no deployable artifact meets the accuracy budget ({why})", highlight=False)
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -107,6 +133,135 @@ def validate(pipeline: Path = typer.Argument(..., help="pipeline.yaml")) -> None
         _fail(e)
         return
     out.print(f"[green]ok[/] {pipeline}: pipeline '{cfg.name}', {cfg.data.dataset} → teacher {cfg.teacher.model}, student {cfg.student.model}")
+
+
+@app.command()
+def bench(
+    run_dir: Path = typer.Argument(..., help="A run directory made by `edgekd run`."),
+    device: Optional[str] = typer.Option(None, "--device", help="Benchmark on this device from devices.yaml (ships the run there)."),
+    devices_file: Path = typer.Option(Path("devices.yaml"), "--devices", help="The devices file."),
+    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="pipeline.yaml, when the run dir's own copy should not be used."),
+) -> None:
+    """Re-run the benchmark of a run, on this machine or on a device, and rebuild its report."""
+    try:
+        if device:
+            _ship(run_dir, device, devices_file, engines_only=False, force=True)
+            return
+        cfg = load_pipeline(pipeline or _run_pipeline(run_dir))
+        from edgekd.stages import all_stages
+
+        runner = Runner(cfg, all_stages(), run_dir, Reporter(err))
+        manifest = runner.run(Selection(force=("benchmark",), start="benchmark"))
+    except EdgekdError as e:
+        _fail(e)
+        return
+    out.print(_summary(runner.cfg, manifest))
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run directories, compared side by side."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write the report (default: the first run's report/)."),
+    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="pipeline.yaml whose accuracy budget to apply."),
+) -> None:
+    """Build report.md/.html/.json from the bench files of one or several runs (all their devices)."""
+    from edgekd.bench.report import build_report
+
+    try:
+        budget = load_pipeline(pipeline or _run_pipeline(run_dirs[0])).benchmark.budget
+        summary = build_report(run_dirs, out_dir or run_dirs[0] / "report", budget)
+    except EdgekdError as e:
+        _fail(e)
+        return
+    for key, name in summary.recommendations.items():
+        out.print(f"{key}: recommended {name or '— nothing within budget'}", highlight=False)
+    out.print(f"report: {summary.html}", highlight=False)
+
+
+def _run_pipeline(run_dir: Path) -> Path:
+    path = run_dir / "pipeline.yaml"
+    if not path.is_file():
+        raise EdgekdError(f"{run_dir}: no pipeline.yaml in this run directory; pass --pipeline")
+    return path
+
+
+def _ship(run_dir: Path, device: str, devices_file: Path, engines_only: bool, force: bool) -> None:
+    from edgekd.bench.report import build_report
+    from edgekd.config import load_devices
+    from edgekd.devices.ship import ship as ship_run
+
+    target = load_devices(devices_file).get(device)
+    result = ship_run(run_dir, target, engines_only=engines_only, force=force)
+    out.print(f"{device}: uploaded {result.uploaded_files} files ({result.uploaded_bytes / 1e6:.1f} MB), "
+              f"{'ran the benchmark' if result.ran_bench else 'results were current'}", highlight=False)
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if result.bench_json:
+        budget = load_pipeline(_run_pipeline(run_dir)).benchmark.budget
+        summary = build_report([run_dir], run_dir / "report", budget)
+        out.print(f"bench: {result.bench_json}\nreport: {summary.html}", highlight=False)
+
+
+@app.command()
+def ship(
+    run_dir: Path = typer.Argument(..., help="A run directory made by `edgekd run`."),
+    device: str = typer.Option(..., "--device", help="Device name from devices.yaml."),
+    devices_file: Path = typer.Option(Path("devices.yaml"), "--devices", help="The devices file."),
+    engines_only: bool = typer.Option(False, "--engines-only", help="Deploy prebuilt engines for this device kind and TensorRT version."),
+    force: bool = typer.Option(False, "--force", help="Re-run the device benchmark even if its results are current."),
+) -> None:
+    """Ship a run to a Jetson: build engines there, benchmark them, bring the report back."""
+    try:
+        _ship(run_dir, device, devices_file, engines_only, force)
+    except EdgekdError as e:
+        _fail(e)
+
+
+devices_app = typer.Typer(help="Devices from devices.yaml.", no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.command("check")
+def devices_check(
+    name: str = typer.Argument(..., help="Device name from devices.yaml."),
+    devices_file: Path = typer.Option(Path("devices.yaml"), "--devices", help="The devices file."),
+) -> None:
+    """Connect to a device and report what it has (JetPack, TensorRT, CUDA, python, numpy, pycuda, disk)."""
+    from edgekd.config import load_devices
+    from edgekd.devices.check import check_device
+
+    try:
+        found = check_device(load_devices(devices_file).get(name))
+    except EdgekdError as e:
+        _fail(e)
+        return
+    for line in found.summary():
+        out.print(line, highlight=False)
+    if not found.ok:
+        raise typer.Exit(2)
+
+
+@devices_app.command("list")
+def devices_list(devices_file: Path = typer.Option(Path("devices.yaml"), "--devices", help="The devices file.")) -> None:
+    """List the devices in devices.yaml."""
+    from edgekd.config import load_devices
+
+    try:
+        devices = load_devices(devices_file)
+    except EdgekdError as e:
+        _fail(e)
+        return
+    for name, d in devices.devices.items():
+        out.print(f"{name}: {d.user + '@' if d.user else ''}{d.host}{f':{d.port}' if d.port else ''} "
+                  f"({d.kind}; {', '.join(d.backends)})", highlight=False)
+
+
+@app.command()
+def reference() -> None:
+    """Print the pipeline.yaml / devices.yaml reference (Markdown)."""
+    from edgekd.reference import render
+
+    out.print(render(), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import yaml
 from pydantic import BaseModel
 
 from edgekd import __version__
-from edgekd.artifacts import sha256_file, write_json_atomic
+from edgekd.artifacts import sha256_file, write_json_atomic, write_text_atomic
 from edgekd.config import PipelineConfig
 from edgekd.data.datasets import DataBundle, load_data
 from edgekd.distill.trainer import CHECKPOINT
@@ -163,9 +164,12 @@ class Selection:
     only: str | None = None
     start: str | None = None
     force: tuple[str, ...] = ()
+    require: tuple[str, ...] = ()   # stages that must not be skipped (`--require tensorrt`)
 
     def validate(self, names: list[str]) -> None:
-        for flag, value in (("--only", self.only), ("--from", self.start), *(("--force", f) for f in self.force)):
+        flags = [("--only", self.only), ("--from", self.start), *(("--force", f) for f in self.force),
+                 *(("--require", r) for r in self.require)]
+        for flag, value in flags:
             if value is not None and value not in names:
                 raise EdgekdError(f"{flag} {value}: no such stage; stages are: {', '.join(names)}")
 
@@ -245,12 +249,18 @@ class Runner:
         names = [s.name for s in self.stages]
         selection.validate(names)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # the resolved config (absolute paths), for `edgekd bench/report/ship RUN_DIR` later
+        write_text_atomic(self.run_dir / "pipeline.yaml",
+                          yaml.safe_dump(self.cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
         manifest = Manifest(self.run_dir, self.cfg.name)
         ctx = RunContext(self.cfg, self.run_dir, self.reporter, manifest)
         for stage in self.stages:
             if selection.only and stage.name != selection.only:
                 continue
             self._run_stage(stage, ctx, manifest, selection.forced(stage.name, names), selection.only == stage.name)
+            entry = manifest.stage(stage.name)
+            if stage.name in selection.require and entry.get("status") == "skipped":
+                raise EdgekdError(f"--require {stage.name}: the stage was skipped: {entry.get('reason')}")
         return manifest
 
     def _run_stage(self, stage: Stage, ctx: RunContext, manifest: Manifest, forced: bool, only: bool = False) -> None:

@@ -18,6 +18,7 @@ class TeacherStage:
     section = "teacher"
     sections = ("data", "teacher")
     needs: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
     makes = ("teacher",)
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:

@@ -1,0 +1,37 @@
+"""`tensorrt` stage: build engines on this host when TensorRT and a CUDA GPU exist; else say why not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgekd.config import PipelineConfig, TensorRTConfig
+from edgekd.devices.local import build_local_engines, local_gpu
+from edgekd.errors import EdgekdError
+from edgekd.pipeline import RunContext, StageResult
+
+
+class TensorRTStage:
+    name = "tensorrt"
+    section = "tensorrt"
+    sections = ("tensorrt",)
+    needs = ("student_onnx",)
+    uses = ("teacher_onnx", "student_qat_onnx", "student_ptq_onnx")
+    makes: tuple[str, ...] = ()  # engine_<name> for each engine built
+
+    def skip_reason(self, cfg: PipelineConfig) -> str | None:
+        if not cfg.tensorrt.enabled:
+            return "tensorrt.enabled is false"
+        _, why = local_gpu()
+        return f"cannot build TensorRT engines on this machine: {why}; build them on the device with `edgekd ship`" if why else None
+
+    def key_extras(self, cfg: PipelineConfig) -> dict:
+        return {"gpu": local_gpu()[0]}
+
+    def run(self, ctx: RunContext, cfg: TensorRTConfig, inputs: dict[str, Path]) -> StageResult:
+        built = build_local_engines(ctx.run_dir, list(inputs.values()), cfg)
+        if built.skipped:
+            return StageResult(status="skipped", reason=built.skipped)
+        if not built.engines:
+            raise EdgekdError("tensorrt: no engine could be built: " + "; ".join(f"{n}: {why}" for n, why in built.failed.items()))
+        return StageResult({f"engine_{n}": p for n, p in built.engines.items()},
+                           {"engines": sorted(built.engines), "failed": built.failed})

@@ -1,0 +1,118 @@
+"""Parity of exported files with the eager model: max |Δlogit| and top-1 agreement on real images.
+
+TorchScript files (`*.pt`) run in torch, ONNX files (`*.onnx`) in ONNX Runtime on the CPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekd.errors import EdgekdError
+from edgekd.export.onnx import INPUT_NAME
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How closely one exported file reproduces the reference logits."""
+
+    path: str
+    max_abs_diff: float
+    top1_agreement: float
+    samples: int
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def load_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from float32 NCHW images to logits for a TorchScript (`.pt`) or ONNX (`.onnx`) file."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda images: session.run(None, {INPUT_NAME: np.ascontiguousarray(images, dtype=np.float32)})[0]
+    if path.suffix in (".pt", ".pth"):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
+
+        def run(images: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).numpy()
+        return run
+    raise EdgekdError(f"{path}: cannot run: expected a .onnx or a TorchScript .pt file")
+
+
+def run_exported(path: Path, images: np.ndarray) -> np.ndarray:
+    """Logits (N, classes) of a TorchScript or ONNX file on float32 NCHW `images`."""
+    return load_runner(path)(images)
+
+
+def top1_accuracy(path: Path, batches: Iterable[tuple]) -> float:
+    """Top-1 accuracy in percent of a file over (images, labels, ...) tensor batches."""
+    run = load_runner(path)
+    correct = total = 0
+    for batch in batches:
+        x, y = batch[0], batch[1]
+        correct += int((run(x.cpu().numpy()).argmax(1) == y.cpu().numpy()).sum())
+        total += len(y)
+    return 100.0 * correct / max(total, 1)
+
+
+def reference_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    model = model.eval().cpu()
+    with torch.no_grad():
+        return model(torch.from_numpy(images)).numpy()
+
+
+def measure_parity(path: Path, images: np.ndarray, reference: np.ndarray) -> Parity:
+    """Compare one file's logits with `reference` (the eager model's logits on the same images)."""
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    got = run_exported(path, images)
+    if got.shape != reference.shape:
+        raise EdgekdError(f"{path}: output shape {got.shape} differs from the eager model's {reference.shape}")
+    return Parity(
+        path=str(path),
+        max_abs_diff=float(np.abs(got.astype(np.float64) - reference).max()),
+        top1_agreement=float((got.argmax(1) == reference.argmax(1)).mean()),
+        samples=int(images.shape[0]),
+    )
+
+
+def check_parity(
+    model: nn.Module,
+    paths: list[Path],
+    images: np.ndarray | torch.Tensor,
+    atol: float = 1e-3,
+    min_agreement: float = 0.99,
+) -> list[Parity]:
+    """Measure every file against eager `model`; raise EdgekdError for the first beyond tolerance.
+
+    The message says by how much, e.g. `export/student.onnx: max |Δlogit| 0.31 > atol 0.001
+    (top-1 agreement 93.8% < 99%)`.
+    """
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    reference = reference_logits(model, images)
+    results = [measure_parity(p, images, reference) for p in paths]
+    for r in results:
+        problems = []
+        if not r.max_abs_diff <= atol:
+            problems.append(f"max |Δlogit| {r.max_abs_diff:.3g} > atol {atol:g}")
+        if r.top1_agreement < min_agreement:
+            problems.append(f"top-1 agreement {r.top1_agreement:.1%} < {min_agreement:.0%}")
+        if problems:
+            detail = problems[0] + (f" ({problems[1]})" if len(problems) > 1 else
+                                    f" (top-1 agreement {r.top1_agreement:.1%})")
+            raise EdgekdError(f"{r.path}: {detail} on {r.samples} validation images")
+    return results

@@ -1,0 +1,66 @@
+"""`dynamic_quant` stage: dynamic int8 of the student's Linear/LSTM/GRU layers for CPUs (PyTorch and ONNX Runtime).
+
+A model without such layers gets status "skipped" with the reason, never an unquantized file named int8.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from edgekd.config import DynamicQuantConfig, PipelineConfig
+from edgekd.export import export_onnx, measure_parity
+from edgekd.export.parity import reference_logits
+from edgekd.models import load_model
+from edgekd.pipeline import RunContext, StageResult
+from edgekd.quant.dynamic import DynamicQuantResult, quantize_dynamic_onnx, quantize_dynamic_torchscript
+from edgekd.stages.export import artifact_metrics
+
+
+class DynamicQuantStage:
+    name = "dynamic_quant"
+    section = "dynamic_quant"
+    sections = ("data", "dynamic_quant")
+    needs = ("student",)
+    uses: tuple[str, ...] = ()
+    makes = ("student_dynamic_int8_ts", "student_dynamic_int8_onnx")
+
+    def skip_reason(self, cfg: PipelineConfig) -> str | None:
+        if not cfg.dynamic_quant.enabled:
+            return "dynamic_quant.enabled is false"
+        if not (cfg.dynamic_quant.torch or cfg.dynamic_quant.onnx):
+            return "dynamic_quant.torch and dynamic_quant.onnx are both false"
+        return None
+
+    def key_extras(self, cfg: PipelineConfig) -> dict:
+        return {"opset": cfg.export.opset, "parity_batch": cfg.export.parity_batch, "torch": torch.__version__}
+
+    def run(self, ctx: RunContext, cfg: DynamicQuantConfig, inputs: dict[str, Path]) -> StageResult:
+        student, _ = load_model(inputs["student"])
+        images, _ = ctx.data.val_arrays(ctx.config.export.parity_batch)
+        example = torch.from_numpy(images[:1])
+        results: dict[str, DynamicQuantResult] = {}
+        if cfg.torch:
+            results["student_dynamic_int8_ts"] = quantize_dynamic_torchscript(
+                student, ctx.stage_dir / "student_dynamic_int8.ts.pt", example)
+        if cfg.onnx:
+            with tempfile.TemporaryDirectory(dir=ctx.stage_dir) as tmp:
+                fp32 = export_onnx(student, Path(tmp) / "student_fp32.onnx", example, opset=ctx.config.export.opset)
+                results["student_dynamic_int8_onnx"] = quantize_dynamic_onnx(fp32, ctx.stage_dir / "student_dynamic_int8.onnx")
+        reference = reference_logits(student, images)
+        artifacts, metrics = {}, {}
+        for name, result in results.items():
+            entry = {"status": result.status, "layers": result.layers, "reason": result.reason}
+            if result.status == "done":
+                path = Path(result.path)
+                artifacts[name] = path
+                entry.update(artifact_metrics(path, ctx, measure_parity(path, images, reference)))
+                ctx.reporter.log(f"  dynamic_quant: {path.name}: {len(result.layers)} layer(s) int8 "
+                                 f"({', '.join(result.layers)}), val top-1 {entry['val_top1']:.2f}%")
+            metrics[name] = entry
+        if not artifacts:
+            reasons = "; ".join(r.reason for r in results.values() if r.reason)
+            return StageResult(metrics={"artifacts": metrics}, status="skipped", reason=reasons)
+        return StageResult(artifacts, {"artifacts": metrics})

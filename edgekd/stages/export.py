@@ -1,0 +1,81 @@
+"""`export` stage: TorchScript and ONNX of the student (and teacher), each checked for parity and accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgekd.config import ExportConfig, PipelineConfig
+from edgekd.data.datasets import DataInfo
+from edgekd.export import Preprocessing, check_parity, export_onnx, save_torchscript, top1_accuracy
+from edgekd.models import count_params, load_model
+from edgekd.pipeline import RunContext, StageResult
+
+
+def preprocessing_of(info: DataInfo) -> Preprocessing:
+    return Preprocessing(image_size=info.image_size, channels=info.in_channels, mean=tuple(info.mean),
+                         std=tuple(info.std), class_names=tuple(info.class_names))
+
+
+def val_batches(ctx: RunContext) -> object:
+    """The validation set in eval-size batches, on the CPU (a fresh iterator each call)."""
+    return ctx.data.val.batches(ctx.config.data.eval_batch_size)
+
+
+def artifact_metrics(path: Path, ctx: RunContext, parity: object | None = None) -> dict:
+    """size, val top-1 of the file itself, and its parity record."""
+    out = {"path": str(path.relative_to(ctx.run_dir)), "size_bytes": path.stat().st_size,
+           "val_top1": top1_accuracy(path, val_batches(ctx))}
+    if parity is not None:
+        out["parity"] = {k: v for k, v in parity.as_dict().items() if k != "path"}
+    return out
+
+
+class ExportStage:
+    name = "export"
+    section = "export"
+    sections = ("data", "export")
+    needs = ("student",)
+    uses = ("teacher",)
+    makes = ("student_ts", "student_onnx", "teacher_ts", "teacher_onnx")
+
+    def skip_reason(self, cfg: PipelineConfig) -> str | None:
+        if not cfg.export.enabled:
+            return "export.enabled is false"
+        if cfg.export.torchscript == "off" and not cfg.export.onnx:
+            return "export.torchscript is off and export.onnx is false: nothing to export"
+        return None
+
+    def key_extras(self, cfg: PipelineConfig) -> dict:
+        return {"torch": torch.__version__}
+
+    def run(self, ctx: RunContext, cfg: ExportConfig, inputs: dict[str, Path]) -> StageResult:
+        images, _ = ctx.data.val_arrays(cfg.parity_batch)
+        models = [("student", inputs["student"])]
+        if cfg.teacher and "teacher" in inputs:
+            models.append(("teacher", inputs["teacher"]))
+        artifacts: dict[str, Path] = {}
+        metrics: dict[str, dict] = {}
+        for role, source in models:
+            model, _ = load_model(source)
+            made = self._export(ctx, cfg, role, model, torch.from_numpy(images[:1]))
+            parities = check_parity(model, list(made.values()), images, cfg.atol, cfg.min_agreement)
+            for (name, path), parity in zip(made.items(), parities):
+                artifacts[name] = path
+                metrics[name] = {**artifact_metrics(path, ctx, parity), "params": count_params(model)}
+            ctx.reporter.log(f"  export: {role}: " + ", ".join(
+                f"{p.name} max |Δlogit| {r.max_abs_diff:.2g}, top-1 agreement {r.top1_agreement:.1%}"
+                for p, r in zip(made.values(), parities)))
+        return StageResult(artifacts, {"artifacts": metrics, "opset": cfg.opset, "exporter": "torch.onnx (dynamo=False)"})
+
+    def _export(self, ctx: RunContext, cfg: ExportConfig, role: str, model: nn.Module, example: torch.Tensor) -> dict[str, Path]:
+        made = {}
+        if cfg.torchscript != "off":
+            made[f"{role}_ts"] = save_torchscript(model, ctx.stage_dir / f"{role}.ts.pt", example, cfg.torchscript)
+        if cfg.onnx:
+            made[f"{role}_onnx"] = export_onnx(model, ctx.stage_dir / f"{role}.onnx", example, opset=cfg.opset,
+                                               dynamic_batch=cfg.dynamic_batch, simplify=cfg.simplify,
+                                               preprocessing=preprocessing_of(ctx.data.info))
+        return made

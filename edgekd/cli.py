@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -13,8 +13,10 @@ from rich.table import Table
 from edgekd import __version__
 from edgekd.config import PipelineConfig, load_pipeline
 from edgekd.errors import EdgekdError
-from edgekd.pipeline import Manifest, Runner, Selection
 from edgekd.progress import Reporter
+
+if TYPE_CHECKING:  # edgekd.pipeline imports torch (seconds): only the commands that run stages load it
+    from edgekd.pipeline import Manifest, Runner
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distil, quantize, export and benchmark image classifiers for edge GPUs.")
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -36,6 +38,7 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of u
 
 
 def _runner(pipeline: Path, run_dir: Optional[Path]) -> Runner:
+    from edgekd.pipeline import Runner
     from edgekd.stages import all_stages
 
     cfg = load_pipeline(pipeline)
@@ -45,7 +48,7 @@ def _runner(pipeline: Path, run_dir: Optional[Path]) -> Runner:
 def _summary(cfg: PipelineConfig, manifest: Manifest) -> Table:
     """One row per model (teacher, student, baseline), then one per benchmarked artifact."""
     table = Table(title=f"edgekd · {cfg.name}")
-    for col in ("artifact", "val top-1", "Δ vs teacher", "p50 (batch 1)", "speed-up", "params", "size"):
+    for col in ("artifact", "val top-1", "Δ vs teacher", "p50 b=1", "speed-up", "params", "size"):
         table.add_column(col, justify="left" if col == "artifact" else "right", no_wrap=True)
     table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=50)
     teacher = manifest.stage("teacher").get("metrics", {})
@@ -64,7 +67,8 @@ def _summary(cfg: PipelineConfig, manifest: Manifest) -> Table:
         delta = b["top1"] - teacher["val_top1"] if b["top1"] is not None and teacher else None
         speed = f"{ref / b['p50_ms']:.2f}×" if ref and b["p50_ms"] else ""
         table.add_row(name, f"{b['top1']:.2f}%" if b["top1"] is not None else "", f"{delta:+.2f}" if delta is not None else "",
-                      f"{b['p50_ms']:.2f} ms" if b["p50_ms"] else "", speed, "", "", "")
+                      f"{b['p50_ms']:.2f} ms" if b["p50_ms"] else "", speed, f"{b['params']:,}" if b.get("params") else "",
+                      f"{b['size_bytes'] / 1e6:.2f} MB" if b.get("size_bytes") else "", "")
     return table
 
 
@@ -79,6 +83,8 @@ def run(
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when no deployable artifact meets the accuracy budget."),
 ) -> None:
     """Run a pipeline: stages whose config and inputs are unchanged are cached."""
+    from edgekd.pipeline import Selection
+
     try:
         runner = _runner(pipeline, run_dir)
         err.print(f"run directory: {runner.run_dir}", highlight=False)
@@ -108,6 +114,8 @@ def plan(
     force: list[str] = typer.Option([], "--force"),
 ) -> None:
     """Show which stages would run, which are cached, and why."""
+    from edgekd.pipeline import Selection
+
     try:
         runner = _runner(pipeline, run_dir)
         entries = runner.plan(Selection(only=only, start=start, force=tuple(force)))
@@ -148,6 +156,7 @@ def bench(
             _ship(run_dir, device, devices_file, engines_only=False, force=True)
             return
         cfg = load_pipeline(pipeline or _run_pipeline(run_dir))
+        from edgekd.pipeline import Runner, Selection
         from edgekd.stages import all_stages
 
         runner = Runner(cfg, all_stages(), run_dir, Reporter(err))

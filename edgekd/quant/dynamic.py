@@ -12,7 +12,10 @@ to TorchScript. ONNX side: ONNX Runtime's `quantize_dynamic` (MatMulInteger/Dyna
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +63,17 @@ def quantize_dynamic_torchscript(model: nn.Module, path: Path, example: torch.Te
     return DynamicQuantResult("done", layers=done, path=str(path))
 
 
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_dynamic_onnx(src: Path, dest: Path) -> DynamicQuantResult:
     """ONNX Runtime dynamic int8 of the MatMul/Gemm/LSTM/GRU nodes with constant weights in `src`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -70,7 +84,8 @@ def quantize_dynamic_onnx(src: Path, dest: Path) -> DynamicQuantResult:
     if not candidates:
         return DynamicQuantResult("skipped", reason=f"{src} has no MatMul, Gemm, LSTM or GRU node with constant weights "
                                                      f"(convolutions are left fp32)")
-    with atomic_path(Path(dest)) as tmp:
+    with atomic_path(Path(dest)) as tmp, _quiet_root_logger():
+        # its "consider pre-processing" hint concerns shape inference, which the export already did
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=list(ONNX_OPS))
         out = onnx.load(str(tmp))
         check_and_infer(out, Path(dest))

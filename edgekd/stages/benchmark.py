@@ -44,6 +44,7 @@ class BenchmarkStage:
             lat = art["latency"][0] if art["latency"] else {}
             acc = art["accuracy"] or {}
             metrics[art["name"]] = {"status": art["status"], "top1": acc.get("top1"), "p50_ms": lat.get("p50_ms"),
-                                    "batch_size": lat.get("batch_size"), "reason": art["reason"]}
+                                    "batch_size": lat.get("batch_size"), "params": art["params"],
+                                    "size_bytes": art["size_bytes"], "reason": art["reason"]}
         bench = ctx.run_dir / "bench" / f"{cfg.device_name}.json"
         return StageResult({"bench": bench, "val_set": val_set}, {"device": cfg.device_name, "artifacts": metrics})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -81,16 +82,43 @@ def run(
     force: list[str] = typer.Option([], "--force", help="Re-run this stage even if cached (repeatable)."),
     require: list[str] = typer.Option([], "--require", help="Fail if this stage is skipped, e.g. --require tensorrt (repeatable)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when no deployable artifact meets the accuracy budget."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Training processes per machine (torchrun + DistributedDataParallel)."),
+    nnodes: str = typer.Option("1", "--nnodes", help="torchrun: number of machines (or MIN:MAX)."),
+    node_rank: int = typer.Option(0, "--node-rank", help="torchrun: this machine's rank."),
+    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="torchrun: rendezvous HOST:PORT for several machines."),
+    rdzv_id: Optional[str] = typer.Option(None, "--rdzv-id", help="torchrun: rendezvous job id."),
+    master_addr: Optional[str] = typer.Option(None, "--master-addr", help="torchrun: rank 0's address (static rendezvous)."),
+    master_port: Optional[int] = typer.Option(None, "--master-port", help="torchrun: rank 0's port (static rendezvous)."),
 ) -> None:
     """Run a pipeline: stages whose config and inputs are unchanged are cached."""
-    from edgekd.pipeline import Selection
+    from edgekd import distributed
 
+    argv = ["run", str(pipeline), *(["--run-dir", str(run_dir)] if run_dir else []), *(["--from", start] if start else []),
+            *(["--only", only] if only else []), *[a for f in force for a in ("--force", f)],
+            *[a for r in require for a in ("--require", r)], *(["--strict"] if strict else [])]
+    if (nproc > 1 or nnodes != "1") and "RANK" not in os.environ:
+        rdzv = [f"--nnodes={nnodes}", f"--node-rank={node_rank}", *([f"--rdzv-endpoint={rdzv_endpoint}", "--rdzv-backend=c10d"] if rdzv_endpoint else []),
+                *([f"--rdzv-id={rdzv_id}"] if rdzv_id else []), *([f"--master-addr={master_addr}"] if master_addr else []),
+                *([f"--master-port={master_port}"] if master_port else [])]
+        try:
+            code = distributed.launch(["--debug", *argv] if _debug else argv, nproc, rdzv)
+        except EdgekdError as e:
+            _fail(e)
+            return
+        raise typer.Exit(code)
     try:
         runner = _runner(pipeline, run_dir)
-        err.print(f"run directory: {runner.run_dir}", highlight=False)
+        if distributed.init_from_env(torch_device(runner.cfg.device)) and not distributed.is_main():
+            runner.reporter.quiet = True
+            runner.reporter.console = Console(stderr=True, quiet=True)
+        if distributed.is_main():
+            err.print(f"run directory: {runner.run_dir}" + (f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""),
+                      highlight=False)
         manifest = runner.run(Selection(only=only, start=start, force=tuple(force), require=tuple(require)))
     except EdgekdError as e:
         _fail(e)
+        return
+    if not distributed.is_main():
         return
     out.print(_summary(runner.cfg, manifest))
     report = manifest.stage("report")
@@ -103,6 +131,13 @@ def run(
             why = "; ".join(verdict.get("unmet", []) + verdict.get("failed", [])) or "the report stage did not run"
             err.print(f"[bold red]strict:[/] no deployable artifact meets the accuracy budget ({why})", highlight=False)
             raise typer.Exit(1)
+
+
+def torch_device(want: str):
+    """The device `auto`/`cpu`/`cuda` resolves to here."""
+    import torch
+
+    return torch.device("cuda" if want in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
 @app.command()

@@ -21,7 +21,7 @@ import torch
 import yaml
 from pydantic import BaseModel
 
-from edgekd import __version__
+from edgekd import __version__, distributed
 from edgekd.artifacts import sha256_file, write_json_atomic, write_text_atomic
 from edgekd.config import PipelineConfig
 from edgekd.data.datasets import DataBundle, load_data
@@ -49,6 +49,7 @@ class Stage(Protocol):
     needs: tuple[str, ...]        # artifact names from earlier stages
     uses: tuple[str, ...]         # artifact names it takes when present
     makes: tuple[str, ...]        # artifact names it may produce
+    distributed: bool             # runs on every process under torchrun (training); else on rank 0 alone
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None: ...
     def key_extras(self, cfg: PipelineConfig) -> dict: ...
@@ -68,7 +69,9 @@ class RunContext:
 
     @property
     def stage_dir(self) -> Path:
-        path = self.run_dir / self.stage_name
+        """Where the running stage writes; processes other than rank 0 write to a scratch copy."""
+        root = self.run_dir if distributed.is_main() else self.run_dir / ".ranks" / str(distributed.rank())
+        path = root / self.stage_name
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -79,7 +82,7 @@ class RunContext:
             raise EdgekdError("device: 'cuda' was asked for but no CUDA GPU is visible to PyTorch; use 'auto' or 'cpu'")
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.device(want)
+        return distributed.local_device(torch.device(want))
 
     @cached_property
     def data(self) -> DataBundle:
@@ -110,7 +113,12 @@ class Manifest:
     def record(self, name: str, entry: dict) -> None:
         self.doc["stages"][name] = entry
         self.doc["updated"] = _now()
-        write_json_atomic(self.path, self.doc)
+        if distributed.is_main():
+            write_json_atomic(self.path, self.doc)
+
+    def reload(self) -> None:
+        """Read rank 0's manifest again (other processes, after a stage)."""
+        self.doc["stages"] = json.loads(self.path.read_text())["stages"] if self.path.is_file() else {}
 
     def artifacts(self) -> dict[str, Path]:
         out = {}
@@ -249,15 +257,19 @@ class Runner:
         names = [s.name for s in self.stages]
         selection.validate(names)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        # the resolved config (absolute paths), for `edgekd bench/report/ship RUN_DIR` later
-        write_text_atomic(self.run_dir / "pipeline.yaml",
-                          yaml.safe_dump(self.cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
+        if distributed.is_main():  # the resolved config (absolute paths), for `edgekd bench/report/ship RUN_DIR`
+            write_text_atomic(self.run_dir / "pipeline.yaml",
+                              yaml.safe_dump(self.cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
         manifest = Manifest(self.run_dir, self.cfg.name)
         ctx = RunContext(self.cfg, self.run_dir, self.reporter, manifest)
         for stage in self.stages:
             if selection.only and stage.name != selection.only:
                 continue
-            self._run_stage(stage, ctx, manifest, selection.forced(stage.name, names), selection.only == stage.name)
+            if stage.distributed or distributed.is_main():
+                self._run_stage(stage, ctx, manifest, selection.forced(stage.name, names), selection.only == stage.name)
+            distributed.barrier()
+            if not distributed.is_main():
+                manifest.reload()
             entry = manifest.stage(stage.name)
             if stage.name in selection.require and entry.get("status") == "skipped":
                 raise EdgekdError(f"--require {stage.name}: the stage was skipped: {entry.get('reason')}")
@@ -299,6 +311,8 @@ class Runner:
                                          "seconds": round(time.perf_counter() - t0, 3)})
             raise
         artifacts = {}
+        if not distributed.is_main():  # rank 0 records what the stage made
+            return
         for name, path in result.artifacts.items():
             path = Path(path)
             artifacts[name] = {"path": str(path.relative_to(self.run_dir)), "sha256": sha256_file(path),

@@ -21,6 +21,7 @@ class BenchmarkStage:
     needs = ("teacher", "student")
     uses = BENCHMARKED
     makes = ("bench", "val_set")
+    distributed = False
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
         return None if cfg.benchmark.enabled else "benchmark.enabled is false"

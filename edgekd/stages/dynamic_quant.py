@@ -26,6 +26,7 @@ class DynamicQuantStage:
     needs = ("student",)
     uses: tuple[str, ...] = ()
     makes = ("student_dynamic_int8_ts", "student_dynamic_int8_onnx")
+    distributed = False
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
         if not cfg.dynamic_quant.enabled:

@@ -40,6 +40,7 @@ class ExportStage:
     needs = ("student",)
     uses = ("teacher",)
     makes = ("student_ts", "student_onnx", "teacher_ts", "teacher_onnx")
+    distributed = False
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
         if not cfg.export.enabled:

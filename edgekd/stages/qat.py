@@ -50,6 +50,7 @@ class QatStage:
     needs = ("student",)
     uses = ("teacher",)
     makes = ("student_qat", "student_qat_onnx", "student_ptq_onnx")
+    distributed = True
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
         if not cfg.qat.enabled:

@@ -16,6 +16,7 @@ class ReportStage:
     needs = ("bench",)
     uses = ("distill_metrics",)
     makes = ("report_md", "report_html", "report_json")
+    distributed = False
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
         return None if cfg.benchmark.enabled else "benchmark.enabled is false"

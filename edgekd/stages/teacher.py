@@ -20,6 +20,7 @@ class TeacherStage:
     needs: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
     makes = ("teacher",)
+    distributed = True
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
         return None

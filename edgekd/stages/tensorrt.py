@@ -17,6 +17,7 @@ class TensorRTStage:
     needs = ("student_onnx",)
     uses = ("teacher_onnx", "student_qat_onnx", "student_ptq_onnx")
     makes: tuple[str, ...] = ()  # engine_<name> for each engine built
+    distributed = False
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
         if not cfg.tensorrt.enabled:

@@ -1,0 +1,82 @@
+"""Multi-process training under torchrun: DistributedDataParallel with NCCL on GPUs, gloo on CPUs.
+
+`edgekd run --nproc N` re-launches the same command under `torch.distributed.run`; every
+process runs the training stages on its share of each batch, and rank 0 alone runs the other
+stages and writes artifacts and the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+
+from edgekd.errors import EdgekdError
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def init_from_env(device: torch.device) -> bool:
+    """Join the process group torchrun described in the environment; False when not under torchrun."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) < 2:
+        return False
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    return True
+
+
+def local_device(device: torch.device) -> torch.device:
+    """This process's device: its own GPU under torchrun (LOCAL_RANK), else `device`."""
+    if device.type == "cuda" and world_size() > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum of `values` over all processes."""
+    if world_size() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def broadcast_object(obj: object) -> object:
+    """Rank 0's `obj` on every process."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def launch(argv: Sequence[str], nproc: int, torchrun_args: Sequence[str] = ()) -> int:
+    """Run `edgekd <argv>` under torchrun with `nproc` processes per node; returns its exit code."""
+    if nproc < 1:
+        raise EdgekdError(f"--nproc {nproc}: needs at least 1 process")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", *torchrun_args,
+           "-m", "edgekd.cli", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
+    return subprocess.call(cmd, env=env)

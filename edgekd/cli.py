@@ -92,6 +92,7 @@ def run(
 ) -> None:
     """Run a pipeline: stages whose config and inputs are unchanged are cached."""
     from edgekd import distributed
+    from edgekd.pipeline import Selection
 
     argv = ["run", str(pipeline), *(["--run-dir", str(run_dir)] if run_dir else []), *(["--from", start] if start else []),
             *(["--only", only] if only else []), *[a for f in force for a in ("--force", f)],

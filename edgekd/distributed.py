@@ -63,13 +63,14 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def broadcast_object(obj: object) -> object:
-    """Rank 0's `obj` on every process."""
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average these parameters' gradients over all processes (for modules outside DDP)."""
     if world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world_size()
 
 
 def launch(argv: Sequence[str], nproc: int, torchrun_args: Sequence[str] = ()) -> int:

@@ -13,7 +13,7 @@ data:
   dataset: digits
   image_size: 16
   batch_size: 32
-  limit_train: 256
+  limit_train: {limit_train}
   limit_val: 96
 teacher:
   model: resnet8
@@ -33,9 +33,10 @@ distill:
 def tiny_pipeline(tmp_path: Path):
     """Write a tiny pipeline.yaml (extra YAML appended) and return its path."""
 
-    def make(extra: str = "", teacher_epochs: int = 1, distill_epochs: int = 2, name: str = "p.yaml") -> Path:
+    def make(extra: str = "", teacher_epochs: int = 1, distill_epochs: int = 2, name: str = "p.yaml",
+             limit_train: int = 256) -> Path:
         path = tmp_path / name
-        path.write_text(TINY.format(teacher_epochs=teacher_epochs, distill_epochs=distill_epochs) + extra)
+        path.write_text(TINY.format(teacher_epochs=teacher_epochs, distill_epochs=distill_epochs, limit_train=limit_train) + extra)
         return path
 
     return make

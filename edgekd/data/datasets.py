@@ -50,7 +50,7 @@ class ImageSet(Protocol):
     def __len__(self) -> int: ...
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> Iterator[Batch]: ...
+                device: torch.device | str = "cpu", shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]: ...
 
 
 class TensorImageSet:
@@ -75,10 +75,8 @@ class TensorImageSet:
         return (x - self.mean.to(device)) / self.std.to(device)
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> Iterator[Batch]:
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+                device: torch.device | str = "cpu", shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
+        for idx in _batch_indices(len(self), batch_size, shuffle, generator, shard):
             yield self._prepare(self.images[idx], device), self.labels[idx].to(device), idx
 
 
@@ -110,15 +108,14 @@ class FolderImageSet:
         return len(self.data)
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> Iterator[Batch]:
-        loader = DataLoader(self.data, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                            num_workers=self.num_workers, pin_memory=str(device).startswith("cuda"))
+                device: torch.device | str = "cpu", shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
+        plan = [idx.tolist() for idx in _batch_indices(len(self), batch_size, shuffle, generator, shard)]
+        loader = DataLoader(self.data, batch_sampler=plan, num_workers=self.num_workers,
+                            pin_memory=str(device).startswith("cuda"))
         try:
             for x, y, idx in loader:
                 yield x.to(device, non_blocking=True), y.to(device), idx
-        except EdgekdError:
-            raise
-        except Exception as e:  # an EdgekdError from a worker arrives wrapped: keep its one line
+        except Exception as e:  # an EdgekdError from a worker arrives with the worker's traceback in its message: keep its one line
             lines = [ln for ln in str(e).splitlines() if ln.startswith("edgekd.errors.EdgekdError: ")]
             if lines:
                 raise EdgekdError(lines[-1].removeprefix("edgekd.errors.EdgekdError: ")) from None
@@ -136,16 +133,27 @@ class Subset:
         return self.n
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> Iterator[Batch]:
+                device: torch.device | str = "cpu", shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
         if isinstance(self.base, TensorImageSet):
             base = TensorImageSet(self.base.images[: self.n], self.labels, self.base.size, self.base.channels,
                                   tuple(self.base.mean.flatten().tolist()), tuple(self.base.std.flatten().tolist()))
-            yield from base.batches(batch_size, shuffle, generator, device)
+            yield from base.batches(batch_size, shuffle, generator, device, shard)
             return
-        for x, y, idx in self.base.batches(batch_size, False, None, device):
+        for x, y, idx in self.base.batches(batch_size, False, None, device, shard):
             keep = idx < self.n
             if keep.any():
                 yield x[keep], y[keep], idx[keep]
+
+
+def _batch_indices(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None,
+                   shard: tuple[int, int]) -> Iterator[torch.Tensor]:
+    """Sample indices of each batch; with shard (rank, world) every process takes its slice of the same global batch."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    rank, world = shard
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size][rank::world]
+        if len(idx):
+            yield idx
 
 
 @dataclass

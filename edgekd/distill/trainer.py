@@ -19,10 +19,13 @@ from typing import Protocol
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from edgekd import distributed
 from edgekd.config import OptimConfig
 from edgekd.data.datasets import ImageSet
 from edgekd.distill.losses import mean_kl
+from edgekd.distill.tensorboard import TensorBoardLog
 from edgekd.models.checkpoint import atomic_torch_save
 from edgekd.progress import Reporter
 
@@ -118,11 +121,30 @@ def train(
     reference_val_logits: torch.Tensor | None = None,
     reporter: Reporter | None = None,
     label: str = "train",
+    tensorboard_dir: Path | None = None,
+    amp: str = "off",
+    channels_last: bool = False,
 ) -> TrainResult:
-    """Train `model` in place for `cfg.epochs`, resuming from `work_dir/checkpoint-last.pt` when its key matches."""
+    """Train `model` in place for `cfg.epochs`, resuming from `work_dir/checkpoint-last.pt` when its key matches.
+
+    Under torchrun every process trains on its slice of each global batch (DistributedDataParallel),
+    so the global batch, and the result up to floating-point differences, match a single process.
+
+    With `tensorboard_dir`, each epoch's metrics go there as scalars and the weights as histograms.
+    On CUDA, `amp` ("bf16"/"fp16") runs forward passes under autocast (fp16 with a gradient scaler)
+    and `channels_last` trains in NHWC memory format; on the CPU both are ignored, and the log says so.
+    """
     reporter = reporter or Reporter(quiet=True)
+    device = torch.device(device)
     work_dir.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
+    on_cuda = device.type == "cuda"
+    if (amp != "off" or channels_last) and not on_cuda:
+        reporter.log(f"  {label}: amp/channels_last apply on CUDA only; training in fp32 on {device}")
+    memory_format = torch.channels_last if channels_last and on_cuda else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if on_cuda else None
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype is torch.float16)
     extra = [m.to(device).train() for m in objective.modules()]
     params = [p for m in [model, *extra] for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, params)
@@ -141,6 +163,11 @@ def train(
             start = result.resumed_from = ckpt["epoch"] + 1
             reporter.log(f"  {label}: resuming after epoch {start} of {cfg.epochs} from {ckpt_path.name}")
     steps = math.ceil(len(train_set) / batch_size)
+    tensorboard = TensorBoardLog(tensorboard_dir) if tensorboard_dir is not None and distributed.is_main() else None
+    shard = (distributed.rank(), distributed.world_size())
+    # under torchrun: DDP averages the model's gradients; the objective's extra modules (adapters) are averaged by hand
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if shard[1] > 1 else model
+    extra_params = [p for m in extra for p in m.parameters() if p.requires_grad]
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         torch.manual_seed(seed * 100_003 + epoch)  # dropout, augmentation: a function of (seed, epoch) alone
@@ -152,16 +179,23 @@ def train(
         sums: dict[str, float] = {}
         seen = 0
         with reporter.task(f"  {label} epoch {epoch + 1}/{cfg.epochs}", steps) as bar:
-            for x, y, idx in train_set.batches(batch_size, shuffle=True, generator=shuffle, device=device):
-                loss, parts = objective.loss(model, x, y, idx)
+            for x, y, idx in train_set.batches(batch_size, shuffle=True, generator=shuffle, device=device, shard=shard):
+                x = x.contiguous(memory_format=memory_format)
+                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                    loss, parts = objective.loss(net, x, y, idx)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                distributed.average_gradients(extra_params)
+                scaler.step(optimizer)
+                scaler.update()
                 n = len(y)
                 seen += n
                 for name, value in {"train_loss": loss.item(), **parts}.items():
                     sums[name] = sums.get(name, 0.0) + value * n
                 bar.advance()
+        names = sorted(sums)
+        *totals, seen = distributed.all_reduce_sum([sums[k] for k in names] + [seen], device)
+        sums = dict(zip(names, totals))
         logits, labels = predict(model, val_set, eval_batch_size, device)
         val = evaluate(logits, labels, reference_val_logits)
         objective.end_epoch(val)
@@ -172,8 +206,12 @@ def train(
                            "extra": [m.state_dict() for m in extra], "optimizer": optimizer.state_dict(),
                            "objective": objective.state_dict(), "history": result.history}, ckpt_path)
         _write_history(work_dir / METRICS, result.history)
+        if tensorboard is not None:
+            tensorboard.write(entry, model)
         kl = f" kl {val['val_kl']:.3f}" if "val_kl" in val else ""
         reporter.log(f"  {label} epoch {epoch + 1}/{cfg.epochs}: loss {entry['train_loss']:.4f} "
                      f"val top-1 {val['val_top1']:.2f}%{kl} ({entry['seconds']:.1f}s)")
+    if tensorboard is not None:
+        tensorboard.close()
     model.eval()
     return result

@@ -1,0 +1,72 @@
+"""`baseline` stage: the same student trained on hard labels alone, with the distillation budget.
+
+It measures what distillation buys: same model, same data and augmentation, same optimizer settings
+(the distill section's, unless set under `baseline:`), no teacher.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edgekd.config import BaselineConfig, OptimConfig, PipelineConfig
+from edgekd.data.augment import BatchAugment
+from edgekd.distill.objectives import CrossEntropy
+from edgekd.distill.trainer import evaluate, predict, train
+from edgekd.models import build_model, load_state_dict_file, save_model
+from edgekd.pipeline import RunContext, StageResult
+from edgekd.stages.common import model_summary, spec_for
+
+
+def baseline_optim(cfg: PipelineConfig) -> OptimConfig:
+    """The distill section's optimizer settings, overridden by those set explicitly under `baseline:`."""
+    names = OptimConfig.model_fields
+    values = {k: getattr(cfg.distill, k) for k in names}
+    values.update({k: getattr(cfg.baseline, k) for k in cfg.baseline.model_fields_set if k in names})
+    return OptimConfig(**values)
+
+
+class BaselineStage:
+    name = "baseline"
+    section = "baseline"
+    sections = ("data", "student", "baseline")
+    needs: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
+    makes = ("baseline_student",)
+    distributed = True
+
+    def skip_reason(self, cfg: PipelineConfig) -> str | None:
+        return None if cfg.baseline.enabled else "baseline.enabled is false"
+
+    def key_extras(self, cfg: PipelineConfig) -> dict:
+        return {"optim": baseline_optim(cfg).model_dump(mode="json"),
+                "augment": cfg.distill.augment.model_dump(mode="json")}
+
+    def run(self, ctx: RunContext, cfg: BaselineConfig, inputs: dict[str, Path]) -> StageResult:
+        data, config = ctx.data, ctx.config
+        spec = spec_for(ctx, config.student.model)
+        torch.manual_seed(config.seed)
+        student = build_model(spec.name, spec.num_classes, spec.in_channels)
+        if config.student.init_checkpoint:
+            load_state_dict_file(student, config.student.init_checkpoint)
+        optim = baseline_optim(config)
+        augment = None
+        if config.distill.augment.active:
+            augment = BatchAugment(config.distill.augment, spec.num_classes, data.info.mean, data.info.std)
+        objective = CrossEntropy(optim.label_smoothing, augment=augment, seed=config.seed)
+        result = train(student, data.train, data.val, optim, objective, work_dir=ctx.stage_dir, key=ctx.key,
+                       seed=config.seed, batch_size=config.data.batch_size,
+                       eval_batch_size=config.data.eval_batch_size, device=ctx.device, reporter=ctx.reporter,
+                       label="baseline")
+        student.cpu().eval()
+        logits, labels = predict(student, data.val, config.data.eval_batch_size, "cpu")
+        val = evaluate(logits, labels)
+        out = ctx.stage_dir / "student.pt"
+        save_model(out, student, spec, data=data.info.to_dict())
+        metrics = {**val, **model_summary(out), "epochs": len(result.history), "resumed_from_epoch": result.resumed_from}
+        distilled = ctx.manifest.stage("distill").get("metrics", {}).get("val_top1")
+        if distilled is not None:
+            metrics["distill_val_top1"] = distilled
+            metrics["kd_gain_top1"] = distilled - val["val_top1"]
+        return StageResult({"baseline_student": out}, metrics)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgekd import __version__
@@ -28,7 +29,7 @@ _debug = False
 def _fail(e: EdgekdError) -> None:
     if _debug:
         raise e
-    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # paths may hold "[...]"
     raise typer.Exit(2)
 
 
@@ -63,7 +64,7 @@ def _summary(cfg: PipelineConfig, manifest: Manifest) -> Table:
     ref = bench.get("teacher_pytorch_fp32", {}).get("p50_ms")
     for name, b in bench.items():
         if b["status"] != "done":
-            table.add_row(name, "", "", "", "", "", "", f"{b['status']}: {b['reason']}"[:90])
+            table.add_row(name, "", "", "", "", "", "", escape(f"{b['status']}: {b['reason']}"[:90]))
             continue
         delta = b["top1"] - teacher["val_top1"] if b["top1"] is not None and teacher else None
         speed = f"{ref / b['p50_ms']:.2f}×" if ref and b["p50_ms"] else ""
@@ -114,7 +115,7 @@ def run(
             runner.reporter.console = Console(stderr=True, quiet=True)
         if distributed.is_main():
             err.print(f"run directory: {runner.run_dir}" + (f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""),
-                      highlight=False)
+                      highlight=False, markup=False)
         manifest = runner.run(Selection(only=only, start=start, force=tuple(force), require=tuple(require)))
     except EdgekdError as e:
         _fail(e)
@@ -124,8 +125,8 @@ def run(
     out.print(_summary(runner.cfg, manifest))
     report = manifest.stage("report")
     if report.get("artifacts"):
-        out.print(f"report: {runner.run_dir / report['artifacts']['report_html']['path']}", highlight=False)
-    out.print(f"manifest: {manifest.path}", highlight=False)
+        out.print(f"report: {runner.run_dir / report['artifacts']['report_html']['path']}", highlight=False, markup=False)
+    out.print(f"manifest: {manifest.path}", highlight=False, markup=False)
     if strict:
         verdict = report.get("metrics", {})
         if not verdict.get("meets_budget"):
@@ -158,25 +159,28 @@ def plan(
     except EdgekdError as e:
         _fail(e)
         return
-    table = Table(title=f"plan · {runner.run_dir}")
+    table = Table(title=escape(f"plan · {runner.run_dir}"))
     table.add_column("stage")
     table.add_column("action")
     table.add_column("why")
     colour = {"run": "bold", "cached": "green", "skip": "yellow", "leave": "dim"}
     for e in entries:
-        table.add_row(e.stage, f"[{colour[e.action]}]{e.action}[/]", e.why)
+        table.add_row(e.stage, f"[{colour[e.action]}]{e.action}[/]", escape(e.why))
     out.print(table)
 
 
 @app.command()
 def validate(pipeline: Path = typer.Argument(..., help="pipeline.yaml")) -> None:
     """Check a pipeline file without running anything."""
+    from edgekd.preflight import check_pipeline
+
     try:
         cfg = load_pipeline(pipeline)
+        check_pipeline(cfg)
     except EdgekdError as e:
         _fail(e)
         return
-    out.print(f"[green]ok[/] {pipeline}: pipeline '{cfg.name}', {cfg.data.dataset} → teacher {cfg.teacher.model}, student {cfg.student.model}")
+    out.print(f"[green]ok[/] {escape(str(pipeline))}: pipeline '{cfg.name}', {cfg.data.dataset} → teacher {cfg.teacher.model}, student {cfg.student.model}")
 
 
 @app.command()
@@ -240,7 +244,7 @@ def _ship(run_dir: Path, device: str, devices_file: Path, engines_only: bool, fo
     out.print(f"{device}: uploaded {result.uploaded_files} files ({result.uploaded_bytes / 1e6:.1f} MB), "
               f"{'ran the benchmark' if result.ran_bench else 'results were current'}", highlight=False)
     for w in result.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if result.bench_json:
         budget = load_pipeline(_run_pipeline(run_dir)).benchmark.budget
         summary = build_report([run_dir], run_dir / "report", budget)
@@ -281,7 +285,7 @@ def devices_check(
         _fail(e)
         return
     for line in found.summary():
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
     if not found.ok:
         raise typer.Exit(2)
 

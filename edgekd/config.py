@@ -207,7 +207,7 @@ class DistillConfig(OptimConfig):
     @classmethod
     def _positive_temperature(cls, v: Any) -> Any:
         if isinstance(v, (int, float)) and v <= 0:
-            raise ValueError(f"temperature must be > 0, got {v}")
+            raise ValueError("temperature must be > 0")
         parts = v.phases if isinstance(v, PhasedSchedule) else [v]
         values = [getattr(p, k, None) for p in parts for k in ("value", "start", "end")]
         if any(x is not None and x <= 0 for x in values):
@@ -343,14 +343,17 @@ class PipelineConfig(Section):
 # --------------------------------------------------------------------------- loading
 
 
-def _key_lines(text: str) -> dict[tuple, int]:
-    """Map each key path in a YAML document to its 1-based line number."""
+def _key_lines(text: str, where: str = "pipeline.yaml") -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line number; a key given twice is an error."""
     lines: dict[tuple, int] = {}
 
     def walk(node: yaml.Node, path: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 key = (*path, k.value)
+                if key in lines:  # yaml.safe_load would silently keep the last one
+                    dotted = ".".join(str(p) for p in key)
+                    raise EdgekdError(f"{where}:{k.start_mark.line + 1}: duplicate key '{dotted}' (first given on line {lines[key]})")
                 lines[key] = k.start_mark.line + 1
                 walk(v, key)
         elif isinstance(node, yaml.SequenceNode):
@@ -389,7 +392,9 @@ def _first_model(annotation: Any) -> Any:
 
 
 def _format_error(err: dict, lines: dict[tuple, int], where: str) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _TAGS))
+    raw = tuple(err["loc"])
+    last = len(raw) - 1 if err["type"] == "extra_forbidden" else -1  # an unknown key is never a union tag
+    loc = tuple(p for i, p in enumerate(raw) if i == last or not (isinstance(p, str) and (p in _TAGS or p.startswith(_TAG_PREFIXES))))
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     line = None
     for n in range(len(loc), 0, -1):
@@ -413,6 +418,14 @@ def _format_error(err: dict, lines: dict[tuple, int], where: str) -> str:
 
 
 _TAGS = {"constant", "linear", "cosine", "phases", "adaptive", "float", "function-after[_positive_temperature(), union[...]]"}
+_TAG_PREFIXES = ("tagged-union[", "constrained-", "function-after[")
+
+
+def _relevant(errors: list) -> list:
+    """Errors worth showing first: unknown keys (a typo also makes its key "missing", and the unknown-key
+    error names the nearest valid key), without the "a number" branch of a number-or-schedule field given a mapping."""
+    kept = [e for e in errors if not (e["type"] == "float_type" and isinstance(e.get("input"), dict))] or errors
+    return sorted(kept, key=lambda e: e["type"] != "extra_forbidden")
 
 
 def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
@@ -432,12 +445,13 @@ def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
 def parse_pipeline(data: Any, where: str = "pipeline.yaml", text: str | None = None, base: Path | None = None) -> PipelineConfig:
     """Validate an already-loaded YAML document; errors become one-line EdgekdErrors."""
     if not isinstance(data, dict):
-        raise EdgekdError(f"{where}: expected a mapping of sections (name, data, teacher, student, ...), got {type(data).__name__}")
-    lines = _key_lines(text) if text else {}
+        got = "an empty document" if data is None else type(data).__name__
+        raise EdgekdError(f"{where}: expected a mapping of sections (name, data, teacher, student, ...), got {got}")
+    lines = _key_lines(text, where) if text else {}
     try:
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as e:
-        errors = e.errors()
+        errors = _relevant(e.errors())
         first = _format_error(errors[0], lines, where)
         more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
         raise EdgekdError(first + more) from None
@@ -583,11 +597,11 @@ def load_devices(path: str | Path) -> DevicesConfig:
         data = {}
     if not isinstance(data, dict):
         raise EdgekdError(f"{path}: expected a mapping with a `devices` key, got {type(data).__name__}")
-    lines = _key_lines(text)
+    lines = _key_lines(text, str(path))
     try:
         cfg = DevicesConfig.model_validate(data)
     except ValidationError as e:
-        errors = e.errors()
+        errors = _relevant(e.errors())
         err = errors[0]
         more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
         if err["type"] == "extra_forbidden":

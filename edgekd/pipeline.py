@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import torch
 import yaml
 from pydantic import BaseModel
+from rich.markup import escape
 
 from edgekd import __version__, distributed
 from edgekd.artifacts import sha256_file, write_json_atomic, write_text_atomic
@@ -27,6 +28,7 @@ from edgekd.config import PipelineConfig
 from edgekd.data.datasets import DataBundle, load_data
 from edgekd.distill.trainer import CHECKPOINT
 from edgekd.errors import EdgekdError
+from edgekd.preflight import check_pipeline
 from edgekd.progress import Reporter
 
 MANIFEST = "manifest.json"
@@ -103,8 +105,11 @@ class Manifest:
         if self.path.is_file():
             try:
                 old = json.loads(self.path.read_text())
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise EdgekdError(f"{self.path}: corrupt manifest ({e}); delete it to start the run afresh") from None
+            if not isinstance(old, dict) or not isinstance(old.get("stages", {}), dict):
+                raise EdgekdError(f"{self.path}: corrupt manifest (not an edgekd manifest object with a `stages` mapping); "
+                                  f"delete it to start the run afresh")
             self.doc["stages"] = old.get("stages", {})
 
     def stage(self, name: str) -> dict:
@@ -256,7 +261,10 @@ class Runner:
     def run(self, selection: Selection = Selection()) -> Manifest:
         names = [s.name for s in self.stages]
         selection.validate(names)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file in the way, no permission, read-only disk
+            raise EdgekdError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
         if distributed.is_main():  # the resolved config (absolute paths), for `edgekd bench/report/ship RUN_DIR`
             write_text_atomic(self.run_dir / "pipeline.yaml",
                               yaml.safe_dump(self.cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
@@ -287,7 +295,7 @@ class Runner:
         if reason is not None:
             manifest.record(stage.name, {"status": "skipped", "reason": reason, "started": started, "ended": _now(),
                                          "seconds": 0.0, "artifacts": {}, "metrics": {}})
-            log(f"[yellow]- {stage.name}: skipped[/] ({reason})")
+            log(f"[yellow]- {stage.name}: skipped[/] ({escape(reason)})")  # reasons may quote paths holding "[...]"
             return
         key = stage_key(stage, self.cfg, inputs)
         old = manifest.stage(stage.name)
@@ -320,5 +328,5 @@ class Runner:
         manifest.record(stage.name, {"status": result.status, "key": key, "started": started, "ended": _now(),
                                      "seconds": round(time.perf_counter() - t0, 3), "artifacts": artifacts,
                                      "metrics": result.metrics, "reason": result.reason})
-        note = f" ({result.reason})" if result.reason else ""
+        note = f" ({escape(result.reason)})" if result.reason else ""
         log(f"[green]✓ {stage.name}: {result.status}[/] in {time.perf_counter() - t0:.1f}s{note}")

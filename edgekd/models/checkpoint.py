@@ -50,12 +50,19 @@ def _safe_load(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EdgekdError(f"{path}: refused to load: the file holds more than tensors and plain data "
-                          f"(a pickled object that could run code); save a state_dict instead ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise EdgekdError(f"{path}: refused to load: not a torch.save file of tensors and plain data "
+                          f"({_unpickler_detail(e)}); save a state_dict instead") from None
+    except Exception as e:  # torch's unpickler raises IndexError, KeyError, ... on a damaged file: all mean "unreadable"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EdgekdError(f"{path}: not a readable PyTorch checkpoint: {first}") from None
+
+
+def _unpickler_detail(error: pickle.UnpicklingError) -> str:
+    """What the weights-only unpickler stopped at (e.g. "unsupported GLOBAL posix.system"), without torch's
+    boilerplate, whose first line suggests weights_only=False (the unsafe load edgekd refuses)."""
+    skip = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip() and not ln.strip().startswith(skip)]
+    return lines[0].removeprefix("Trying to load ").rstrip(".") if lines else type(error).__name__
 
 
 def load_model(path: Path) -> tuple[nn.Module, ModelSpec]:
@@ -64,7 +71,10 @@ def load_model(path: Path) -> tuple[nn.Module, ModelSpec]:
     blob = _safe_load(path)
     if not isinstance(blob, dict) or "spec" not in blob or "state_dict" not in blob:
         raise EdgekdError(f"{path}: not an edgekd model file (expected keys 'spec' and 'state_dict')")
-    spec = ModelSpec(**blob["spec"])
+    try:
+        spec = ModelSpec(**blob["spec"])
+    except TypeError as e:
+        raise EdgekdError(f"{path}: broken model spec in the file ({e}); re-run the stage that made it") from None
     model = spec.build()
     _load_into(model, blob["state_dict"], path)
     return model.eval(), spec
@@ -85,6 +95,14 @@ def load_state_dict_file(model: nn.Module, path: Path) -> None:
     _load_into(model, blob, path)
 
 
+def _classes_hint(model: nn.Module, name: str, found: torch.Tensor, wanted: torch.Tensor) -> str:
+    """When the bad tensor is the classifier's output size: say it is a class count that differs from the data's."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears or name not in (f"{linears[-1]}.weight", f"{linears[-1]}.bias") or found.shape[1:] != wanted.shape[1:]:
+        return ""
+    return f": the checkpoint has {found.shape[0]} classes, the data has {wanted.shape[0]}"
+
+
 def _load_into(model: nn.Module, state: dict, path: Path) -> None:
     """load_state_dict with an error that names the first bad tensor."""
     own = model.state_dict()
@@ -94,7 +112,7 @@ def _load_into(model: nn.Module, state: dict, path: Path) -> None:
                               f"(model {type(model).__name__} needs {len(own)} tensors, file has {len(state)})")
         if tuple(state[name].shape) != tuple(tensor.shape):
             raise EdgekdError(f"{path}: tensor '{name}' has shape {tuple(state[name].shape)} in the checkpoint, "
-                              f"the model needs {tuple(tensor.shape)}")
+                              f"the model needs {tuple(tensor.shape)}{_classes_hint(model, name, state[name], tensor)}")
     extra = [k for k in state if k not in own]
     if extra:
         raise EdgekdError(f"{path}: tensor '{extra[0]}' in the checkpoint has no place in model {type(model).__name__} "

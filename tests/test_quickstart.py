@@ -1,0 +1,64 @@
+"""The quickstart pipeline end to end, exactly as the README runs it, then once more (all cached)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_end_to_end(tmp_path):
+    run_dir = tmp_path / "quickstart"
+    cmd = [sys.executable, "-m", "edgekd.cli", "run", str(ROOT / "pipelines" / "quickstart.yaml"), "--run-dir", str(run_dir)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert first.returncode == 0, first.stderr[-4000:]
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    status = {name: s["status"] for name, s in stages.items()}
+    assert status == {"teacher": "done", "distill": "done", "baseline": "skipped", "qat": "done", "dynamic_quant": "done",
+                      "export": "done", "tensorrt": "skipped", "benchmark": "done", "report": "done"}, status
+    assert "TensorRT" in stages["tensorrt"]["reason"]
+
+    student = stages["distill"]["metrics"]["val_top1"]
+    assert student >= 90.0 and stages["teacher"]["metrics"]["val_top1"] >= 90.0
+    assert stages["distill"]["metrics"]["params"] * 3 < stages["teacher"]["metrics"]["params"]
+
+    for rel in ("export/student.ts.pt", "export/student.onnx", "export/teacher.onnx", "qat/student_int8_qdq.onnx",
+                "qat/student_ptq_int8_qdq.onnx", "dynamic_quant/student_dynamic_int8.ts.pt",
+                "dynamic_quant/student_dynamic_int8.onnx", "bench/local.json", "bench/val.npz",
+                "report/report.md", "report/report.html", "report/report.json"):
+        assert (run_dir / rel).is_file(), rel
+
+    # the QAT model: Q/DQ on the inputs and weights of every Conv/Gemm, within 1 point of the fp32 student
+    graph = onnx.load(run_dir / "qat" / "student_int8_qdq.onnx").graph
+    producers = {o: n for n in graph.node for o in n.output}
+    compute = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
+    assert compute
+    for node in compute:
+        for inp in node.input[:2]:
+            assert producers[inp].op_type == "DequantizeLinear", (node.name, inp)
+    qat = stages["qat"]["metrics"]["artifacts"]["student_qat_onnx"]
+    assert abs(qat["val_top1"] - student) <= 1.0, (qat["val_top1"], student)
+    for stage in ("export", "qat", "dynamic_quant"):
+        for name, art in stages[stage]["metrics"]["artifacts"].items():
+            assert "parity" in art and art["val_top1"] is not None, (stage, name)
+
+    bench = json.loads((run_dir / "bench" / "local.json").read_text())
+    rows = {a["name"]: a for a in bench["artifacts"]}
+    assert rows["teacher_pytorch_fp32"]["status"] == "done" and rows["student_onnx_int8_qat"]["status"] == "done"
+    assert all(r["latency"][0]["p50_ms"] > 0 for r in rows.values() if r["status"] == "done")
+    assert any(r["status"] == "skipped" and "TensorRT" in r["reason"] for r in rows.values())
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "student_onnx_int8_qat" in report and "SKIPPED" in report and "Recommendation" in report
+    assert "data:image/png;base64," in (run_dir / "report" / "report.html").read_text()
+
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    assert all(s["status"] in ("cached", "skipped") for s in again.values()), {k: s["status"] for k, s in again.items()}
+    assert "epoch" not in second.stderr

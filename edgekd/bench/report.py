@@ -338,6 +338,27 @@ def _stage_rows(manifest: dict) -> list[list[str]]:
     return rows
 
 
+def _distillation_blocks(manifest: dict, heading: str) -> list[tuple]:
+    """What distillation bought (against the hard-label baseline) and the sweep's table, when the run has them."""
+    stages = manifest.get("stages") or {}
+    distill = (stages.get("distill") or {}).get("metrics") or {}
+    baseline = stages.get("baseline") or {}
+    blocks: list[tuple] = []
+    if baseline.get("status") in ("done", "cached") and distill.get("val_top1") is not None:
+        base = baseline["metrics"]["val_top1"]
+        blocks.append(("p", f"Distillation bought {distill['val_top1'] - base:+.2f} points of top-1: the distilled student reaches "
+                            f"{distill['val_top1']:.2f}%, the same student trained on hard labels alone with the same budget {base:.2f}%."))
+    elif baseline.get("status") == "skipped":
+        blocks.append(("p", f"No hard-label baseline: {baseline.get('reason')} (set `baseline.enabled: true` to measure what distillation buys)."))
+    if distill.get("sweep"):
+        keys = [k for k in ("temperature", "soft_weight", "hard_weight") if k in distill["sweep"][0]]
+        rows = [[*(f"{r[k]:g}" for k in keys), _num(r["val_top1"]), _num(r["val_kl"], ".4f"),
+                 "best" if all(r[k] == distill["sweep_best"][k] for k in keys) else ""] for r in distill["sweep"]]
+        blocks += [("p", "Sweep over the distillation settings (the best went on to the later stages):"),
+                   ("table", [*keys, "val top-1", "val KL", ""], rows)]
+    return [("h2", heading), *blocks] if blocks else []
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
 
@@ -379,6 +400,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, budget: BudgetConfig) -> R
             section["run"] = label
             sections.append(section)
         runs_json.append({"label": label, "path": str(run_dir), "stages": manifest.get("stages") or {}, "distill_epochs": len(metrics)})
+        stage_blocks += _distillation_blocks(manifest, f"What distillation bought — {label}" if many else "What distillation bought")
         stage_rows = _stage_rows(manifest)
         if stage_rows:
             stage_blocks += [("h2", f"Stages — {label}" if many else "Stages"), ("table", ["Stage", "Status", "Time", "Reason / error"], stage_rows)]

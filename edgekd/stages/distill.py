@@ -7,7 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from edgekd.artifacts import sha256_file
-from edgekd.config import DistillConfig, PipelineConfig
+from edgekd.config import DistillConfig, PipelineConfig, SweepConfig
 from edgekd.data.augment import BatchAugment
 from edgekd.data.datasets import data_fingerprint
 from edgekd.distill.features import FeatureDistiller
@@ -23,7 +23,7 @@ from edgekd.stages.common import model_summary, spec_for
 class DistillStage:
     name = "distill"
     section = "distill"
-    sections = ("data", "student", "distill")
+    sections = ("data", "student", "distill", "sweep")
     needs = ("teacher",)
     uses: tuple[str, ...] = ()
     makes = ("student", "distill_metrics")
@@ -42,37 +42,54 @@ class DistillStage:
         if t_spec.num_classes != spec.num_classes:
             raise EdgekdError(f"teacher: {inputs['teacher']} predicts {t_spec.num_classes} classes but the data has "
                               f"{spec.num_classes}; teacher and student must share the label set")
-        student = build_model(spec.name, spec.num_classes, spec.in_channels)
-        if ctx.config.student.init_checkpoint:
-            load_state_dict_file(student, ctx.config.student.init_checkpoint)
         teacher.to(ctx.device)
         t_val, labels = predict(teacher, data.val, ctx.config.data.eval_batch_size, ctx.device)
         teacher_val = evaluate(t_val, labels)
-        features = None
-        if cfg.features:  # checks the layer names before any training
-            features = FeatureDistiller(cfg.features, teacher, student, (spec.in_channels, spec.image_size, spec.image_size))
-        augment = BatchAugment(cfg.augment, spec.num_classes, data.info.mean, data.info.std) if cfg.augment.active else None
-        cache, cache_note = self._teacher_cache(ctx, cfg, inputs["teacher"], teacher, features)
-        ctx.reporter.log(f"  distill: teacher cache {cache_note}")
-        objective = Distillation(teacher, cfg, features=features, augment=augment, cache=cache, seed=ctx.config.seed)
-        result = train(student, data.train, data.val, cfg, objective,
-                       work_dir=ctx.stage_dir, key=ctx.key, seed=ctx.config.seed,
-                       batch_size=ctx.config.data.batch_size, eval_batch_size=ctx.config.data.eval_batch_size,
-                       device=ctx.device, reference_val_logits=t_val, reporter=ctx.reporter, label="distill",
-                       tensorboard_dir=ctx.stage_dir / "tb" if cfg.tensorboard else None,
-                       amp=cfg.amp, channels_last=cfg.channels_last)
-        student.cpu().eval()
-        logits, labels = predict(student, data.val, ctx.config.data.eval_batch_size, "cpu")
-        val = evaluate(logits, labels, t_val)
+        runs = []
+        for overrides in sweep_grid(ctx.config.sweep):
+            trial = cfg.model_copy(update=overrides)
+            work_dir = ctx.stage_dir / "sweep" / trial_name(overrides) if overrides else ctx.stage_dir
+            if overrides:
+                ctx.reporter.log(f"  distill sweep: {trial_name(overrides)}")
+            runs.append((overrides, work_dir, *self._train(ctx, trial, inputs["teacher"], teacher, t_val, work_dir)))
+        overrides, work_dir, student, result, val, cache_note = max(runs, key=lambda r: r[4]["val_top1"])
         out = ctx.stage_dir / "student.pt"
         save_model(out, student, spec, data=data.info.to_dict())
         metrics = {**val, **model_summary(out), "teacher_val_top1": teacher_val["val_top1"],
                    "epochs": len(result.history), "resumed_from_epoch": result.resumed_from,
                    "teacher_cache": cache_note, "feature_pairs": len(cfg.features)}
         artifacts = {"student": out}
+        if overrides:
+            metrics["sweep"] = [{**o, "val_top1": v["val_top1"], "val_kl": v["val_kl"]} for o, _, _, _, v, _ in runs]
+            metrics["sweep_best"] = overrides
+            ctx.reporter.log(f"  distill sweep: best {trial_name(overrides)} at val top-1 {val['val_top1']:.2f}%")
         if result.history:
-            artifacts["distill_metrics"] = ctx.stage_dir / "metrics.jsonl"
+            artifacts["distill_metrics"] = work_dir / "metrics.jsonl"
         return StageResult(artifacts, metrics)
+
+    def _train(self, ctx: RunContext, cfg: DistillConfig, teacher_path: Path, teacher: nn.Module, t_val, work_dir: Path):
+        """Distil one student with `cfg` in `work_dir`: (student, TrainResult, val metrics, teacher-cache note)."""
+        data = ctx.data
+        spec = spec_for(ctx, ctx.config.student.model)
+        student = build_model(spec.name, spec.num_classes, spec.in_channels)
+        if ctx.config.student.init_checkpoint:
+            load_state_dict_file(student, ctx.config.student.init_checkpoint)
+        features = None
+        if cfg.features:  # checks the layer names before any training
+            features = FeatureDistiller(cfg.features, teacher, student, (spec.in_channels, spec.image_size, spec.image_size))
+        augment = BatchAugment(cfg.augment, spec.num_classes, data.info.mean, data.info.std) if cfg.augment.active else None
+        cache, cache_note = self._teacher_cache(ctx, cfg, teacher_path, teacher, features)
+        ctx.reporter.log(f"  distill: teacher cache {cache_note}")
+        objective = Distillation(teacher, cfg, features=features, augment=augment, cache=cache, seed=ctx.config.seed)
+        result = train(student, data.train, data.val, cfg, objective,
+                       work_dir=work_dir, key=ctx.key, seed=ctx.config.seed,
+                       batch_size=ctx.config.data.batch_size, eval_batch_size=ctx.config.data.eval_batch_size,
+                       device=ctx.device, reference_val_logits=t_val, reporter=ctx.reporter, label="distill",
+                       tensorboard_dir=work_dir / "tb" if cfg.tensorboard else None,
+                       amp=cfg.amp, channels_last=cfg.channels_last)
+        student.cpu().eval()
+        logits, labels = predict(student, data.val, ctx.config.data.eval_batch_size, "cpu")
+        return student, result, evaluate(logits, labels, t_val), cache_note
 
     def _teacher_cache(self, ctx: RunContext, cfg: DistillConfig, teacher_path: Path, teacher: nn.Module,
                        features: FeatureDistiller | None) -> tuple[TeacherCache | None, str]:
@@ -91,3 +108,17 @@ class DistillStage:
         if cache.nbytes <= 2**30:  # small enough to keep beside the model: lookups without copies
             cache.to(ctx.device)
         return cache, f"{'built' if cache.built else 'reused'} ({ctx.stage_dir.name}/{CACHE_FILE}, key {key[:12]})"
+
+
+def sweep_grid(sweep: SweepConfig | None) -> list[dict]:
+    """Every combination of the swept values, as overrides of the distill section ([{}] without a sweep)."""
+    grid: list[dict] = [{}]
+    for name in ("temperature", "soft_weight", "hard_weight"):
+        values = getattr(sweep, name) if sweep else []
+        grid = [{**g, name: v} for g in grid for v in values] if values else grid
+    return grid
+
+
+def trial_name(overrides: dict) -> str:
+    short = {"temperature": "T", "soft_weight": "soft", "hard_weight": "hard"}
+    return "_".join(f"{short[k]}{v:g}" for k, v in overrides.items())

@@ -93,7 +93,8 @@ class QatStage:
             if teacher_path is None:
                 raise EdgekdError("qat.distill is true but there is no teacher artifact; set qat.distill: false")
             teacher, _ = load_model(teacher_path)
-            kd = ctx.config.distill.model_copy(update={"features": [], "teacher_cache": False})
+            best = ctx.manifest.stage("distill").get("metrics", {}).get("sweep_best", {})  # the sweep's winner, if any
+            kd = ctx.config.distill.model_copy(update={"features": [], "teacher_cache": False, **best})
             objective: Objective = Distillation(teacher.to(ctx.device), kd, seed=ctx.config.seed)
         else:
             objective = CrossEntropy(cfg.label_smoothing)

@@ -22,6 +22,12 @@ teacher:
     lr: 0.1
 student:
   model: resnet8
+benchmark:
+  batch_sizes: [1]
+  warmup: 1
+  min_runs: 3
+  min_seconds: 0.0
+  repeats: 1
 distill:
   epochs: {distill_epochs}
   lr: 0.1

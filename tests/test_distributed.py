@@ -8,11 +8,12 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+LEAN = "qat:\n  enabled: false\ndynamic_quant:\n  enabled: false\nexport:\n  enabled: false\n"
+
 
 def test_two_processes_match_one(tiny_pipeline, tmp_path):
     path = tiny_pipeline(distill_epochs=4, teacher_epochs=4, limit_train=1024,
-                         extra="qat:\n  enabled: false\ndynamic_quant:\n  enabled: false\nexport:\n  enabled: false\n"
-                               "benchmark:\n  enabled: false\n")
+                         extra=LEAN)
     results = {}
     for nproc in (1, 2):
         run_dir = tmp_path / f"n{nproc}"

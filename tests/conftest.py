@@ -1,10 +1,13 @@
-"""Shared fixtures: a tiny digits pipeline that trains in seconds."""
+"""Shared fixtures: a tiny digits pipeline that trains in seconds, and a tiny real ONNX classifier."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 TINY = """\
 name: tiny
@@ -46,3 +49,54 @@ def tiny_pipeline(tmp_path: Path):
         return path
 
     return make
+
+
+def _tiny_onnx(path: Path, batch: int | str = "N", seed: int = 0) -> Path:
+    """Conv(1->4, 3x3) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(4->10) on 1x8x8 images."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.normal(size=(10, 4)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(rng.normal(size=10).astype(np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def build_tiny_onnx():
+    """The function that writes the tiny ONNX model: build_tiny_onnx(path, batch="N", seed=0) -> path."""
+    return _tiny_onnx
+
+
+@pytest.fixture
+def onnx_path(tmp_path: Path) -> Path:
+    return _tiny_onnx(tmp_path / "tiny.onnx")
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return np.random.default_rng(1).normal(size=(5, 1, 8, 8)).astype(np.float32)
+
+
+@pytest.fixture
+def make_onnx(tmp_path: Path):
+    """make_onnx(name, batch="N") -> path of a tiny ONNX model in tmp_path."""
+    return lambda name, batch="N": _tiny_onnx(tmp_path / name, batch)

@@ -107,15 +107,16 @@ def accuracy_metrics(logits: np.ndarray, labels: np.ndarray, teacher_logits: Opt
     return out
 
 
-def write_json_atomic(path: str, doc: dict) -> None:
-    """Write JSON to `path` through a temporary file and a rename, so a reader never sees half a file."""
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Write `data` through a temporary file in the same folder and a rename: a reader sees the old file or
+    the whole new one, and a failed write (a full disk) leaves the old one intact."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2, sort_keys=False)
+        os.fchmod(fd, 0o644)  # not mkstemp's 0600: results are shared files
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -123,3 +124,8 @@ def write_json_atomic(path: str, doc: dict) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: str, doc: dict) -> None:
+    """Write JSON to `path` atomically (see write_bytes_atomic)."""
+    write_bytes_atomic(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode("utf-8"))

@@ -13,17 +13,22 @@ def choose_providers(prefer: Sequence[str]) -> List[str]:
     return chosen if "CPUExecutionProvider" in chosen else chosen + ["CPUExecutionProvider"]
 
 
+def session_options(threads: Optional[int]) -> "ort.SessionOptions":
+    """Sequential execution with `threads` intra-op threads (ORT's default when None); host and device alike."""
+    opts = ort.SessionOptions()
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return opts
+
+
 class OrtRunner(object):
     """One InferenceSession with one NCHW float32 input and logits as its first output."""
 
     def __init__(self, path: str, providers: Sequence[str], threads: Optional[int] = None) -> None:
-        opts = ort.SessionOptions()
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.inter_op_num_threads = 1
-        if threads is not None:
-            opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(path, sess_options=opts, providers=choose_providers(providers))
+        self.session = ort.InferenceSession(path, sess_options=session_options(threads), providers=choose_providers(providers))
         self.threads = threads
         inputs = self.session.get_inputs()
         if len(inputs) != 1:

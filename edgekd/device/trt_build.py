@@ -8,14 +8,13 @@ can describe it, `<stem>.layers.json` (the engine inspector's per-layer view).
 import datetime
 import json
 import os
-import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
 import tensorrt as trt
 
 from . import trt_options
-from .measure import write_json_atomic
+from .measure import write_bytes_atomic, write_json_atomic
 from .trt_options import BuildOptions
 from .trt_runtime import gpu_identity
 
@@ -42,21 +41,6 @@ class FileLogger(trt.ILogger):
 
     def close(self) -> None:
         self.file.close()
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write `data` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _dims(shape: "trt.Dims") -> List[int]:

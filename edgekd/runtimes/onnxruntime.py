@@ -8,6 +8,8 @@ from typing import Callable, Sequence
 import numpy as np
 import onnxruntime as ort
 
+from edgekd.device.ort_runtime import choose_providers as device_choose_providers
+from edgekd.device.ort_runtime import session_options
 from edgekd.errors import EdgekdError
 from edgekd.runtimes.base import Runtime, load_failed
 
@@ -17,23 +19,10 @@ DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 def choose_providers(prefer: Sequence[str] = DEFAULT_PROVIDERS) -> list[str]:
     """The preferred providers this onnxruntime build has, in order, always ending with the CPU provider."""
-    available = set(ort.get_available_providers())
     unknown = [p for p in prefer if not p.endswith("ExecutionProvider")]
     if unknown:
-        raise EdgekdError(f"onnxruntime providers: unknown name {unknown[0]!r}; valid: {', '.join(sorted(available))}")
-    chosen = [p for p in prefer if p in available]
-    return chosen if "CPUExecutionProvider" in chosen else [*chosen, "CPUExecutionProvider"]
-
-
-def session_options(threads: int | None) -> ort.SessionOptions:
-    """Sequential execution with `threads` intra-op threads (ORT's default when None)."""
-    opts = ort.SessionOptions()
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.inter_op_num_threads = 1
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return opts
+        raise EdgekdError(f"onnxruntime providers: unknown name {unknown[0]!r}; valid: {', '.join(sorted(ort.get_available_providers()))}")
+    return device_choose_providers(prefer)
 
 
 class OrtRuntime(Runtime):

@@ -1,63 +1,13 @@
-"""Tiny real models for the runtime tests: an ONNX conv net built with onnx.helper, a torch twin."""
-
-from pathlib import Path
+"""A benchmarked run directory shared by the bench and report tests."""
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
-
-def tiny_onnx(path: Path, batch: int | str = "N", seed: int = 0) -> Path:
-    """Conv(1->4, 3x3) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(4->10) on 1x8x8 images."""
-    rng = np.random.default_rng(seed)
-    inits = [
-        numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "w"),
-        numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b"),
-        numpy_helper.from_array(rng.normal(size=(10, 4)).astype(np.float32), "fc_w"),
-        numpy_helper.from_array(rng.normal(size=10).astype(np.float32), "fc_b"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["input", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"]),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
-@pytest.fixture
-def onnx_path(tmp_path: Path) -> Path:
-    return tiny_onnx(tmp_path / "tiny.onnx")
-
-
-@pytest.fixture
-def images() -> np.ndarray:
-    return np.random.default_rng(1).normal(size=(5, 1, 8, 8)).astype(np.float32)
-
-
-@pytest.fixture
-def make_onnx(tmp_path: Path):
-    """make_onnx(name, batch="N") -> path of a tiny ONNX model in tmp_path."""
-    return lambda name, batch="N": tiny_onnx(tmp_path / name, batch)
-
 
 FAST = dict(batch_sizes=(1, 4), warmup=1, min_runs=3, min_seconds=0.0, repeats=2, threads=1)
 
 
 @pytest.fixture(scope="session")
-def bench_run(tmp_path_factory):
+def bench_run(tmp_path_factory, build_tiny_onnx):
     """A run dir with a real eager teacher, ONNX and TorchScript students, a skipped and a broken artifact, benchmarked.
 
     Returns (run_dir, bench document, teacher_logits).
@@ -77,7 +27,7 @@ def bench_run(tmp_path_factory):
     teacher = build_model(spec.name, spec.num_classes, spec.in_channels).eval()
     save_model(run_dir / "teacher" / "model.pt", teacher, spec)
     (run_dir / "export").mkdir()
-    tiny_onnx(run_dir / "export" / "student.onnx")
+    build_tiny_onnx(run_dir / "export" / "student.onnx")
     student = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
     images = np.random.default_rng(2).normal(size=(12, 1, 8, 8)).astype(np.float32)
     with warnings.catch_warnings():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from edgekd.artifacts import write_bytes_atomic
 
@@ -67,6 +68,7 @@ def accuracy_latency_scatter(points: list[Point], title: str, xlabel: str, path:
         ax.legend(loc="lower right", fontsize=8)
     if points and min(p.latency_ms for p in points) > 0:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 (%)")
     ax.set_title(title, fontsize=10)

@@ -297,6 +297,7 @@ def _inline_md(text: str) -> str:
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px;margin:1em 0}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+td:last-child{text-align:left;min-width:22em}.scroll{overflow-x:auto}
 code{background:#f3f3f3;padding:1px 3px}img{max-width:100%}"""
 
 
@@ -313,7 +314,7 @@ def render_html(blocks: list[tuple], images: dict[Path, bytes], title: str) -> s
             headers, rows = args
             head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
             body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            out.append(f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
         elif kind == "img":
             data = base64.b64encode(images[args[0]]).decode("ascii")
             out.append(f"<p><img alt='{html.escape(args[1])}' src='data:image/png;base64,{data}'></p>")

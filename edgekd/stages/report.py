@@ -14,7 +14,7 @@ class ReportStage:
     section = "benchmark"
     sections = ("benchmark",)
     needs = ("bench",)
-    uses = ("distill_metrics",)
+    uses = ("distill_metrics", "teacher", "student", "baseline_student")  # what the report quotes besides the bench
     makes = ("report_md", "report_html", "report_json")
     distributed = False
 

@@ -257,9 +257,10 @@ def _recommendation_line(label: str, section: dict) -> str:
     lat = row["latency"][str(section["primary_batch"])]
     speed = f", {lat['speedup']:.2f}× the teacher's speed" if lat["speedup"] else ""
     delta = f" ({row['top1_delta']:+.2f} vs teacher)" if row["top1_delta"] is not None else ""
+    caveat = " No student artifact is within the budget, so this keeps a teacher model." if row["model"] == "teacher" else ""
     return (
         f"**Recommendation on {label}:** `{name}` — fastest within budget: p50 {lat['p50_ms']:.2f} ms at batch "
-        f"{section['primary_batch']}{speed}, top-1 {row['top1']:.2f}%{delta}."
+        f"{section['primary_batch']}{speed}, top-1 {row['top1']:.2f}%{delta}.{caveat}"
     )
 
 

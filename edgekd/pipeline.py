@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -281,6 +282,8 @@ class Runner:
             entry = manifest.stage(stage.name)
             if stage.name in selection.require and entry.get("status") == "skipped":
                 raise EdgekdError(f"--require {stage.name}: the stage was skipped: {entry.get('reason')}")
+        if distributed.world_size() > 1 and distributed.is_main():  # the other ranks' scratch, once every stage is through
+            shutil.rmtree(self.run_dir / ".ranks", ignore_errors=True)
         return manifest
 
     def _run_stage(self, stage: Stage, ctx: RunContext, manifest: Manifest, forced: bool, only: bool = False) -> None:

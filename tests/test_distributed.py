@@ -25,7 +25,7 @@ def test_two_processes_match_one(tiny_pipeline, tmp_path):
         results[nproc] = manifest["stages"]["distill"]["metrics"]["val_top1"]
         if nproc == 2:
             assert "2 processes" in done.stderr
-            assert not (run_dir / ".ranks" / "1" / "manifest.json").exists()  # rank 1 writes scratch only
+            assert not (run_dir / ".ranks").exists()  # rank 1's scratch is gone once the run is through
     # the same global batches, split over two processes: BatchNorm sees half batches, so not bit-identical
     assert results[1] > 80, results  # trained far enough for the comparison to mean something
     assert abs(results[1] - results[2]) <= 4.0, results

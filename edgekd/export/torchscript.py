@@ -6,6 +6,7 @@ C++ runtime and Python 3.8 JetPack torch wheels load without the model's source 
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -13,9 +14,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+from edgekd.artifacts import write_bytes_atomic
 from edgekd.errors import EdgekdError
 from edgekd.export._errors import first_line
-from edgekd.artifacts import atomic_path
 
 
 def to_torchscript(model: nn.Module, example: torch.Tensor, method: Literal["trace", "script"] = "trace") -> torch.jit.ScriptModule:
@@ -54,16 +55,18 @@ def save_torchscript(
     """
     path = Path(path)
     scripted = to_torchscript(model, example, method)
-    with atomic_path(path) as tmp:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            torch.jit.save(scripted, str(tmp))
-            reloaded = torch.jit.load(str(tmp), map_location="cpu")
-        with torch.no_grad():
-            want = model(example.cpu())
-            got = reloaded(example.cpu())
-        diff = float((want - got).abs().max())
-        if not diff <= atol:
-            raise EdgekdError(f"{path}: reloaded TorchScript differs from the eager model by {diff:.3g} > atol {atol:g}")
+    buffer = io.BytesIO()  # saved to memory first: torch names the archive after a file, a buffer keeps bytes stable
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        torch.jit.save(scripted, buffer)
+        buffer.seek(0)
+        reloaded = torch.jit.load(buffer, map_location="cpu")
+    with torch.no_grad():
+        want = model(example.cpu())
+        got = reloaded(example.cpu())
+    diff = float((want - got).abs().max())
+    if not diff <= atol:
+        raise EdgekdError(f"{path}: reloaded TorchScript differs from the eager model by {diff:.3g} > atol {atol:g}")
+    write_bytes_atomic(path, buffer.getvalue())
     return path

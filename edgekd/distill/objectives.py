@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgekd import distributed
 from edgekd.config import DistillConfig
 from edgekd.data.augment import BatchAugment
 from edgekd.distill.features import FeatureDistiller
@@ -14,7 +15,8 @@ from edgekd.distill.teacher_cache import TeacherCache
 
 
 def _augment_seed(seed: int, epoch: int) -> int:
-    return (seed * 100_003 + epoch) * 2 + 1  # a stream apart from the loop's shuffling seed
+    """A stream apart from the loop's shuffling seed; each process of a distributed run draws its own."""
+    return ((seed * 100_003 + epoch) * 2 + 1) * 1_009 + distributed.rank()
 
 
 class CrossEntropy:

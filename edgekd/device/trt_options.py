@@ -109,7 +109,7 @@ def trtexec_command(onnx_path: str, engine_path: str, opts: BuildOptions, inputs
     `inputs` are the network inputs as {"name", "shape"} with -1 for the dynamic batch axis.
     """
     args = [trtexec, "--onnx=" + onnx_path, "--saveEngine=" + engine_path,
-            "--memPoolSize=workspace:{}M".format(opts.workspace_mb)]
+            "--memPoolSize=workspace:{}".format(opts.workspace_mb)]  # MiB; TensorRT 8.5 takes no unit suffix
     if opts.precision in ("fp16", "int8"):
         args.append("--fp16")  # int8 engines keep fp16 for layers without Q/DQ scales, as trt_build does
     if opts.precision == "int8":

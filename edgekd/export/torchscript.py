@@ -55,7 +55,7 @@ def save_torchscript(
     """
     path = Path(path)
     scripted = to_torchscript(model, example, method)
-    buffer = io.BytesIO()  # saved to memory first: torch names the archive after a file, a buffer keeps bytes stable
+    buffer = io.BytesIO()  # in memory first: the archive is not named after a temporary file, and a failed check writes nothing
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)

@@ -23,7 +23,7 @@ def test_trtexec_line_dynamic_batch_fp16():
     cmd = trt_options.trtexec_command("export/student.onnx", "tensorrt/xav/student_trt_fp16.engine", BuildOptions("fp16", workspace_mb=512),
                                       INPUTS, timing_cache="/cache/timing/x.cache")
     assert shlex.split(cmd) == [
-        "trtexec", "--onnx=export/student.onnx", "--saveEngine=tensorrt/xav/student_trt_fp16.engine", "--memPoolSize=workspace:512M",
+        "trtexec", "--onnx=export/student.onnx", "--saveEngine=tensorrt/xav/student_trt_fp16.engine", "--memPoolSize=workspace:512",
         "--fp16", "--timingCacheFile=/cache/timing/x.cache",
         "--minShapes=images:1x3x32x32", "--optShapes=images:8x3x32x32", "--maxShapes=images:32x3x32x32",
     ]

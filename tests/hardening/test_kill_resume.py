@@ -32,9 +32,10 @@ tensorrt: {enabled: false}
 benchmark: {batch_sizes: [1], warmup: 0, min_runs: 2, min_seconds: 0.0, repeats: 1, threads: 1}
 """
 
-# Byte-compared: every artifact is a function of the config alone (TorchScript is saved through a buffer,
-# so its archive is not named after a temporary file).
-ARTIFACTS = ("teacher/model.pt", "distill/student.pt", "qat/student_qat.pt", "export/student.onnx", "export/student.ts.pt")
+# Byte-compared. TorchScript archives (*.ts.pt) are not byte-stable across processes: their code carries
+# mangled class names (___torch_mangle_N) counted per process, so a process that traced a different
+# number of modules before writes other bytes for the same model. They are left out here.
+ARTIFACTS = ("teacher/model.pt", "distill/student.pt", "qat/student_qat.pt", "export/student.onnx")
 KILL_IN = ("teacher", "distill", "qat", "export")
 
 

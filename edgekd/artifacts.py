@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 from edgekd.device.measure import write_bytes_atomic  # one implementation for the host and the device
@@ -15,10 +16,17 @@ from edgekd.device.measure import write_bytes_atomic  # one implementation for t
 __all__ = ["atomic_path", "sha256_file", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, computed once per version of it (a rewrite or atomic replace changes the stat key)."""
+    st = os.stat(path)
+    return _sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@lru_cache(maxsize=4096)
+def _sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(chunk):
+        while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
 

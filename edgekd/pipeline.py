@@ -164,6 +164,18 @@ def stage_key(stage: Stage, cfg: PipelineConfig, inputs: dict[str, Path]) -> str
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def _stale(manifest: Manifest, name: str, key: str) -> str | None:
+    """Why a stage must run again, or None when its finished record with this key is still on disk."""
+    old = manifest.stage(name)
+    if old.get("status") not in ("done", "cached"):
+        return "not run yet" if not old else f"last status: {old.get('status')}"
+    if old.get("key") != key:
+        return "its config or inputs changed"
+    if not manifest.intact(name):
+        return "an artifact is missing or changed on disk"
+    return None
+
+
 @dataclass
 class PlanEntry:
     stage: str
@@ -246,14 +258,8 @@ class Runner:
                 dirty = True
             elif dirty or missing:
                 out.append(PlanEntry(stage.name, "run", "an earlier stage will run"))
-            elif old.get("status") not in ("done", "cached"):
-                out.append(PlanEntry(stage.name, "run", "not run yet" if not old else f"last status: {old.get('status')}"))
-                dirty = True
-            elif old.get("key") != stage_key(stage, self.cfg, inputs):
-                out.append(PlanEntry(stage.name, "run", "its config or inputs changed"))
-                dirty = True
-            elif not manifest.intact(stage.name):
-                out.append(PlanEntry(stage.name, "run", "an artifact is missing or changed on disk"))
+            elif why := _stale(manifest, stage.name, stage_key(stage, self.cfg, inputs)):
+                out.append(PlanEntry(stage.name, "run", why))
                 dirty = True
             else:
                 out.append(PlanEntry(stage.name, "cached", f"key {old['key']} matches"))
@@ -301,12 +307,12 @@ class Runner:
             log(f"[yellow]- {stage.name}: skipped[/] ({escape(reason)})")  # reasons may quote paths holding "[...]"
             return
         key = stage_key(stage, self.cfg, inputs)
-        old = manifest.stage(stage.name)
-        if not forced and old.get("key") == key and old.get("status") in ("done", "cached") and manifest.intact(stage.name):
-            manifest.record(stage.name, {**old, "status": "cached", "cached_at": _now()})
+        why = "forced" if forced else _stale(manifest, stage.name, key)
+        if why is None:
+            manifest.record(stage.name, {**manifest.stage(stage.name), "status": "cached", "cached_at": _now()})
             log(f"[green]✓ {stage.name}: cached[/] (key {key}, nothing to do)")
             return
-        log(f"[bold]▶ {stage.name}[/]")
+        log(f"[bold]▶ {stage.name}[/] ({why})")
         ctx.stage_name, ctx.key = stage.name, key
         if forced:  # a forced stage starts afresh rather than resuming its last epoch checkpoint
             (ctx.stage_dir / CHECKPOINT).unlink(missing_ok=True)

@@ -12,13 +12,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgekd.bench.accuracy import count_macs, count_params, evaluate, file_size, sha256_file
-from edgekd.artifacts import write_bytes_atomic
+from edgekd.artifacts import sha256_file, write_bytes_atomic
+from edgekd.bench.accuracy import count_macs, evaluate, file_size
 from edgekd.bench.latency import LatencySettings, measure_latency
 from edgekd.bench.sysinfo import describe_system
 from edgekd.config import BenchmarkConfig
 from edgekd.device.measure import BENCH_SCHEMA, write_json_atomic
 from edgekd.errors import EdgekdError
+from edgekd.models import count_params
 from edgekd.runtimes.base import Runtime, backend_for, runtime_for
 from edgekd.runtimes.onnxruntime import DEFAULT_PROVIDERS
 from edgekd.runtimes.torch_eager import TorchRuntime

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd.bench.accuracy import count_macs, count_params, evaluate, predict
+from edgekd.bench.accuracy import count_macs, evaluate, predict
+from edgekd.models import count_params
 from edgekd.device.measure import accuracy_metrics
 from edgekd.runtimes import runtime_for, torch_eager
 

@@ -8,7 +8,7 @@
 #           (the wheels bring CUDA; run with --gpus all). BASE_IMAGE may be any image with python3 >= 3.10
 #           and its venv module, e.g. a CUDA image with python3-venv installed.
 #
-#   jetson  runs ONLY edgekd/device/ on a Jetson with JetPack 5.1 (L4T r35, TensorRT 8.5, CUDA 11.4,
+#   jetson  runs ONLY edgekd/ondevice/ on a Jetson with JetPack 5.1 (L4T r35, TensorRT 8.5, CUDA 11.4,
 #           Python 3.8), as the package edgekd_device, the same way `edgekd ship` runs bundles:
 #           docker buildx build --platform linux/arm64 --target jetson -t edgekd-jetson .
 #           docker run --rm --runtime nvidia -v "$BUNDLE:/bundle" edgekd-jetson /bundle/job.json --out /bundle/results
@@ -127,7 +127,7 @@ RUN python3 -m pip install "numpy==${NUMPY_VERSION}" /tmp/wheels/pycuda-*.whl \
     && rm -rf /tmp/wheels
 
 WORKDIR /opt/edgekd
-COPY edgekd/device/*.py ./edgekd_device/
+COPY edgekd/ondevice/*.py ./edgekd_device/
 
 USER 10001
 WORKDIR /home/edgekd

@@ -39,8 +39,9 @@ from edgekd.models import build_model
 
 def hand_loop(student, teacher, x_train, y_train, x_val, y_val, cfg, batch_size, epochs, seed, work, device):
     """The loop one would write by hand; `teacher=None` trains the student alone on hard labels."""
-    opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          nesterov=True)
+    opt = torch.optim.SGD(
+        student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+    )
     t = cfg.temperature
     for epoch in range(epochs):
         for group in opt.param_groups:
@@ -48,25 +49,42 @@ def hand_loop(student, teacher, x_train, y_train, x_val, y_val, cfg, batch_size,
         student.train()
         order = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             x, y = x_train[idx].to(device), y_train[idx].to(device)
             logits = student(x)
             loss = F.cross_entropy(logits, y)
             if teacher is not None:
                 with torch.no_grad():
                     t_logits = teacher(x)
-                soft = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(t_logits / t, 1),
-                                reduction="batchmean", log_target=True) * t * t
+                soft = (
+                    F.kl_div(
+                        F.log_softmax(logits / t, 1),
+                        F.log_softmax(t_logits / t, 1),
+                        reduction="batchmean",
+                        log_target=True,
+                    )
+                    * t
+                    * t
+                )
                 loss = cfg.soft_weight * soft + cfg.hard_weight * loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         student.eval()
         with torch.no_grad():
-            correct = sum(int((student(x_val[i:i + 256].to(device)).argmax(1).cpu() == y_val[i:i + 256]).sum())
-                          for i in range(0, len(y_val), 256))
-        torch.save({"epoch": epoch, "model": student.state_dict(), "optimizer": opt.state_dict(),
-                    "top1": correct / len(y_val)}, work / "hand.pt")
+            correct = sum(
+                int((student(x_val[i : i + 256].to(device)).argmax(1).cpu() == y_val[i : i + 256]).sum())
+                for i in range(0, len(y_val), 256)
+            )
+        torch.save(
+            {
+                "epoch": epoch,
+                "model": student.state_dict(),
+                "optimizer": opt.state_dict(),
+                "top1": correct / len(y_val),
+            },
+            work / "hand.pt",
+        )
 
 
 def stack(images):
@@ -92,7 +110,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     data_cfg = DataConfig(dataset="digits", image_size=args.image_size, batch_size=args.batch_size)
     data = load_data(data_cfg, seed=0)
-    cfg = DistillConfig(epochs=args.epochs, lr=0.05, temperature=4.0, soft_weight=0.9, hard_weight=0.1, teacher_cache=False)
+    cfg = DistillConfig(
+        epochs=args.epochs, lr=0.05, temperature=4.0, soft_weight=0.9, hard_weight=0.1, teacher_cache=False
+    )
     torch.manual_seed(0)
     teacher = build_model(args.teacher, data.info.num_classes, data.info.in_channels).to(device).eval()
     init = build_model(args.student, data.info.num_classes, data.info.in_channels)
@@ -102,12 +122,34 @@ def main() -> None:
 
     def edgekd(use_cache: bool, work: Path) -> None:
         objective = Distillation(teacher, cfg, cache=cache if use_cache else None)
-        train(copy.deepcopy(init), data.train, data.val, cfg, objective, work_dir=work, key="bench", seed=0,
-              batch_size=args.batch_size, device=device)
+        train(
+            copy.deepcopy(init),
+            data.train,
+            data.val,
+            cfg,
+            objective,
+            work_dir=work,
+            key="bench",
+            seed=0,
+            batch_size=args.batch_size,
+            device=device,
+        )
 
     def hand(with_teacher: bool, work: Path) -> None:
-        hand_loop(copy.deepcopy(init).to(device), teacher if with_teacher else None, x_train, y_train, x_val, y_val,
-                  cfg, args.batch_size, args.epochs, 0, work, device)
+        hand_loop(
+            copy.deepcopy(init).to(device),
+            teacher if with_teacher else None,
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            cfg,
+            args.batch_size,
+            args.epochs,
+            0,
+            work,
+            device,
+        )
 
     variants = {
         "a_edgekd_distill": lambda w: edgekd(False, w),
@@ -129,13 +171,28 @@ def main() -> None:
                     seconds[name].append((time.perf_counter() - t0) / args.epochs)
     per_epoch = {name: min(v) for name, v in seconds.items()}
     medians = {name: statistics.median(v) for name, v in seconds.items()}
-    ratios = {"a_over_b": per_epoch["a_edgekd_distill"] / per_epoch["b_hand_kd"],
-              "c_over_d": per_epoch["c_edgekd_cached_teacher"] / per_epoch["d_hand_student_ce"]}
+    ratios = {
+        "a_over_b": per_epoch["a_edgekd_distill"] / per_epoch["b_hand_kd"],
+        "c_over_d": per_epoch["c_edgekd_cached_teacher"] / per_epoch["d_hand_student_ce"],
+    }
     targets = {"a_over_b": 1.05, "c_over_d": 1.15}
-    doc = {"settings": {**vars(args), "out": str(args.out), "train_samples": len(data.train), "val_samples": len(data.val),
-                        "threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine()},
-           "seconds_per_epoch": per_epoch, "median_seconds_per_epoch": medians, "runs": seconds, "ratios": ratios, "targets": targets,
-           "within_target": {k: ratios[k] <= targets[k] for k in ratios}}
+    doc = {
+        "settings": {
+            **vars(args),
+            "out": str(args.out),
+            "train_samples": len(data.train),
+            "val_samples": len(data.val),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(),
+        },
+        "seconds_per_epoch": per_epoch,
+        "median_seconds_per_epoch": medians,
+        "runs": seconds,
+        "ratios": ratios,
+        "targets": targets,
+        "within_target": {k: ratios[k] <= targets[k] for k in ratios},
+    }
     write_json_atomic(args.out, doc)
     print(f"{'variant':<26}{'best s/epoch':>13}{'median':>9}   runs")
     for name, value in per_epoch.items():

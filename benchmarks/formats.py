@@ -49,8 +49,15 @@ def quantize_static_onnx(src: Path, dest: Path, images: np.ndarray) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     pre = dest.with_suffix(".pre.onnx")
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(dest), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(pre),
+        str(dest),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
     pre.unlink()
 
 
@@ -66,7 +73,9 @@ def build(name: str, args: argparse.Namespace, example: torch.Tensor) -> torch.n
     return model
 
 
-def make_artifacts(role: str, name: str, args: argparse.Namespace, run_dir: Path, images: np.ndarray) -> list[ArtifactEntry]:
+def make_artifacts(
+    role: str, name: str, args: argparse.Namespace, run_dir: Path, images: np.ndarray
+) -> list[ArtifactEntry]:
     """Every format of one model, made as the pipeline's stages make them; a format that cannot be made is `failed`."""
     example = torch.from_numpy(images[:1])
     model = build(name, args, example)
@@ -76,13 +85,25 @@ def make_artifacts(role: str, name: str, args: argparse.Namespace, run_dir: Path
         ("pytorch", "fp32", role, f"{role}/model.pt", lambda p: save_model(p, model, spec)),
         ("torchscript", "fp32", "export", f"export/{role}.ts.pt", lambda p: save_torchscript(model, p, example)),
         ("onnx", "fp32", "export", f"export/{role}.onnx", lambda p: export_onnx(model, p, example)),
-        ("torchscript", "int8-dynamic", "dynamic_quant", f"dynamic_quant/{role}_dynamic_int8.ts.pt",
-         lambda p: quantize_dynamic_torchscript(model, p, example)),
-        ("onnx", "int8-dynamic", "dynamic_quant", f"dynamic_quant/{role}_dynamic_int8.onnx",
-         lambda p: quantize_dynamic_onnx(onnx_path, p)),
+        (
+            "torchscript",
+            "int8-dynamic",
+            "dynamic_quant",
+            f"dynamic_quant/{role}_dynamic_int8.ts.pt",
+            lambda p: quantize_dynamic_torchscript(model, p, example),
+        ),
+        (
+            "onnx",
+            "int8-dynamic",
+            "dynamic_quant",
+            f"dynamic_quant/{role}_dynamic_int8.onnx",
+            lambda p: quantize_dynamic_onnx(onnx_path, p),
+        ),
     ]
     if args.static_int8:
-        steps.append(("onnx", "int8", "ptq", f"ptq/{role}_int8_qdq.onnx", lambda p: quantize_static_onnx(onnx_path, p, images)))
+        steps.append(
+            ("onnx", "int8", "ptq", f"ptq/{role}_int8_qdq.onnx", lambda p: quantize_static_onnx(onnx_path, p, images))
+        )
     entries = []
     for fmt, precision, stage, rel, make in steps:
         status, reason = "done", None
@@ -122,7 +143,9 @@ def main() -> int:
     ap.add_argument("--min-seconds", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--images", type=int, default=4, help="random images for parity and calibration")
-    ap.add_argument("--no-static-int8", dest="static_int8", action="store_false", help="skip the ORT static int8 (QDQ) model")
+    ap.add_argument(
+        "--no-static-int8", dest="static_int8", action="store_false", help="skip the ORT static int8 (QDQ) model"
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
 
@@ -135,13 +158,17 @@ def main() -> int:
     entries += make_artifacts("student", args.student, args, run_dir, images)
     diffs = parity(entries, run_dir, images)
 
-    settings = LatencySettings(tuple(args.batch_sizes), args.warmup, args.min_runs, args.min_seconds, args.repeats, args.threads)
+    settings = LatencySettings(
+        tuple(args.batch_sizes), args.warmup, args.min_runs, args.min_seconds, args.repeats, args.threads
+    )
     with torch.no_grad():
         teacher_logits = predict(runtime_for(run_dir / "teacher/model.pt", threads=args.threads), images, len(images))
     labels = teacher_logits.argmax(1)
     doc = benchmark_artifacts(entries, images, labels, teacher_logits, settings, "local", run_dir)
 
-    table = Table(title=f"{args.teacher} -> {args.student} at {args.image_size}px, {args.threads} threads ({doc['device']['cpu']})")
+    table = Table(
+        title=f"{args.teacher} -> {args.student} at {args.image_size}px, {args.threads} threads ({doc['device']['cpu']})"
+    )
     for col in ("Artifact", "Runtime", "Size MB"):
         table.add_column(col)
     for bs in args.batch_sizes:
@@ -154,19 +181,37 @@ def main() -> int:
     teacher = {r["batch_size"]: r["p50_ms"] for r in doc["artifacts"][0]["latency"]}
     for a in doc["artifacts"]:
         rt = a["runtime"]
-        cells = [a["name"], f"{rt['name']} ({rt['provider']})" if rt else "—",
-                 f"{a['size_bytes'] / 1e6:.1f}" if a["size_bytes"] else "—"]
+        cells = [
+            a["name"],
+            f"{rt['name']} ({rt['provider']})" if rt else "—",
+            f"{a['size_bytes'] / 1e6:.1f}" if a["size_bytes"] else "—",
+        ]
         lat = {r["batch_size"]: r for r in a["latency"]}
         for bs in args.batch_sizes:
             r = lat.get(bs)
-            cells += [f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['throughput_ips']:.1f}",
-                      f"{teacher[bs] / r['p50_ms']:.2f}x"] if r and bs in teacher else ["—"] * 4
-        cells += [f"{diffs[a['name']]:.2e}" if a["name"] in diffs else "—",
-                  a["status"] if a["status"] == "done" else f"{a['status']}: {a['reason']}"]
+            cells += (
+                [
+                    f"{r['p50_ms']:.2f}",
+                    f"{r['p99_ms']:.2f}",
+                    f"{r['throughput_ips']:.1f}",
+                    f"{teacher[bs] / r['p50_ms']:.2f}x",
+                ]
+                if r and bs in teacher
+                else ["—"] * 4
+            )
+        cells += [
+            f"{diffs[a['name']]:.2e}" if a["name"] in diffs else "—",
+            a["status"] if a["status"] == "done" else f"{a['status']}: {a['reason']}",
+        ]
         table.add_row(*cells)
     Console(width=220).print(table)
 
-    result = {"command": ["python", *sys.argv], "seconds": time.perf_counter() - started, "max_abs_logit_diff": diffs, "bench": doc}
+    result = {
+        "command": ["python", *sys.argv],
+        "seconds": time.perf_counter() - started,
+        "max_abs_logit_diff": diffs,
+        "bench": doc,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"{tag}.json"
     tmp = out.with_suffix(".tmp")

@@ -30,10 +30,15 @@ from edgekd.runtimes import runtime_for
 def small_convnet() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
     ).eval()
 
 
@@ -63,9 +68,13 @@ def main() -> int:
         opts.intra_op_num_threads = args.threads
         bare = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         feed = {bare.get_inputs()[0].name: images}
-        settings = LatencySettings(batch_sizes=(1,), warmup=0, min_runs=args.runs, min_seconds=0.0, repeats=1, threads=args.threads)
+        settings = LatencySettings(
+            batch_sizes=(1,), warmup=0, min_runs=args.runs, min_seconds=0.0, repeats=1, threads=args.threads
+        )
 
-        measure_latency(runtime, images, LatencySettings(batch_sizes=(1,), warmup=50, min_runs=50, min_seconds=0, repeats=1))
+        measure_latency(
+            runtime, images, LatencySettings(batch_sizes=(1,), warmup=50, min_runs=50, min_seconds=0, repeats=1)
+        )
         bare_p50(bare, feed, 50)  # warm both
         harness, plain = [], []
         for r in range(args.rounds):
@@ -79,11 +88,15 @@ def main() -> int:
     h, b = statistics.median(harness), statistics.median(plain)
     ratio = statistics.median(x / y for x, y in zip(harness, plain))
     ok = 0.95 <= ratio <= 1.05
-    print(f"model: 3-conv net, 1x3x{args.image_size}x{args.image_size}, onnxruntime {ort.__version__} CPU, {args.threads} threads")
+    print(
+        f"model: 3-conv net, 1x3x{args.image_size}x{args.image_size}, onnxruntime {ort.__version__} CPU, {args.threads} threads"
+    )
     print(f"rounds: {args.rounds} x {args.runs} runs each side, interleaved")
     print(f"harness p50 (median of rounds): {h:.4f} ms")
     print(f"bare    p50 (median of rounds): {b:.4f} ms")
-    print(f"ratio harness/bare (median of per-round ratios): {ratio:.4f}  -> {'OK' if ok else 'OUT OF RANGE'} (must be 0.95-1.05)")
+    print(
+        f"ratio harness/bare (median of per-round ratios): {ratio:.4f}  -> {'OK' if ok else 'OUT OF RANGE'} (must be 0.95-1.05)"
+    )
     return 0 if ok else 1
 
 

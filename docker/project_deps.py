@@ -29,7 +29,11 @@ def select(specs: list, only: list, exclude: list) -> list:
     """The specs whose names are in `only` (when given) and not in `exclude`."""
     only_names = {requirement_name(n) for n in only}
     excluded = {requirement_name(n) for n in exclude}
-    return [s for s in specs if (not only_names or requirement_name(s) in only_names) and requirement_name(s) not in excluded]
+    return [
+        s
+        for s in specs
+        if (not only_names or requirement_name(s) in only_names) and requirement_name(s) not in excluded
+    ]
 
 
 def main(argv: list = None) -> int:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from edgekd.device.measure import write_bytes_atomic  # one implementation for the host and the device
+from edgekd.ondevice.measure import write_bytes_atomic  # one implementation for the host and the device
 
 __all__ = ["atomic_path", "sha256_file", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -20,7 +20,11 @@ from edgekd.progress import Reporter
 if TYPE_CHECKING:  # edgekd.pipeline imports torch (seconds): only the commands that run stages load it
     from edgekd.pipeline import Manifest, Runner
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distil, quantize, export and benchmark image classifiers for edge GPUs.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Distil, quantize, export and benchmark image classifiers for edge GPUs.",
+)
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 _debug = False
@@ -39,7 +43,7 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of u
     _debug = debug
 
 
-def _runner(pipeline: Path, run_dir: Optional[Path]) -> Runner:
+def _runner(pipeline: Path, run_dir: Path | None) -> Runner:
     from edgekd.pipeline import Runner
     from edgekd.stages import all_stages
 
@@ -58,8 +62,16 @@ def _summary(cfg: PipelineConfig, manifest: Manifest) -> Table:
         m = manifest.stage(stage).get("metrics", {})
         if m.get("val_top1") is not None:
             delta = m["val_top1"] - teacher.get("val_top1", m["val_top1"])
-            table.add_row(f"{m['model']} ({role})", f"{m['val_top1']:.2f}%", f"{delta:+.2f}", "", "", f"{m['params']:,}",
-                          f"{m['size_bytes'] / 1e6:.2f} MB", "")
+            table.add_row(
+                f"{m['model']} ({role})",
+                f"{m['val_top1']:.2f}%",
+                f"{delta:+.2f}",
+                "",
+                "",
+                f"{m['params']:,}",
+                f"{m['size_bytes'] / 1e6:.2f} MB",
+                "",
+            )
     bench = manifest.stage("benchmark").get("metrics", {}).get("artifacts", {})
     ref = bench.get("teacher_pytorch_fp32", {}).get("p50_ms")
     for name, b in bench.items():
@@ -68,40 +80,69 @@ def _summary(cfg: PipelineConfig, manifest: Manifest) -> Table:
             continue
         delta = b["top1"] - teacher["val_top1"] if b["top1"] is not None and teacher else None
         speed = f"{ref / b['p50_ms']:.2f}×" if ref and b["p50_ms"] else ""
-        table.add_row(name, f"{b['top1']:.2f}%" if b["top1"] is not None else "", f"{delta:+.2f}" if delta is not None else "",
-                      f"{b['p50_ms']:.2f} ms" if b["p50_ms"] else "", speed, f"{b['params']:,}" if b.get("params") else "",
-                      f"{b['size_bytes'] / 1e6:.2f} MB" if b.get("size_bytes") else "", "")
+        table.add_row(
+            name,
+            f"{b['top1']:.2f}%" if b["top1"] is not None else "",
+            f"{delta:+.2f}" if delta is not None else "",
+            f"{b['p50_ms']:.2f} ms" if b["p50_ms"] else "",
+            speed,
+            f"{b['params']:,}" if b.get("params") else "",
+            f"{b['size_bytes'] / 1e6:.2f} MB" if b.get("size_bytes") else "",
+            "",
+        )
     return table
 
 
 @app.command()
 def run(
     pipeline: Path = typer.Argument(..., help="pipeline.yaml"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>)."),
-    start: Optional[str] = typer.Option(None, "--from", help="Re-run this stage and every later one."),
-    only: Optional[str] = typer.Option(None, "--only", help="Run only this stage (its inputs must exist)."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default runs/<name>)."),
+    start: str | None = typer.Option(None, "--from", help="Re-run this stage and every later one."),
+    only: str | None = typer.Option(None, "--only", help="Run only this stage (its inputs must exist)."),
     force: list[str] = typer.Option([], "--force", help="Re-run this stage even if cached (repeatable)."),
-    require: list[str] = typer.Option([], "--require", help="Fail if this stage is skipped, e.g. --require tensorrt (repeatable)."),
-    strict: bool = typer.Option(False, "--strict", help="Exit 1 when no deployable artifact meets the accuracy budget."),
-    nproc: int = typer.Option(1, "--nproc", min=1, help="Training processes per machine (torchrun + DistributedDataParallel)."),
+    require: list[str] = typer.Option(
+        [], "--require", help="Fail if this stage is skipped, e.g. --require tensorrt (repeatable)."
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 1 when no deployable artifact meets the accuracy budget."
+    ),
+    nproc: int = typer.Option(
+        1, "--nproc", min=1, help="Training processes per machine (torchrun + DistributedDataParallel)."
+    ),
     nnodes: str = typer.Option("1", "--nnodes", help="torchrun: number of machines (or MIN:MAX)."),
     node_rank: int = typer.Option(0, "--node-rank", help="torchrun: this machine's rank."),
-    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="torchrun: rendezvous HOST:PORT for several machines."),
-    rdzv_id: Optional[str] = typer.Option(None, "--rdzv-id", help="torchrun: rendezvous job id."),
-    master_addr: Optional[str] = typer.Option(None, "--master-addr", help="torchrun: rank 0's address (static rendezvous)."),
-    master_port: Optional[int] = typer.Option(None, "--master-port", help="torchrun: rank 0's port (static rendezvous)."),
+    rdzv_endpoint: str | None = typer.Option(
+        None, "--rdzv-endpoint", help="torchrun: rendezvous HOST:PORT for several machines."
+    ),
+    rdzv_id: str | None = typer.Option(None, "--rdzv-id", help="torchrun: rendezvous job id."),
+    master_addr: str | None = typer.Option(
+        None, "--master-addr", help="torchrun: rank 0's address (static rendezvous)."
+    ),
+    master_port: int | None = typer.Option(None, "--master-port", help="torchrun: rank 0's port (static rendezvous)."),
 ) -> None:
     """Run a pipeline: stages whose config and inputs are unchanged are cached."""
     from edgekd import distributed
     from edgekd.pipeline import Selection
 
-    argv = ["run", str(pipeline), *(["--run-dir", str(run_dir)] if run_dir else []), *(["--from", start] if start else []),
-            *(["--only", only] if only else []), *[a for f in force for a in ("--force", f)],
-            *[a for r in require for a in ("--require", r)], *(["--strict"] if strict else [])]
+    argv = [
+        "run",
+        str(pipeline),
+        *(["--run-dir", str(run_dir)] if run_dir else []),
+        *(["--from", start] if start else []),
+        *(["--only", only] if only else []),
+        *[a for f in force for a in ("--force", f)],
+        *[a for r in require for a in ("--require", r)],
+        *(["--strict"] if strict else []),
+    ]
     if (nproc > 1 or nnodes != "1") and "RANK" not in os.environ:
-        rdzv = [f"--nnodes={nnodes}", f"--node-rank={node_rank}", *([f"--rdzv-endpoint={rdzv_endpoint}", "--rdzv-backend=c10d"] if rdzv_endpoint else []),
-                *([f"--rdzv-id={rdzv_id}"] if rdzv_id else []), *([f"--master-addr={master_addr}"] if master_addr else []),
-                *([f"--master-port={master_port}"] if master_port else [])]
+        rdzv = [
+            f"--nnodes={nnodes}",
+            f"--node-rank={node_rank}",
+            *([f"--rdzv-endpoint={rdzv_endpoint}", "--rdzv-backend=c10d"] if rdzv_endpoint else []),
+            *([f"--rdzv-id={rdzv_id}"] if rdzv_id else []),
+            *([f"--master-addr={master_addr}"] if master_addr else []),
+            *([f"--master-port={master_port}"] if master_port else []),
+        ]
         try:
             code = distributed.launch(["--debug", *argv] if _debug else argv, nproc, rdzv)
         except EdgekdError as e:
@@ -114,8 +155,12 @@ def run(
             runner.reporter.quiet = True
             runner.reporter.console = Console(stderr=True, quiet=True)
         if distributed.is_main():
-            err.print(f"run directory: {runner.run_dir}" + (f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""),
-                      highlight=False, markup=False)
+            err.print(
+                f"run directory: {runner.run_dir}"
+                + (f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""),
+                highlight=False,
+                markup=False,
+            )
         manifest = runner.run(Selection(only=only, start=start, force=tuple(force), require=tuple(require)))
     except EdgekdError as e:
         _fail(e)
@@ -125,7 +170,9 @@ def run(
     out.print(_summary(runner.cfg, manifest))
     report = manifest.stage("report")
     if report.get("artifacts"):
-        out.print(f"report: {runner.run_dir / report['artifacts']['report_html']['path']}", highlight=False, markup=False)
+        out.print(
+            f"report: {runner.run_dir / report['artifacts']['report_html']['path']}", highlight=False, markup=False
+        )
     out.print(f"manifest: {manifest.path}", highlight=False, markup=False)
     if strict:
         verdict = report.get("metrics", {})
@@ -145,9 +192,9 @@ def torch_device(want: str):
 @app.command()
 def plan(
     pipeline: Path = typer.Argument(..., help="pipeline.yaml"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir"),
-    start: Optional[str] = typer.Option(None, "--from"),
-    only: Optional[str] = typer.Option(None, "--only"),
+    run_dir: Path | None = typer.Option(None, "--run-dir"),
+    start: str | None = typer.Option(None, "--from"),
+    only: str | None = typer.Option(None, "--only"),
     force: list[str] = typer.Option([], "--force"),
 ) -> None:
     """Show which stages would run, which are cached, and why."""
@@ -180,15 +227,21 @@ def validate(pipeline: Path = typer.Argument(..., help="pipeline.yaml")) -> None
     except EdgekdError as e:
         _fail(e)
         return
-    out.print(f"[green]ok[/] {escape(str(pipeline))}: pipeline '{cfg.name}', {cfg.data.dataset} → teacher {cfg.teacher.model}, student {cfg.student.model}")
+    out.print(
+        f"[green]ok[/] {escape(str(pipeline))}: pipeline '{cfg.name}', {cfg.data.dataset} → teacher {cfg.teacher.model}, student {cfg.student.model}"
+    )
 
 
 @app.command()
 def bench(
     run_dir: Path = typer.Argument(..., help="A run directory made by `edgekd run`."),
-    device: Optional[str] = typer.Option(None, "--device", help="Benchmark on this device from devices.yaml (ships the run there)."),
+    device: str | None = typer.Option(
+        None, "--device", help="Benchmark on this device from devices.yaml (ships the run there)."
+    ),
     devices_file: Path = typer.Option(Path("devices.yaml"), "--devices", help="The devices file."),
-    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="pipeline.yaml, when the run dir's own copy should not be used."),
+    pipeline: Path | None = typer.Option(
+        None, "--pipeline", help="pipeline.yaml, when the run dir's own copy should not be used."
+    ),
 ) -> None:
     """Re-run the benchmark of a run, on this machine or on a device, and rebuild its report."""
     try:
@@ -210,8 +263,10 @@ def bench(
 @app.command()
 def report(
     run_dirs: list[Path] = typer.Argument(..., help="One or more run directories, compared side by side."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write the report (default: the first run's report/)."),
-    pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="pipeline.yaml whose accuracy budget to apply."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Where to write the report (default: the first run's report/)."
+    ),
+    pipeline: Path | None = typer.Option(None, "--pipeline", help="pipeline.yaml whose accuracy budget to apply."),
 ) -> None:
     """Build report.md/.html/.json from the bench files of one or several runs (all their devices)."""
     from edgekd.bench.report import build_report
@@ -237,12 +292,15 @@ def _run_pipeline(run_dir: Path) -> Path:
 def _ship(run_dir: Path, device: str, devices_file: Path, engines_only: bool, force: bool) -> None:
     from edgekd.bench.report import build_report
     from edgekd.config import load_devices
-    from edgekd.devices.ship import ship as ship_run
+    from edgekd.fleet.ship import ship as ship_run
 
     target = load_devices(devices_file).get(device)
     result = ship_run(run_dir, target, engines_only=engines_only, force=force)
-    out.print(f"{device}: uploaded {result.uploaded_files} files ({result.uploaded_bytes / 1e6:.1f} MB), "
-              f"{'ran the benchmark' if result.ran_bench else 'results were current'}", highlight=False)
+    out.print(
+        f"{device}: uploaded {result.uploaded_files} files ({result.uploaded_bytes / 1e6:.1f} MB), "
+        f"{'ran the benchmark' if result.ran_bench else 'results were current'}",
+        highlight=False,
+    )
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if result.bench_json:
@@ -256,7 +314,9 @@ def ship(
     run_dir: Path = typer.Argument(..., help="A run directory made by `edgekd run`."),
     device: str = typer.Option(..., "--device", help="Device name from devices.yaml."),
     devices_file: Path = typer.Option(Path("devices.yaml"), "--devices", help="The devices file."),
-    engines_only: bool = typer.Option(False, "--engines-only", help="Deploy prebuilt engines for this device kind and TensorRT version."),
+    engines_only: bool = typer.Option(
+        False, "--engines-only", help="Deploy prebuilt engines for this device kind and TensorRT version."
+    ),
     force: bool = typer.Option(False, "--force", help="Re-run the device benchmark even if its results are current."),
 ) -> None:
     """Ship a run to a Jetson: build engines there, benchmark them, bring the report back."""
@@ -277,7 +337,7 @@ def devices_check(
 ) -> None:
     """Connect to a device and report what it has (JetPack, TensorRT, CUDA, python, numpy, pycuda, disk)."""
     from edgekd.config import load_devices
-    from edgekd.devices.check import check_device
+    from edgekd.fleet.check import check_device
 
     try:
         found = check_device(load_devices(devices_file).get(name))
@@ -291,7 +351,9 @@ def devices_check(
 
 
 @devices_app.command("list")
-def devices_list(devices_file: Path = typer.Option(Path("devices.yaml"), "--devices", help="The devices file.")) -> None:
+def devices_list(
+    devices_file: Path = typer.Option(Path("devices.yaml"), "--devices", help="The devices file."),
+) -> None:
     """List the devices in devices.yaml."""
     from edgekd.config import load_devices
 
@@ -301,8 +363,11 @@ def devices_list(devices_file: Path = typer.Option(Path("devices.yaml"), "--devi
         _fail(e)
         return
     for name, d in devices.devices.items():
-        out.print(f"{name}: {d.user + '@' if d.user else ''}{d.host}{f':{d.port}' if d.port else ''} "
-                  f"({d.kind}; {', '.join(d.backends)})", highlight=False)
+        out.print(
+            f"{name}: {d.user + '@' if d.user else ''}{d.host}{f':{d.port}' if d.port else ''} "
+            f"({d.kind}; {', '.join(d.backends)})",
+            highlight=False,
+        )
 
 
 @app.command()

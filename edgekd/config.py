@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,15 +34,28 @@ class DataConfig(Section):
     """Where the images come from and how they are shaped."""
 
     dataset: Literal["digits", "imagefolder", "cifar10", "cifar100", "mnist", "fashion_mnist"] = Field(
-        "digits", description="Built-in `digits` (scikit-learn), a user's `imagefolder`, or a torchvision set read from `root`."
+        "digits",
+        description="Built-in `digits` (scikit-learn), a user's `imagefolder`, or a torchvision set read from `root`.",
     )
-    root: Path | None = Field(None, description="Data folder (imagefolder: holds train/ and val/; torchvision sets: their root).")
-    download: bool = Field(False, description="Let torchvision download its set into `root` (off: edgekd never downloads by itself).")
+    root: Path | None = Field(
+        None, description="Data folder (imagefolder: holds train/ and val/; torchvision sets: their root)."
+    )
+    download: bool = Field(
+        False, description="Let torchvision download its set into `root` (off: edgekd never downloads by itself)."
+    )
     image_size: int = Field(32, ge=8, le=1024, description="Side of the square input images, in pixels.")
-    channels: Literal[1, 3] | None = Field(None, description="Force 1 (grayscale) or 3 (RGB) channels; default: the data set's own.")
-    mean: list[float] | None = Field(None, description="Per-channel normalisation mean; default: the data set's usual values.")
-    std: list[PositiveFloat] | None = Field(None, description="Per-channel normalisation std; default: the data set's usual values.")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="digits only: share of samples held out for validation (fixed seeded split).")
+    channels: Literal[1, 3] | None = Field(
+        None, description="Force 1 (grayscale) or 3 (RGB) channels; default: the data set's own."
+    )
+    mean: list[float] | None = Field(
+        None, description="Per-channel normalisation mean; default: the data set's usual values."
+    )
+    std: list[PositiveFloat] | None = Field(
+        None, description="Per-channel normalisation std; default: the data set's usual values."
+    )
+    val_fraction: float = Field(
+        0.2, gt=0, lt=1, description="digits only: share of samples held out for validation (fixed seeded split)."
+    )
     batch_size: int = Field(64, ge=1, description="Training batch size.")
     eval_batch_size: int = Field(256, ge=1, description="Batch size for validation passes.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes for file-backed data sets.")
@@ -71,7 +84,9 @@ class OptimConfig(Section):
     lr: PositiveFloat = Field(0.05, description="Peak learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
     weight_decay: NonNegFloat = Field(5e-4, description="Weight decay.")
-    scheduler: Literal["cosine", "step", "constant"] = Field("cosine", description="Learning-rate schedule over the epochs.")
+    scheduler: Literal["cosine", "step", "constant"] = Field(
+        "cosine", description="Learning-rate schedule over the epochs."
+    )
     step_size: int = Field(30, ge=1, description="`step` scheduler: epochs between decays.")
     gamma: float = Field(0.1, gt=0, le=1, description="`step` scheduler: decay factor.")
     warmup_epochs: int = Field(0, ge=0, description="Linear warm-up epochs before the schedule.")
@@ -82,8 +97,12 @@ class TeacherConfig(Section):
     """The big model: loaded from a checkpoint, or trained by the `teacher` stage."""
 
     model: str = Field(..., description="Model name from the registry (`edgekd models` lists them).")
-    checkpoint: Path | None = Field(None, description="A state_dict file (.pt/.pth) to load instead of training; loaded with weights_only=True.")
-    train: OptimConfig = Field(default_factory=OptimConfig, description="How to train the teacher when no checkpoint is given.")
+    checkpoint: Path | None = Field(
+        None, description="A state_dict file (.pt/.pth) to load instead of training; loaded with weights_only=True."
+    )
+    train: OptimConfig = Field(
+        default_factory=OptimConfig, description="How to train the teacher when no checkpoint is given."
+    )
 
 
 class StudentConfig(Section):
@@ -153,14 +172,16 @@ class AdaptiveSchedule(Section):
     cap: NonNegFloat = Field(1.0, description="The value never rises above this.")
     patience: int = Field(2, ge=1, description="Stalled evaluations in a row before a rise.")
     cooldown: int = Field(1, ge=0, description="Evaluations after a rise that are not counted.")
-    min_delta: NonNegFloat = Field(0.001, description="Smallest rise of val top-1, as a fraction (0.001 = 0.1 points), that counts as improvement.")
+    min_delta: NonNegFloat = Field(
+        0.001, description="Smallest rise of val top-1, as a fraction (0.001 = 0.1 points), that counts as improvement."
+    )
 
 
 Schedule = Annotated[
-    Union[ConstantSchedule, LinearSchedule, CosineSchedule, PhasedSchedule, AdaptiveSchedule],
+    ConstantSchedule | LinearSchedule | CosineSchedule | PhasedSchedule | AdaptiveSchedule,
     Field(discriminator="kind"),
 ]
-ScheduleOrValue = Union[NonNegFloat, Schedule]
+ScheduleOrValue = NonNegFloat | Schedule
 
 
 # --------------------------------------------------------------------------- distillation
@@ -171,7 +192,9 @@ class FeaturePair(Section):
 
     teacher: str = Field(..., description="Teacher module path, e.g. `layer3`.")
     student: str = Field(..., description="Student module path, e.g. `layer2`.")
-    loss: Literal["hint", "attention", "mmd"] = Field("hint", description="`hint` (FitNets MSE), `attention` (attention transfer) or `mmd`.")
+    loss: Literal["hint", "attention", "mmd"] = Field(
+        "hint", description="`hint` (FitNets MSE), `attention` (attention transfer) or `mmd`."
+    )
     weight: NonNegFloat = Field(1.0, description="Weight of this pair's loss.")
 
 
@@ -187,18 +210,37 @@ class AugmentConfig(Section):
 
     @property
     def active(self) -> bool:
-        return any([self.random_crop, self.hflip, self.randaugment, self.random_erasing > 0, self.mixup_alpha > 0, self.cutmix_alpha > 0])
+        return any(
+            [
+                self.random_crop,
+                self.hflip,
+                self.randaugment,
+                self.random_erasing > 0,
+                self.mixup_alpha > 0,
+                self.cutmix_alpha > 0,
+            ]
+        )
 
 
 class DistillConfig(OptimConfig):
     """Student training against the frozen teacher."""
 
-    temperature: ScheduleOrValue = Field(4.0, description="Softmax temperature T (a number or a schedule); must be > 0.")
-    soft_weight: ScheduleOrValue = Field(0.9, description="Weight of T² · KL(teacher ‖ student) (a number or a schedule).")
-    hard_weight: ScheduleOrValue = Field(0.1, description="Weight of the cross-entropy with the true labels (a number or a schedule).")
+    temperature: ScheduleOrValue = Field(
+        4.0, description="Softmax temperature T (a number or a schedule); must be > 0."
+    )
+    soft_weight: ScheduleOrValue = Field(
+        0.9, description="Weight of T² · KL(teacher ‖ student) (a number or a schedule)."
+    )
+    hard_weight: ScheduleOrValue = Field(
+        0.1, description="Weight of the cross-entropy with the true labels (a number or a schedule)."
+    )
     features: list[FeaturePair] = Field(default_factory=list, description="Feature-distillation pairs.")
-    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Batch augmentation shared by teacher and student.")
-    teacher_cache: bool = Field(True, description="Store the teacher's outputs once and reuse them when augmentation allows.")
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig, description="Batch augmentation shared by teacher and student."
+    )
+    teacher_cache: bool = Field(
+        True, description="Store the teacher's outputs once and reuse them when augmentation allows."
+    )
     tensorboard: bool = Field(False, description="Write TensorBoard event files under distill/tb/.")
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="Mixed precision on CUDA.")
     channels_last: bool = Field(False, description="channels-last memory format on CUDA.")
@@ -211,7 +253,9 @@ class DistillConfig(OptimConfig):
         parts = v.phases if isinstance(v, PhasedSchedule) else [v]
         values = [getattr(p, k, None) for p in parts for k in ("value", "start", "end")]
         if any(x is not None and x <= 0 for x in values):
-            raise ValueError(f"every value of a temperature schedule must be > 0, got {[x for x in values if x is not None]}")
+            raise ValueError(
+                f"every value of a temperature schedule must be > 0, got {[x for x in values if x is not None]}"
+            )
         return v
 
 
@@ -239,7 +283,9 @@ class ExportConfig(Section):
     """TorchScript and ONNX export with parity checks."""
 
     enabled: bool = True
-    torchscript: Literal["trace", "script", "off"] = Field("trace", description="TorchScript by tracing or scripting, or off.")
+    torchscript: Literal["trace", "script", "off"] = Field(
+        "trace", description="TorchScript by tracing or scripting, or off."
+    )
     onnx: bool = Field(True, description="Export ONNX.")
     opset: int = Field(17, ge=13, le=21, description="ONNX opset; TensorRT 8.5 on JetPack 5.1 parses 13 to 17.")
     dynamic_batch: bool = Field(True, description="Dynamic batch axis on input and output.")
@@ -259,9 +305,18 @@ class QatConfig(OptimConfig):
     distill: bool = Field(True, description="Keep distilling from the teacher during QAT (else hard labels only).")
     freeze_observers_epochs: int = Field(1, ge=0, description="Freeze the activation ranges for the last N epochs.")
     calibration_batches: int = Field(8, ge=1, description="Batches used to initialise activation ranges.")
-    ema_momentum: float = Field(0.01, gt=0, le=1, description="Weight of each batch's max |activation| in the moving average of the ranges during QAT.")
-    ptq: bool = Field(True, description="Also produce a post-training static int8 model (calibration only) for comparison.")
-    max_accuracy_drop: NonNegFloat = Field(1.0, description="Warn when int8 top-1 falls further than this (points) below fp32.")
+    ema_momentum: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="Weight of each batch's max |activation| in the moving average of the ranges during QAT.",
+    )
+    ptq: bool = Field(
+        True, description="Also produce a post-training static int8 model (calibration only) for comparison."
+    )
+    max_accuracy_drop: NonNegFloat = Field(
+        1.0, description="Warn when int8 top-1 falls further than this (points) below fp32."
+    )
 
 
 class DynamicQuantConfig(Section):
@@ -287,7 +342,9 @@ class TensorRTConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> TensorRTConfig:
         if not self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ValueError(f"need min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, {self.max_batch}")
+            raise ValueError(
+                f"need min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, {self.max_batch}"
+            )
         return self
 
 
@@ -298,7 +355,9 @@ class BudgetConfig(Section):
     """Accuracy budget that marks each artifact within or over."""
 
     max_drop_vs_teacher: NonNegFloat = Field(3.0, description="Maximum top-1 drop versus the teacher, in points.")
-    max_drop_vs_student: NonNegFloat = Field(1.0, description="Maximum top-1 drop of quantized artifacts versus the fp32 student, in points.")
+    max_drop_vs_student: NonNegFloat = Field(
+        1.0, description="Maximum top-1 drop of quantized artifacts versus the fp32 student, in points."
+    )
 
 
 class BenchmarkConfig(Section):
@@ -321,9 +380,13 @@ class BenchmarkConfig(Section):
 class PipelineConfig(Section):
     """A whole pipeline.yaml."""
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Pipeline name; the run directory defaults to runs/<name>.")
+    name: str = Field(
+        ..., pattern=r"^[A-Za-z0-9_.-]+$", description="Pipeline name; the run directory defaults to runs/<name>."
+    )
     seed: int = Field(0, description="Seed for data splits, initialisation and shuffling.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where training runs; `auto` takes CUDA when present.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where training runs; `auto` takes CUDA when present."
+    )
     run_dir: Path | None = Field(None, description="Run directory (default runs/<name> beside the current directory).")
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig
@@ -353,7 +416,9 @@ def _key_lines(text: str, where: str = "pipeline.yaml") -> dict[tuple, int]:
                 key = (*path, k.value)
                 if key in lines:  # yaml.safe_load would silently keep the last one
                     dotted = ".".join(str(p) for p in key)
-                    raise EdgekdError(f"{where}:{k.start_mark.line + 1}: duplicate key '{dotted}' (first given on line {lines[key]})")
+                    raise EdgekdError(
+                        f"{where}:{k.start_mark.line + 1}: duplicate key '{dotted}' (first given on line {lines[key]})"
+                    )
                 lines[key] = k.start_mark.line + 1
                 walk(v, key)
         elif isinstance(node, yaml.SequenceNode):
@@ -394,7 +459,11 @@ def _first_model(annotation: Any) -> Any:
 def _format_error(err: dict, lines: dict[tuple, int], where: str) -> str:
     raw = tuple(err["loc"])
     last = len(raw) - 1 if err["type"] == "extra_forbidden" else -1  # an unknown key is never a union tag
-    loc = tuple(p for i, p in enumerate(raw) if i == last or not (isinstance(p, str) and (p in _TAGS or p.startswith(_TAG_PREFIXES))))
+    loc = tuple(
+        p
+        for i, p in enumerate(raw)
+        if i == last or not (isinstance(p, str) and (p in _TAGS or p.startswith(_TAG_PREFIXES)))
+    )
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     line = None
     for n in range(len(loc), 0, -1):
@@ -417,7 +486,15 @@ def _format_error(err: dict, lines: dict[tuple, int], where: str) -> str:
     return f"{place}: {dotted}: {msg}{shown}"
 
 
-_TAGS = {"constant", "linear", "cosine", "phases", "adaptive", "float", "function-after[_positive_temperature(), union[...]]"}
+_TAGS = {
+    "constant",
+    "linear",
+    "cosine",
+    "phases",
+    "adaptive",
+    "float",
+    "function-after[_positive_temperature(), union[...]]",
+}
 _TAG_PREFIXES = ("tagged-union[", "constrained-", "function-after[")
 
 
@@ -442,7 +519,9 @@ def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
         cfg.run_dir = fix(cfg.run_dir)
 
 
-def parse_pipeline(data: Any, where: str = "pipeline.yaml", text: str | None = None, base: Path | None = None) -> PipelineConfig:
+def parse_pipeline(
+    data: Any, where: str = "pipeline.yaml", text: str | None = None, base: Path | None = None
+) -> PipelineConfig:
     """Validate an already-loaded YAML document; errors become one-line EdgekdErrors."""
     if not isinstance(data, dict):
         got = "an empty document" if data is None else type(data).__name__
@@ -489,7 +568,9 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
 class DeviceBenchConfig(Section):
     """How the on-device benchmark times each artifact (same meaning as the pipeline's `benchmark` section)."""
 
-    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 8], description="Batch sizes to time.")
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 8], description="Batch sizes to time."
+    )
     warmup: int = Field(10, ge=0, description="Untimed warm-up runs per batch size.")
     min_runs: int = Field(30, ge=1, description="Minimum timed runs per batch size.")
     min_seconds: NonNegFloat = Field(1.0, description="Minimum timed seconds per batch size.")
@@ -500,19 +581,41 @@ class DeviceBenchConfig(Section):
 class DeviceConfig(Section):
     """One edge device reached over SSH (system OpenSSH: ~/.ssh/config, the agent and ProxyJump apply)."""
 
-    host: str = Field(..., pattern=r"^[A-Za-z0-9_.:\[\]-]+$", description="Host name, IP address, or a Host alias from ~/.ssh/config.")
-    user: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="Login name; default: ~/.ssh/config's User, else your own.")
+    host: str = Field(
+        ..., pattern=r"^[A-Za-z0-9_.:\[\]-]+$", description="Host name, IP address, or a Host alias from ~/.ssh/config."
+    )
+    user: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+$", description="Login name; default: ~/.ssh/config's User, else your own."
+    )
     port: int | None = Field(None, ge=1, le=65535, description="SSH port; default: ~/.ssh/config's Port, else 22.")
-    identity_file: Path | None = Field(None, description="Private key file (ssh -i); default: the agent and ~/.ssh/config.")
+    identity_file: Path | None = Field(
+        None, description="Private key file (ssh -i); default: the agent and ~/.ssh/config."
+    )
     ssh_config: Path | None = Field(None, description="An ssh_config file to use instead of ~/.ssh/config (ssh -F).")
     ssh_options: list[str] = Field(
         default_factory=list,
         description="Extra `Key=Value` ssh options (ssh -o), e.g. `UserKnownHostsFile=~/.ssh/jetson_known_hosts`. Host key checking cannot be turned off.",
     )
-    kind: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="Device kind, e.g. `jetson-agx-xavier`; engines are shared between devices of one kind and TensorRT version.")
-    workdir: str = Field("edgekd", pattern=r"^[A-Za-z0-9_./-]+$", description="Folder on the device for bundles, engines and results; relative paths are under the login's home.")
-    python: str = Field("python3", pattern=r"^[A-Za-z0-9_./+-]+$", description="Python 3.8+ on the device (with numpy, and tensorrt + pycuda or onnxruntime).")
-    backends: list[Literal["tensorrt", "onnxruntime"]] = Field(default_factory=lambda: ["tensorrt"], min_length=1, description="What the device benchmarks: TensorRT engines built there, and/or the ONNX files in ONNX Runtime.")
+    kind: str = Field(
+        ...,
+        pattern=r"^[a-z0-9][a-z0-9_.-]*$",
+        description="Device kind, e.g. `jetson-agx-xavier`; engines are shared between devices of one kind and TensorRT version.",
+    )
+    workdir: str = Field(
+        "edgekd",
+        pattern=r"^[A-Za-z0-9_./-]+$",
+        description="Folder on the device for bundles, engines and results; relative paths are under the login's home.",
+    )
+    python: str = Field(
+        "python3",
+        pattern=r"^[A-Za-z0-9_./+-]+$",
+        description="Python 3.8+ on the device (with numpy, and tensorrt + pycuda or onnxruntime).",
+    )
+    backends: list[Literal["tensorrt", "onnxruntime"]] = Field(
+        default_factory=lambda: ["tensorrt"],
+        min_length=1,
+        description="What the device benchmarks: TensorRT engines built there, and/or the ONNX files in ONNX Runtime.",
+    )
     ort_providers: list[str] = Field(
         default_factory=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
         description="ONNX Runtime providers in order of preference; those the device lacks are dropped.",
@@ -520,8 +623,12 @@ class DeviceConfig(Section):
     record_power_mode: bool = Field(True, description="Record `nvpmodel -q` (the Jetson power mode) in the bench file.")
     connect_timeout_s: int = Field(10, ge=1, description="Seconds to wait for the SSH connection.")
     command_timeout_s: int = Field(3600, ge=1, description="Seconds a remote build + benchmark, or one copy, may take.")
-    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig, description="How engines are built on this device.")
-    benchmark: DeviceBenchConfig = Field(default_factory=DeviceBenchConfig, description="How the device times each artifact.")
+    tensorrt: TensorRTConfig = Field(
+        default_factory=TensorRTConfig, description="How engines are built on this device."
+    )
+    benchmark: DeviceBenchConfig = Field(
+        default_factory=DeviceBenchConfig, description="How the device times each artifact."
+    )
 
     name: str = Field("", exclude=True, description="The device's name: its key under `devices` (set by the loader).")
 
@@ -533,7 +640,9 @@ class DeviceConfig(Section):
             if not sep or not key.isalpha() or not value.strip():
                 raise ValueError(f"ssh option {opt!r} is not `Key=Value` (e.g. `UserKnownHostsFile=/path/known_hosts`)")
             if key.lower() == "stricthostkeychecking" and value.strip().lower() in ("no", "off"):
-                raise ValueError(f"ssh option {opt!r} turns off host key checking; add the device's key to a known_hosts file instead")
+                raise ValueError(
+                    f"ssh option {opt!r} turns off host key checking; add the device's key to a known_hosts file instead"
+                )
         return options
 
     @field_validator("host")
@@ -613,7 +722,9 @@ def load_devices(path: str | Path) -> DevicesConfig:
             line = lines.get(loc)
             place = f"{path}:{line}" if line else str(path)
             dotted = ".".join(str(p) for p in loc)
-            raise EdgekdError(f"{place}: unknown key '{dotted}'; {hint}valid keys here: {', '.join(valid)}{more}") from None
+            raise EdgekdError(
+                f"{place}: unknown key '{dotted}'; {hint}valid keys here: {', '.join(valid)}{more}"
+            ) from None
         raise EdgekdError(_format_error(err, lines, str(path)) + more) from None
     base = path.parent.resolve()
     for name, device in cfg.devices.items():

@@ -77,7 +77,18 @@ def launch(argv: Sequence[str], nproc: int, torchrun_args: Sequence[str] = ()) -
     """Run `edgekd <argv>` under torchrun with `nproc` processes per node; returns its exit code."""
     if nproc < 1:
         raise EdgekdError(f"--nproc {nproc}: needs at least 1 process")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", *torchrun_args,
-           "-m", "edgekd.cli", *argv]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={nproc}",
+        *torchrun_args,
+        "-m",
+        "edgekd.cli",
+        *argv,
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))),
+    }
     return subprocess.call(cmd, env=env)

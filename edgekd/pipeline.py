@@ -29,7 +29,6 @@ from edgekd.config import PipelineConfig
 from edgekd.data.datasets import DataBundle, load_data
 from edgekd.distill.trainer import CHECKPOINT
 from edgekd.errors import EdgekdError
-from edgekd.preflight import check_pipeline
 from edgekd.progress import Reporter
 
 MANIFEST = "manifest.json"
@@ -41,18 +40,18 @@ class StageResult:
 
     artifacts: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    status: str = "done"          # or "skipped" (with reason)
+    status: str = "done"  # or "skipped" (with reason)
     reason: str | None = None
 
 
 class Stage(Protocol):
     name: str
-    section: str                  # the config section handed to run()
-    sections: tuple[str, ...]     # every config section its key depends on
-    needs: tuple[str, ...]        # artifact names from earlier stages
-    uses: tuple[str, ...]         # artifact names it takes when present
-    makes: tuple[str, ...]        # artifact names it may produce
-    distributed: bool             # runs on every process under torchrun (training); else on rank 0 alone
+    section: str  # the config section handed to run()
+    sections: tuple[str, ...]  # every config section its key depends on
+    needs: tuple[str, ...]  # artifact names from earlier stages
+    uses: tuple[str, ...]  # artifact names it takes when present
+    makes: tuple[str, ...]  # artifact names it may produce
+    distributed: bool  # runs on every process under torchrun (training); else on rank 0 alone
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None: ...
     def key_extras(self, cfg: PipelineConfig) -> dict: ...
@@ -109,8 +108,10 @@ class Manifest:
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise EdgekdError(f"{self.path}: corrupt manifest ({e}); delete it to start the run afresh") from None
             if not isinstance(old, dict) or not isinstance(old.get("stages", {}), dict):
-                raise EdgekdError(f"{self.path}: corrupt manifest (not an edgekd manifest object with a `stages` mapping); "
-                                  f"delete it to start the run afresh")
+                raise EdgekdError(
+                    f"{self.path}: corrupt manifest (not an edgekd manifest object with a `stages` mapping); "
+                    f"delete it to start the run afresh"
+                )
             self.doc["stages"] = old.get("stages", {})
 
     def stage(self, name: str) -> dict:
@@ -179,7 +180,7 @@ def _stale(manifest: Manifest, name: str, key: str) -> str | None:
 @dataclass
 class PlanEntry:
     stage: str
-    action: str      # "run", "cached", "skip"
+    action: str  # "run", "cached", "skip"
     why: str
 
 
@@ -190,11 +191,15 @@ class Selection:
     only: str | None = None
     start: str | None = None
     force: tuple[str, ...] = ()
-    require: tuple[str, ...] = ()   # stages that must not be skipped (`--require tensorrt`)
+    require: tuple[str, ...] = ()  # stages that must not be skipped (`--require tensorrt`)
 
     def validate(self, names: list[str]) -> None:
-        flags = [("--only", self.only), ("--from", self.start), *(("--force", f) for f in self.force),
-                 *(("--require", r) for r in self.require)]
+        flags = [
+            ("--only", self.only),
+            ("--from", self.start),
+            *(("--force", f) for f in self.force),
+            *(("--require", r) for r in self.require),
+        ]
         for flag, value in flags:
             if value is not None and value not in names:
                 raise EdgekdError(f"{flag} {value}: no such stage; stages are: {', '.join(names)}")
@@ -208,8 +213,9 @@ class Selection:
 class Runner:
     """Runs a pipeline's stages in order into its run directory."""
 
-    def __init__(self, cfg: PipelineConfig, stages: list[Stage], run_dir: Path | None = None,
-                 reporter: Reporter | None = None) -> None:
+    def __init__(
+        self, cfg: PipelineConfig, stages: list[Stage], run_dir: Path | None = None, reporter: Reporter | None = None
+    ) -> None:
         self.cfg = cfg
         self.stages = stages
         self.run_dir = (run_dir or cfg.run_dir or Path("runs") / cfg.name).resolve()
@@ -273,8 +279,10 @@ class Runner:
         except OSError as e:  # a file in the way, no permission, read-only disk
             raise EdgekdError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
         if distributed.is_main():  # the resolved config (absolute paths), for `edgekd bench/report/ship RUN_DIR`
-            write_text_atomic(self.run_dir / "pipeline.yaml",
-                              yaml.safe_dump(self.cfg.model_dump(mode="json", exclude_none=True), sort_keys=False))
+            write_text_atomic(
+                self.run_dir / "pipeline.yaml",
+                yaml.safe_dump(self.cfg.model_dump(mode="json", exclude_none=True), sort_keys=False),
+            )
         manifest = Manifest(self.run_dir, self.cfg.name)
         ctx = RunContext(self.cfg, self.run_dir, self.reporter, manifest)
         for stage in self.stages:
@@ -288,7 +296,9 @@ class Runner:
             entry = manifest.stage(stage.name)
             if stage.name in selection.require and entry.get("status") == "skipped":
                 raise EdgekdError(f"--require {stage.name}: the stage was skipped: {entry.get('reason')}")
-        if distributed.world_size() > 1 and distributed.is_main():  # the other ranks' scratch, once every stage is through
+        if (
+            distributed.world_size() > 1 and distributed.is_main()
+        ):  # the other ranks' scratch, once every stage is through
             shutil.rmtree(self.run_dir / ".ranks", ignore_errors=True)
         return manifest
 
@@ -302,8 +312,18 @@ class Runner:
             if reason is not None and only:
                 raise EdgekdError(f"--only {stage.name}: {reason}; run the pipeline without --only first")
         if reason is not None:
-            manifest.record(stage.name, {"status": "skipped", "reason": reason, "started": started, "ended": _now(),
-                                         "seconds": 0.0, "artifacts": {}, "metrics": {}})
+            manifest.record(
+                stage.name,
+                {
+                    "status": "skipped",
+                    "reason": reason,
+                    "started": started,
+                    "ended": _now(),
+                    "seconds": 0.0,
+                    "artifacts": {},
+                    "metrics": {},
+                },
+            )
             log(f"[yellow]- {stage.name}: skipped[/] ({escape(reason)})")  # reasons may quote paths holding "[...]"
             return
         key = stage_key(stage, self.cfg, inputs)
@@ -324,18 +344,39 @@ class Runner:
             result = stage.run(ctx, getattr(self.cfg, stage.section), inputs)
         except BaseException as e:
             error = str(e) if isinstance(e, EdgekdError) else f"{type(e).__name__}: {e}"
-            manifest.record(stage.name, {**entry, "status": "failed", "error": error, "ended": _now(),
-                                         "seconds": round(time.perf_counter() - t0, 3)})
+            manifest.record(
+                stage.name,
+                {
+                    **entry,
+                    "status": "failed",
+                    "error": error,
+                    "ended": _now(),
+                    "seconds": round(time.perf_counter() - t0, 3),
+                },
+            )
             raise
         artifacts = {}
         if not distributed.is_main():  # rank 0 records what the stage made
             return
         for name, path in result.artifacts.items():
             path = Path(path)
-            artifacts[name] = {"path": str(path.relative_to(self.run_dir)), "sha256": sha256_file(path),
-                               "bytes": path.stat().st_size}
-        manifest.record(stage.name, {"status": result.status, "key": key, "started": started, "ended": _now(),
-                                     "seconds": round(time.perf_counter() - t0, 3), "artifacts": artifacts,
-                                     "metrics": result.metrics, "reason": result.reason})
+            artifacts[name] = {
+                "path": str(path.relative_to(self.run_dir)),
+                "sha256": sha256_file(path),
+                "bytes": path.stat().st_size,
+            }
+        manifest.record(
+            stage.name,
+            {
+                "status": result.status,
+                "key": key,
+                "started": started,
+                "ended": _now(),
+                "seconds": round(time.perf_counter() - t0, 3),
+                "artifacts": artifacts,
+                "metrics": result.metrics,
+                "reason": result.reason,
+            },
+        )
         note = f" ({escape(result.reason)})" if result.reason else ""
         log(f"[green]✓ {stage.name}: {result.status}[/] in {time.perf_counter() - t0:.1f}s{note}")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -20,11 +20,17 @@ class Reporter:
         self.console.print(message, highlight=False)
 
     @contextmanager
-    def task(self, description: str, total: int) -> Iterator["_Task"]:
+    def task(self, description: str, total: int) -> Iterator[_Task]:
         if self.quiet or not self.console.is_terminal:
             yield _Task(None, None)
             return
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=self.console, transient=True) as bar:
             yield _Task(bar, bar.add_task(description, total=total))
 

@@ -240,7 +240,9 @@ def _render_section(walker: _Walker, section: _Section) -> list[str]:
     lines += ["| key | type | default | description |", "| --- | --- | --- | --- |"]
     for name, info in fields:
         type_text = walker.type_text(info.annotation, info.metadata)
-        lines.append(f"| `{name}` | {_cell(type_text)} | {_cell(_default_text(info))} | {_cell(_description(model, name))} |")
+        lines.append(
+            f"| `{name}` | {_cell(type_text)} | {_cell(_default_text(info))} | {_cell(_description(model, name))} |"
+        )
     return [*lines, ""]
 
 

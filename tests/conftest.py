@@ -42,10 +42,13 @@ distill:
 def tiny_pipeline(tmp_path: Path):
     """Write a tiny pipeline.yaml (extra YAML appended) and return its path."""
 
-    def make(extra: str = "", teacher_epochs: int = 1, distill_epochs: int = 2, name: str = "p.yaml",
-             limit_train: int = 256) -> Path:
+    def make(
+        extra: str = "", teacher_epochs: int = 1, distill_epochs: int = 2, name: str = "p.yaml", limit_train: int = 256
+    ) -> Path:
         path = tmp_path / name
-        path.write_text(TINY.format(teacher_epochs=teacher_epochs, distill_epochs=distill_epochs, limit_train=limit_train) + extra)
+        path.write_text(
+            TINY.format(teacher_epochs=teacher_epochs, distill_epochs=distill_epochs, limit_train=limit_train) + extra
+        )
         return path
 
     return make
@@ -68,7 +71,8 @@ def _tiny_onnx(path: Path, batch: int | str = "N", seed: int = 0) -> Path:
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
         inits,

@@ -94,14 +94,22 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     cli_error("validate", str(bad), fragments=(f"{bad}:3: malformed YAML",))
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("name: t\n\tdata: 1\n", ":2: malformed YAML: found character '\\t'"),
-    ("", "expected a mapping of sections (name, data, teacher, student, ...), got an empty document"),
-    ("- a\n- b\n", "got list"),
-    ("name: t\nx: !!python/object/apply:os.system ['true']\n", ":2: malformed YAML: could not determine a constructor"),
-    ("name: t\nteacher: {model: resnet8}\nstudent: {model: resnet8}\nteacher: {model: resnet20}\n",
-     ":4: duplicate key 'teacher' (first given on line 2)"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("name: t\n\tdata: 1\n", ":2: malformed YAML: found character '\\t'"),
+        ("", "expected a mapping of sections (name, data, teacher, student, ...), got an empty document"),
+        ("- a\n- b\n", "got list"),
+        (
+            "name: t\nx: !!python/object/apply:os.system ['true']\n",
+            ":2: malformed YAML: could not determine a constructor",
+        ),
+        (
+            "name: t\nteacher: {model: resnet8}\nstudent: {model: resnet8}\nteacher: {model: resnet20}\n",
+            ":4: duplicate key 'teacher' (first given on line 2)",
+        ),
+    ],
+)
 def test_unreadable_pipeline_documents(tmp_path, text, fragment):
     path = tmp_path / "p.yaml"
     path.write_text(text)
@@ -124,15 +132,26 @@ UNKNOWN_KEYS = [  # (path of the misspelt key, value, dotted name in the message
     (("export", "opsett"), 17, "'export.opsett'", "did you mean 'opset'?"),
     (("qat", "epoch"), 1, "'qat.epoch'", "did you mean 'epochs'?"),
     (("tensorrt", "precision"), ["fp16"], "'tensorrt.precision'", "did you mean 'precisions'?"),
-    (("benchmark", "budget", "max_drop_vs_techer"), 1, "'benchmark.budget.max_drop_vs_techer'", "did you mean 'max_drop_vs_teacher'?"),
+    (
+        ("benchmark", "budget", "max_drop_vs_techer"),
+        1,
+        "'benchmark.budget.max_drop_vs_techer'",
+        "did you mean 'max_drop_vs_teacher'?",
+    ),
     (("phases",), 1, "'phases'", "valid keys here: baseline"),  # a top-level key that is also a schedule tag
 ]
 
 
-@pytest.mark.parametrize("path, value, dotted, hint", UNKNOWN_KEYS, ids=[".".join(map(str, c[0])) for c in UNKNOWN_KEYS])
+@pytest.mark.parametrize(
+    "path, value, dotted, hint", UNKNOWN_KEYS, ids=[".".join(map(str, c[0])) for c in UNKNOWN_KEYS]
+)
 def test_unknown_key_at_every_level(tmp_path, path, value, dotted, hint):
     p = _pipeline(tmp_path, (path, value))
-    line = next(i for i, text in enumerate(p.read_text().splitlines(), 1) if text.strip().removeprefix("- ").startswith(f"{path[-1]}:"))
+    line = next(
+        i
+        for i, text in enumerate(p.read_text().splitlines(), 1)
+        if text.strip().removeprefix("- ").startswith(f"{path[-1]}:")
+    )
     inproc_error("validate", str(p), fragments=(f"{p}:{line}: unknown key {dotted}", hint, "valid keys here:"))
 
 
@@ -143,7 +162,9 @@ def test_unknown_key_through_the_real_cli(tmp_path):
 
 def test_misspelt_required_key_reports_the_typo_not_the_missing_key(tmp_path):
     p = _pipeline(tmp_path, (("teacher",), {"modle": "resnet8"}))
-    inproc_error("validate", str(p), fragments=("unknown key 'teacher.modle'", "did you mean 'model'?", "(and 1 more error)"))
+    inproc_error(
+        "validate", str(p), fragments=("unknown key 'teacher.modle'", "did you mean 'model'?", "(and 1 more error)")
+    )
 
 
 BAD_VALUES = [  # (path, value, fragments of the message)
@@ -160,18 +181,30 @@ BAD_VALUES = [  # (path, value, fragments of the message)
     (("data", "dataset"), "imagenet", ("data.dataset: Input should be 'digits'", "(got 'imagenet')")),
     (("tensorrt", "precisions"), ["int4"], ("tensorrt.precisions.0: Input should be 'fp32', 'fp16' or 'int8'",)),
     (("tensorrt", "min_batch"), 64, ("tensorrt: need min_batch <= opt_batch <= max_batch",)),
-    (("benchmark", "budget", "max_drop_vs_teacher"), -2, ("benchmark.budget.max_drop_vs_teacher: Input should be greater than or equal to 0",)),
+    (
+        ("benchmark", "budget", "max_drop_vs_teacher"),
+        -2,
+        ("benchmark.budget.max_drop_vs_teacher: Input should be greater than or equal to 0",),
+    ),
     (("data", "mean"), [0.1, 0.2], ("data.mean needs 1 or 3 values, got 2",)),
     (("data", "dataset"), "imagefolder", ("data.root is required for dataset 'imagefolder'",)),
     (("distill", "temperature"), {"kind": "exp", "start": 1}, ("distill.temperature: Input tag 'exp'", "'linear'")),
-    (("distill", "soft_weight"), {"kind": "phases", "phases": [{"fraction": 0.5, "value": 1}]},
-     ("distill.soft_weight: phase fractions must add up to 1, got 0.5",)),
-    (("distill", "temperature"), {"kind": "linear", "start": 0, "end": 4},
-     ("distill.temperature: every value of a temperature schedule must be > 0",)),
+    (
+        ("distill", "soft_weight"),
+        {"kind": "phases", "phases": [{"fraction": 0.5, "value": 1}]},
+        ("distill.soft_weight: phase fractions must add up to 1, got 0.5",),
+    ),
+    (
+        ("distill", "temperature"),
+        {"kind": "linear", "start": 0, "end": 4},
+        ("distill.temperature: every value of a temperature schedule must be > 0",),
+    ),
 ]
 
 
-@pytest.mark.parametrize("path, value, fragments", BAD_VALUES, ids=[f"{'.'.join(map(str, c[0]))}={c[1]}" for c in BAD_VALUES])
+@pytest.mark.parametrize(
+    "path, value, fragments", BAD_VALUES, ids=[f"{'.'.join(map(str, c[0]))}={c[1]}" for c in BAD_VALUES]
+)
 def test_wrong_types_and_out_of_range_values(tmp_path, path, value, fragments):
     p = _pipeline(tmp_path, (path, value))
     message = inproc_error("validate", str(p), fragments=(str(p),) + fragments)
@@ -190,12 +223,31 @@ DEVICE = {"host": "127.0.0.1", "kind": "jetson-agx-xavier"}
 DEVICE_KEYS = [
     ({"devics": {}}, "unknown key 'devics'", "did you mean 'devices'?"),
     ({"devices": {"x": {**DEVICE, "hostname": "h"}}}, "unknown key 'devices.x.hostname'", "valid keys here:"),
-    ({"devices": {"x": {"kind": "jetson", "hostname": "h"}}}, "unknown key 'devices.x.hostname'", "did you mean 'host'?"),
-    ({"devices": {"x": {**DEVICE, "tensorrt": {"precison": ["fp16"]}}}}, "unknown key 'devices.x.tensorrt.precison'",
-     "did you mean 'precisions'?"),
-    ({"devices": {"x": {**DEVICE, "benchmark": {"warmpu": 1}}}}, "unknown key 'devices.x.benchmark.warmpu'", "did you mean 'warmup'?"),
-    ({"devices": {"x": {**DEVICE, "port": 99999}}}, "devices.x.port: Input should be less than or equal to 65535", "(got 99999)"),
-    ({"devices": {"x": {**DEVICE, "connect_timeout_s": "soon"}}}, "devices.x.connect_timeout_s: Input should be a valid integer", "soon"),
+    (
+        {"devices": {"x": {"kind": "jetson", "hostname": "h"}}},
+        "unknown key 'devices.x.hostname'",
+        "did you mean 'host'?",
+    ),
+    (
+        {"devices": {"x": {**DEVICE, "tensorrt": {"precison": ["fp16"]}}}},
+        "unknown key 'devices.x.tensorrt.precison'",
+        "did you mean 'precisions'?",
+    ),
+    (
+        {"devices": {"x": {**DEVICE, "benchmark": {"warmpu": 1}}}},
+        "unknown key 'devices.x.benchmark.warmpu'",
+        "did you mean 'warmup'?",
+    ),
+    (
+        {"devices": {"x": {**DEVICE, "port": 99999}}},
+        "devices.x.port: Input should be less than or equal to 65535",
+        "(got 99999)",
+    ),
+    (
+        {"devices": {"x": {**DEVICE, "connect_timeout_s": "soon"}}},
+        "devices.x.connect_timeout_s: Input should be a valid integer",
+        "soon",
+    ),
     ({"devices": {"x": [1, 2]}}, "devices.x: Input should be a valid dictionary", ""),
 ]
 
@@ -210,10 +262,14 @@ def test_devices_yaml_errors(tmp_path, doc, fragment, hint):
 def test_devices_yaml_through_the_real_cli(tmp_path):
     path = tmp_path / "devices.yaml"
     path.write_text(yaml.safe_dump({"devices": {"x": {**DEVICE, "tensorrt": {"precison": ["fp16"]}}}}))
-    cli_error("devices", "list", "--devices", str(path), fragments=(f"{path}:", "unknown key 'devices.x.tensorrt.precison'"))
+    cli_error(
+        "devices", "list", "--devices", str(path), fragments=(f"{path}:", "unknown key 'devices.x.tensorrt.precison'")
+    )
     path.write_text("devices:\n  x: {host: a\n")
     cli_error("devices", "list", "--devices", str(path), fragments=(f"{path}:3: malformed YAML",))
-    cli_error("devices", "list", "--devices", str(tmp_path / "none.yaml"), fragments=("none.yaml: devices file not found",))
+    cli_error(
+        "devices", "list", "--devices", str(tmp_path / "none.yaml"), fragments=("none.yaml: devices file not found",)
+    )
 
 
 # --------------------------------------------------------------------------- data folders and images
@@ -229,21 +285,36 @@ def _image_folder(root: Path, classes=("a", "b"), per_class: int = 2) -> Path:
 
 
 def _folder_pipeline(tmp_path: Path, root: Path, num_workers: int = 0) -> Path:
-    return _pipeline(tmp_path, (("data",), {"dataset": "imagefolder", "root": str(root), "image_size": 16, "batch_size": 4,
-                                           "num_workers": num_workers}), (("distill", "features"), []))
+    return _pipeline(
+        tmp_path,
+        (
+            ("data",),
+            {
+                "dataset": "imagefolder",
+                "root": str(root),
+                "image_size": 16,
+                "batch_size": 4,
+                "num_workers": num_workers,
+            },
+        ),
+        (("distill", "features"), []),
+    )
 
 
 def _run(tmp_path: Path, pipeline: Path, *more: str) -> list[str]:
     return ["run", str(pipeline), "--run-dir", str(tmp_path / "run"), *more]
 
 
-@pytest.mark.parametrize("layout, fragment", [
-    ("missing", "train does not exist; an imagefolder root holds train/<class>/*.jpg"),
-    ("empty", "train does not exist"),
-    ("no_classes", "Couldn't find any class folder"),
-    ("no_images", "Found no valid file for the classes a, b"),
-    ("class_mismatch", "train/ and val/ under"),
-])
+@pytest.mark.parametrize(
+    "layout, fragment",
+    [
+        ("missing", "train does not exist; an imagefolder root holds train/<class>/*.jpg"),
+        ("empty", "train does not exist"),
+        ("no_classes", "Couldn't find any class folder"),
+        ("no_images", "Found no valid file for the classes a, b"),
+        ("class_mismatch", "train/ and val/ under"),
+    ],
+)
 def test_missing_or_empty_image_folders(tmp_path, layout, fragment):
     root = tmp_path / "images"
     if layout != "missing":
@@ -271,8 +342,9 @@ def test_corrupt_image_names_the_file(tmp_path, damage, num_workers):
     good = (root / "train" / "a" / "0.png").read_bytes()
     bad = root / "train" / "b" / "broken.png"
     bad.write_bytes(b"not an image at all" if damage == "garbage" else good[: len(good) // 3])
-    inproc_error(*_run(tmp_path, _folder_pipeline(tmp_path, root, num_workers)),
-                 fragments=(f"{bad}: cannot read the image",))
+    inproc_error(
+        *_run(tmp_path, _folder_pipeline(tmp_path, root, num_workers)), fragments=(f"{bad}: cannot read the image",)
+    )
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -295,19 +367,35 @@ def _teacher_ckpt(tmp_path: Path, path: Path) -> Path:
     return _pipeline(tmp_path, (("teacher", "checkpoint"), str(path)), (("distill", "features"), []))
 
 
-@pytest.mark.parametrize("kind, fragments", [
-    ("garbage", ("refused to load: not a torch.save file of tensors and plain data",)),
-    ("garbage_pickle", ("not a readable PyTorch checkpoint",)),
-    ("truncated", ("not a readable PyTorch checkpoint", "failed reading zip archive")),
-    ("empty", ("not a readable PyTorch checkpoint",)),
-    ("list", ("expected a state_dict (a mapping of tensor names to tensors)",)),
-    ("other_arch", ("tensor 'layer1.1.conv1.weight' in the checkpoint has no place in model CifarResNet",
-                    "is it a checkpoint of another architecture?")),
-    ("missing_tensor", ("tensor 'fc.bias' is missing from the checkpoint",)),
-    ("channels", ("tensor 'conv1.weight' has shape (16, 3, 3, 3) in the checkpoint, the model needs (16, 1, 3, 3)",)),
-    ("classes", ("tensor 'fc.weight' has shape (100, 64) in the checkpoint, the model needs (10, 64)",
-                 "the checkpoint has 100 classes, the data has 10")),
-])
+@pytest.mark.parametrize(
+    "kind, fragments",
+    [
+        ("garbage", ("refused to load: not a torch.save file of tensors and plain data",)),
+        ("garbage_pickle", ("not a readable PyTorch checkpoint",)),
+        ("truncated", ("not a readable PyTorch checkpoint", "failed reading zip archive")),
+        ("empty", ("not a readable PyTorch checkpoint",)),
+        ("list", ("expected a state_dict (a mapping of tensor names to tensors)",)),
+        (
+            "other_arch",
+            (
+                "tensor 'layer1.1.conv1.weight' in the checkpoint has no place in model CifarResNet",
+                "is it a checkpoint of another architecture?",
+            ),
+        ),
+        ("missing_tensor", ("tensor 'fc.bias' is missing from the checkpoint",)),
+        (
+            "channels",
+            ("tensor 'conv1.weight' has shape (16, 3, 3, 3) in the checkpoint, the model needs (16, 1, 3, 3)",),
+        ),
+        (
+            "classes",
+            (
+                "tensor 'fc.weight' has shape (100, 64) in the checkpoint, the model needs (10, 64)",
+                "the checkpoint has 100 classes, the data has 10",
+            ),
+        ),
+    ],
+)
 def test_bad_teacher_checkpoint(tmp_path, kind, fragments):
     path = tmp_path / "teacher.pt"
     if kind == "garbage":
@@ -328,7 +416,9 @@ def test_bad_teacher_checkpoint(tmp_path, kind, fragments):
     elif kind == "channels":
         torch.save(_state(in_channels=3), path)
     elif kind == "classes":
-        torch.save({"state_dict": {f"module.{k}": v for k, v in _state(classes=100).items()}}, path)  # DDP-style wrapper
+        torch.save(
+            {"state_dict": {f"module.{k}": v for k, v in _state(classes=100).items()}}, path
+        )  # DDP-style wrapper
     inproc_error(*_run(tmp_path, _teacher_ckpt(tmp_path, path)), fragments=(str(path),) + fragments)
     assert not (tmp_path / "run" / "teacher" / "model.pt").exists()
 
@@ -343,9 +433,16 @@ def test_student_init_checkpoint_with_other_class_count(tmp_path):
     torch.save(_state(), teacher)
     student = tmp_path / "student.pt"
     torch.save(_state(classes=7), student)
-    p = _pipeline(tmp_path, (("teacher", "checkpoint"), str(teacher)), (("student", "init_checkpoint"), str(student)),
-                  (("distill", "features"), []))
-    inproc_error(*_run(tmp_path, p), fragments=(str(student), "tensor 'fc.weight'", "the checkpoint has 7 classes, the data has 10"))
+    p = _pipeline(
+        tmp_path,
+        (("teacher", "checkpoint"), str(teacher)),
+        (("student", "init_checkpoint"), str(student)),
+        (("distill", "features"), []),
+    )
+    inproc_error(
+        *_run(tmp_path, p),
+        fragments=(str(student), "tensor 'fc.weight'", "the checkpoint has 7 classes, the data has 10"),
+    )
     assert not (tmp_path / "run" / "distill" / "student.pt").exists()
 
 
@@ -365,22 +462,30 @@ def test_pickle_checkpoint_through_the_real_cli(tmp_path):
     marker = tmp_path / "PWNED"
     path = tmp_path / "teacher.pt"
     torch.save({"state_dict": _state(), "extra": _RunsCode(marker)}, path)
-    msg = cli_error(*_run(tmp_path, _teacher_ckpt(tmp_path, path)), fragments=(str(path), "refused to load"), timeout=300)
-    assert "posix.system" in msg and "weights_only=False" not in msg  # says what it found; never suggests the unsafe load
+    msg = cli_error(
+        *_run(tmp_path, _teacher_ckpt(tmp_path, path)), fragments=(str(path), "refused to load"), timeout=300
+    )
+    assert (
+        "posix.system" in msg and "weights_only=False" not in msg
+    )  # says what it found; never suggests the unsafe load
     assert not marker.exists()
 
 
 # --------------------------------------------------------------------------- feature layers
 
 
-@pytest.mark.parametrize("side, name, nearest", [("teacher", "layer9", "'layer1'"), ("student", "layer2.0.cnv1", "'layer2.0.conv1'")])
+@pytest.mark.parametrize(
+    "side, name, nearest", [("teacher", "layer9", "'layer1'"), ("student", "layer2.0.cnv1", "'layer2.0.conv1'")]
+)
 def test_unknown_feature_layer_lists_nearest_names_before_training(tmp_path, side, name, nearest):
     teacher = tmp_path / "teacher.pt"
     torch.save(_state(), teacher)
     pair = {"teacher": "layer2", "student": "layer2", side: name}
     p = _pipeline(tmp_path, (("teacher", "checkpoint"), str(teacher)), (("distill", "features"), [pair]))
-    inproc_error(*_run(tmp_path, p), fragments=(f"{side} (CifarResNet) has no layer '{name}'", "did you mean", nearest,
-                                                "top-level layers: conv1"))
+    inproc_error(
+        *_run(tmp_path, p),
+        fragments=(f"{side} (CifarResNet) has no layer '{name}'", "did you mean", nearest, "top-level layers: conv1"),
+    )
     distill = tmp_path / "run" / "distill"
     assert not (distill / "checkpoint-last.pt").exists() and not (distill / "metrics.jsonl").exists()
 
@@ -405,15 +510,26 @@ def test_unparsable_onnx_in_the_benchmark_fails_only_that_artifact(tmp_path):
     good = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16, 10)).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-        torch.onnx.export(good, (torch.randn(1, 1, 16, 16),), str(run_dir / "export" / "teacher.onnx"), input_names=["images"],
-                          output_names=["logits"], dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
-    entries = [ArtifactEntry("student_onnx_fp32", "student", "onnx", "fp32", "export", "export/student.onnx"),
-               ArtifactEntry("teacher_onnx_fp32", "teacher", "onnx", "fp32", "export", "export/teacher.onnx")]
+        torch.onnx.export(
+            good,
+            (torch.randn(1, 1, 16, 16),),
+            str(run_dir / "export" / "teacher.onnx"),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}},
+            dynamo=False,
+        )
+    entries = [
+        ArtifactEntry("student_onnx_fp32", "student", "onnx", "fp32", "export", "export/student.onnx"),
+        ArtifactEntry("teacher_onnx_fp32", "teacher", "onnx", "fp32", "export", "export/teacher.onnx"),
+    ]
     images = np.random.default_rng(0).standard_normal((8, 1, 16, 16)).astype(np.float32)
     settings = LatencySettings(batch_sizes=(1,), warmup=0, min_runs=1, min_seconds=0.0, repeats=1, threads=1)
     doc = benchmark_artifacts(entries, images, np.zeros(8, np.int64), None, settings, "local", run_dir)
     bad, ok = doc["artifacts"]
-    assert bad["status"] == "failed" and bad["reason"].startswith("export/student.onnx: onnxruntime cannot load this file:")
+    assert bad["status"] == "failed" and bad["reason"].startswith(
+        "export/student.onnx: onnxruntime cannot load this file:"
+    )
     assert "\n" not in bad["reason"] and bad["sha256"] and not bad["latency"]
     assert ok["status"] == "done" and ok["latency"] and ok["accuracy"] is not None
     assert (run_dir / "bench" / "local.json").is_file()
@@ -437,7 +553,9 @@ def test_paths_with_brackets_are_quoted_verbatim(tmp_path, folder):
 # --------------------------------------------------------------------------- run directories
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"stages": [1]}', "\udcff"], ids=["syntax", "list", "stages-list", "binary"])
+@pytest.mark.parametrize(
+    "content", ["{not json", "[1, 2]", '{"stages": [1]}', "\udcff"], ids=["syntax", "list", "stages-list", "binary"]
+)
 def test_corrupt_manifest(tmp_path, content):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -446,27 +564,46 @@ def test_corrupt_manifest(tmp_path, content):
         manifest.write_bytes(b"\xff\xfe{")
     else:
         manifest.write_text(content)
-    inproc_error("plan", str(_pipeline(tmp_path)), "--run-dir", str(run_dir),
-                 fragments=(f"{manifest}: corrupt manifest", "delete it to start the run afresh"))
+    inproc_error(
+        "plan",
+        str(_pipeline(tmp_path)),
+        "--run-dir",
+        str(run_dir),
+        fragments=(f"{manifest}: corrupt manifest", "delete it to start the run afresh"),
+    )
 
 
 def test_run_dir_that_is_a_file(tmp_path):
     in_the_way = tmp_path / "run"
     in_the_way.write_text("x")
-    inproc_error("run", str(_pipeline(tmp_path)), "--run-dir", str(in_the_way),
-                 fragments=(f"{in_the_way}: cannot create the run directory",))
+    inproc_error(
+        "run",
+        str(_pipeline(tmp_path)),
+        "--run-dir",
+        str(in_the_way),
+        fragments=(f"{in_the_way}: cannot create the run directory",),
+    )
 
 
 @pytest.mark.parametrize("flag", ["--from", "--only", "--force", "--require"])
 def test_unknown_stage_names(tmp_path, flag):
-    inproc_error("run", str(_pipeline(tmp_path)), "--run-dir", str(tmp_path / "run"), flag, "distil",
-                 fragments=(f"{flag} distil: no such stage; stages are: teacher, distill",))
+    inproc_error(
+        "run",
+        str(_pipeline(tmp_path)),
+        "--run-dir",
+        str(tmp_path / "run"),
+        flag,
+        "distil",
+        fragments=(f"{flag} distil: no such stage; stages are: teacher, distill",),
+    )
 
 
 def test_plan_quotes_bracketed_run_dirs_and_reasons_verbatim(tmp_path):
     run_dir = tmp_path / "runs[/x]"
     run_dir.mkdir(parents=True)
-    (run_dir / "manifest.json").write_text('{"stages": {"teacher": {"status": "failed", "error": "boom [/x] [red]here"}}}')
+    (run_dir / "manifest.json").write_text(
+        '{"stages": {"teacher": {"status": "failed", "error": "boom [/x] [red]here"}}}'
+    )
     result = CliRunner().invoke(app, ["plan", str(_pipeline(tmp_path)), "--run-dir", str(run_dir)])
     assert result.exit_code == 0 and result.exception is None, repr(result.exception)
     assert "last status: failed" in result.stdout

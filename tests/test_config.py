@@ -42,7 +42,9 @@ def test_typo_names_key_line_and_nearest(tmp_path):
 
 
 def test_unknown_nested_key(tmp_path):
-    msg = error_of(tmp_path, BASE.replace("  model: resnet8\nstudent", "  model: resnet8\n  train:\n    epoch: 3\nstudent"))
+    msg = error_of(
+        tmp_path, BASE.replace("  model: resnet8\nstudent", "  model: resnet8\n  train:\n    epoch: 3\nstudent")
+    )
     assert "teacher.train.epoch" in msg and "did you mean 'epochs'" in msg
 
 
@@ -51,13 +53,16 @@ def test_unknown_top_level_key(tmp_path):
     assert "'distil'" in msg and "did you mean 'distill'" in msg
 
 
-@pytest.mark.parametrize("section, expect", [
-    ("distill:\n  temperature: 0\n", "temperature must be > 0"),
-    ("distill:\n  soft_weight: -1\n", "distill.soft_weight"),
-    ("distill:\n  epochs: -1\n", "distill.epochs"),
-    ("distill:\n  epochs: many\n", "valid integer"),
-    ("data:\n  image_size: 16\n  batch_size: 0\n", "data.batch_size"),
-])
+@pytest.mark.parametrize(
+    "section, expect",
+    [
+        ("distill:\n  temperature: 0\n", "temperature must be > 0"),
+        ("distill:\n  soft_weight: -1\n", "distill.soft_weight"),
+        ("distill:\n  epochs: -1\n", "distill.epochs"),
+        ("distill:\n  epochs: many\n", "valid integer"),
+        ("data:\n  image_size: 16\n  batch_size: 0\n", "data.batch_size"),
+    ],
+)
 def test_wrong_values(tmp_path, section, expect):
     text = BASE.replace("data:\n  dataset: digits\n  image_size: 16\n", "") if section.startswith("data") else BASE
     msg = error_of(tmp_path, text + section)
@@ -79,8 +84,11 @@ def test_missing_required_section(tmp_path):
 def test_relative_paths_resolve_against_the_yaml_folder(tmp_path):
     (tmp_path / "sub").mkdir()
     p = tmp_path / "sub" / "p.yaml"
-    p.write_text(BASE.replace("dataset: digits", "dataset: imagefolder\n  root: ../images").replace(
-        "  model: resnet8\nstudent", "  model: resnet8\n  checkpoint: ckpt/t.pt\nstudent"))
+    p.write_text(
+        BASE.replace("dataset: digits", "dataset: imagefolder\n  root: ../images").replace(
+            "  model: resnet8\nstudent", "  model: resnet8\n  checkpoint: ckpt/t.pt\nstudent"
+        )
+    )
     cfg = load_pipeline(p)
     assert cfg.data.root == (tmp_path / "images").resolve()
     assert cfg.teacher.checkpoint == (tmp_path / "sub" / "ckpt" / "t.pt").resolve()

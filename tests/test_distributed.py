@@ -12,8 +12,7 @@ LEAN = "qat:\n  enabled: false\ndynamic_quant:\n  enabled: false\nexport:\n  ena
 
 
 def test_two_processes_match_one(tiny_pipeline, tmp_path):
-    path = tiny_pipeline(distill_epochs=4, teacher_epochs=4, limit_train=1024,
-                         extra=LEAN)
+    path = tiny_pipeline(distill_epochs=4, teacher_epochs=4, limit_train=1024, extra=LEAN)
     results = {}
     for nproc in (1, 2):
         run_dir = tmp_path / f"n{nproc}"

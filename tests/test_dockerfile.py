@@ -62,7 +62,9 @@ def _hadolint(text: str) -> subprocess.CompletedProcess:
     hadolint = shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed: run .ci/install-hadolint")
-    return subprocess.run([hadolint, "--no-color", "--format", "json", "-"], input=text, capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(
+        [hadolint, "--no-color", "--format", "json", "-"], input=text, capture_output=True, text=True, cwd=ROOT
+    )
 
 
 def test_hadolint_passes():
@@ -72,10 +74,16 @@ def test_hadolint_passes():
 
 def test_every_hadolint_ignore_is_needed_and_explained():
     lines = DOCKERFILE.read_text(encoding="utf-8").splitlines()
-    ignores = {i: line.split("=", 1)[1].replace(" ", "").split(",") for i, line in enumerate(lines) if "hadolint ignore=" in line}
+    ignores = {
+        i: line.split("=", 1)[1].replace(" ", "").split(",")
+        for i, line in enumerate(lines)
+        if "hadolint ignore=" in line
+    }
     for i in ignores:
         before = lines[i - 1].strip() if i else ""
-        assert before.startswith("#") and "hadolint" not in before, f"Dockerfile:{i + 1}: explain the ignore in the comment just above it"
+        assert before.startswith("#") and "hadolint" not in before, (
+            f"Dockerfile:{i + 1}: explain the ignore in the comment just above it"
+        )
     # without the ignore comments, hadolint must report each ignored rule on the instruction that follows it
     kept = [line for i, line in enumerate(lines) if i not in ignores]
     found = {(f["code"], f["line"]) for f in json.loads(_hadolint("\n".join(kept) + "\n").stdout or "[]")}
@@ -112,7 +120,9 @@ def test_host_installs_dependencies_before_copying_the_code():
     assert torch < code
     for word, args in stage[:torch]:
         if word == "COPY":
-            assert set(_copy_sources(args)) <= {"pyproject.toml", "docker/project_deps.py"}, f"COPY {args} before the torch layer"
+            assert set(_copy_sources(args)) <= {"pyproject.toml", "docker/project_deps.py"}, (
+                f"COPY {args} before the torch layer"
+            )
 
 
 def test_jetson_holds_only_the_device_code_and_no_torch():
@@ -121,25 +131,33 @@ def test_jetson_holds_only_the_device_code_and_no_torch():
         text = " ".join(a for _, a in stages[name])
         assert "torch" not in text, f"stage {name} mentions torch"
     sources = [s for w, a in stages["jetson"] if w == "COPY" and "--from" not in a for s in _copy_sources(a)]
-    assert sources and all(s.startswith("edgekd/device/") for s in sources), sources
+    assert sources and all(s.startswith("edgekd/ondevice/") for s in sources), sources
 
 
 def test_dockerignore_lets_every_copied_path_through():
-    patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines() if p.strip() and not p.startswith("#")]
+    patterns = [
+        p.strip()
+        for p in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
     allowed = [p[1:].rstrip("/") for p in patterns if p.startswith("!")]
     assert patterns[0] == "*", ".dockerignore is an allow-list"
     for word, args in _instructions():
         if word == "COPY" and "--from" not in args:
             for source in _copy_sources(args):
                 stem = source.rstrip("*").rstrip("/")
-                assert any(stem == a or stem.startswith(a + "/") or fnmatch.fnmatch(stem, a) for a in allowed), f"COPY {source} is ignored by .dockerignore"
+                assert any(stem == a or stem.startswith(a + "/") or fnmatch.fnmatch(stem, a) for a in allowed), (
+                    f"COPY {source} is ignored by .dockerignore"
+                )
 
 
 def test_project_deps_splits_pyproject_dependencies():
     script = ROOT / "docker" / "project_deps.py"
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(script), str(ROOT / "pyproject.toml"), *args], capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, str(script), str(ROOT / "pyproject.toml"), *args], capture_output=True, text=True
+        )
 
     torch = run("--only", "torch", "torchvision").stdout.split()
     rest = run("--exclude", "torch", "torchvision").stdout.split()

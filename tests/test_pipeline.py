@@ -68,8 +68,12 @@ def test_cli_reruns_unchanged_pipeline_without_training(tiny_pipeline, tmp_path)
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and "teacher: cached" in second.stderr and "distill: cached" in second.stderr
     assert "epoch" not in second.stderr
-    bad = subprocess.run([sys.executable, "-m", "edgekd.cli", "run", str(tiny_pipeline(extra="  temprature: 2\n", name="bad.yaml"))],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "edgekd.cli", "run", str(tiny_pipeline(extra="  temprature: 2\n", name="bad.yaml"))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "did you mean 'temperature'" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -80,7 +84,9 @@ def test_killed_run_resumes_to_the_same_student(tiny_pipeline, tmp_path):
     # both runs in fresh processes: the test process's torch thread settings must not differ from the runs'
     assert subprocess.run([*cmd, str(ref_dir)], capture_output=True, timeout=300).returncode == 0
 
-    proc = subprocess.Popen([*cmd, str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*cmd, str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     metrics = run_dir / "distill" / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):

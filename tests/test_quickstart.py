@@ -15,23 +15,50 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_quickstart_end_to_end(tmp_path):
     run_dir = tmp_path / "quickstart"
-    cmd = [sys.executable, "-m", "edgekd.cli", "run", str(ROOT / "pipelines" / "quickstart.yaml"), "--run-dir", str(run_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgekd.cli",
+        "run",
+        str(ROOT / "pipelines" / "quickstart.yaml"),
+        "--run-dir",
+        str(run_dir),
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert first.returncode == 0, first.stderr[-4000:]
     stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
     status = {name: s["status"] for name, s in stages.items()}
-    assert status == {"teacher": "done", "distill": "done", "baseline": "done", "qat": "done", "dynamic_quant": "done",
-                      "export": "done", "tensorrt": "skipped", "benchmark": "done", "report": "done"}, status
+    assert status == {
+        "teacher": "done",
+        "distill": "done",
+        "baseline": "done",
+        "qat": "done",
+        "dynamic_quant": "done",
+        "export": "done",
+        "tensorrt": "skipped",
+        "benchmark": "done",
+        "report": "done",
+    }, status
     assert "TensorRT" in stages["tensorrt"]["reason"]
 
     student = stages["distill"]["metrics"]["val_top1"]
     assert student >= 90.0 and stages["teacher"]["metrics"]["val_top1"] >= 90.0
     assert stages["distill"]["metrics"]["params"] * 3 < stages["teacher"]["metrics"]["params"]
 
-    for rel in ("export/student.ts.pt", "export/student.onnx", "export/teacher.onnx", "qat/student_int8_qdq.onnx",
-                "qat/student_ptq_int8_qdq.onnx", "dynamic_quant/student_dynamic_int8.ts.pt",
-                "dynamic_quant/student_dynamic_int8.onnx", "bench/local.json", "bench/val.npz",
-                "report/report.md", "report/report.html", "report/report.json"):
+    for rel in (
+        "export/student.ts.pt",
+        "export/student.onnx",
+        "export/teacher.onnx",
+        "qat/student_int8_qdq.onnx",
+        "qat/student_ptq_int8_qdq.onnx",
+        "dynamic_quant/student_dynamic_int8.ts.pt",
+        "dynamic_quant/student_dynamic_int8.onnx",
+        "bench/local.json",
+        "bench/val.npz",
+        "report/report.md",
+        "report/report.html",
+        "report/report.json",
+    ):
         assert (run_dir / rel).is_file(), rel
 
     # the QAT model: Q/DQ on the inputs and weights of every Conv/Gemm, within 1 point of the fp32 student

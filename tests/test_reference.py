@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,8 +58,10 @@ class Root(_S):
     sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 8], description="Sizes.")
     child: Child = Field(default_factory=Child)
     items: list[Inner] = Field(default_factory=list)
-    schedule: Union[float, Annotated[Union[Fixed, Ramp], Field(discriminator="kind")]] = Field(1.0, description="Number or schedule.")
-    other: Union[float, Annotated[Union[Fixed, Ramp], Field(discriminator="kind")]] = 2.0
+    schedule: float | Annotated[Fixed | Ramp, Field(discriminator="kind")] = Field(
+        1.0, description="Number or schedule."
+    )
+    other: float | Annotated[Fixed | Ramp, Field(discriminator="kind")] = 2.0
     source: Path | None = Field(None, exclude=True, description="Set by the loader.")
 
 
@@ -82,13 +84,21 @@ def test_docs_reference_is_current():
 
 
 def test_module_prints_the_reference():
-    result = subprocess.run([sys.executable, "-m", "edgekd.reference"], capture_output=True, text=True, cwd=ROOT, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgekd.reference"], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert result.stdout == render()
 
 
 def test_every_section_and_key_of_the_config_appears():
     text = render()
-    for model in (config.PipelineConfig, config.DataConfig, config.DistillConfig, config.FeaturePair, config.BenchmarkConfig):
+    for model in (
+        config.PipelineConfig,
+        config.DataConfig,
+        config.DistillConfig,
+        config.FeaturePair,
+        config.BenchmarkConfig,
+    ):
         for name, info in model.model_fields.items():
             assert (f"| `{name}` |" in text) != bool(info.exclude), f"{model.__name__}.{name}"
     assert "## pipeline.yaml" in text
@@ -102,11 +112,13 @@ def test_rendered_rows_carry_type_default_and_description():
     top = tables["Top level"]
     assert "| `name` | string (matching `^[a-z]+$`) | **required** | A name. |" in top
     assert "| `limit` | int ≥ 1 or null | `null` | At most this many. |" in top
-    assert "| `mode` | `a` \\| `b` | `\"a\"` | A mode. |" in top
+    assert '| `mode` | `a` \\| `b` | `"a"` | A mode. |' in top
     assert "| `sizes` | list of int ≥ 1 | `[1, 8]` | Sizes. |" in top
     assert not any(row.startswith("| `source`") for row in top), "fields the loader sets are not YAML keys"
     # a section field without a description of its own is described by the section's docstring
-    assert "| `child` | [section](#test-child) | the section's defaults | Overrides `lr` without a description. |" in top
+    assert (
+        "| `child` | [section](#test-child) | the section's defaults | Overrides `lr` without a description. |" in top
+    )
     # an inherited field keeps its parent's description when an override drops it
     assert "| `lr` | float > 0 | `0.5` | Learning rate. |" in tables["`child`"]
     # pipes are escaped, `<name>` outside code survives as text, and only a docstring's first paragraph shows
@@ -124,7 +136,10 @@ def test_shared_and_discriminated_sections_render_once_with_unique_anchors():
     assert set(tables) >= {"`schedule` with `kind: fixed`", "`schedule` with `kind: ramp`"}
     assert "The same keys at `other`." in lines
     row = next(r for r in tables["Top level"] if r.startswith("| `schedule`"))
-    assert "float or a section with `kind:` [`fixed`](#test-schedule-kind-fixed), [`ramp`](#test-schedule-kind-ramp)" in row
+    assert (
+        "float or a section with `kind:` [`fixed`](#test-schedule-kind-fixed), [`ramp`](#test-schedule-kind-ramp)"
+        in row
+    )
     anchors = [line for line in lines if line.startswith("<a id=")]
     assert len(anchors) == len(set(anchors)) == len(tables)
     for target in ("test-schedule-kind-fixed", "test-child-inner", "test-child"):

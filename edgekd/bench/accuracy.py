@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd.device.measure import accuracy_metrics
+from edgekd.ondevice.measure import accuracy_metrics
 from edgekd.runtimes.base import Runtime
 
 
@@ -28,7 +28,7 @@ def predict(runtime: Runtime, images: np.ndarray, batch_size: int) -> np.ndarray
 def evaluate(
     runtime: Runtime, images: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray | None, batch_size: int = 32
 ) -> dict[str, float]:
-    """edgekd.device.measure.accuracy_metrics of the runtime's predictions (top1, top5, agreement, kl)."""
+    """edgekd.ondevice.measure.accuracy_metrics of the runtime's predictions (top1, top5, agreement, kl)."""
     return accuracy_metrics(predict(runtime, images, batch_size), labels, teacher_logits)
 
 

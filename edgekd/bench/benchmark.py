@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,9 +18,9 @@ from edgekd.bench.accuracy import count_macs, evaluate, file_size
 from edgekd.bench.latency import LatencySettings, measure_latency
 from edgekd.bench.sysinfo import describe_system
 from edgekd.config import BenchmarkConfig
-from edgekd.device.measure import BENCH_SCHEMA, write_json_atomic
 from edgekd.errors import EdgekdError
 from edgekd.models import count_params
+from edgekd.ondevice.measure import BENCH_SCHEMA, write_json_atomic
 from edgekd.runtimes.base import Runtime, backend_for, runtime_for
 from edgekd.runtimes.onnxruntime import DEFAULT_PROVIDERS
 from edgekd.runtimes.torch_eager import TorchRuntime
@@ -51,9 +52,22 @@ RUN_ARTIFACTS = (
     ("student_onnx_fp32", "student", "onnx", "fp32", "export", "export/student.onnx"),
     ("student_onnx_int8_qat", "student", "onnx", "int8", "qat", "qat/student_int8_qdq.onnx"),
     ("student_onnx_int8_ptq", "student", "onnx", "int8", "qat", "qat/student_ptq_int8_qdq.onnx"),
-    ("student_torchscript_int8-dynamic", "student", "torchscript", "int8-dynamic", "dynamic_quant",
-     "dynamic_quant/student_dynamic_int8.ts.pt"),
-    ("student_onnx_int8-dynamic", "student", "onnx", "int8-dynamic", "dynamic_quant", "dynamic_quant/student_dynamic_int8.onnx"),
+    (
+        "student_torchscript_int8-dynamic",
+        "student",
+        "torchscript",
+        "int8-dynamic",
+        "dynamic_quant",
+        "dynamic_quant/student_dynamic_int8.ts.pt",
+    ),
+    (
+        "student_onnx_int8-dynamic",
+        "student",
+        "onnx",
+        "int8-dynamic",
+        "dynamic_quant",
+        "dynamic_quant/student_dynamic_int8.onnx",
+    ),
 )
 """The run directory's benchmarkable files (DESIGN.md layout); TensorRT engines are found under tensorrt/<device>/."""
 
@@ -78,7 +92,11 @@ def run_artifacts(
             entries.append(ArtifactEntry(name, model, fmt, precision, stage, rel))
         elif rec.get("status") in ("skipped", "failed"):
             why = rec.get("reason") or rec.get("error") or f"stage {stage} {rec['status']}"
-            entries.append(ArtifactEntry(name, model, fmt, precision, stage, rel, "skipped", f"stage {stage} {rec['status']}: {why}"))
+            entries.append(
+                ArtifactEntry(
+                    name, model, fmt, precision, stage, rel, "skipped", f"stage {stage} {rec['status']}: {why}"
+                )
+            )
     for engine in sorted((run_dir / "tensorrt" / device_name).glob("*.engine")):
         sidecar = engine.with_suffix(".json")
         meta = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
@@ -90,9 +108,18 @@ def run_artifacts(
     if trt.get("status") in ("skipped", "failed") and not any(e.format == "tensorrt" for e in entries):
         why = trt.get("reason") or trt.get("error") or f"stage tensorrt {trt['status']}"
         for precision in trt_precisions:
-            entries.append(ArtifactEntry(f"student_tensorrt_{precision}", "student", "tensorrt", precision, "tensorrt",
-                                         f"tensorrt/{device_name}/student_{precision}.engine", "skipped",
-                                         f"stage tensorrt {trt['status']}: {why}"))
+            entries.append(
+                ArtifactEntry(
+                    f"student_tensorrt_{precision}",
+                    "student",
+                    "tensorrt",
+                    precision,
+                    "tensorrt",
+                    f"tensorrt/{device_name}/student_{precision}.engine",
+                    "skipped",
+                    f"stage tensorrt {trt['status']}: {why}",
+                )
+            )
     return entries
 
 
@@ -194,7 +221,9 @@ def benchmark_artifacts(
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "settings": settings.as_dict(),
         "artifacts": [
-            benchmark_artifact(e, val_images, val_labels, teacher_logits, settings, run_dir, torch_device, ort_providers)
+            benchmark_artifact(
+                e, val_images, val_labels, teacher_logits, settings, run_dir, torch_device, ort_providers
+            )
             for e in artifacts
         ],
     }
@@ -220,4 +249,6 @@ def load_val_set(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return data["images"], data["labels"], data["teacher_logits"]
     except (OSError, KeyError, ValueError) as e:
-        raise EdgekdError(f"{path}: not a valid val set (needs images, labels, teacher_logits arrays): {one_line(e)}") from None
+        raise EdgekdError(
+            f"{path}: not a valid val set (needs images, labels, teacher_logits arrays): {one_line(e)}"
+        ) from None

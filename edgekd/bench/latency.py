@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.config import BenchmarkConfig
-from edgekd.device.measure import time_runs
+from edgekd.ondevice.measure import time_runs
 from edgekd.runtimes.base import Runtime
 
 
@@ -47,7 +47,7 @@ def make_batch(images: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def measure_latency(runtime: Runtime, images: np.ndarray, settings: LatencySettings) -> list[dict[str, float]]:
-    """One edgekd.device.measure.summarize() record per batch size the runtime accepts.
+    """One edgekd.ondevice.measure.summarize() record per batch size the runtime accepts.
 
     Inputs are staged before timing (`runtime.prepare`); each batch size gets `warmup`
     untimed calls and `repeats` rounds of at least `min_runs` calls and `min_seconds`.

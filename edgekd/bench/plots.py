@@ -29,7 +29,9 @@ def pareto_front(latencies: list[float], accuracies: list[float]) -> list[bool]:
     front = []
     for i, (li, ai) in enumerate(zip(latencies, accuracies)):
         dominated = any(
-            lj <= li and aj >= ai and (lj < li or aj > ai) for j, (lj, aj) in enumerate(zip(latencies, accuracies)) if j != i
+            lj <= li and aj >= ai and (lj < li or aj > ai)
+            for j, (lj, aj) in enumerate(zip(latencies, accuracies))
+            if j != i
         )
         front.append(not dominated)
     return front
@@ -64,7 +66,14 @@ def accuracy_latency_scatter(points: list[Point], title: str, xlabel: str, path:
         ax.annotate(p.label, (p.latency_ms, p.top1), textcoords="offset points", xytext=(5, 4), fontsize=7)
     front = sorted((p for p in points if p.pareto), key=lambda p: p.latency_ms)
     if len(front) > 1:
-        ax.plot([p.latency_ms for p in front], [p.top1 for p in front], "--", color="tab:red", label="Pareto front", zorder=2)
+        ax.plot(
+            [p.latency_ms for p in front],
+            [p.top1 for p in front],
+            "--",
+            color="tab:red",
+            label="Pareto front",
+            zorder=2,
+        )
         ax.legend(loc="lower right", fontsize=8)
     if points and min(p.latency_ms for p in points) > 0:
         ax.set_xscale("log")
@@ -72,7 +81,12 @@ def accuracy_latency_scatter(points: list[Point], title: str, xlabel: str, path:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 (%)")
     ax.set_title(title, fontsize=10)
-    fig.text(0.01, -0.02, "circle: on the Pareto front, square: dominated; filled: within the accuracy budget, hollow: over it", fontsize=7)
+    fig.text(
+        0.01,
+        -0.02,
+        "circle: on the Pareto front, square: dominated; filled: within the accuracy budget, hollow: over it",
+        fontsize=7,
+    )
     ax.grid(True, alpha=0.3, which="both")
     return save_png(fig, path)
 

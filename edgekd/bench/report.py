@@ -18,8 +18,8 @@ from typing import Any
 from edgekd.artifacts import write_bytes_atomic
 from edgekd.bench.plots import Point, accuracy_latency_scatter, distillation_curves, pareto_front
 from edgekd.config import BudgetConfig
-from edgekd.device.measure import BENCH_SCHEMA
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.measure import BENCH_SCHEMA
 
 REPORT_SCHEMA = "edgekd.report/1"
 
@@ -110,7 +110,9 @@ def _reference(artifacts: list[dict], model: str) -> dict | None:
     return candidates[0] if candidates else None
 
 
-def _budget(row: dict, teacher_top1: float | None, student_top1: float | None, budget: BudgetConfig) -> tuple[str | None, str]:
+def _budget(
+    row: dict, teacher_top1: float | None, student_top1: float | None, budget: BudgetConfig
+) -> tuple[str | None, str]:
     """('within'|'over'|'n/a'|None, why) for one artifact."""
     top1 = _top1(row)
     if top1 is None:
@@ -128,7 +130,9 @@ def _budget(row: dict, teacher_top1: float | None, student_top1: float | None, b
     return ("over" if notes else "within"), "; ".join(notes)
 
 
-def analyse(bench: dict, budget: BudgetConfig, teacher_top1: float | None, student_top1: float | None) -> dict[str, Any]:
+def analyse(
+    bench: dict, budget: BudgetConfig, teacher_top1: float | None, student_top1: float | None
+) -> dict[str, Any]:
     """Rows with speed-ups, accuracy deltas, budget marks, Pareto flags, and the recommendation for one device."""
     artifacts = bench["artifacts"]
     batch_sizes = list(bench["settings"]["batch_sizes"])
@@ -234,7 +238,11 @@ def _table(section: dict) -> tuple[list[str], list[list[str]]]:
         for bs in section["batch_sizes"]:
             lat = r["latency"].get(str(bs))
             if lat:
-                cells += [f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f}", f"{lat['throughput_ips']:.1f}", _num(lat["speedup"], ".2f", "×")]
+                cells += [
+                    f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f}",
+                    f"{lat['throughput_ips']:.1f}",
+                    _num(lat["speedup"], ".2f", "×"),
+                ]
             else:
                 cells += ["—", "—", "—"]
         mark = {"within": "✅ within", "over": "❌ over", "n/a": "n/a", None: "—"}[r["budget"]]
@@ -257,7 +265,9 @@ def _recommendation_line(label: str, section: dict) -> str:
     lat = row["latency"][str(section["primary_batch"])]
     speed = f", {lat['speedup']:.2f}× the teacher's speed" if lat["speedup"] else ""
     delta = f" ({row['top1_delta']:+.2f} vs teacher)" if row["top1_delta"] is not None else ""
-    caveat = " No student artifact is within the budget, so this keeps a teacher model." if row["model"] == "teacher" else ""
+    caveat = (
+        " No student artifact is within the budget, so this keeps a teacher model." if row["model"] == "teacher" else ""
+    )
     return (
         f"**Recommendation on {label}:** `{name}` — fastest within budget: p50 {lat['p50_ms']:.2f} ms at batch "
         f"{section['primary_batch']}{speed}, top-1 {row['top1']:.2f}%{delta}.{caveat}"
@@ -303,7 +313,9 @@ code{background:#f3f3f3;padding:1px 3px}img{max-width:100%}"""
 
 
 def render_html(blocks: list[tuple], images: dict[Path, bytes], title: str) -> str:
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+    ]
     for kind, *args in blocks:
         if kind in ("h1", "h2", "h3"):
             out.append(f"<{kind}>{html.escape(args[0])}</{kind}>")
@@ -348,16 +360,35 @@ def _distillation_blocks(manifest: dict, heading: str) -> list[tuple]:
     blocks: list[tuple] = []
     if baseline.get("status") in ("done", "cached") and distill.get("val_top1") is not None:
         base = baseline["metrics"]["val_top1"]
-        blocks.append(("p", f"Distillation bought {distill['val_top1'] - base:+.2f} points of top-1: the distilled student reaches "
-                            f"{distill['val_top1']:.2f}%, the same student trained on hard labels alone with the same budget {base:.2f}%."))
+        blocks.append(
+            (
+                "p",
+                f"Distillation bought {distill['val_top1'] - base:+.2f} points of top-1: the distilled student reaches "
+                f"{distill['val_top1']:.2f}%, the same student trained on hard labels alone with the same budget {base:.2f}%.",
+            )
+        )
     elif baseline.get("status") == "skipped":
-        blocks.append(("p", f"No hard-label baseline: {baseline.get('reason')} (set `baseline.enabled: true` to measure what distillation buys)."))
+        blocks.append(
+            (
+                "p",
+                f"No hard-label baseline: {baseline.get('reason')} (set `baseline.enabled: true` to measure what distillation buys).",
+            )
+        )
     if distill.get("sweep"):
         keys = [k for k in ("temperature", "soft_weight", "hard_weight") if k in distill["sweep"][0]]
-        rows = [[*(f"{r[k]:g}" for k in keys), _num(r["val_top1"]), _num(r["val_kl"], ".4f"),
-                 "best" if all(r[k] == distill["sweep_best"][k] for k in keys) else ""] for r in distill["sweep"]]
-        blocks += [("p", "Sweep over the distillation settings (the best went on to the later stages):"),
-                   ("table", [*keys, "val top-1", "val KL", ""], rows)]
+        rows = [
+            [
+                *(f"{r[k]:g}" for k in keys),
+                _num(r["val_top1"]),
+                _num(r["val_kl"], ".4f"),
+                "best" if all(r[k] == distill["sweep_best"][k] for k in keys) else "",
+            ]
+            for r in distill["sweep"]
+        ]
+        blocks += [
+            ("p", "Sweep over the distillation settings (the best went on to the later stages):"),
+            ("table", [*keys, "val top-1", "val KL", ""], rows),
+        ]
     return [("h2", heading), *blocks] if blocks else []
 
 
@@ -379,8 +410,14 @@ def build_report(run_dirs: list[Path], out_dir: Path, budget: BudgetConfig) -> R
     labels = _run_labels(run_dirs)
     summary = ReportSummary(out_dir, out_dir / "report.md", out_dir / "report.html", out_dir / "report.json")
     title = "edgekd report: " + ", ".join(labels)
-    blocks: list[tuple] = [("h1", title), ("p", f"Accuracy budget: at most {budget.max_drop_vs_teacher:g} points top-1 below the "
-                           f"teacher; quantized students at most {budget.max_drop_vs_student:g} points below the fp32 student.")]
+    blocks: list[tuple] = [
+        ("h1", title),
+        (
+            "p",
+            f"Accuracy budget: at most {budget.max_drop_vs_teacher:g} points top-1 below the "
+            f"teacher; quantized students at most {budget.max_drop_vs_student:g} points below the fp32 student.",
+        ),
+    ]
     images: dict[Path, bytes] = {}
     sections, runs_json, stage_blocks = [], [], []
     curves: dict[str, list[dict]] = {}
@@ -401,11 +438,23 @@ def build_report(run_dirs: list[Path], out_dir: Path, budget: BudgetConfig) -> R
             section = analyse(bench, budget, teacher_top1, student_top1)
             section["run"] = label
             sections.append(section)
-        runs_json.append({"label": label, "path": str(run_dir), "stages": manifest.get("stages") or {}, "distill_epochs": len(metrics)})
-        stage_blocks += _distillation_blocks(manifest, f"What distillation bought — {label}" if many else "What distillation bought")
+        runs_json.append(
+            {
+                "label": label,
+                "path": str(run_dir),
+                "stages": manifest.get("stages") or {},
+                "distill_epochs": len(metrics),
+            }
+        )
+        stage_blocks += _distillation_blocks(
+            manifest, f"What distillation bought — {label}" if many else "What distillation bought"
+        )
         stage_rows = _stage_rows(manifest)
         if stage_rows:
-            stage_blocks += [("h2", f"Stages — {label}" if many else "Stages"), ("table", ["Stage", "Status", "Time", "Reason / error"], stage_rows)]
+            stage_blocks += [
+                ("h2", f"Stages — {label}" if many else "Stages"),
+                ("table", ["Stage", "Status", "Time", "Reason / error"], stage_rows),
+            ]
 
     for section in sections:
         dev = section["device"]
@@ -416,22 +465,35 @@ def build_report(run_dirs: list[Path], out_dir: Path, budget: BudgetConfig) -> R
         s = section["settings"]
         blocks += [
             ("h2", f"Device {heading}"),
-            ("p", f"{dev.get('cpu')}, {dev.get('cores')} cores, {dev.get('memory_gb')} GB{gpu}{power}; {dev.get('os')}; Python "
-                  f"{dev.get('python')}. Timing: {s['warmup']} warm-up runs, at least {s['min_runs']} runs and {s['min_seconds']:g} s per batch "
-                  f"size, {s['repeats']} rounds, {s['threads']} CPU threads; benchmarked {section['created']}."),
+            (
+                "p",
+                f"{dev.get('cpu')}, {dev.get('cores')} cores, {dev.get('memory_gb')} GB{gpu}{power}; {dev.get('os')}; Python "
+                f"{dev.get('python')}. Timing: {s['warmup']} warm-up runs, at least {s['min_runs']} runs and {s['min_seconds']:g} s per batch "
+                f"size, {s['repeats']} rounds, {s['threads']} CPU threads; benchmarked {section['created']}.",
+            ),
             ("table", *_table(section)),
             ("p", _recommendation_line(where if many else dev["name"], section)),
         ]
         summary.recommendations[where] = section["recommendation"]
         points = [
-            Point(r["name"], r["latency"][str(section["primary_batch"])]["p50_ms"], r["top1"], r["pareto"],
-                  None if r["budget"] == "n/a" else r["budget"] == "within")
-            for r in section["rows"] if r["top1"] is not None and str(section["primary_batch"]) in r["latency"]
+            Point(
+                r["name"],
+                r["latency"][str(section["primary_batch"])]["p50_ms"],
+                r["top1"],
+                r["pareto"],
+                None if r["budget"] == "n/a" else r["budget"] == "within",
+            )
+            for r in section["rows"]
+            if r["top1"] is not None and str(section["primary_batch"]) in r["latency"]
         ]
         if points:
             png = out_dir / f"accuracy-latency-{_slug(where)}.png"
-            images[png] = accuracy_latency_scatter(points, f"{heading}: top-1 vs p50 latency (Pareto front in red)",
-                                                   f"p50 latency at batch {section['primary_batch']} (ms, log scale)", png)
+            images[png] = accuracy_latency_scatter(
+                points,
+                f"{heading}: top-1 vs p50 latency (Pareto front in red)",
+                f"p50 latency at batch {section['primary_batch']} (ms, log scale)",
+                png,
+            )
             blocks.append(("img", png, f"accuracy vs latency on {where}"))
         for r in section["rows"]:
             if r["status"] == "failed":
@@ -449,11 +511,25 @@ def build_report(run_dirs: list[Path], out_dir: Path, budget: BudgetConfig) -> R
             name = section["recommendation"]
             row = next((r for r in section["rows"] if r["name"] == name), None)
             lat = row["latency"][str(section["primary_batch"])] if row else None
-            rows.append([section["run"], section["device"]["name"], _num(section["teacher_top1"]), name or "—",
-                         _num(lat["p50_ms"] if lat else None), _num(lat["speedup"] if lat else None, ".2f", "×"),
-                         _num(row["top1"] if row else None)])
-        blocks += [("h2", "Side by side"),
-                   ("table", ["Run", "Device", "Teacher top-1", "Recommended", "p50 (ms, smallest batch)", "Speed-up", "Top-1"], rows)]
+            rows.append(
+                [
+                    section["run"],
+                    section["device"]["name"],
+                    _num(section["teacher_top1"]),
+                    name or "—",
+                    _num(lat["p50_ms"] if lat else None),
+                    _num(lat["speedup"] if lat else None, ".2f", "×"),
+                    _num(row["top1"] if row else None),
+                ]
+            )
+        blocks += [
+            ("h2", "Side by side"),
+            (
+                "table",
+                ["Run", "Device", "Teacher top-1", "Recommended", "p50 (ms, smallest batch)", "Speed-up", "Top-1"],
+                rows,
+            ),
+        ]
 
     blocks += stage_blocks
     if curves:
@@ -467,16 +543,22 @@ def build_report(run_dirs: list[Path], out_dir: Path, budget: BudgetConfig) -> R
 
     write_bytes_atomic(summary.markdown, render_markdown(blocks).encode("utf-8"))
     write_bytes_atomic(summary.html, render_html(blocks, images, title).encode("utf-8"))
-    write_bytes_atomic(summary.json, json.dumps({
-        "schema": REPORT_SCHEMA,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "budget": budget.model_dump(),
-        "runs": runs_json,
-        "sections": sections,
-        "recommendations": summary.recommendations,
-        "meets_budget": meets_budget(summary),
-        "failed": summary.failed,
-        "over_budget": summary.over_budget,
-        "unmet": summary.unmet,
-    }, indent=2).encode("utf-8"))
+    write_bytes_atomic(
+        summary.json,
+        json.dumps(
+            {
+                "schema": REPORT_SCHEMA,
+                "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "budget": budget.model_dump(),
+                "runs": runs_json,
+                "sections": sections,
+                "recommendations": summary.recommendations,
+                "meets_budget": meets_budget(summary),
+                "failed": summary.failed,
+                "over_budget": summary.over_budget,
+                "unmet": summary.unmet,
+            },
+            indent=2,
+        ).encode("utf-8"),
+    )
     return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from importlib import metadata
@@ -38,10 +39,8 @@ def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None
         except metadata.PackageNotFoundError:
             versions[name] = None
     if versions.get("onnxruntime") is None:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions["onnxruntime"] = metadata.version("onnxruntime-gpu")
-        except metadata.PackageNotFoundError:
-            pass
     return versions
 
 

@@ -20,8 +20,22 @@ from torch.nn import functional as F
 from edgekd.config import AugmentConfig
 
 # RandAugment (Cubuk et al. 2020) as in torchvision: 2 ops per image, magnitude 9 of 30 bins.
-RANDAUGMENT_OPS = ("identity", "shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness",
-                   "color", "contrast", "sharpness", "posterize", "solarize", "autocontrast", "equalize")
+RANDAUGMENT_OPS = (
+    "identity",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+    "rotate",
+    "brightness",
+    "color",
+    "contrast",
+    "sharpness",
+    "posterize",
+    "solarize",
+    "autocontrast",
+    "equalize",
+)
 _NUM_OPS, _MAGNITUDE, _BINS = 2, 9, 31
 _SIGNED = {"shear_x", "shear_y", "translate_x", "translate_y", "rotate", "brightness", "color", "contrast", "sharpness"}
 
@@ -61,8 +75,14 @@ class BatchAugment:
     each image is min-max scaled to [0, 1] for RandAugment and scaled back afterwards.
     """
 
-    def __init__(self, cfg: AugmentConfig, num_classes: int, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        cfg: AugmentConfig,
+        num_classes: int,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.cfg = cfg
         self.num_classes = num_classes
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -146,8 +166,13 @@ class BatchAugment:
                 img[idx] = _randaugment_op(op, sign, size)(img[idx])
         return back(img.to(x.dtype) / 255)
 
-    def _random_erasing(self, x: torch.Tensor, p: float, scale: tuple[float, float] = (0.02, 0.33),
-                        ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+    def _random_erasing(
+        self,
+        x: torch.Tensor,
+        p: float,
+        scale: tuple[float, float] = (0.02, 0.33),
+        ratio: tuple[float, float] = (0.3, 3.3),
+    ) -> torch.Tensor:
         """torchvision's RandomErasing per image (value 0, the data mean after normalisation)."""
         n, _, h, w = x.shape
         x = x.clone()
@@ -161,7 +186,7 @@ class BatchAugment:
                 eh, ew = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
                 if eh < h and ew < w:
                     top, left = int(draws[2] * (h - eh + 1)), int(draws[3] * (w - ew + 1))
-                    x[i, :, top:top + eh, left:left + ew] = 0
+                    x[i, :, top : top + eh, left : left + ew] = 0
                     break
         return x
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -49,15 +49,28 @@ class ImageSet(Protocol):
 
     def __len__(self) -> int: ...
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu", shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]: ...
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        shard: tuple[int, int] = (0, 1),
+    ) -> Iterator[Batch]: ...
 
 
 class TensorImageSet:
     """Images held in memory (uint8 or float, any size); resized and normalised one batch at a time."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, size: int, channels: int,
-                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        size: int,
+        channels: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ) -> None:
         self.images, self.labels = images, labels.long()
         self.size, self.channels = size, channels
         self.mean = torch.tensor(mean).view(1, -1, 1, 1)
@@ -74,8 +87,14 @@ class TensorImageSet:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
         return (x - self.mean.to(device)) / self.std.to(device)
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu", shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        shard: tuple[int, int] = (0, 1),
+    ) -> Iterator[Batch]:
         for idx in _batch_indices(len(self), batch_size, shuffle, generator, shard):
             yield self._prepare(self.images[idx], device), self.labels[idx].to(device), idx
 
@@ -107,15 +126,24 @@ class FolderImageSet:
     def __len__(self) -> int:
         return len(self.data)
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu", shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        shard: tuple[int, int] = (0, 1),
+    ) -> Iterator[Batch]:
         plan = [idx.tolist() for idx in _batch_indices(len(self), batch_size, shuffle, generator, shard)]
-        loader = DataLoader(self.data, batch_sampler=plan, num_workers=self.num_workers,
-                            pin_memory=str(device).startswith("cuda"))
+        loader = DataLoader(
+            self.data, batch_sampler=plan, num_workers=self.num_workers, pin_memory=str(device).startswith("cuda")
+        )
         try:
             for x, y, idx in loader:
                 yield x.to(device, non_blocking=True), y.to(device), idx
-        except Exception as e:  # an EdgekdError from a worker arrives with the worker's traceback in its message: keep its one line
+        except (
+            Exception
+        ) as e:  # an EdgekdError from a worker arrives with the worker's traceback in its message: keep its one line
             lines = [ln for ln in str(e).splitlines() if ln.startswith("edgekd.errors.EdgekdError: ")]
             if lines:
                 raise EdgekdError(lines[-1].removeprefix("edgekd.errors.EdgekdError: ")) from None
@@ -132,11 +160,23 @@ class Subset:
     def __len__(self) -> int:
         return self.n
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu", shard: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        shard: tuple[int, int] = (0, 1),
+    ) -> Iterator[Batch]:
         if isinstance(self.base, TensorImageSet):
-            base = TensorImageSet(self.base.images[: self.n], self.labels, self.base.size, self.base.channels,
-                                  tuple(self.base.mean.flatten().tolist()), tuple(self.base.std.flatten().tolist()))
+            base = TensorImageSet(
+                self.base.images[: self.n],
+                self.labels,
+                self.base.size,
+                self.base.channels,
+                tuple(self.base.mean.flatten().tolist()),
+                tuple(self.base.std.flatten().tolist()),
+            )
             yield from base.batches(batch_size, shuffle, generator, device, shard)
             return
         for x, y, idx in self.base.batches(batch_size, False, None, device, shard):
@@ -145,13 +185,14 @@ class Subset:
                 yield x[keep], y[keep], idx[keep]
 
 
-def _batch_indices(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None,
-                   shard: tuple[int, int]) -> Iterator[torch.Tensor]:
+def _batch_indices(
+    n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None, shard: tuple[int, int]
+) -> Iterator[torch.Tensor]:
     """Sample indices of each batch; with shard (rank, world) every process takes its slice of the same global batch."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     rank, world = shard
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size][rank::world]
+        idx = order[start : start + batch_size][rank::world]
         if len(idx):
             yield idx
 
@@ -218,14 +259,20 @@ def _digits(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, tor
 def _torchvision(cfg: DataConfig, train: bool):
     import torchvision.datasets as tvd
 
-    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}[cfg.dataset]
+    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST}[
+        cfg.dataset
+    ]
     if not cfg.download and not cfg.root.is_dir():
-        raise EdgekdError(f"data.root: folder {cfg.root} does not exist (set data.download: true to let torchvision fetch {cfg.dataset})")
+        raise EdgekdError(
+            f"data.root: folder {cfg.root} does not exist (set data.download: true to let torchvision fetch {cfg.dataset})"
+        )
     try:
         ds = cls(str(cfg.root), train=train, download=cfg.download)
     except RuntimeError as e:
-        raise EdgekdError(f"data.root: {cfg.dataset} not found under {cfg.root} ({str(e).splitlines()[0]}); "
-                          f"point root at the folder holding it, or set data.download: true") from None
+        raise EdgekdError(
+            f"data.root: {cfg.dataset} not found under {cfg.root} ({str(e).splitlines()[0]}); "
+            f"point root at the folder holding it, or set data.download: true"
+        ) from None
     images = torch.as_tensor(np.asarray(ds.data))
     images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)  # (N, C, H, W) uint8
     return images.contiguous(), torch.as_tensor(np.asarray(ds.targets)), list(ds.classes)
@@ -239,19 +286,28 @@ def _imagefolder(cfg: DataConfig, channels: int, mean, std) -> tuple[FolderImage
     for split in ("train", "val"):
         folder = cfg.root / split
         if not folder.is_dir():
-            raise EdgekdError(f"data.root: {folder} does not exist; an imagefolder root holds train/<class>/*.jpg and val/<class>/*.jpg")
+            raise EdgekdError(
+                f"data.root: {folder} does not exist; an imagefolder root holds train/<class>/*.jpg and val/<class>/*.jpg"
+            )
         try:
             splits[split] = ImageFolder(str(folder))
         except FileNotFoundError as e:
             raise EdgekdError(f"data.root: {folder}: {str(e).splitlines()[0]}") from None
     if splits["train"].classes != splits["val"].classes:
-        raise EdgekdError(f"data.root: train/ and val/ under {cfg.root} have different class folders "
-                          f"({len(splits['train'].classes)} vs {len(splits['val'].classes)})")
+        raise EdgekdError(
+            f"data.root: train/ and val/ under {cfg.root} have different class folders "
+            f"({len(splits['train'].classes)} vs {len(splits['val'].classes)})"
+        )
     size = cfg.image_size
-    transform = T.Compose([
-        T.Grayscale(1) if channels == 1 else T.Lambda(lambda im: im.convert("RGB")),
-        T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std),
-    ])
+    transform = T.Compose(
+        [
+            T.Grayscale(1) if channels == 1 else T.Lambda(lambda im: im.convert("RGB")),
+            T.Resize(int(round(size * 256 / 224))),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
     sets = [FolderImageSet(splits[s], transform, cfg.num_workers) for s in ("train", "val")]
     return sets[0], sets[1], splits["train"].classes
 

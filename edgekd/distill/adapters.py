@@ -31,8 +31,10 @@ class FeatureAdapter(nn.Module):
         super().__init__()
         s, t = tuple(student_shape), tuple(teacher_shape)  # without the batch dimension
         if len(s) != len(t) or len(s) not in (1, 3):
-            raise EdgekdError(f"cannot adapt a student feature of shape {s} to a teacher feature of shape {t}: "
-                              f"both must be (C, H, W) maps or (D,) vectors")
+            raise EdgekdError(
+                f"cannot adapt a student feature of shape {s} to a teacher feature of shape {t}: "
+                f"both must be (C, H, W) maps or (D,) vectors"
+            )
         self.spatial = t[1:] if len(t) == 3 and s[1:] != t[1:] else None
         if not project or s[0] == t[0]:
             self.proj: nn.Module = nn.Identity()
@@ -49,28 +51,34 @@ class FeatureAdapter(nn.Module):
 
 def _shape(feats: Mapping[str, torch.Tensor], name: str, side: str) -> tuple[int, ...]:
     if name not in feats:
-        raise EdgekdError(f"the {side} layer '{name}' did not run in the probe forward pass "
-                          f"(is it used in forward()?)")
+        raise EdgekdError(f"the {side} layer '{name}' did not run in the probe forward pass (is it used in forward()?)")
     feat = feats[name]
     if not isinstance(feat, torch.Tensor) or feat.dim() not in (2, 4):
         found = tuple(feat.shape) if isinstance(feat, torch.Tensor) else type(feat).__name__
-        raise EdgekdError(f"the {side} layer '{name}' outputs {found}; feature distillation needs "
-                          f"(N, C, H, W) maps or (N, D) vectors: pick another layer")
+        raise EdgekdError(
+            f"the {side} layer '{name}' outputs {found}; feature distillation needs "
+            f"(N, C, H, W) maps or (N, D) vectors: pick another layer"
+        )
     return tuple(feat.shape[1:])
 
 
-def build_adapters(pairs: Sequence[FeaturePair], student_feats: Mapping[str, torch.Tensor],
-                   teacher_feats: Mapping[str, torch.Tensor]) -> nn.ModuleList:
+def build_adapters(
+    pairs: Sequence[FeaturePair], student_feats: Mapping[str, torch.Tensor], teacher_feats: Mapping[str, torch.Tensor]
+) -> nn.ModuleList:
     """One adapter per pair (same order), shaped from the features of one probe forward pass."""
     adapters = nn.ModuleList()
     for pair in pairs:
         s = _shape(student_feats, pair.student, "student")
         t = _shape(teacher_feats, pair.teacher, "teacher")
         if len(s) != len(t):
-            raise EdgekdError(f"feature pair teacher '{pair.teacher}' {t} / student '{pair.student}' {s}: "
-                              f"one is a map and the other a vector; pair maps with maps and vectors with vectors")
+            raise EdgekdError(
+                f"feature pair teacher '{pair.teacher}' {t} / student '{pair.student}' {s}: "
+                f"one is a map and the other a vector; pair maps with maps and vectors with vectors"
+            )
         if pair.loss == "attention" and len(s) != 3:
-            raise EdgekdError(f"feature pair teacher '{pair.teacher}' / student '{pair.student}': attention transfer "
-                              f"needs (N, C, H, W) maps, got {t} and {s}")
+            raise EdgekdError(
+                f"feature pair teacher '{pair.teacher}' / student '{pair.student}': attention transfer "
+                f"needs (N, C, H, W) maps, got {t} and {s}"
+            )
         adapters.append(FeatureAdapter(s, t, project=needs_projection(pair.loss, len(s))))
     return adapters

@@ -53,8 +53,10 @@ def get_feature_loss(name: str) -> FeatureLoss:
 
 def _same_shape(student: torch.Tensor, teacher: torch.Tensor, loss: str) -> None:
     if student.shape != teacher.shape:
-        raise ValueError(f"{loss}: student feature {tuple(student.shape)} and teacher feature "
-                         f"{tuple(teacher.shape)} differ; build the pair's adapter with build_adapters")
+        raise ValueError(
+            f"{loss}: student feature {tuple(student.shape)} and teacher feature "
+            f"{tuple(teacher.shape)} differ; build the pair's adapter with build_adapters"
+        )
 
 
 @register_feature_loss("hint")
@@ -73,8 +75,10 @@ def attention_map(feat: torch.Tensor) -> torch.Tensor:
 def attention_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Attention transfer (p = 2): mean of (Q_s - Q_t)² over the batch and spatial positions."""
     if student.dim() != 4 or student.shape[0] != teacher.shape[0] or student.shape[2:] != teacher.shape[2:]:
-        raise ValueError(f"attention: needs (N, C, H, W) maps with equal N, H, W; got student "
-                         f"{tuple(student.shape)} and teacher {tuple(teacher.shape)}")
+        raise ValueError(
+            f"attention: needs (N, C, H, W) maps with equal N, H, W; got student "
+            f"{tuple(student.shape)} and teacher {tuple(teacher.shape)}"
+        )
     return (attention_map(student) - attention_map(teacher)).pow(2).mean()
 
 
@@ -95,8 +99,9 @@ def mmd_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Gaussian-kernel MMD (σ = 1) of L2-normalised channel maps per image, or of batch rows for vectors."""
     if student.dim() == 4:
         if student.shape[0] != teacher.shape[0] or student.shape[2:] != teacher.shape[2:]:
-            raise ValueError(f"mmd: maps need equal N, H, W; got student {tuple(student.shape)} "
-                             f"and teacher {tuple(teacher.shape)}")
+            raise ValueError(
+                f"mmd: maps need equal N, H, W; got student {tuple(student.shape)} and teacher {tuple(teacher.shape)}"
+            )
         s = F.normalize(student.flatten(2), dim=2)  # (N, Cs, H*W): each channel map is one sample
         t = F.normalize(teacher.flatten(2), dim=2)  # (N, Ct, H*W)
         return gaussian_mmd(s, t).mean()

@@ -20,8 +20,9 @@ class FeatureDistiller:
     both models on zeros of `input_shape` (C, H, W) shapes the adapters.
     """
 
-    def __init__(self, pairs: Sequence[FeaturePair], teacher: nn.Module, student: nn.Module,
-                 input_shape: Sequence[int]) -> None:
+    def __init__(
+        self, pairs: Sequence[FeaturePair], teacher: nn.Module, student: nn.Module, input_shape: Sequence[int]
+    ) -> None:
         self.pairs = list(pairs)
         self.losses = [get_feature_loss(p.loss) for p in self.pairs]
         self.teacher_layers = list(dict.fromkeys(p.teacher for p in self.pairs))
@@ -42,8 +43,9 @@ class FeatureDistiller:
 
         return run(student, self.student_taps), run(teacher, self.teacher_taps)
 
-    def loss(self, student_feats: dict[str, torch.Tensor],
-             teacher_feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, student_feats: dict[str, torch.Tensor], teacher_feats: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted sum over the pairs, and each pair's unweighted loss for the log (`feat<i>_<loss>`)."""
         total = torch.zeros((), device=next(iter(student_feats.values())).device)
         parts = {}

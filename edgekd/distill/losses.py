@@ -24,5 +24,8 @@ def hard_loss(student_logits: torch.Tensor, targets: torch.Tensor, label_smoothi
 
 def mean_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> float:
     """Mean KL(teacher ‖ student) at T=1, for monitoring."""
-    return float(F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1),
-                          reduction="batchmean", log_target=True))
+    return float(
+        F.kl_div(
+            F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1), reduction="batchmean", log_target=True
+        )
+    )

@@ -60,8 +60,16 @@ class Distillation:
     its logits and features are looked up by sample index.
     """
 
-    def __init__(self, teacher: nn.Module, cfg: DistillConfig, *, features: FeatureDistiller | None = None,
-                 augment: BatchAugment | None = None, cache: TeacherCache | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        teacher: nn.Module,
+        cfg: DistillConfig,
+        *,
+        features: FeatureDistiller | None = None,
+        augment: BatchAugment | None = None,
+        cache: TeacherCache | None = None,
+        seed: int = 0,
+    ) -> None:
         if cache is not None and augment is not None and not augment.deterministic:
             raise ValueError("a teacher cache is only valid when the augmentation is deterministic")
         self.teacher = teacher.eval().requires_grad_(False)
@@ -85,7 +93,9 @@ class Distillation:
     def _teacher(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
         if self.cache is not None:
             logits, feats = self.cache.lookup(idx)
-            return logits.to(x.device, non_blocking=True), {k: v.to(x.device, non_blocking=True) for k, v in feats.items()}
+            return logits.to(x.device, non_blocking=True), {
+                k: v.to(x.device, non_blocking=True) for k, v in feats.items()
+            }
         with torch.no_grad():
             if self.features:
                 return self.features.teacher_taps.run(x)

@@ -136,8 +136,10 @@ class DistillSchedules:
 
     def values(self, epoch: int) -> dict[str, float]:
         """{"temperature": ..., "soft_weight": ..., "hard_weight": ...} for `epoch`."""
-        return {name: self.rules[name].value if name in self.rules else value_at(s, epoch, self.num_epochs)
-                for name, s in self.schedules.items()}
+        return {
+            name: self.rules[name].value if name in self.rules else value_at(s, epoch, self.num_epochs)
+            for name, s in self.schedules.items()
+        }
 
     def observe(self, accuracy: float) -> list[str]:
         """Feed a validation accuracy to the adaptive rules; the names of the values that changed."""

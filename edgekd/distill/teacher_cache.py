@@ -26,8 +26,11 @@ CACHE_FILE = "teacher_cache.pt"
 
 def cache_key(teacher_sha256: str, data_fingerprint: str, transforms: dict[str, Any], layers: list[str]) -> str:
     """sha256 over the teacher checkpoint hash, the data fingerprint, the transforms and the tapped layers."""
-    blob = json.dumps({"teacher": teacher_sha256, "data": data_fingerprint, "transforms": transforms,
-                       "layers": list(layers)}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {"teacher": teacher_sha256, "data": data_fingerprint, "transforms": transforms, "layers": list(layers)},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -40,8 +43,15 @@ class TeacherCache:
 
     @classmethod
     @torch.no_grad()
-    def compute(cls, key: str, teacher: nn.Module, train_set: ImageSet, layers: list[str], batch_size: int,
-                device: torch.device | str) -> TeacherCache:
+    def compute(
+        cls,
+        key: str,
+        teacher: nn.Module,
+        train_set: ImageSet,
+        layers: list[str],
+        batch_size: int,
+        device: torch.device | str,
+    ) -> TeacherCache:
         """One pass of the (eval-mode) teacher over the training set."""
         teacher.eval()
         n = len(train_set)
@@ -62,8 +72,16 @@ class TeacherCache:
         return cache
 
     @classmethod
-    def load_or_compute(cls, path: Path, key: str, teacher: nn.Module, train_set: ImageSet, layers: list[str],
-                        batch_size: int, device: torch.device | str) -> TeacherCache:
+    def load_or_compute(
+        cls,
+        path: Path,
+        key: str,
+        teacher: nn.Module,
+        train_set: ImageSet,
+        layers: list[str],
+        batch_size: int,
+        device: torch.device | str,
+    ) -> TeacherCache:
         """The cache at `path` when its key matches, else a fresh one (written to `path`, replacing the old)."""
         path = Path(path)
         if path.is_file():

@@ -16,8 +16,10 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise EdgekdError("distill.tensorboard: true needs the tensorboard package "
-                              "(pip install 'edgekd[tensorboard]'), or set tensorboard: false") from None
+            raise EdgekdError(
+                "distill.tensorboard: true needs the tensorboard package "
+                "(pip install 'edgekd[tensorboard]'), or set tensorboard: false"
+            ) from None
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
     def write(self, entry: dict, model: nn.Module) -> None:

@@ -36,9 +36,11 @@ METRICS = "metrics.jsonl"
 class Objective(Protocol):
     """What a loop minimises: the loss of one batch, with the values it used."""
 
-    def modules(self) -> list[nn.Module]: ...                       # extra trainable modules (e.g. adapters)
+    def modules(self) -> list[nn.Module]: ...  # extra trainable modules (e.g. adapters)
     def begin_epoch(self, epoch: int, num_epochs: int) -> dict: ...  # values in force this epoch, for the log
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict]: ...
+    def loss(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, dict]: ...
     def end_epoch(self, val: dict) -> None: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
@@ -69,12 +71,15 @@ def lr_at(cfg: OptimConfig, epoch: int) -> float:
 def make_optimizer(cfg: OptimConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.momentum > 0)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0
+    )
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: ImageSet, batch_size: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module, images: ImageSet, batch_size: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, classes) and labels (N,) of a whole set, on the CPU, in the set's order."""
     was_training = model.training
     model.eval()
@@ -90,8 +95,10 @@ def evaluate(logits: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor
     """top-1/top-5 in percent, and mean KL(reference ‖ model) when reference logits are given."""
     k = min(5, logits.shape[1])
     top = logits.topk(k, dim=1).indices
-    out = {"val_top1": float((top[:, 0] == labels).float().mean() * 100),
-           "val_top5": float((top == labels[:, None]).any(1).float().mean() * 100)}
+    out = {
+        "val_top1": float((top[:, 0] == labels).float().mean() * 100),
+        "val_top5": float((top == labels[:, None]).any(1).float().mean() * 100),
+    }
     if reference is not None:
         out["val_kl"] = mean_kl(reference, logits)
         out["val_agreement"] = float((reference.argmax(1) == top[:, 0]).float().mean() * 100)
@@ -166,7 +173,11 @@ def train(
     tensorboard = TensorBoardLog(tensorboard_dir) if tensorboard_dir is not None and distributed.is_main() else None
     shard = (distributed.rank(), distributed.world_size())
     # under torchrun: DDP averages the model's gradients; the objective's extra modules (adapters) are averaged by hand
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if shard[1] > 1 else model
+    net = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if shard[1] > 1
+        else model
+    )
     extra_params = [p for m in extra for p in m.parameters() if p.requires_grad]
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
@@ -181,7 +192,9 @@ def train(
         with reporter.task(f"  {label} epoch {epoch + 1}/{cfg.epochs}", steps) as bar:
             for x, y, idx in train_set.batches(batch_size, shuffle=True, generator=shuffle, device=device, shard=shard):
                 x = x.contiguous(memory_format=memory_format)
-                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                with torch.autocast(
+                    device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+                ):
                     loss, parts = objective.loss(net, x, y, idx)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -199,18 +212,35 @@ def train(
         logits, labels = predict(model, val_set, eval_batch_size, device)
         val = evaluate(logits, labels, reference_val_logits)
         objective.end_epoch(val)
-        entry = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()}, **val, "lr": lr, **used,
-                 "seconds": time.perf_counter() - t0}
+        entry = {
+            "epoch": epoch + 1,
+            **{k: v / max(seen, 1) for k, v in sums.items()},
+            **val,
+            "lr": lr,
+            **used,
+            "seconds": time.perf_counter() - t0,
+        }
         result.history.append(entry)
-        atomic_torch_save({"key": key, "epoch": epoch, "model": model.state_dict(),
-                           "extra": [m.state_dict() for m in extra], "optimizer": optimizer.state_dict(),
-                           "objective": objective.state_dict(), "history": result.history}, ckpt_path)
+        atomic_torch_save(
+            {
+                "key": key,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "extra": [m.state_dict() for m in extra],
+                "optimizer": optimizer.state_dict(),
+                "objective": objective.state_dict(),
+                "history": result.history,
+            },
+            ckpt_path,
+        )
         _write_history(work_dir / METRICS, result.history)
         if tensorboard is not None:
             tensorboard.write(entry, model)
         kl = f" kl {val['val_kl']:.3f}" if "val_kl" in val else ""
-        reporter.log(f"  {label} epoch {epoch + 1}/{cfg.epochs}: loss {entry['train_loss']:.4f} "
-                     f"val top-1 {val['val_top1']:.2f}%{kl} ({entry['seconds']:.1f}s)")
+        reporter.log(
+            f"  {label} epoch {epoch + 1}/{cfg.epochs}: loss {entry['train_loss']:.4f} "
+            f"val top-1 {val['val_top1']:.2f}%{kl} ({entry['seconds']:.1f}s)"
+        )
     if tensorboard is not None:
         tensorboard.close()
     model.eval()

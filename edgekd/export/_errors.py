@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 _OP_PATTERNS = (
-    re.compile(r"operator '?([\w:.]+)'? to ONNX"),          # UnsupportedOperatorError
-    re.compile(r"Unsupported: ONNX export of ([\w:.]+)"),   # SymbolicValueError for a known op
+    re.compile(r"operator '?([\w:.]+)'? to ONNX"),  # UnsupportedOperatorError
+    re.compile(r"Unsupported: ONNX export of ([\w:.]+)"),  # SymbolicValueError for a known op
     re.compile(r"(aten::\w+)"),
 )
 
@@ -36,7 +36,7 @@ def module_using(model: nn.Module, example: torch.Tensor, op: str) -> str | None
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             graph = torch.jit.trace(model, example, check_trace=False).inlined_graph
-    except Exception:  # noqa: BLE001 - best effort: the caller still names the op
+    except Exception:
         return None
     for node in graph.nodes():
         if node.kind() == op:
@@ -56,8 +56,10 @@ def describe_export_failure(what: str, model: nn.Module, example: torch.Tensor, 
         place = f" in module '{where}' ({kind})"
     else:
         place = f" in the forward of {type(model).__name__}" if where else ""
-    return (f"{what}: op {op}{place} has no ONNX opset {opset} translation; "
-            f"replace that layer with supported ops or try another opset (13-17 for TensorRT 8.5)")
+    return (
+        f"{what}: op {op}{place} has no ONNX opset {opset} translation; "
+        f"replace that layer with supported ops or try another opset (13-17 for TensorRT 8.5)"
+    )
 
 
 def _has_submodule(model: nn.Module, path: str) -> bool:

@@ -22,9 +22,9 @@ import onnx
 import torch
 from torch import nn
 
+from edgekd.artifacts import atomic_path
 from edgekd.errors import EdgekdError
 from edgekd.export._errors import describe_export_failure, first_line
-from edgekd.artifacts import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,10 @@ class Preprocessing:
 
 def check_opset(opset: int) -> None:
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise EdgekdError(f"export.opset: {opset} is not supported; valid: {MIN_OPSET} to {MAX_OPSET} "
-                          f"(TensorRT 8.5 on JetPack 5.1 parses at most opset 17)")
+        raise EdgekdError(
+            f"export.opset: {opset} is not supported; valid: {MIN_OPSET} to {MAX_OPSET} "
+            f"(TensorRT 8.5 on JetPack 5.1 parses at most opset 17)"
+        )
 
 
 def export_onnx(
@@ -90,15 +92,25 @@ def export_onnx(
     return path
 
 
-def _torch_export(model: nn.Module, dest: Path, example: torch.Tensor, opset: int, dynamic_batch: bool, what: str) -> None:
+def _torch_export(
+    model: nn.Module, dest: Path, example: torch.Tensor, opset: int, dynamic_batch: bool, what: str
+) -> None:
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     try:
         with warnings.catch_warnings(), torch.no_grad(), _stdout_silenced():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)   # dynamo=False is deprecated, chosen deliberately
+            warnings.filterwarnings(
+                "ignore", category=DeprecationWarning
+            )  # dynamo=False is deprecated, chosen deliberately
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(
-                model, (example,), str(dest), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
+                model,
+                (example,),
+                str(dest),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=axes,
                 do_constant_folding=True,
             )
     except Exception as e:  # the exporter raises many types; all mean "this model cannot be exported"
@@ -124,7 +136,10 @@ def _simplify(proto: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     try:
         import onnxslim  # optional: not a dependency of edgekd
     except ImportError:
-        log.warning("%s: export.simplify is on but onnxslim is not installed (pip install onnxslim); exported unsimplified", path)
+        log.warning(
+            "%s: export.simplify is on but onnxslim is not installed (pip install onnxslim); exported unsimplified",
+            path,
+        )
         return proto
     return onnxslim.slim(proto)
 
@@ -151,4 +166,6 @@ def check_and_infer(proto: onnx.ModelProto, path: Path) -> onnx.ModelProto:
 def read_metadata(path: Path) -> dict[str, object]:
     """The edgekd.* metadata of an ONNX file, JSON-decoded, keys without the prefix."""
     proto = onnx.load(str(path), load_external_data=False)
-    return {p.key.removeprefix("edgekd."): json.loads(p.value) for p in proto.metadata_props if p.key.startswith("edgekd.")}
+    return {
+        p.key.removeprefix("edgekd."): json.loads(p.value) for p in proto.metadata_props if p.key.startswith("edgekd.")
+    }

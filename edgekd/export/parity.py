@@ -48,6 +48,7 @@ def load_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
         def run(images: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))).numpy()
+
         return run
     raise EdgekdError(f"{path}: cannot run: expected a .onnx or a TorchScript .pt file")
 
@@ -112,7 +113,8 @@ def check_parity(
         if r.top1_agreement < min_agreement:
             problems.append(f"top-1 agreement {r.top1_agreement:.1%} < {min_agreement:.0%}")
         if problems:
-            detail = problems[0] + (f" ({problems[1]})" if len(problems) > 1 else
-                                    f" (top-1 agreement {r.top1_agreement:.1%})")
+            detail = problems[0] + (
+                f" ({problems[1]})" if len(problems) > 1 else f" (top-1 agreement {r.top1_agreement:.1%})"
+            )
             raise EdgekdError(f"{r.path}: {detail} on {r.samples} validation images")
     return results

@@ -19,7 +19,9 @@ from edgekd.errors import EdgekdError
 from edgekd.export._errors import first_line
 
 
-def to_torchscript(model: nn.Module, example: torch.Tensor, method: Literal["trace", "script"] = "trace") -> torch.jit.ScriptModule:
+def to_torchscript(
+    model: nn.Module, example: torch.Tensor, method: Literal["trace", "script"] = "trace"
+) -> torch.jit.ScriptModule:
     """A frozen (weights inlined, eval-mode) TorchScript module of `model` on the CPU."""
     model = model.eval().cpu()
     example = example.cpu()
@@ -55,7 +57,9 @@ def save_torchscript(
     """
     path = Path(path)
     scripted = to_torchscript(model, example, method)
-    buffer = io.BytesIO()  # in memory first: the archive is not named after a temporary file, and a failed check writes nothing
+    buffer = (
+        io.BytesIO()
+    )  # in memory first: the archive is not named after a temporary file, and a failed check writes nothing
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)

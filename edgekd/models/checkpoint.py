@@ -50,9 +50,13 @@ def _safe_load(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise EdgekdError(f"{path}: refused to load: not a torch.save file of tensors and plain data "
-                          f"({_unpickler_detail(e)}); save a state_dict instead") from None
-    except Exception as e:  # torch's unpickler raises IndexError, KeyError, ... on a damaged file: all mean "unreadable"
+        raise EdgekdError(
+            f"{path}: refused to load: not a torch.save file of tensors and plain data "
+            f"({_unpickler_detail(e)}); save a state_dict instead"
+        ) from None
+    except (
+        Exception
+    ) as e:  # torch's unpickler raises IndexError, KeyError, ... on a damaged file: all mean "unreadable"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EdgekdError(f"{path}: not a readable PyTorch checkpoint: {first}") from None
 
@@ -98,7 +102,11 @@ def load_state_dict_file(model: nn.Module, path: Path) -> None:
 def _classes_hint(model: nn.Module, name: str, found: torch.Tensor, wanted: torch.Tensor) -> str:
     """When the bad tensor is the classifier's output size: say it is a class count that differs from the data's."""
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears or name not in (f"{linears[-1]}.weight", f"{linears[-1]}.bias") or found.shape[1:] != wanted.shape[1:]:
+    if (
+        not linears
+        or name not in (f"{linears[-1]}.weight", f"{linears[-1]}.bias")
+        or found.shape[1:] != wanted.shape[1:]
+    ):
         return ""
     return f": the checkpoint has {found.shape[0]} classes, the data has {wanted.shape[0]}"
 
@@ -108,13 +116,19 @@ def _load_into(model: nn.Module, state: dict, path: Path) -> None:
     own = model.state_dict()
     for name, tensor in own.items():
         if name not in state:
-            raise EdgekdError(f"{path}: tensor '{name}' is missing from the checkpoint "
-                              f"(model {type(model).__name__} needs {len(own)} tensors, file has {len(state)})")
+            raise EdgekdError(
+                f"{path}: tensor '{name}' is missing from the checkpoint "
+                f"(model {type(model).__name__} needs {len(own)} tensors, file has {len(state)})"
+            )
         if tuple(state[name].shape) != tuple(tensor.shape):
-            raise EdgekdError(f"{path}: tensor '{name}' has shape {tuple(state[name].shape)} in the checkpoint, "
-                              f"the model needs {tuple(tensor.shape)}{_classes_hint(model, name, state[name], tensor)}")
+            raise EdgekdError(
+                f"{path}: tensor '{name}' has shape {tuple(state[name].shape)} in the checkpoint, "
+                f"the model needs {tuple(tensor.shape)}{_classes_hint(model, name, state[name], tensor)}"
+            )
     extra = [k for k in state if k not in own]
     if extra:
-        raise EdgekdError(f"{path}: tensor '{extra[0]}' in the checkpoint has no place in model {type(model).__name__} "
-                          f"({len(extra)} unexpected tensors): is it a checkpoint of another architecture?")
+        raise EdgekdError(
+            f"{path}: tensor '{extra[0]}' in the checkpoint has no place in model {type(model).__name__} "
+            f"({len(extra)} unexpected tensors): is it a checkpoint of another architecture?"
+        )
     model.load_state_dict(state)

@@ -51,6 +51,6 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))          # (N, w, H, W)
-        x = self.layer3(self.layer2(self.layer1(x)))    # (N, 4w, H/4, W/4)
+        x = self.relu(self.bn1(self.conv1(x)))  # (N, w, H, W)
+        x = self.layer3(self.layer2(self.layer1(x)))  # (N, 4w, H/4, W/4)
         return self.fc(torch.flatten(self.avgpool(x), 1))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torchvision.models as tvm
 from torch import nn
@@ -17,11 +17,22 @@ _CIFAR["resnet8x4"] = partial(CifarResNet, 8, width=64)
 _CIFAR["resnet32x4"] = partial(CifarResNet, 32, width=64)
 
 _TORCHVISION = (
-    "resnet18", "resnet34", "resnet50", "resnet101",
-    "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
-    "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
-    "efficientnet_b0", "efficientnet_b1",
-    "regnet_x_400mf", "regnet_y_400mf", "squeezenet1_1", "mnasnet0_5", "convnext_tiny",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "shufflenet_v2_x0_5",
+    "shufflenet_v2_x1_0",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "regnet_x_400mf",
+    "regnet_y_400mf",
+    "squeezenet1_1",
+    "mnasnet0_5",
+    "convnext_tiny",
 )
 
 
@@ -48,8 +59,16 @@ def _adapt_in_channels(model: nn.Module, in_channels: int) -> None:
     name, conv = _first_conv(model)
     if conv.in_channels == in_channels:
         return
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups if conv.groups == 1 else in_channels, conv.bias is not None)
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups if conv.groups == 1 else in_channels,
+        conv.bias is not None,
+    )
     _set_module(model, name, new)
 
 

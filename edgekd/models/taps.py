@@ -1,8 +1,8 @@
 """Feature taps: capture the outputs of named submodules during a forward pass.
 
-    with FeatureTaps(model, ["layer2", "layer3"]) as taps:
-        logits = model(x)
-        feats = taps.features          # {"layer2": tensor, "layer3": tensor}
+with FeatureTaps(model, ["layer2", "layer3"]) as taps:
+    logits = model(x)
+    feats = taps.features          # {"layer2": tensor, "layer3": tensor}
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ def check_layer_names(model: nn.Module, names: Iterable[str], what: str = "model
         near = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
         top = [n for n in valid if "." not in n]
-        raise EdgekdError(f"{what} ({type(model).__name__}) has no layer '{name}'; {hint}"
-                          f"top-level layers: {', '.join(top)} (nested ones are dotted, e.g. '{_example(valid)}')")
+        raise EdgekdError(
+            f"{what} ({type(model).__name__}) has no layer '{name}'; {hint}"
+            f"top-level layers: {', '.join(top)} (nested ones are dotted, e.g. '{_example(valid)}')"
+        )
 
 
 def _example(valid: list[str]) -> str:
@@ -69,7 +71,9 @@ class FeatureTaps:
             self._handles.append(self.model.get_submodule(name).register_forward_hook(self._hook(name)))
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:

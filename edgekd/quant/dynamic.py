@@ -50,15 +50,21 @@ def quantize_dynamic_torchscript(model: nn.Module, path: Path, example: torch.Te
     """Dynamic int8 of `model`'s Linear/LSTM/GRU layers, saved as TorchScript (checked after reload)."""
     layers = dynamic_layer_names(model)
     if not layers:
-        return DynamicQuantResult("skipped", reason=f"{type(model).__name__} has no Linear, LSTM or GRU layer "
-                                                     f"(dynamic int8 quantizes only those; convolutions stay fp32)")
+        return DynamicQuantResult(
+            "skipped",
+            reason=f"{type(model).__name__} has no Linear, LSTM or GRU layer "
+            f"(dynamic int8 quantizes only those; convolutions stay fp32)",
+        )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         qmodel = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model).eval().cpu(), {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
-    done = [name for name, m in qmodel.named_modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")]
+            copy.deepcopy(model).eval().cpu(), {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8
+        )
+    done = [
+        name for name, m in qmodel.named_modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    ]
     save_torchscript(qmodel, path, example, method="trace")
     return DynamicQuantResult("done", layers=done, path=str(path))
 
@@ -82,8 +88,10 @@ def quantize_dynamic_onnx(src: Path, dest: Path) -> DynamicQuantResult:
     consts = {t.name for t in graph.initializer}
     candidates = [n.name for n in graph.node if n.op_type in ONNX_OPS and len(n.input) > 1 and n.input[1] in consts]
     if not candidates:
-        return DynamicQuantResult("skipped", reason=f"{src} has no MatMul, Gemm, LSTM or GRU node with constant weights "
-                                                     f"(convolutions are left fp32)")
+        return DynamicQuantResult(
+            "skipped",
+            reason=f"{src} has no MatMul, Gemm, LSTM or GRU node with constant weights (convolutions are left fp32)",
+        )
     with atomic_path(Path(dest)) as tmp, _quiet_root_logger():
         # its "consider pre-processing" hint concerns shape inference, which the export already did
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=list(ONNX_OPS))
@@ -93,5 +101,7 @@ def quantize_dynamic_onnx(src: Path, dest: Path) -> DynamicQuantResult:
     done = [name for name in candidates if name not in left]
     if not done:
         Path(dest).unlink(missing_ok=True)
-        return DynamicQuantResult("skipped", reason=f"ONNX Runtime quantized none of {len(candidates)} candidate nodes in {src}")
+        return DynamicQuantResult(
+            "skipped", reason=f"ONNX Runtime quantized none of {len(candidates)} candidate nodes in {src}"
+        )
     return DynamicQuantResult("done", layers=done, path=str(dest))

@@ -96,7 +96,7 @@ class QuantConvBn2d(QuantConv2d):
         return q
 
     def _fold_factor(self) -> torch.Tensor:
-        return self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)   # (C,)
+        return self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)  # (C,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         factor = self._fold_factor()
@@ -111,8 +111,17 @@ class QuantConvBn2d(QuantConv2d):
         """The equivalent QuantConv2d with the BatchNorm folded in (running statistics), for export."""
         factor = self._fold_factor()
         bias = self.bias if self.bias is not None else torch.zeros_like(self.bn.running_mean)
-        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                         self.dilation, self.groups, True, self.padding_mode).to(self.weight.device)
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            True,
+            self.padding_mode,
+        ).to(self.weight.device)
         conv.weight.copy_(self.weight * factor.reshape(-1, 1, 1, 1))
         conv.bias.copy_((bias - self.bn.running_mean) * factor + self.bn.bias)
         q = QuantConv2d.from_float(conv)

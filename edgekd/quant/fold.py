@@ -15,8 +15,10 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception as e:  # fx raises many types for untraceable Python
-        raise EdgekdError(f"cannot fold BatchNorm in {type(model).__name__}: torch.fx cannot trace its forward "
-                          f"({first_line(e)}); int8 quantization needs a traceable model") from e
+        raise EdgekdError(
+            f"cannot fold BatchNorm in {type(model).__name__}: torch.fx cannot trace its forward "
+            f"({first_line(e)}); int8 quantization needs a traceable model"
+        ) from e
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
     for node in graph.nodes:
@@ -27,8 +29,14 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
         if node.op != "call_module" or not isinstance(modules.get(node.target), nn.BatchNorm2d):
             continue
         src = node.args[0]
-        if (isinstance(src, torch.fx.Node) and src.op == "call_module" and type(modules.get(src.target)) is nn.Conv2d
-                and len(src.users) == 1 and calls[src.target] == 1 and calls[node.target] == 1):
+        if (
+            isinstance(src, torch.fx.Node)
+            and src.op == "call_module"
+            and type(modules.get(src.target)) is nn.Conv2d
+            and len(src.users) == 1
+            and calls[src.target] == 1
+            and calls[node.target] == 1
+        ):
             pairs.append((src.target, node.target))
     return pairs
 

@@ -1,11 +1,11 @@
 """Quantization-aware training and post-training static int8 with the fake-quant layers of `fake_quant`.
 
-    qat = prepare_qat(student, calib_batches, cfg)   # copy, fold BN, wrap Conv/Linear, calibrate ranges
-    ... train `qat` like any nn.Module with any loss (e.g. the KD loop) ...
-    freeze_observers(qat)                            # before the last epoch(s)
-    export_qdq_onnx(qat, "student_int8_qdq.onnx", example)
+qat = prepare_qat(student, calib_batches, cfg)   # copy, fold BN, wrap Conv/Linear, calibrate ranges
+... train `qat` like any nn.Module with any loss (e.g. the KD loop) ...
+freeze_observers(qat)                            # before the last epoch(s)
+export_qdq_onnx(qat, "student_int8_qdq.onnx", example)
 
-    ptq = calibrate_ptq(student, calib_batches)       # same format, calibration only
+ptq = calibrate_ptq(student, calib_batches)       # same format, calibration only
 """
 
 from __future__ import annotations

@@ -16,13 +16,12 @@ from edgekd.export.onnx import Preprocessing, export_onnx
 from edgekd.export.parity import Parity, check_parity, reference_logits
 from edgekd.quant.qat import fold_for_export, quantized_layer_names
 
-
 # A Q/DQ file cannot match its fake-quant torch twin to float precision: a different summation order
 # flips an activation across a rounding boundary now and then, a one-step (amax/127) change that later
 # layers carry on (measured: up to 4% of the logit range on a random resnet18 even with ONNX Runtime's
 # optimizations off). So it is held within a share of the logit range, and to top-1 agreement.
-QDQ_LOGIT_RTOL = 0.10        # max |Δlogit| allowed, as a fraction of the largest |logit|
-QDQ_MIN_AGREEMENT = 0.97     # top-1 agreement with the fake-quant model
+QDQ_LOGIT_RTOL = 0.10  # max |Δlogit| allowed, as a fraction of the largest |logit|
+QDQ_MIN_AGREEMENT = 0.97  # top-1 agreement with the fake-quant model
 
 
 def check_qdq_parity(model: nn.Module, path: Path, images: np.ndarray) -> Parity:
@@ -43,7 +42,9 @@ def export_qdq_onnx(
 ) -> Path:
     """Export a model from `prepare_qat`/`calibrate_ptq` to Q/DQ ONNX and verify its layout (see `check_qdq`)."""
     if not quantized_layer_names(model):
-        raise EdgekdError(f"{path}: {type(model).__name__} has no fake-quantized layers; run prepare_qat or calibrate_ptq first")
+        raise EdgekdError(
+            f"{path}: {type(model).__name__} has no fake-quantized layers; run prepare_qat or calibrate_ptq first"
+        )
     frozen = fold_for_export(copy.deepcopy(model).eval().cpu())
     with torch.no_grad():
         frozen(example.cpu())  # refresh each weight's per-channel range from its current values
@@ -72,12 +73,16 @@ def check_qdq(path: Path) -> int:
         for role, tensor in (("input", node.input[0]), ("weight", node.input[1])):
             dq = producer.get(tensor)
             if dq is None or dq.op_type != "DequantizeLinear":
-                raise EdgekdError(f"{where}: its {role} is not produced by DequantizeLinear (found {dq.op_type if dq else 'a graph input'})")
+                raise EdgekdError(
+                    f"{where}: its {role} is not produced by DequantizeLinear (found {dq.op_type if dq else 'a graph input'})"
+                )
             scale, zero = consts.get(dq.input[1]), consts.get(dq.input[2]) if len(dq.input) > 2 else None
             if scale is None or zero is None:
                 raise EdgekdError(f"{where}: {role} scale and zero point must be constants")
             if zero.dtype != np.int8 or np.any(zero != 0):
-                raise EdgekdError(f"{where}: {role} zero point must be int8 zeros, found {zero.dtype} {zero.ravel()[:4]}")
+                raise EdgekdError(
+                    f"{where}: {role} zero point must be int8 zeros, found {zero.dtype} {zero.ravel()[:4]}"
+                )
             if np.any(scale <= 0):
                 raise EdgekdError(f"{where}: {role} scale must be positive, found min {scale.min():g}")
             if role == "input" and scale.ndim != 0:
@@ -86,8 +91,10 @@ def check_qdq(path: Path) -> int:
                 axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
                 weight = _weight_shape(dq, producer, consts)
                 if scale.ndim != 1 or axis != 0 or (weight is not None and scale.shape[0] != weight[0]):
-                    raise EdgekdError(f"{where}: weight scale must be 1-D per output channel on axis 0, "
-                                      f"found shape {scale.shape} on axis {axis} for weight {weight}")
+                    raise EdgekdError(
+                        f"{where}: weight scale must be 1-D per output channel on axis 0, "
+                        f"found shape {scale.shape} on axis {axis} for weight {weight}"
+                    )
         count += 1
     if count == 0:
         raise EdgekdError(f"{path}: no Conv or Gemm node found")

@@ -9,15 +9,16 @@ and may carry a ``timer`` that times one call with device synchronisation (GPU b
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from edgekd.errors import EdgekdError
 
 Timer = Callable[[Callable[[], object]], float]
-"""Times one call of a zero-argument function, in milliseconds (see edgekd.device.measure.time_runs)."""
+"""Times one call of a zero-argument function, in milliseconds (see edgekd.ondevice.measure.time_runs)."""
 
 BACKEND_SUFFIXES: dict[str, tuple[str, ...]] = {
     "torchscript": (".ts.pt", ".ts"),

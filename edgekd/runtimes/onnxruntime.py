@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import onnxruntime as ort
 
-from edgekd.device.ort_runtime import choose_providers as device_choose_providers
-from edgekd.device.ort_runtime import session_options
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.ort_runtime import choose_providers as device_choose_providers
+from edgekd.ondevice.ort_runtime import session_options
 from edgekd.runtimes.base import Runtime, load_failed
 
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -21,7 +21,9 @@ def choose_providers(prefer: Sequence[str] = DEFAULT_PROVIDERS) -> list[str]:
     """The preferred providers this onnxruntime build has, in order, always ending with the CPU provider."""
     unknown = [p for p in prefer if not p.endswith("ExecutionProvider")]
     if unknown:
-        raise EdgekdError(f"onnxruntime providers: unknown name {unknown[0]!r}; valid: {', '.join(sorted(ort.get_available_providers()))}")
+        raise EdgekdError(
+            f"onnxruntime providers: unknown name {unknown[0]!r}; valid: {', '.join(sorted(ort.get_available_providers()))}"
+        )
     return device_choose_providers(prefer)
 
 

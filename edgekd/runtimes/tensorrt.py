@@ -1,14 +1,14 @@
-"""TensorRT engines behind the runtimes interface: a thin wrapper of edgekd.device.trt_runtime (the code Jetsons run)."""
+"""TensorRT engines behind the runtimes interface: a thin wrapper of edgekd.ondevice.trt_runtime (the code Jetsons run)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from edgekd.device.trt_runtime import EngineMismatch, TrtRunner
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.trt_runtime import EngineMismatch, TrtRunner
 from edgekd.runtimes.base import Runtime
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,9 @@ class TorchRuntime(Runtime):
     def __init__(self, module: Any, name: str, device: str = "cpu", threads: int | None = None) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise EdgekdError(f"{name} runtime: device 'cuda' requested but no CUDA GPU is available; valid here: 'cpu'")
+            raise EdgekdError(
+                f"{name} runtime: device 'cuda' requested but no CUDA GPU is available; valid here: 'cpu'"
+            )
         self.module = module.to(self.device).eval()
         self.name = name
         self.version = torch.__version__

@@ -11,7 +11,9 @@ from edgekd.runtimes.base import load_failed
 from edgekd.runtimes.torch_eager import TorchRuntime
 
 
-def load(path_or_model: str | Path | torch.jit.ScriptModule, threads: int | None = None, device: str = "cpu") -> TorchRuntime:
+def load(
+    path_or_model: str | Path | torch.jit.ScriptModule, threads: int | None = None, device: str = "cpu"
+) -> TorchRuntime:
     """A TorchScript runtime for a saved archive or an in-memory ScriptModule."""
     if isinstance(path_or_model, torch.jit.ScriptModule):
         return TorchRuntime(path_or_model, "torchscript", device, threads)

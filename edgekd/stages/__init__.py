@@ -16,5 +16,14 @@ def all_stages() -> list[Stage]:
     from edgekd.stages.teacher import TeacherStage
     from edgekd.stages.tensorrt import TensorRTStage
 
-    return [TeacherStage(), DistillStage(), BaselineStage(), QatStage(), DynamicQuantStage(), ExportStage(),
-            TensorRTStage(), BenchmarkStage(), ReportStage()]
+    return [
+        TeacherStage(),
+        DistillStage(),
+        BaselineStage(),
+        QatStage(),
+        DynamicQuantStage(),
+        ExportStage(),
+        TensorRTStage(),
+        BenchmarkStage(),
+        ReportStage(),
+    ]

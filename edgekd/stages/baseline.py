@@ -40,8 +40,10 @@ class BaselineStage:
         return None if cfg.baseline.enabled else "baseline.enabled is false"
 
     def key_extras(self, cfg: PipelineConfig) -> dict:
-        return {"optim": baseline_optim(cfg).model_dump(mode="json"),
-                "augment": cfg.distill.augment.model_dump(mode="json")}
+        return {
+            "optim": baseline_optim(cfg).model_dump(mode="json"),
+            "augment": cfg.distill.augment.model_dump(mode="json"),
+        }
 
     def run(self, ctx: RunContext, cfg: BaselineConfig, inputs: dict[str, Path]) -> StageResult:
         data, config = ctx.data, ctx.config
@@ -55,16 +57,32 @@ class BaselineStage:
         if config.distill.augment.active:
             augment = BatchAugment(config.distill.augment, spec.num_classes, data.info.mean, data.info.std)
         objective = CrossEntropy(optim.label_smoothing, augment=augment, seed=config.seed)
-        result = train(student, data.train, data.val, optim, objective, work_dir=ctx.stage_dir, key=ctx.key,
-                       seed=config.seed, batch_size=config.data.batch_size,
-                       eval_batch_size=config.data.eval_batch_size, device=ctx.device, reporter=ctx.reporter,
-                       label="baseline")
+        result = train(
+            student,
+            data.train,
+            data.val,
+            optim,
+            objective,
+            work_dir=ctx.stage_dir,
+            key=ctx.key,
+            seed=config.seed,
+            batch_size=config.data.batch_size,
+            eval_batch_size=config.data.eval_batch_size,
+            device=ctx.device,
+            reporter=ctx.reporter,
+            label="baseline",
+        )
         student.cpu().eval()
         logits, labels = predict(student, data.val, config.data.eval_batch_size, "cpu")
         val = evaluate(logits, labels)
         out = ctx.stage_dir / "student.pt"
         save_model(out, student, spec, data=data.info.to_dict())
-        metrics = {**val, **model_summary(out), "epochs": len(result.history), "resumed_from_epoch": result.resumed_from}
+        metrics = {
+            **val,
+            **model_summary(out),
+            "epochs": len(result.history),
+            "resumed_from_epoch": result.resumed_from,
+        }
         distilled = ctx.manifest.stage("distill").get("metrics", {}).get("val_top1")
         if distilled is not None:
             metrics["distill_val_top1"] = distilled

@@ -40,8 +40,10 @@ class DistillStage:
         teacher, t_spec = load_model(inputs["teacher"])
         spec = spec_for(ctx, ctx.config.student.model)
         if t_spec.num_classes != spec.num_classes:
-            raise EdgekdError(f"teacher: {inputs['teacher']} predicts {t_spec.num_classes} classes but the data has "
-                              f"{spec.num_classes}; teacher and student must share the label set")
+            raise EdgekdError(
+                f"teacher: {inputs['teacher']} predicts {t_spec.num_classes} classes but the data has "
+                f"{spec.num_classes}; teacher and student must share the label set"
+            )
         teacher.to(ctx.device)
         t_val, labels = predict(teacher, data.val, ctx.config.data.eval_batch_size, ctx.device)
         teacher_val = evaluate(t_val, labels)
@@ -55,9 +57,15 @@ class DistillStage:
         overrides, work_dir, student, result, val, cache_note = max(runs, key=lambda r: r[4]["val_top1"])
         out = ctx.stage_dir / "student.pt"
         save_model(out, student, spec, data=data.info.to_dict())
-        metrics = {**val, **model_summary(out), "teacher_val_top1": teacher_val["val_top1"],
-                   "epochs": len(result.history), "resumed_from_epoch": result.resumed_from,
-                   "teacher_cache": cache_note, "feature_pairs": len(cfg.features)}
+        metrics = {
+            **val,
+            **model_summary(out),
+            "teacher_val_top1": teacher_val["val_top1"],
+            "epochs": len(result.history),
+            "resumed_from_epoch": result.resumed_from,
+            "teacher_cache": cache_note,
+            "feature_pairs": len(cfg.features),
+        }
         artifacts = {"student": out}
         if overrides:
             metrics["sweep"] = [{**o, "val_top1": v["val_top1"], "val_kl": v["val_kl"]} for o, _, _, _, v, _ in runs]
@@ -67,7 +75,9 @@ class DistillStage:
             artifacts["distill_metrics"] = work_dir / "metrics.jsonl"
         return StageResult(artifacts, metrics)
 
-    def _train(self, ctx: RunContext, cfg: DistillConfig, teacher_path: Path, teacher: nn.Module, t_val, work_dir: Path):
+    def _train(
+        self, ctx: RunContext, cfg: DistillConfig, teacher_path: Path, teacher: nn.Module, t_val, work_dir: Path
+    ):
         """Distil one student with `cfg` in `work_dir`: (student, TrainResult, val metrics, teacher-cache note)."""
         data = ctx.data
         spec = spec_for(ctx, ctx.config.student.model)
@@ -76,23 +86,46 @@ class DistillStage:
             load_state_dict_file(student, ctx.config.student.init_checkpoint)
         features = None
         if cfg.features:  # checks the layer names before any training
-            features = FeatureDistiller(cfg.features, teacher, student, (spec.in_channels, spec.image_size, spec.image_size))
-        augment = BatchAugment(cfg.augment, spec.num_classes, data.info.mean, data.info.std) if cfg.augment.active else None
+            features = FeatureDistiller(
+                cfg.features, teacher, student, (spec.in_channels, spec.image_size, spec.image_size)
+            )
+        augment = (
+            BatchAugment(cfg.augment, spec.num_classes, data.info.mean, data.info.std) if cfg.augment.active else None
+        )
         cache, cache_note = self._teacher_cache(ctx, cfg, teacher_path, teacher, features)
         ctx.reporter.log(f"  distill: teacher cache {cache_note}")
         objective = Distillation(teacher, cfg, features=features, augment=augment, cache=cache, seed=ctx.config.seed)
-        result = train(student, data.train, data.val, cfg, objective,
-                       work_dir=work_dir, key=ctx.key, seed=ctx.config.seed,
-                       batch_size=ctx.config.data.batch_size, eval_batch_size=ctx.config.data.eval_batch_size,
-                       device=ctx.device, reference_val_logits=t_val, reporter=ctx.reporter, label="distill",
-                       tensorboard_dir=work_dir / "tb" if cfg.tensorboard else None,
-                       amp=cfg.amp, channels_last=cfg.channels_last)
+        result = train(
+            student,
+            data.train,
+            data.val,
+            cfg,
+            objective,
+            work_dir=work_dir,
+            key=ctx.key,
+            seed=ctx.config.seed,
+            batch_size=ctx.config.data.batch_size,
+            eval_batch_size=ctx.config.data.eval_batch_size,
+            device=ctx.device,
+            reference_val_logits=t_val,
+            reporter=ctx.reporter,
+            label="distill",
+            tensorboard_dir=work_dir / "tb" if cfg.tensorboard else None,
+            amp=cfg.amp,
+            channels_last=cfg.channels_last,
+        )
         student.cpu().eval()
         logits, labels = predict(student, data.val, ctx.config.data.eval_batch_size, "cpu")
         return student, result, evaluate(logits, labels, t_val), cache_note
 
-    def _teacher_cache(self, ctx: RunContext, cfg: DistillConfig, teacher_path: Path, teacher: nn.Module,
-                       features: FeatureDistiller | None) -> tuple[TeacherCache | None, str]:
+    def _teacher_cache(
+        self,
+        ctx: RunContext,
+        cfg: DistillConfig,
+        teacher_path: Path,
+        teacher: nn.Module,
+        features: FeatureDistiller | None,
+    ) -> tuple[TeacherCache | None, str]:
         """The teacher's outputs per training sample, when allowed; and what happened, for the log."""
         if not cfg.teacher_cache:
             return None, "off (teacher_cache: false)"
@@ -100,11 +133,25 @@ class DistillStage:
             return None, "skipped: random augmentation shows the teacher new images every epoch"
         info = ctx.data.info
         layers = features.teacher_layers if features else []
-        transforms = {"image_size": info.image_size, "channels": info.in_channels, "mean": info.mean, "std": info.std,
-                      "augment": cfg.augment.model_dump(mode="json")}
-        key = cache_key(sha256_file(teacher_path), data_fingerprint(ctx.config.data, ctx.config.seed), transforms, layers)
-        cache = TeacherCache.load_or_compute(ctx.stage_dir / CACHE_FILE, key, teacher, ctx.data.train, layers,
-                                             ctx.config.data.eval_batch_size, ctx.device)
+        transforms = {
+            "image_size": info.image_size,
+            "channels": info.in_channels,
+            "mean": info.mean,
+            "std": info.std,
+            "augment": cfg.augment.model_dump(mode="json"),
+        }
+        key = cache_key(
+            sha256_file(teacher_path), data_fingerprint(ctx.config.data, ctx.config.seed), transforms, layers
+        )
+        cache = TeacherCache.load_or_compute(
+            ctx.stage_dir / CACHE_FILE,
+            key,
+            teacher,
+            ctx.data.train,
+            layers,
+            ctx.config.data.eval_batch_size,
+            ctx.device,
+        )
         if cache.nbytes <= 2**30:  # small enough to keep beside the model: lookups without copies
             cache.to(ctx.device)
         return cache, f"{'built' if cache.built else 'reused'} ({ctx.stage_dir.name}/{CACHE_FILE}, key {key[:12]})"

@@ -45,11 +45,14 @@ class DynamicQuantStage:
         results: dict[str, DynamicQuantResult] = {}
         if cfg.torch:
             results["student_dynamic_int8_ts"] = quantize_dynamic_torchscript(
-                student, ctx.stage_dir / "student_dynamic_int8.ts.pt", example)
+                student, ctx.stage_dir / "student_dynamic_int8.ts.pt", example
+            )
         if cfg.onnx:
             with tempfile.TemporaryDirectory(dir=ctx.stage_dir) as tmp:
                 fp32 = export_onnx(student, Path(tmp) / "student_fp32.onnx", example, opset=ctx.config.export.opset)
-                results["student_dynamic_int8_onnx"] = quantize_dynamic_onnx(fp32, ctx.stage_dir / "student_dynamic_int8.onnx")
+                results["student_dynamic_int8_onnx"] = quantize_dynamic_onnx(
+                    fp32, ctx.stage_dir / "student_dynamic_int8.onnx"
+                )
         reference = reference_logits(student, images)
         artifacts, metrics = {}, {}
         for name, result in results.items():
@@ -58,8 +61,10 @@ class DynamicQuantStage:
                 path = Path(result.path)
                 artifacts[name] = path
                 entry.update(artifact_metrics(path, ctx, measure_parity(path, images, reference)))
-                ctx.reporter.log(f"  dynamic_quant: {path.name}: {len(result.layers)} layer(s) int8 "
-                                 f"({', '.join(result.layers)}), val top-1 {entry['val_top1']:.2f}%")
+                ctx.reporter.log(
+                    f"  dynamic_quant: {path.name}: {len(result.layers)} layer(s) int8 "
+                    f"({', '.join(result.layers)}), val top-1 {entry['val_top1']:.2f}%"
+                )
             metrics[name] = entry
         if not artifacts:
             reasons = "; ".join(r.reason for r in results.values() if r.reason)

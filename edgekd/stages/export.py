@@ -15,8 +15,13 @@ from edgekd.pipeline import RunContext, StageResult
 
 
 def preprocessing_of(info: DataInfo) -> Preprocessing:
-    return Preprocessing(image_size=info.image_size, channels=info.in_channels, mean=tuple(info.mean),
-                         std=tuple(info.std), class_names=tuple(info.class_names))
+    return Preprocessing(
+        image_size=info.image_size,
+        channels=info.in_channels,
+        mean=tuple(info.mean),
+        std=tuple(info.std),
+        class_names=tuple(info.class_names),
+    )
 
 
 def val_batches(ctx: RunContext) -> object:
@@ -26,8 +31,11 @@ def val_batches(ctx: RunContext) -> object:
 
 def artifact_metrics(path: Path, ctx: RunContext, parity: object | None = None) -> dict:
     """size, val top-1 of the file itself, and its parity record."""
-    out = {"path": str(path.relative_to(ctx.run_dir)), "size_bytes": path.stat().st_size,
-           "val_top1": top1_accuracy(path, val_batches(ctx))}
+    out = {
+        "path": str(path.relative_to(ctx.run_dir)),
+        "size_bytes": path.stat().st_size,
+        "val_top1": top1_accuracy(path, val_batches(ctx)),
+    }
     if parity is not None:
         out["parity"] = {k: v for k, v in parity.as_dict().items() if k != "path"}
     return out
@@ -66,17 +74,31 @@ class ExportStage:
             for (name, path), parity in zip(made.items(), parities):
                 artifacts[name] = path
                 metrics[name] = {**artifact_metrics(path, ctx, parity), "params": count_params(model)}
-            ctx.reporter.log(f"  export: {role}: " + ", ".join(
-                f"{p.name} max |Δlogit| {r.max_abs_diff:.2g}, top-1 agreement {r.top1_agreement:.1%}"
-                for p, r in zip(made.values(), parities)))
-        return StageResult(artifacts, {"artifacts": metrics, "opset": cfg.opset, "exporter": "torch.onnx (dynamo=False)"})
+            ctx.reporter.log(
+                f"  export: {role}: "
+                + ", ".join(
+                    f"{p.name} max |Δlogit| {r.max_abs_diff:.2g}, top-1 agreement {r.top1_agreement:.1%}"
+                    for p, r in zip(made.values(), parities)
+                )
+            )
+        return StageResult(
+            artifacts, {"artifacts": metrics, "opset": cfg.opset, "exporter": "torch.onnx (dynamo=False)"}
+        )
 
-    def _export(self, ctx: RunContext, cfg: ExportConfig, role: str, model: nn.Module, example: torch.Tensor) -> dict[str, Path]:
+    def _export(
+        self, ctx: RunContext, cfg: ExportConfig, role: str, model: nn.Module, example: torch.Tensor
+    ) -> dict[str, Path]:
         made = {}
         if cfg.torchscript != "off":
             made[f"{role}_ts"] = save_torchscript(model, ctx.stage_dir / f"{role}.ts.pt", example, cfg.torchscript)
         if cfg.onnx:
-            made[f"{role}_onnx"] = export_onnx(model, ctx.stage_dir / f"{role}.onnx", example, opset=cfg.opset,
-                                               dynamic_batch=cfg.dynamic_batch, simplify=cfg.simplify,
-                                               preprocessing=preprocessing_of(ctx.data.info))
+            made[f"{role}_onnx"] = export_onnx(
+                model,
+                ctx.stage_dir / f"{role}.onnx",
+                example,
+                opset=cfg.opset,
+                dynamic_batch=cfg.dynamic_batch,
+                simplify=cfg.simplify,
+                preprocessing=preprocessing_of(ctx.data.info),
+            )
         return made

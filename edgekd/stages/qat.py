@@ -99,15 +99,33 @@ class QatStage:
         else:
             objective = CrossEntropy(cfg.label_smoothing)
         objective = _FreezeRangesLate(objective, qat, cfg.epochs - cfg.freeze_observers_epochs)
-        train(qat, ctx.data.train, ctx.data.val, cfg, objective, work_dir=ctx.stage_dir, key=ctx.key,
-              seed=ctx.config.seed, batch_size=ctx.config.data.batch_size,
-              eval_batch_size=ctx.config.data.eval_batch_size, device=ctx.device, reporter=ctx.reporter, label="qat")
+        train(
+            qat,
+            ctx.data.train,
+            ctx.data.val,
+            cfg,
+            objective,
+            work_dir=ctx.stage_dir,
+            key=ctx.key,
+            seed=ctx.config.seed,
+            batch_size=ctx.config.data.batch_size,
+            eval_batch_size=ctx.config.data.eval_batch_size,
+            device=ctx.device,
+            reporter=ctx.reporter,
+            label="qat",
+        )
         return qat.cpu().eval()
 
     def _export(self, ctx: RunContext, model: nn.Module, filename: str, example: torch.Tensor) -> Path:
         export = ctx.config.export
-        return export_qdq_onnx(model, ctx.stage_dir / filename, example, export.opset,
-                               dynamic_batch=export.dynamic_batch, preprocessing=preprocessing_of(ctx.data.info))
+        return export_qdq_onnx(
+            model,
+            ctx.stage_dir / filename,
+            example,
+            export.opset,
+            dynamic_batch=export.dynamic_batch,
+            preprocessing=preprocessing_of(ctx.data.info),
+        )
 
     def _top1(self, ctx: RunContext, model: nn.Module) -> float:
         logits, labels = predict(copy.deepcopy(model).cpu(), ctx.data.val, ctx.config.data.eval_batch_size, "cpu")
@@ -118,9 +136,10 @@ class QatStage:
         out = {**artifact_metrics(path, ctx, parity), "fake_quant_val_top1": self._top1(ctx, model)}
         out["drop_vs_fp32"] = fp32_top1 - out["val_top1"]
         if out["drop_vs_fp32"] > cfg.max_accuracy_drop:
-            ctx.reporter.log(f"[yellow]  qat: {path.name} top-1 {out['val_top1']:.2f}% is {out['drop_vs_fp32']:.2f} points "
-                             f"below fp32 ({fp32_top1:.2f}%), more than qat.max_accuracy_drop {cfg.max_accuracy_drop:g}[/]")
+            ctx.reporter.log(
+                f"[yellow]  qat: {path.name} top-1 {out['val_top1']:.2f}% is {out['drop_vs_fp32']:.2f} points "
+                f"below fp32 ({fp32_top1:.2f}%), more than qat.max_accuracy_drop {cfg.max_accuracy_drop:g}[/]"
+            )
         else:
             ctx.reporter.log(f"  qat: {path.name} top-1 {out['val_top1']:.2f}% (fp32 {fp32_top1:.2f}%)")
         return out
-

@@ -27,6 +27,13 @@ class ReportStage:
     def run(self, ctx: RunContext, cfg: BenchmarkConfig, inputs: dict[str, Path]) -> StageResult:
         summary = build_report([ctx.run_dir], ctx.stage_dir, cfg.budget)
         ctx.reporter.log(f"  report: {summary.html}")
-        return StageResult({"report_md": summary.markdown, "report_html": summary.html, "report_json": summary.json},
-                           {"recommendations": summary.recommendations, "meets_budget": meets_budget(summary),
-                            "unmet": summary.unmet, "over_budget": summary.over_budget, "failed": summary.failed})
+        return StageResult(
+            {"report_md": summary.markdown, "report_html": summary.html, "report_json": summary.json},
+            {
+                "recommendations": summary.recommendations,
+                "meets_budget": meets_budget(summary),
+                "unmet": summary.unmet,
+                "over_budget": summary.over_budget,
+                "failed": summary.failed,
+            },
+        )

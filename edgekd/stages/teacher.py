@@ -38,10 +38,21 @@ class TeacherStage:
             load_state_dict_file(model, cfg.checkpoint)
             source = str(cfg.checkpoint)
         else:
-            result = train(model, data.train, data.val, cfg.train, CrossEntropy(cfg.train.label_smoothing),
-                           work_dir=ctx.stage_dir, key=ctx.key, seed=ctx.config.seed,
-                           batch_size=ctx.config.data.batch_size, eval_batch_size=ctx.config.data.eval_batch_size,
-                           device=ctx.device, reporter=ctx.reporter, label="teacher")
+            result = train(
+                model,
+                data.train,
+                data.val,
+                cfg.train,
+                CrossEntropy(cfg.train.label_smoothing),
+                work_dir=ctx.stage_dir,
+                key=ctx.key,
+                seed=ctx.config.seed,
+                batch_size=ctx.config.data.batch_size,
+                eval_batch_size=ctx.config.data.eval_batch_size,
+                device=ctx.device,
+                reporter=ctx.reporter,
+                label="teacher",
+            )
             history = result.history
             source = "trained"
         model.cpu().eval()

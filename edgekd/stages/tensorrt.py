@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekd.config import PipelineConfig, TensorRTConfig
-from edgekd.devices.local import build_local_engines, local_gpu
 from edgekd.errors import EdgekdError
+from edgekd.fleet.local import build_local_engines, local_gpu
 from edgekd.pipeline import RunContext, StageResult
 
 
@@ -23,7 +23,11 @@ class TensorRTStage:
         if not cfg.tensorrt.enabled:
             return "tensorrt.enabled is false"
         _, why = local_gpu()
-        return f"cannot build TensorRT engines on this machine: {why}; build them on the device with `edgekd ship`" if why else None
+        return (
+            f"cannot build TensorRT engines on this machine: {why}; build them on the device with `edgekd ship`"
+            if why
+            else None
+        )
 
     def key_extras(self, cfg: PipelineConfig) -> dict:
         return {"gpu": local_gpu()[0]}
@@ -33,6 +37,10 @@ class TensorRTStage:
         if built.skipped:
             return StageResult(status="skipped", reason=built.skipped)
         if not built.engines:
-            raise EdgekdError("tensorrt: no engine could be built: " + "; ".join(f"{n}: {why}" for n, why in built.failed.items()))
-        return StageResult({f"engine_{n}": p for n, p in built.engines.items()},
-                           {"engines": sorted(built.engines), "failed": built.failed})
+            raise EdgekdError(
+                "tensorrt: no engine could be built: " + "; ".join(f"{n}: {why}" for n, why in built.failed.items())
+            )
+        return StageResult(
+            {f"engine_{n}": p for n, p in built.engines.items()},
+            {"engines": sorted(built.engines), "failed": built.failed},
+        )

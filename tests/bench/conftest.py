@@ -28,11 +28,15 @@ def bench_run(tmp_path_factory, build_tiny_onnx):
     save_model(run_dir / "teacher" / "model.pt", teacher, spec)
     (run_dir / "export").mkdir()
     build_tiny_onnx(run_dir / "export" / "student.onnx")
-    student = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    student = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)
+    ).eval()
     images = np.random.default_rng(2).normal(size=(12, 1, 8, 8)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.trace(student, torch.from_numpy(images[:1])), str(run_dir / "export" / "student.ts.pt"))
+        torch.jit.save(
+            torch.jit.trace(student, torch.from_numpy(images[:1])), str(run_dir / "export" / "student.ts.pt")
+        )
     (run_dir / "qat").mkdir()
     (run_dir / "qat" / "student_int8_qdq.onnx").write_bytes(b"truncated")
     with torch.no_grad():
@@ -44,8 +48,16 @@ def bench_run(tmp_path_factory, build_tiny_onnx):
         ArtifactEntry("student_onnx_fp32", "student", "onnx", "fp32", "export", "export/student.onnx"),
         ArtifactEntry("teacher_pytorch_fp32", "teacher", "pytorch", "fp32", "teacher", "teacher/model.pt"),
         ArtifactEntry("student_torchscript_fp32", "student", "torchscript", "fp32", "export", "export/student.ts.pt"),
-        ArtifactEntry("student_tensorrt_fp16", "student", "tensorrt", "fp16", "tensorrt", "tensorrt/local/student_fp16.engine",
-                      status="skipped", reason="TensorRT is not installed on this host"),
+        ArtifactEntry(
+            "student_tensorrt_fp16",
+            "student",
+            "tensorrt",
+            "fp16",
+            "tensorrt",
+            "tensorrt/local/student_fp16.engine",
+            status="skipped",
+            reason="TensorRT is not installed on this host",
+        ),
         ArtifactEntry("student_onnx_int8", "student", "onnx", "int8", "qat", "qat/student_int8_qdq.onnx"),
     ]
     doc = benchmark_artifacts(artifacts, images, labels, teacher_logits, LatencySettings(**FAST), "local", run_dir)

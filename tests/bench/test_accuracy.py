@@ -7,7 +7,7 @@ from torch import nn
 
 from edgekd.bench.accuracy import count_macs, evaluate, predict
 from edgekd.models import count_params
-from edgekd.device.measure import accuracy_metrics
+from edgekd.ondevice.measure import accuracy_metrics
 from edgekd.runtimes import runtime_for, torch_eager
 
 

@@ -5,11 +5,26 @@ import numpy as np
 import pytest
 
 from edgekd.bench.benchmark import load_val_set, save_val_set
-from edgekd.device.measure import BENCH_SCHEMA
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.measure import BENCH_SCHEMA
 
-KEYS = ["name", "model", "format", "precision", "source_stage", "path", "sha256", "status", "reason",
-        "runtime", "size_bytes", "params", "macs", "latency", "accuracy"]
+KEYS = [
+    "name",
+    "model",
+    "format",
+    "precision",
+    "source_stage",
+    "path",
+    "sha256",
+    "status",
+    "reason",
+    "runtime",
+    "size_bytes",
+    "params",
+    "macs",
+    "latency",
+    "accuracy",
+]
 
 
 def by_name(doc: dict) -> dict:
@@ -22,8 +37,19 @@ def test_document_follows_the_schema(bench_run) -> None:
     assert doc["schema"] == BENCH_SCHEMA and doc["created"].endswith("Z")
     assert doc["device"]["name"] == "local" and doc["device"]["kind"] == "host" and doc["device"]["cores"] >= 1
     assert doc["device"]["libraries"]["onnxruntime"] and doc["device"]["libraries"]["numpy"]
-    assert doc["settings"] == {"batch_sizes": [1, 4], "warmup": 1, "min_runs": 3, "min_seconds": 0.0, "repeats": 2, "threads": 1}
-    assert [a["name"] for a in doc["artifacts"]][:3] == ["student_onnx_fp32", "teacher_pytorch_fp32", "student_torchscript_fp32"]
+    assert doc["settings"] == {
+        "batch_sizes": [1, 4],
+        "warmup": 1,
+        "min_runs": 3,
+        "min_seconds": 0.0,
+        "repeats": 2,
+        "threads": 1,
+    }
+    assert [a["name"] for a in doc["artifacts"]][:3] == [
+        "student_onnx_fp32",
+        "teacher_pytorch_fp32",
+        "student_torchscript_fp32",
+    ]
     for a in doc["artifacts"]:
         assert list(a) == KEYS
 
@@ -78,17 +104,22 @@ def test_run_artifacts_from_files_and_manifest(tmp_path: Path) -> None:
     for rel in ("teacher/model.pt", "distill/student.pt", "export/student.onnx", "tensorrt/xavier/student_int8.engine"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
-    manifest = {"stages": {
-        "export": {"status": "done"},
-        "qat": {"status": "skipped", "reason": "qat.enabled is false"},
-        "dynamic_quant": {"status": "failed", "error": "boom"},
-    }}
+    manifest = {
+        "stages": {
+            "export": {"status": "done"},
+            "qat": {"status": "skipped", "reason": "qat.enabled is false"},
+            "dynamic_quant": {"status": "failed", "error": "boom"},
+        }
+    }
     from edgekd.bench.benchmark import run_artifacts
 
     local = {e.name: e for e in run_artifacts(tmp_path, manifest, "local")}
     assert local["teacher_pytorch_fp32"].status == "done" and local["student_onnx_fp32"].path == "export/student.onnx"
     assert "teacher_onnx_fp32" not in local  # export finished without it (export.teacher off)
-    assert local["student_onnx_int8_qat"].status == "skipped" and "qat.enabled is false" in local["student_onnx_int8_qat"].reason
+    assert (
+        local["student_onnx_int8_qat"].status == "skipped"
+        and "qat.enabled is false" in local["student_onnx_int8_qat"].reason
+    )
     assert local["student_onnx_int8-dynamic"].reason == "stage dynamic_quant failed: boom"
     assert not any(e.format == "tensorrt" for e in local.values())
     xavier = {e.name: e for e in run_artifacts(tmp_path, manifest, "xavier")}

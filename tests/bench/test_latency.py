@@ -5,7 +5,7 @@ import pytest
 
 from edgekd.bench.latency import LatencySettings, make_batch, measure_latency
 from edgekd.config import BenchmarkConfig
-from edgekd.device.measure import percentile, summarize
+from edgekd.ondevice.measure import percentile, summarize
 from edgekd.runtimes import runtime_for
 
 FAST = LatencySettings(batch_sizes=(1, 3), warmup=1, min_runs=4, min_seconds=0.0, repeats=2, threads=1)

@@ -42,7 +42,12 @@ def test_random_crop_is_a_window_of_the_reflect_padded_image():
     padded = F.pad(x, (2, 2, 2, 2), mode="reflect")  # pad = 16 // 8
     offsets = set()
     for i in range(8):
-        found = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(out[i], padded[i, :, dy:dy + 16, dx:dx + 16])]
+        found = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(out[i], padded[i, :, dy : dy + 16, dx : dx + 16])
+        ]
         assert found
         offsets.add(found[0])
     assert len(offsets) > 1  # per-image offsets
@@ -90,7 +95,7 @@ def test_random_erasing_zeroes_one_rectangle_per_chosen_image():
         zero = (img == 0).all(0)
         rows, cols = zero.any(1).nonzero().squeeze(1), zero.any(0).nonzero().squeeze(1)
         assert len(rows) and len(cols)
-        box = zero[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        box = zero[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         assert box.all() and zero.sum() == box.numel()  # one filled rectangle
         assert 0.02 * 256 * 0.5 <= box.numel() <= 0.33 * 256 * 1.5  # rounding of the sides
 
@@ -100,7 +105,9 @@ def test_randaugment_stays_in_the_pixel_range_and_changes_images():
     unit = torch.rand(32, 3, 16, 16)
     unit = (unit * 255).round() / 255  # on the uint8 grid, so unchanged images come back exactly
     x = (unit - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    aug = BatchAugment(AugmentConfig(randaugment=True), 10, mean=mean, std=std, generator=torch.Generator().manual_seed(0))
+    aug = BatchAugment(
+        AugmentConfig(randaugment=True), 10, mean=mean, std=std, generator=torch.Generator().manual_seed(0)
+    )
     out, _ = aug(x, torch.zeros(32, dtype=torch.long))
     back = out * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
     assert out.shape == x.shape and torch.isfinite(out).all()

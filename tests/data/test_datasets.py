@@ -32,7 +32,9 @@ def _make_folder(root, classes=("cat", "dog"), n=3, size=20):
         for c in classes:
             (root / split / c).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+                Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i}.png"
+                )
 
 
 def test_imagefolder_loads_user_images(tmp_path):

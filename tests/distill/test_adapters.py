@@ -11,18 +11,23 @@ from edgekd.models.taps import FeatureTaps
 
 
 def _probe(student_shapes, teacher_shapes):
-    return ({k: torch.zeros(2, *v) for k, v in student_shapes.items()},
-            {k: torch.zeros(2, *v) for k, v in teacher_shapes.items()})
+    return (
+        {k: torch.zeros(2, *v) for k, v in student_shapes.items()},
+        {k: torch.zeros(2, *v) for k, v in teacher_shapes.items()},
+    )
 
 
 def test_adapters_map_student_features_to_teacher_shapes():
-    pairs = [FeaturePair(teacher="t1", student="s1", loss="hint"),
-             FeaturePair(teacher="t2", student="s2", loss="hint"),
-             FeaturePair(teacher="t1", student="s1", loss="attention"),
-             FeaturePair(teacher="t3", student="s3", loss="mmd"),
-             FeaturePair(teacher="t1", student="s4", loss="hint")]
-    s, t = _probe({"s1": (8, 16, 16), "s2": (10,), "s3": (12,), "s4": (64, 8, 8)},
-                  {"t1": (64, 8, 8), "t2": (20,), "t3": (24,)})
+    pairs = [
+        FeaturePair(teacher="t1", student="s1", loss="hint"),
+        FeaturePair(teacher="t2", student="s2", loss="hint"),
+        FeaturePair(teacher="t1", student="s1", loss="attention"),
+        FeaturePair(teacher="t3", student="s3", loss="mmd"),
+        FeaturePair(teacher="t1", student="s4", loss="hint"),
+    ]
+    s, t = _probe(
+        {"s1": (8, 16, 16), "s2": (10,), "s3": (12,), "s4": (64, 8, 8)}, {"t1": (64, 8, 8), "t2": (20,), "t3": (24,)}
+    )
     adapters = build_adapters(pairs, s, t)
     assert isinstance(adapters, nn.ModuleList) and len(adapters) == 5
     assert adapters[0](torch.randn(3, 8, 16, 16)).shape == (3, 64, 8, 8)

@@ -71,7 +71,9 @@ def test_mmd_gradients_are_finite_at_zero_distance():
 def test_registry_by_name():
     assert set(FEATURE_LOSSES) >= {"hint", "attention", "mmd"}
     assert get_feature_loss("attention") is attention_loss
-    with pytest.raises(EdgekdError, match="unknown feature loss 'hnt'; did you mean 'hint'\\? valid losses: attention, hint, mmd"):
+    with pytest.raises(
+        EdgekdError, match="unknown feature loss 'hnt'; did you mean 'hint'\\? valid losses: attention, hint, mmd"
+    ):
         get_feature_loss("hnt")
 
 

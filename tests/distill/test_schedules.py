@@ -7,8 +7,10 @@ import torch
 from edgekd.config import AdaptiveSchedule, DistillConfig, PhasedSchedule
 from edgekd.distill.schedules import AdaptiveRule, DistillSchedules, phase_bounds, value_at
 
-ISSUE_EXAMPLE = {"kind": "phases", "phases": [{"fraction": 0.5, "value": 8}, {"fraction": 0.3, "start": 8, "end": 2},
-                                              {"fraction": 0.2, "value": 1}]}
+ISSUE_EXAMPLE = {
+    "kind": "phases",
+    "phases": [{"fraction": 0.5, "value": 8}, {"fraction": 0.3, "start": 8, "end": 2}, {"fraction": 0.2, "value": 1}],
+}
 
 
 def _cfg(**kw) -> DistillConfig:
@@ -63,8 +65,12 @@ def test_adaptive_schedules_need_the_rule():
 
 
 def _rule(**kw) -> AdaptiveRule:
-    return AdaptiveRule(AdaptiveSchedule(kind="adaptive", **{"start": 0.1, "step": 0.1, "cap": 0.3, "patience": 2,
-                                                             "cooldown": 1, "min_delta": 0.001, **kw}))
+    return AdaptiveRule(
+        AdaptiveSchedule(
+            kind="adaptive",
+            **{"start": 0.1, "step": 0.1, "cap": 0.3, "patience": 2, "cooldown": 1, "min_delta": 0.001, **kw},
+        )
+    )
 
 
 def test_adaptive_rule_patience_min_delta_cooldown_and_cap():
@@ -75,10 +81,10 @@ def test_adaptive_rule_patience_min_delta_cooldown_and_cap():
     assert trace == [
         (False, 0.1),  # first evaluation: the best so far
         (False, 0.1),  # stalled 1
-        (True, 0.2),   # +0.0009 is below min_delta: stalled 2 = patience -> raise
+        (True, 0.2),  # +0.0009 is below min_delta: stalled 2 = patience -> raise
         (False, 0.2),  # cool-down: not counted
         (False, 0.2),  # stalled 1
-        (True, 0.3),   # stalled 2 -> raise to the cap
+        (True, 0.3),  # stalled 2 -> raise to the cap
         (False, 0.3),  # cool-down
         (False, 0.3),  # stalled 1
         (False, 0.3),  # stalled 2, but at the cap
@@ -116,8 +122,12 @@ def test_adaptive_state_survives_a_resume(tmp_path):
 
 
 def test_distill_schedules_resolve_all_three_values():
-    cfg = _cfg(epochs=10, temperature=ISSUE_EXAMPLE, hard_weight=0.25,
-               soft_weight={"kind": "adaptive", "start": 0.5, "step": 0.25, "cap": 1.0, "patience": 1, "cooldown": 0})
+    cfg = _cfg(
+        epochs=10,
+        temperature=ISSUE_EXAMPLE,
+        hard_weight=0.25,
+        soft_weight={"kind": "adaptive", "start": 0.5, "step": 0.25, "cap": 1.0, "patience": 1, "cooldown": 0},
+    )
     sched = DistillSchedules(cfg)
     assert sched.values(6) == {"temperature": 5.0, "soft_weight": 0.5, "hard_weight": 0.25}
     assert sched.observe(0.9) == [] and sched.observe(0.9) == ["soft_weight"]

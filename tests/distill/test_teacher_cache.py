@@ -13,7 +13,9 @@ TRANSFORMS = {"image_size": 16, "mean": [0.3], "std": [0.4], "augment": None}
 
 def _images(n=40):
     g = torch.Generator().manual_seed(0)
-    return TensorImageSet(torch.rand(n, 1, 16, 16, generator=g), torch.randint(10, (n,), generator=g), 16, 1, (0.3,), (0.4,))
+    return TensorImageSet(
+        torch.rand(n, 1, 16, 16, generator=g), torch.randint(10, (n,), generator=g), 16, 1, (0.3,), (0.4,)
+    )
 
 
 def _teacher(tmp_path, seed):
@@ -61,7 +63,11 @@ def test_the_cache_is_reused_and_invalidated_when_the_teacher_changes(tmp_path):
 def test_every_key_part_changes_the_key():
     base = dict(teacher_sha256="a" * 64, data_fingerprint="d1", transforms=TRANSFORMS, layers=["layer2"])
     key = cache_key(**base)
-    for change in [dict(teacher_sha256="b" * 64), dict(data_fingerprint="d2"),
-                   dict(transforms={**TRANSFORMS, "image_size": 32}), dict(layers=["layer3"])]:
+    for change in [
+        dict(teacher_sha256="b" * 64),
+        dict(data_fingerprint="d2"),
+        dict(transforms={**TRANSFORMS, "image_size": 32}),
+        dict(layers=["layer3"]),
+    ]:
         assert cache_key(**{**base, **change}) != key
     assert cache_key(**base) == key

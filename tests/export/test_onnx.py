@@ -20,7 +20,12 @@ def test_export_names_dynamic_batch_opset_and_metadata(model, val_images, tmp_pa
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     meta = read_metadata(path)
     assert {k: meta[k] for k in ("input_shape", "channel_order", "mean", "std", "class_names")} == {
-        "input_shape": [1, 16, 16], "channel_order": "L", "mean": [0.3], "std": [0.4], "class_names": list("0123456789")}
+        "input_shape": [1, 16, 16],
+        "channel_order": "L",
+        "mean": [0.3],
+        "std": [0.4],
+        "class_names": list("0123456789"),
+    }
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for n in (1, 5):
         out = session.run(None, {"input": val_images[:n].numpy()})[0]

@@ -16,5 +16,7 @@ def test_parity_passes_then_fails_after_the_model_is_altered(model, val_images, 
 
     with torch.no_grad():
         model.fc.weight.mul_(-1.0)  # the eager model no longer matches the files
-    with pytest.raises(EdgekdError, match=r"student.ts.pt: max \|Δlogit\| [\d.]+ > atol 0.001 \(top-1 agreement [\d.]+% < 99%\)"):
+    with pytest.raises(
+        EdgekdError, match=r"student.ts.pt: max \|Δlogit\| [\d.]+ > atol 0.001 \(top-1 agreement [\d.]+% < 99%\)"
+    ):
         check_parity(model, [ts_path, onnx_path], val_images, atol=1e-3, min_agreement=0.99)

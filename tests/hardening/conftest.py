@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location("_edgekd_devices_conftest", Path(__file__).parents[1] / "devices" / "conftest.py")
+_spec = importlib.util.spec_from_file_location(
+    "_edgekd_devices_conftest", Path(__file__).parents[1] / "fleet" / "conftest.py"
+)
 _devices = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_devices)
-sshd = _devices.sshd                          # a real OpenSSH server on 127.0.0.1 (skips when not installed)
-isolated_python = _devices.isolated_python    # the 'device python': refuses edgekd and torch imports
+sshd = _devices.sshd  # a real OpenSSH server on 127.0.0.1 (skips when not installed)
+isolated_python = _devices.isolated_python  # the 'device python': refuses edgekd and torch imports
 run_dir_template = _devices.run_dir_template  # a run dir with real ONNX files and bench/val.npz
 run_dir = _devices.run_dir
 

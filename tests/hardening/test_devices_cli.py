@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-
-needs_ssh_client = pytest.mark.skipif(shutil.which("ssh") is None, reason="OpenSSH client not installed; run .ci/install-sshd")
+needs_ssh_client = pytest.mark.skipif(
+    shutil.which("ssh") is None, reason="OpenSSH client not installed; run .ci/install-sshd"
+)
 
 
 def _devices_file(tmp_path: Path, **device: object) -> Path:
@@ -51,7 +52,9 @@ def test_silent_server_times_out_after_connect_timeout(tmp_path, cli, expect_err
 
 def test_unknown_device_name_suggests_the_nearest(tmp_path, cli, expect_error):
     path = _devices_file(tmp_path, host="127.0.0.1")
-    expect_error(cli("devices", "check", "xavir", "--devices", str(path)), "no device named 'xavir'; did you mean 'xavier'?")
+    expect_error(
+        cli("devices", "check", "xavir", "--devices", str(path)), "no device named 'xavir'; did you mean 'xavier'?"
+    )
 
 
 def _loopback_file(tmp_path: Path, sshd, python: str, backends: list[str]) -> Path:
@@ -69,7 +72,11 @@ def test_device_without_tensorrt(sshd, isolated_python, run_dir, tmp_path, cli, 
     check = cli("devices", "check", "loopback", "--devices", str(path))
     assert check.returncode == 2 and "Traceback" not in check.stderr + check.stdout, check.stderr
     problems = [ln for ln in check.stdout.splitlines() if ln.startswith("problem: ")]
-    assert problems and problems[0].startswith("problem: tensorrt is not importable by") and "backend tensorrt needs it" in problems[0]
+    assert (
+        problems
+        and problems[0].startswith("problem: tensorrt is not importable by")
+        and "backend tensorrt needs it" in problems[0]
+    )
     assert "libraries: numpy" in check.stdout
 
     ship = cli("ship", str(run_dir), "--device", "loopback", "--devices", str(path))

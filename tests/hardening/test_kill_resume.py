@@ -39,7 +39,10 @@ ARTIFACTS = ("teacher/model.pt", "distill/student.pt", "qat/student_qat.pt", "ex
 KILL_IN = ("teacher", "distill", "qat", "export")
 
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: steady epoch times on a busy 2-core machine, same for every run
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+}  # one thread: steady epoch times on a busy 2-core machine, same for every run
 
 
 def _command(pipeline: Path, run_dir: Path) -> list[str]:
@@ -69,7 +72,9 @@ def _run_and_kill(pipeline: Path, run_dir: Path, log: Path, stage: str, delay: f
     Returns the stage that was running when the kill landed, or None when the run finished first.
     """
     with log.open("ab") as out:
-        proc = subprocess.Popen(_command(pipeline, run_dir), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
+        proc = subprocess.Popen(
+            _command(pipeline, run_dir), stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=ENV
+        )
     try:
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
@@ -108,10 +113,14 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_artifacts(tmp_path)
     assert len(interrupted) >= 3, f"only {interrupted} were interrupted: {log.read_text()[-2000:]}"
     assert len(set(interrupted) & set(KILL_IN)) >= 2, interrupted  # the kills spread over several stages
     stages = _stages(run_dir)
-    assert all(stages[s]["status"] in ("done", "cached") for s in ("teacher", "distill", "qat", "dynamic_quant", "export",
-                                                                    "benchmark", "report")), stages
+    assert all(
+        stages[s]["status"] in ("done", "cached")
+        for s in ("teacher", "distill", "qat", "dynamic_quant", "export", "benchmark", "report")
+    ), stages
     for rel in ARTIFACTS:
-        assert _sha(run_dir / rel) == _sha(ref_dir / rel), f"{rel} differs from the uninterrupted run (kills landed in {interrupted})"
+        assert _sha(run_dir / rel) == _sha(ref_dir / rel), (
+            f"{rel} differs from the uninterrupted run (kills landed in {interrupted})"
+        )
     for stage, entry in stages.items():  # the manifest describes the files on disk
         for art in entry.get("artifacts", {}).values():
             assert _sha(run_dir / art["path"]) == art["sha256"], (stage, art["path"])

@@ -9,8 +9,13 @@ from edgekd.models.taps import FeatureTaps, check_layer_names, layer_names
 
 def _tiny() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Sequential(nn.Conv2d(4, 6, 3, stride=2), nn.ReLU()),
-                         nn.Flatten(), nn.LazyLinear(3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Sequential(nn.Conv2d(4, 6, 3, stride=2), nn.ReLU()),
+        nn.Flatten(),
+        nn.LazyLinear(3),
+    )
 
 
 def test_taps_capture_the_outputs_of_the_named_modules():
@@ -29,9 +34,8 @@ def test_taps_capture_the_outputs_of_the_named_modules():
 
 def test_hooks_are_removed_on_exit_even_after_an_error():
     model = _tiny()
-    with pytest.raises(RuntimeError):
-        with FeatureTaps(model, ["0", "2.0"]):
-            model(torch.randn(2, 2, 8, 8))  # wrong channel count
+    with pytest.raises(RuntimeError), FeatureTaps(model, ["0", "2.0"]):
+        model(torch.randn(2, 2, 8, 8))  # wrong channel count
     assert all(not m._forward_hooks for m in model.modules())
 
 
@@ -48,7 +52,9 @@ def test_dotted_names_in_a_registry_model():
 
 def test_an_unknown_layer_names_the_nearest_valid_ones():
     model = build_model("resnet8", num_classes=10, in_channels=1)
-    with pytest.raises(EdgekdError, match=r"student \(CifarResNet\) has no layer 'layer_3'; did you mean 'layer3'") as err:
+    with pytest.raises(
+        EdgekdError, match=r"student \(CifarResNet\) has no layer 'layer_3'; did you mean 'layer3'"
+    ) as err:
         FeatureTaps(model, ["layer1", "layer_3"], what="student")
     assert "\n" not in str(err.value) and "top-level layers: conv1, bn1, relu, layer1" in str(err.value)
     with pytest.raises(EdgekdError, match="no layer 'zzz'; top-level layers"):

@@ -23,7 +23,7 @@ def digits(size: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, to
 
 def batches(x: torch.Tensor, y: torch.Tensor, size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    return [(x[perm[i:i + size]], y[perm[i:i + size]]) for i in range(0, len(y), size)]
+    return [(x[perm[i : i + size]], y[perm[i : i + size]]) for i in range(0, len(y), size)]
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, on_epoch=None) -> nn.Module:

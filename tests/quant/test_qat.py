@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from quant_helpers import accuracy, batches, train
 
 from edgekd.config import QatConfig
 from edgekd.models import build_model
 from edgekd.quant import calibrate_ptq, freeze_observers, prepare_qat, quantizable_copy, quantized_layer_names
 from edgekd.quant.fake_quant import ActivationQuantizer, QuantConvBn2d
-from quant_helpers import accuracy, batches, train
 
 
 def test_prepare_qat_folds_batchnorm_and_wraps_every_conv_and_linear(trained_resnet8, digits_data):
@@ -20,7 +20,9 @@ def test_prepare_qat_folds_batchnorm_and_wraps_every_conv_and_linear(trained_res
     n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in trained_resnet8.modules())
     assert len(quantized_layer_names(qat)) == n_conv + 1  # + fc
     assert all(float(q.amax) > 0 for q in qat.modules() if isinstance(q, ActivationQuantizer))
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trained_resnet8.modules()), "the input model must stay untouched"
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trained_resnet8.modules()), (
+        "the input model must stay untouched"
+    )
 
 
 def test_frozen_observers_keep_their_ranges_while_training(trained_resnet8, digits_data):

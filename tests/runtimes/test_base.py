@@ -9,7 +9,12 @@ from edgekd.runtimes import backend_for, runtime_for
 
 @pytest.mark.parametrize(
     "name, backend",
-    [("student.ts.pt", "torchscript"), ("model.pt", "torch_eager"), ("x.ONNX", "onnxruntime"), ("s_fp16.engine", "tensorrt")],
+    [
+        ("student.ts.pt", "torchscript"),
+        ("model.pt", "torch_eager"),
+        ("x.ONNX", "onnxruntime"),
+        ("s_fp16.engine", "tensorrt"),
+    ],
 )
 def test_backend_by_suffix(name: str, backend: str) -> None:
     assert backend_for(name) == backend

@@ -21,7 +21,12 @@ def test_runs_like_the_onnx_reference_evaluator(onnx_path: Path, images: np.ndar
 
 def test_describe_and_pinned_threads(onnx_path: Path) -> None:
     rt = runtime_for(onnx_path, threads=1)
-    assert rt.describe() == {"name": "onnxruntime", "version": rt.version, "provider": "CPUExecutionProvider", "threads": 1}
+    assert rt.describe() == {
+        "name": "onnxruntime",
+        "version": rt.version,
+        "provider": "CPUExecutionProvider",
+        "threads": 1,
+    }
     assert rt.session.get_session_options().intra_op_num_threads == 1
     assert rt.fixed_batch is None
 

@@ -8,10 +8,10 @@ pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 pytest.importorskip("tensorrt")
 pytest.importorskip("pycuda.driver")
 
-from edgekd.device.trt_build import build_engine  # noqa: E402
-from edgekd.device.trt_options import BuildOptions  # noqa: E402
-from edgekd.devices.local import local_gpu  # noqa: E402
 from edgekd.errors import EdgekdError  # noqa: E402
+from edgekd.fleet.local import local_gpu  # noqa: E402
+from edgekd.ondevice.trt_build import build_engine  # noqa: E402
+from edgekd.ondevice.trt_options import BuildOptions  # noqa: E402
 from edgekd.runtimes import runtime_for  # noqa: E402
 
 

@@ -7,13 +7,14 @@ import torch
 from torch import nn
 
 from edgekd.errors import EdgekdError
-from edgekd.runtimes import runtime_for
-from edgekd.runtimes import torch_eager
+from edgekd.runtimes import runtime_for, torch_eager
 
 
 def tiny_net() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)
+    ).eval()
 
 
 def test_eager_runs_and_pins_threads(images: np.ndarray) -> None:

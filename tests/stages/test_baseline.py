@@ -13,7 +13,9 @@ from edgekd.stages.teacher import TeacherStage
 
 
 def test_the_budget_comes_from_distill_unless_set(tiny_pipeline):
-    cfg = load_pipeline(tiny_pipeline(distill_epochs=3, extra="  weight_decay: 0.001\nbaseline: {enabled: true, lr: 0.02}\n"))
+    cfg = load_pipeline(
+        tiny_pipeline(distill_epochs=3, extra="  weight_decay: 0.001\nbaseline: {enabled: true, lr: 0.02}\n")
+    )
     optim = baseline_optim(cfg)
     assert (optim.epochs, optim.weight_decay, optim.lr) == (3, 0.001, 0.02)
     assert "baseline" in [s.name for s in all_stages()]

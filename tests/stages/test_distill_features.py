@@ -46,14 +46,19 @@ def _history(run_dir):
 
 def test_feature_pairs_schedules_adapters_and_tensorboard(tmp_path):
     run_dir = tmp_path / "run"
-    m = _run(tmp_path, run_dir, epochs=3, distill_yaml="""\
+    m = _run(
+        tmp_path,
+        run_dir,
+        epochs=3,
+        distill_yaml="""\
   temperature: {kind: phases, phases: [{fraction: 0.5, value: 8}, {fraction: 0.3, start: 8, end: 2}, {fraction: 0.2, value: 1}]}
   soft_weight: {kind: linear, start: 0.9, end: 0.5}
   features:
     - {teacher: layer2, student: layer2, loss: attention, weight: 100}
     - {teacher: layer3, student: layer2, loss: hint}
   tensorboard: true
-""")
+""",
+    )
     cfg = load_pipeline(tmp_path / "p.yaml").distill
     history = _history(run_dir)
     assert [h["temperature"] for h in history] == [value_at(cfg.temperature, e, 3) for e in range(3)] == [8.0, 8.0, 1.0]
@@ -79,7 +84,8 @@ def test_teacher_cache_gives_the_live_teacher_result_and_follows_the_checkpoint(
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=1e-4)
     assert [h["soft_loss"] for h in _history(tmp_path / "cached")] == pytest.approx(
-        [h["soft_loss"] for h in _history(tmp_path / "live")], rel=1e-4)
+        [h["soft_loss"] for h in _history(tmp_path / "live")], rel=1e-4
+    )
 
     again = _run(tmp_path, tmp_path / "cached", features, epochs=1, selection=Selection(force=("distill",)))
     assert again.stage("distill")["metrics"]["teacher_cache"].startswith("reused")

@@ -31,7 +31,9 @@ def one_thread():
 
 def test_quantize_and_export_the_distilled_student(tiny_pipeline, tmp_path, one_thread):
     run_dir = tmp_path / "run"
-    path = tiny_pipeline(distill_epochs=1, extra="qat: {epochs: 1, calibration_batches: 2}\nexport: {parity_batch: 16}\n")
+    path = tiny_pipeline(
+        distill_epochs=1, extra="qat: {epochs: 1, calibration_batches: 2}\nexport: {parity_batch: 16}\n"
+    )
     manifest = Runner(load_pipeline(path), STAGES, run_dir).run()
     status = {name: manifest.stage(name)["status"] for name in ("qat", "dynamic_quant", "export")}
     assert status == {"qat": "done", "dynamic_quant": "done", "export": "done"}
@@ -53,7 +55,8 @@ def test_quantize_and_export_the_distilled_student(tiny_pipeline, tmp_path, one_
     for record in export["metrics"]["artifacts"].values():
         assert record["parity"]["max_abs_diff"] < 1e-3 and record["parity"]["top1_agreement"] == 1.0
     assert export["metrics"]["artifacts"]["student_onnx"]["val_top1"] == pytest.approx(
-        manifest.stage("distill")["metrics"]["val_top1"], abs=1.1)
+        manifest.stage("distill")["metrics"]["val_top1"], abs=1.1
+    )
     student_onnx = run_dir / export["artifacts"]["student_onnx"]["path"]
     assert read_metadata(student_onnx)["class_names"] == [str(i) for i in range(10)]
     assert {o.domain: o.version for o in onnx.load(str(student_onnx)).opset_import}[""] == 17

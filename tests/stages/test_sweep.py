@@ -15,8 +15,12 @@ pytestmark = pytest.mark.slow
 def test_grid_and_names():
     assert sweep_grid(None) == [{}]
     grid = sweep_grid(SweepConfig(temperature=[2, 8], hard_weight=[0.1, 0.5]))
-    assert grid == [{"temperature": 2, "hard_weight": 0.1}, {"temperature": 2, "hard_weight": 0.5},
-                    {"temperature": 8, "hard_weight": 0.1}, {"temperature": 8, "hard_weight": 0.5}]
+    assert grid == [
+        {"temperature": 2, "hard_weight": 0.1},
+        {"temperature": 2, "hard_weight": 0.5},
+        {"temperature": 8, "hard_weight": 0.1},
+        {"temperature": 8, "hard_weight": 0.5},
+    ]
     assert [trial_name(g) for g in grid][-1] == "T8_hard0.5"
 
 
@@ -26,14 +30,27 @@ def test_sweep_keeps_the_best_student(tiny_pipeline, tmp_path):
     manifest = Runner(load_pipeline(path), [TeacherStage(), DistillStage()], run_dir).run()
     metrics = manifest.stage("distill")["metrics"]
     table = metrics["sweep"]
-    assert len(table) == 4 and {(r["temperature"], r["soft_weight"]) for r in table} == {(1, 0), (1, 0.9), (8, 0), (8, 0.9)}
+    assert len(table) == 4 and {(r["temperature"], r["soft_weight"]) for r in table} == {
+        (1, 0),
+        (1, 0.9),
+        (8, 0),
+        (8, 0.9),
+    }
     best = max(table, key=lambda r: r["val_top1"])
     assert metrics["val_top1"] == best["val_top1"]
     assert metrics["sweep_best"] == {"temperature": best["temperature"], "soft_weight": best["soft_weight"]}
     for r in table:
-        assert (run_dir / "distill" / "sweep" / trial_name({"temperature": r["temperature"], "soft_weight": r["soft_weight"]})
-                / "checkpoint-last.pt").is_file()
+        assert (
+            run_dir
+            / "distill"
+            / "sweep"
+            / trial_name({"temperature": r["temperature"], "soft_weight": r["soft_weight"]})
+            / "checkpoint-last.pt"
+        ).is_file()
     # one teacher cache, built once and shared by every trial
     assert len(list((run_dir / "distill").glob("teacher_cache*"))) == 1
-    hist = [json.loads(x) for x in (run_dir / manifest.stage("distill")["artifacts"]["distill_metrics"]["path"]).read_text().splitlines()]
+    hist = [
+        json.loads(x)
+        for x in (run_dir / manifest.stage("distill")["artifacts"]["distill_metrics"]["path"]).read_text().splitlines()
+    ]
     assert hist[-1]["temperature"] == best["temperature"]

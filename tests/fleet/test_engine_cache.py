@@ -5,11 +5,11 @@ import json
 import pytest
 
 from edgekd.config import DeviceConfig
-from edgekd.device import trt_options
-from edgekd.device.trt_options import BuildOptions
-from edgekd.devices import engine_cache
-from edgekd.devices.ship import _prebuilt_engines
 from edgekd.errors import EdgekdError
+from edgekd.fleet import engine_cache
+from edgekd.fleet.ship import _prebuilt_engines
+from edgekd.ondevice import trt_options
+from edgekd.ondevice.trt_options import BuildOptions
 
 
 @pytest.fixture(autouse=True)
@@ -21,8 +21,21 @@ def cache(tmp_path, monkeypatch):
 def fake_engine(folder, name, source_sha, opts, kind="jetson-agx-xavier", trt="8.5.2.2"):
     engine = folder / f"{name}.engine"
     engine.write_bytes(name.encode())
-    sidecar = trt_options.make_sidecar(opts, trt, "Xavier", "7.2", kind, "student.onnx", source_sha, "0" * 64,
-                                       inputs=[], outputs=[], dla=None, build_seconds=0.0, created="")
+    sidecar = trt_options.make_sidecar(
+        opts,
+        trt,
+        "Xavier",
+        "7.2",
+        kind,
+        "student.onnx",
+        source_sha,
+        "0" * 64,
+        inputs=[],
+        outputs=[],
+        dla=None,
+        build_seconds=0.0,
+        created="",
+    )
     engine.with_suffix(".json").write_text(json.dumps(sidecar))
     return engine
 
@@ -43,7 +56,9 @@ def test_engines_only_finds_cached_engines_or_names_the_missing_one(run_dir_temp
     dev.name = "xav2"
     sha = trt_options.sha256_file(str(run_dir_template / "export" / "student.onnx"))
     engine_cache.store(fake_engine(tmp_path, "student_trt_fp16", sha, BuildOptions("fp16")))
-    with pytest.raises(EdgekdError, match=r"no cached fp16 engine of export/teacher.onnx for jetson-agx-xavier with TensorRT 8.5.2.2"):
+    with pytest.raises(
+        EdgekdError, match=r"no cached fp16 engine of export/teacher.onnx for jetson-agx-xavier with TensorRT 8.5.2.2"
+    ):
         _prebuilt_engines(run_dir_template, dev, "8.5.2.2")
     teacher_sha = trt_options.sha256_file(str(run_dir_template / "export" / "teacher.onnx"))
     engine_cache.store(fake_engine(tmp_path, "teacher_trt_fp16", teacher_sha, BuildOptions("fp16")))

@@ -17,9 +17,21 @@ from typing import Dict, Optional
 PROBE_SCHEMA = "edgekd.probe/1"
 LIBRARIES = ("numpy", "tensorrt", "pycuda", "onnxruntime")
 JETPACK_OF_L4T = {
-    "32.7.1": "4.6.1", "32.7.2": "4.6.2", "32.7.3": "4.6.3", "32.7.4": "4.6.4", "32.7.5": "4.6.5", "32.7.6": "4.6.6",
-    "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2", "35.5.0": "5.1.3", "35.6.0": "5.1.4",
-    "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2",
+    "32.7.1": "4.6.1",
+    "32.7.2": "4.6.2",
+    "32.7.3": "4.6.3",
+    "32.7.4": "4.6.4",
+    "32.7.5": "4.6.5",
+    "32.7.6": "4.6.6",
+    "35.1.0": "5.0.2",
+    "35.2.1": "5.1",
+    "35.3.1": "5.1.1",
+    "35.4.1": "5.1.2",
+    "35.5.0": "5.1.3",
+    "35.6.0": "5.1.4",
+    "36.3.0": "6.0",
+    "36.4.0": "6.1",
+    "36.4.3": "6.2",
 }
 
 
@@ -55,6 +67,7 @@ def _cuda_version() -> Optional[str]:
 def _gpu() -> Optional[str]:
     try:
         import pycuda.driver as cuda
+
         cuda.init()
         return cuda.Device(0).name() if cuda.Device.count() else None
     except Exception:  # no pycuda, no driver, or no GPU: report none
@@ -67,14 +80,16 @@ def power_mode() -> Optional[str]:
     if tool is None:
         return None
     try:
-        out = subprocess.run([tool, "-q"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10, universal_newlines=True).stdout
+        out = subprocess.run(
+            [tool, "-q"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10, text=True
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     lines = [line.strip() for line in out.splitlines() if line.strip()]
     for i, line in enumerate(lines):
         if line.startswith("NV Power Mode:"):
             mode = line.split(":", 1)[1].strip()
-            return "{} ({})".format(mode, lines[i + 1]) if i + 1 < len(lines) and lines[i + 1].isdigit() else mode
+            return f"{mode} ({lines[i + 1]})" if i + 1 < len(lines) and lines[i + 1].isdigit() else mode
     return lines[0] if lines else None
 
 
@@ -111,7 +126,7 @@ def libraries() -> Dict[str, Dict[str, Optional[str]]]:
             version = getattr(module, "__version__", None) or getattr(module, "VERSION_TEXT", None)
             found[name] = {"version": str(version) if version else "unknown", "error": None}
         except Exception as e:  # ImportError, or a library that fails while loading its native part
-            found[name] = {"version": None, "error": "{}: {}".format(type(e).__name__, e).splitlines()[0]}
+            found[name] = {"version": None, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
     return found
 
 
@@ -123,6 +138,7 @@ def probe(workdir: str = ".", record_power_mode: bool = True) -> Dict[str, objec
     providers = None
     if libs["onnxruntime"]["error"] is None:
         import onnxruntime
+
         providers = onnxruntime.get_available_providers()
     return {
         "schema": PROBE_SCHEMA,

@@ -23,7 +23,9 @@ def percentile(samples: List[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def summarize(samples_ms: List[float], batch_size: int, round_medians: Optional[List[float]] = None) -> Dict[str, float]:
+def summarize(
+    samples_ms: List[float], batch_size: int, round_medians: Optional[List[float]] = None
+) -> Dict[str, float]:
     """Summary statistics of per-run latencies in milliseconds for one batch size."""
     n = len(samples_ms)
     mean = sum(samples_ms) / n
@@ -63,6 +65,7 @@ def time_runs(
     a timer based on CUDA events instead).
     """
     if timer is None:
+
         def timer(fn: Callable[[], object]) -> float:
             t0 = time.perf_counter()
             fn()
@@ -88,7 +91,9 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
 
 
-def accuracy_metrics(logits: np.ndarray, labels: np.ndarray, teacher_logits: Optional[np.ndarray] = None) -> Dict[str, float]:
+def accuracy_metrics(
+    logits: np.ndarray, labels: np.ndarray, teacher_logits: Optional[np.ndarray] = None
+) -> Dict[str, float]:
     """top-1, top-5, and (given the teacher's logits) top-1 agreement and mean KL(teacher || model)."""
     logits = np.asarray(logits)
     labels = np.asarray(labels)

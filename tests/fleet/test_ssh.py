@@ -3,7 +3,7 @@
 import subprocess
 
 from edgekd.config import DeviceConfig
-from edgekd.devices.ssh import Ssh, remote_command
+from edgekd.fleet.ssh import Ssh, remote_command
 
 
 def device(**kw) -> DeviceConfig:

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekd.config import DeviceConfig
-from edgekd.device.trt_options import sha256_file, validate_options
-from edgekd.devices import engine_cache
-from edgekd.devices.bundle import Bundle, build_options, make_bundle, plan_engines
-from edgekd.devices.check import assess, probe_device
-from edgekd.devices.ssh import Ssh, remote_command
 from edgekd.errors import EdgekdError
+from edgekd.fleet import engine_cache
+from edgekd.fleet.bundle import Bundle, build_options, make_bundle, plan_engines
+from edgekd.fleet.check import assess, probe_device
+from edgekd.fleet.ssh import Ssh, remote_command
+from edgekd.ondevice.trt_options import sha256_file, validate_options
 
 SHIP_SCHEMA = "edgekd.ship/1"
 
@@ -71,8 +71,16 @@ class RemoteLayout:
 
 def _probe_and_list(ssh: Ssh, r: RemoteLayout) -> tuple[dict, set[str], set[str], set[str]]:
     """(probe, objects, bundles, results) of the device in one connection; clears what interrupted uploads left in staging."""
-    listing = [["rm", "-rf", r.staging], ["mkdir", "-p", r.objects, r.staging, r.bundles, r.results, r.cache],
-               ["ls", "-1", r.objects], ["echo", "--"], ["ls", "-1", r.bundles], ["echo", "--"], ["ls", "-1", r.results], ["echo", "--"]]
+    listing = [
+        ["rm", "-rf", r.staging],
+        ["mkdir", "-p", r.objects, r.staging, r.bundles, r.results, r.cache],
+        ["ls", "-1", r.objects],
+        ["echo", "--"],
+        ["ls", "-1", r.bundles],
+        ["echo", "--"],
+        ["ls", "-1", r.results],
+        ["echo", "--"],
+    ]
     lines, found = probe_device(ssh, listing)
     parts: list[set[str]] = [set()]
     for line in lines:
@@ -85,7 +93,9 @@ def _probe_and_list(ssh: Ssh, r: RemoteLayout) -> tuple[dict, set[str], set[str]
     return found, parts[0], parts[1], parts[2]
 
 
-def _stage_objects(ssh: Ssh, r: RemoteLayout, objects: dict[str, Path | bytes], scratch: Path) -> tuple[int, list[list[str]]]:
+def _stage_objects(
+    ssh: Ssh, r: RemoteLayout, objects: dict[str, Path | bytes], scratch: Path
+) -> tuple[int, list[list[str]]]:
     """Copy `objects` (sha256 -> file or bytes) into the device's staging/; returns the bytes sent and the
     remote commands that move them into objects/ (renames: objects/ never holds half a file)."""
     token = "up-" + secrets.token_hex(6)
@@ -104,22 +114,38 @@ def _stage_objects(ssh: Ssh, r: RemoteLayout, objects: dict[str, Path | bytes], 
         sent += dst.stat().st_size
     ssh.upload(folder, r.staging)
     staged = posixpath.join(r.staging, token)
-    return sent, [["mv", "-f", "-t", r.objects, *(posixpath.join(staged, d) for d in sorted(objects))], ["rmdir", staged]]
+    return sent, [
+        ["mv", "-f", "-t", r.objects, *(posixpath.join(staged, d) for d in sorted(objects))],
+        ["rmdir", staged],
+    ]
 
 
 def _assemble(r: RemoteLayout, bundle: Bundle) -> list[list[str]]:
     """Commands that hard-link the bundle's files out of objects/ into staging/, then rename it to bundles/<id>."""
     staged = posixpath.join(r.staging, "bundle-" + bundle.id)
     dirs = sorted({posixpath.join(staged, posixpath.dirname(rel)) for rel in bundle.digests})
-    links = [["ln", "-f", posixpath.join(r.objects, digest), posixpath.join(staged, rel)] for rel, digest in sorted(bundle.digests.items())]
+    links = [
+        ["ln", "-f", posixpath.join(r.objects, digest), posixpath.join(staged, rel)]
+        for rel, digest in sorted(bundle.digests.items())
+    ]
     return [["mkdir", "-p", *dirs], *links, ["mv", "-T", staged, r.bundle(bundle.id)]]
 
 
 def _bench(ssh: Ssh, r: RemoteLayout, bundle_id: str) -> list[str]:
     """The command that builds and benchmarks on the device (the bundle alone on PYTHONPATH)."""
     bundle = r.bundle(bundle_id)
-    return ["env", f"PYTHONPATH={bundle}", ssh.device.python, "-m", "edgekd_device.bench", posixpath.join(bundle, "job.json"),
-            "--out", r.result(bundle_id), "--cache-dir", r.cache]
+    return [
+        "env",
+        f"PYTHONPATH={bundle}",
+        ssh.device.python,
+        "-m",
+        "edgekd_device.bench",
+        posixpath.join(bundle, "job.json"),
+        "--out",
+        r.result(bundle_id),
+        "--cache-dir",
+        r.cache,
+    ]
 
 
 def _local_record(run_dir: Path, device: str) -> dict | None:
@@ -134,7 +160,12 @@ def _is_current(run_dir: Path, device: str, bundle_id: str) -> bool:
     """True when this run dir already holds the results of `bundle_id` on `device`, untouched."""
     record = _local_record(run_dir, device)
     bench = run_dir / "bench" / f"{device}.json"
-    return bool(record and record.get("bundle_id") == bundle_id and bench.is_file() and sha256_file(str(bench)) == record.get("bench_sha256"))
+    return bool(
+        record
+        and record.get("bundle_id") == bundle_id
+        and bench.is_file()
+        and sha256_file(str(bench)) == record.get("bench_sha256")
+    )
 
 
 def _download(ssh: Ssh, r: RemoteLayout, run_dir: Path, bundle: Bundle, scratch: Path, engines_only: bool) -> None:
@@ -145,11 +176,20 @@ def _download(ssh: Ssh, r: RemoteLayout, run_dir: Path, bundle: Bundle, scratch:
     bench = fetched / "bench" / f"{name}.json"
     engines = fetched / "tensorrt" / name
     if not bench.is_file():
-        raise EdgekdError(f"{ssh.where()}: {r.result(bundle.id)} holds no bench/{name}.json; remove that folder on the device and ship again")
+        raise EdgekdError(
+            f"{ssh.where()}: {r.result(bundle.id)} holds no bench/{name}.json; remove that folder on the device and ship again"
+        )
     engines.mkdir(parents=True, exist_ok=True)
-    record = {"schema": SHIP_SCHEMA, "device": name, "kind": ssh.device.kind, "host": ssh.destination, "bundle_id": bundle.id,
-              "engines_only": engines_only, "bench_sha256": sha256_file(str(bench)),
-              "shipped": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    record = {
+        "schema": SHIP_SCHEMA,
+        "device": name,
+        "kind": ssh.device.kind,
+        "host": ssh.destination,
+        "bundle_id": bundle.id,
+        "engines_only": engines_only,
+        "bench_sha256": sha256_file(str(bench)),
+        "shipped": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
     (engines / "ship.json").write_text(json.dumps(record, indent=2))
     dest = run_dir / "tensorrt" / name
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -166,12 +206,16 @@ def _prebuilt_engines(run_dir: Path, device: DeviceConfig, trt_version: str) -> 
     for job in plan_engines(run_dir, device.tensorrt.precisions):
         path = engine_cache.lookup(job.onnx_sha256, build_options(device, job.precision), device.kind, trt_version)
         if path is None:
-            raise EdgekdError(f"--engines-only: no cached {job.precision} engine of {job.onnx} for {device.kind} with TensorRT "
-                              f"{trt_version} in {engine_cache.cache_root() / 'engines'}; ship once without --engines-only "
-                              f"to a device of this kind")
+            raise EdgekdError(
+                f"--engines-only: no cached {job.precision} engine of {job.onnx} for {device.kind} with TensorRT "
+                f"{trt_version} in {engine_cache.cache_root() / 'engines'}; ship once without --engines-only "
+                f"to a device of this kind"
+            )
         found[job.name] = path
     if not found:
-        raise EdgekdError(f"--engines-only: {run_dir} has no ONNX files to match engines to (precisions {device.tensorrt.precisions})")
+        raise EdgekdError(
+            f"--engines-only: {run_dir} has no ONNX files to match engines to (precisions {device.tensorrt.precisions})"
+        )
     return found
 
 
@@ -190,7 +234,9 @@ def ship(run_dir: str | Path, device: DeviceConfig, engines_only: bool = False, 
         if problems:
             raise EdgekdError(f"devices.yaml: device '{device.name}': tensorrt: {problems[0]}")
     if engines_only and "tensorrt" not in device.backends:
-        raise EdgekdError(f"--engines-only: device '{device.name}' has no tensorrt backend (backends: {device.backends})")
+        raise EdgekdError(
+            f"--engines-only: device '{device.name}' has no tensorrt backend (backends: {device.backends})"
+        )
 
     ssh = Ssh(device)
     r = RemoteLayout(device.workdir)
@@ -221,7 +267,10 @@ def ship(run_dir: str | Path, device: DeviceConfig, engines_only: bool = False, 
             steps.append(_bench(ssh, r, bundle.id))
             result.ran_bench = True
         if steps:
-            ssh.run(remote_command(*steps), "placing the bundle and running the benchmark" if result.ran_bench else "placing the bundle")
+            ssh.run(
+                remote_command(*steps),
+                "placing the bundle and running the benchmark" if result.ran_bench else "placing the bundle",
+            )
         if result.ran_bench or not _is_current(run_dir, device.name, bundle.id):
             _download(ssh, r, run_dir, bundle, scratch, engines_only)
             result.downloaded = True

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekd.config import TensorRTConfig
-from edgekd.device.trt_options import BuildOptions, slug
-from edgekd.devices import engine_cache
-from edgekd.devices.bundle import plan_engines
+from edgekd.fleet import engine_cache
+from edgekd.fleet.bundle import plan_engines
+from edgekd.ondevice.trt_options import BuildOptions, slug
 
 LOCAL_DEVICE = "local"
 
@@ -26,7 +26,8 @@ def local_gpu() -> tuple[str | None, str | None]:
     """(GPU name, None) when TensorRT can build here, else (None, why not)."""
     try:
         import tensorrt  # noqa: F401
-        from edgekd.device.trt_runtime import gpu_identity
+
+        from edgekd.ondevice.trt_runtime import gpu_identity
     except ImportError as e:
         return None, f"TensorRT or pycuda is not installed here ({e})"
     try:
@@ -46,18 +47,32 @@ def build_local_engines(run_dir: str | Path, onnx_files: list[Path], cfg: Tensor
     gpu, why = local_gpu()
     if gpu is None:
         return LocalEngines(skipped=why)
-    from edgekd.device.trt_build import BuildError, build_engine
+    from edgekd.ondevice.trt_build import BuildError, build_engine
 
     kind = "host-" + slug(gpu)
     only = {str(Path(p).resolve().relative_to(run_dir.resolve())) for p in onnx_files}
     out_dir = run_dir / "tensorrt" / LOCAL_DEVICE
     result = LocalEngines()
     for job in plan_engines(run_dir, list(cfg.precisions), only):
-        opts = BuildOptions(job.precision, cfg.dla_core, cfg.static_shapes, cfg.workspace_mb, cfg.min_batch, cfg.opt_batch, cfg.max_batch)
+        opts = BuildOptions(
+            job.precision,
+            cfg.dla_core,
+            cfg.static_shapes,
+            cfg.workspace_mb,
+            cfg.min_batch,
+            cfg.opt_batch,
+            cfg.max_batch,
+        )
         engine = out_dir / f"{job.name}.engine"
         try:
-            build_engine(str(run_dir / job.onnx), str(engine), opts, kind, str(engine_cache.cache_root()),
-                         shown_paths=(job.onnx, f"tensorrt/{LOCAL_DEVICE}/{job.name}.engine"))
+            build_engine(
+                str(run_dir / job.onnx),
+                str(engine),
+                opts,
+                kind,
+                str(engine_cache.cache_root()),
+                shown_paths=(job.onnx, f"tensorrt/{LOCAL_DEVICE}/{job.name}.engine"),
+            )
         except BuildError as e:
             result.failed[job.name] = str(e)
             continue

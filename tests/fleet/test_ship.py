@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.device.measure import BENCH_SCHEMA
-from edgekd.devices.check import check_device
-from edgekd.devices.ship import ship
 from edgekd.errors import EdgekdError
+from edgekd.fleet.check import check_device
+from edgekd.fleet.ship import ship
+from edgekd.ondevice.measure import BENCH_SCHEMA
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
@@ -102,7 +102,9 @@ def test_connection_killed_mid_copy_then_retry_completes(sshd, isolated_python, 
 
     result = ship(run_dir, device)
     assert result.uploaded_files > 0 and result.ran_bench and result.downloaded
-    assert all(a["status"] == "done" for a in json.loads((run_dir / "bench" / "loopback.json").read_text())["artifacts"])
+    assert all(
+        a["status"] == "done" for a in json.loads((run_dir / "bench" / "loopback.json").read_text())["artifacts"]
+    )
     assert not list((remote / "staging").iterdir())
 
 
@@ -142,7 +144,9 @@ def test_check_reports_missing_tensorrt(sshd, isolated_python, tmp_path):
     device = sshd.device(tmp_path / "remote", isolated_python, ["tensorrt", "onnxruntime"])
     report = check_device(device)
     assert not report.ok
-    assert any(p.startswith("tensorrt is not importable by") and "backend tensorrt needs it" in p for p in report.problems)
+    assert any(
+        p.startswith("tensorrt is not importable by") and "backend tensorrt needs it" in p for p in report.problems
+    )
     assert not any(p.startswith("onnxruntime") for p in report.problems)
     assert report.probe["libraries"]["numpy"]["version"]
     with pytest.raises(EdgekdError, match="device 'loopback' is not ready: tensorrt is not importable"):

@@ -9,15 +9,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekd.device import bench
-from edgekd.device.measure import BENCH_SCHEMA
+from edgekd.ondevice import bench
+from edgekd.ondevice.measure import BENCH_SCHEMA
 
 
 def linear_onnx(path, weight):
     """logits = Flatten(images) @ weight.T on 1x4x4 images."""
     graph = helper.make_graph(
         [helper.make_node("Flatten", ["images"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["logits"], transB=1)],
-        "linear", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 4, 4])],
+        "linear",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 4, 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", weight.shape[0]])],
         [numpy_helper.from_array(weight.astype(np.float32), "w")],
     )
@@ -36,7 +37,9 @@ def job(tmp_path):
     linear_onnx(tmp_path / "export" / "student.onnx", weight)
     (tmp_path / "export" / "broken.onnx").write_bytes(b"not an onnx file")
     (tmp_path / "bench").mkdir()
-    np.savez(tmp_path / "bench" / "val.npz", images=images, labels=logits.argmax(1), teacher_logits=logits.astype(np.float32))
+    np.savez(
+        tmp_path / "bench" / "val.npz", images=images, labels=logits.argmax(1), teacher_logits=logits.astype(np.float32)
+    )
     doc = {
         "schema": bench.JOB_SCHEMA,
         "device": {"name": "dev", "kind": "test-host", "record_power_mode": False},
@@ -45,8 +48,20 @@ def job(tmp_path):
         "ort_providers": ["CPUExecutionProvider"],
         "tensorrt": {},
         "onnx": [
-            {"name": "student_onnx_fp32", "model": "student", "precision": "fp32", "source_stage": "export", "path": "export/student.onnx"},
-            {"name": "broken_onnx_fp32", "model": "student", "precision": "fp32", "source_stage": "export", "path": "export/broken.onnx"},
+            {
+                "name": "student_onnx_fp32",
+                "model": "student",
+                "precision": "fp32",
+                "source_stage": "export",
+                "path": "export/student.onnx",
+            },
+            {
+                "name": "broken_onnx_fp32",
+                "model": "student",
+                "precision": "fp32",
+                "source_stage": "export",
+                "path": "export/broken.onnx",
+            },
         ],
         "engines": [],
     }
@@ -61,11 +76,19 @@ def test_bench_writes_the_bench_file_and_keeps_going_after_a_failure(job, tmp_pa
     assert doc["schema"] == BENCH_SCHEMA and doc["device"]["kind"] == "test-host"
     assert doc["settings"]["batch_sizes"] == [1, 4]
     good, broken = doc["artifacts"]
-    assert good["status"] == "done" and good["runtime"]["provider"] == "CPUExecutionProvider" and good["runtime"]["threads"] == 1
+    assert (
+        good["status"] == "done"
+        and good["runtime"]["provider"] == "CPUExecutionProvider"
+        and good["runtime"]["threads"] == 1
+    )
     assert [lat["batch_size"] for lat in good["latency"]] == [1, 4]
     assert all(lat["runs"] >= 6 and len(lat["round_p50_ms"]) == 2 for lat in good["latency"])
     # labels are this very model's argmax: exact agreement, zero divergence
-    assert good["accuracy"]["top1"] == 100.0 and good["accuracy"]["n"] == 13 and good["accuracy"]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert (
+        good["accuracy"]["top1"] == 100.0
+        and good["accuracy"]["n"] == 13
+        and good["accuracy"]["kl"] == pytest.approx(0.0, abs=1e-6)
+    )
     assert broken["status"] == "failed" and broken["reason"] and broken["latency"] == []
     assert "broken_onnx_fp32: failed" in (out / "tensorrt" / "dev" / "bench.log").read_text()
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []

@@ -41,7 +41,9 @@ def test_load_good_file(tmp_path):
 
 
 def test_unknown_device_suggests_the_nearest(tmp_path):
-    with pytest.raises(EdgekdError, match=r"no device named 'xavir'; did you mean 'xavier'\? defined devices: lab-orin, xavier"):
+    with pytest.raises(
+        EdgekdError, match=r"no device named 'xavir'; did you mean 'xavier'\? defined devices: lab-orin, xavier"
+    ):
         load_devices(write(tmp_path, GOOD)).get("xavir")
 
 
@@ -53,7 +55,9 @@ def test_typo_names_line_and_nearest_key(tmp_path):
 
 def test_typo_in_nested_tensorrt_section(tmp_path):
     text = GOOD.replace("precisions: [fp16, int8]", "precision: [fp16]")
-    with pytest.raises(EdgekdError, match=r"unknown key 'devices.xavier.tensorrt.precision'; did you mean 'precisions'\?"):
+    with pytest.raises(
+        EdgekdError, match=r"unknown key 'devices.xavier.tensorrt.precision'; did you mean 'precisions'\?"
+    ):
         load_devices(write(tmp_path, text))
 
 
@@ -63,12 +67,19 @@ def test_disabling_host_key_checking_is_refused(tmp_path):
         load_devices(write(tmp_path, text))
 
 
-@pytest.mark.parametrize("old, new, fragment", [
-    ("port: 2222", "port: 70000", "devices.xavier.port: Input should be less than or equal to 65535"),
-    ("user: nvidia", "backends: [tflite]", "devices.xavier.backends.0: Input should be 'tensorrt' or 'onnxruntime'"),
-    ("user: nvidia", "workdir: ../etc", "workdir '../etc' must not start with '-' or contain '..'"),
-    ("host: 192.168.1.20", "host: -oProxyCommand=x", "devices.xavier.host"),
-])
+@pytest.mark.parametrize(
+    "old, new, fragment",
+    [
+        ("port: 2222", "port: 70000", "devices.xavier.port: Input should be less than or equal to 65535"),
+        (
+            "user: nvidia",
+            "backends: [tflite]",
+            "devices.xavier.backends.0: Input should be 'tensorrt' or 'onnxruntime'",
+        ),
+        ("user: nvidia", "workdir: ../etc", "workdir '../etc' must not start with '-' or contain '..'"),
+        ("host: 192.168.1.20", "host: -oProxyCommand=x", "devices.xavier.host"),
+    ],
+)
 def test_bad_values_are_named(tmp_path, old, new, fragment):
     with pytest.raises(EdgekdError, match=r"devices.yaml:\d+: .*" + re.escape(fragment)):
         load_devices(write(tmp_path, GOOD.replace(old, new)))

@@ -6,9 +6,9 @@ import shutil
 import pytest
 
 from edgekd.config import DeviceConfig
-from edgekd.device.bench import JOB_SCHEMA
-from edgekd.devices.bundle import make_bundle, plan_engines
 from edgekd.errors import EdgekdError
+from edgekd.fleet.bundle import make_bundle, plan_engines
+from edgekd.ondevice.bench import JOB_SCHEMA
 
 
 def device(**kw) -> DeviceConfig:
@@ -33,7 +33,13 @@ def test_tensorrt_bundle_holds_package_val_onnx_and_job(small_run):
     bundle, warnings = make_bundle(small_run, device(backends=["tensorrt"]))
     assert warnings == []
     paths = set(bundle.digests)
-    assert {"edgekd_device/bench.py", "edgekd_device/measure.py", "edgekd_device/trt_build.py", "bench/val.npz", "job.json"} <= paths
+    assert {
+        "edgekd_device/bench.py",
+        "edgekd_device/measure.py",
+        "edgekd_device/trt_build.py",
+        "bench/val.npz",
+        "job.json",
+    } <= paths
     assert {"export/student.onnx", "export/teacher.onnx", "qat/student_int8_qdq.onnx"} <= paths
     assert "dynamic_quant/student_dynamic_int8.onnx" not in paths  # TensorRT cannot build ORT's dynamic int8 ops
     job = json.loads(bundle.job)
@@ -43,7 +49,14 @@ def test_tensorrt_bundle_holds_package_val_onnx_and_job(small_run):
         ("student_trt_fp16", "export/student.onnx"),
         ("teacher_trt_fp16", "export/teacher.onnx"),
     ]
-    assert job["tensorrt"] == {"dla_core": None, "static_shapes": False, "workspace_mb": 1024, "min_batch": 1, "opt_batch": 8, "max_batch": 32}
+    assert job["tensorrt"] == {
+        "dla_core": None,
+        "static_shapes": False,
+        "workspace_mb": 1024,
+        "min_batch": 1,
+        "opt_batch": 8,
+        "max_batch": 32,
+    }
 
 
 def test_onnxruntime_bundle_runs_every_onnx(small_run):
@@ -51,8 +64,11 @@ def test_onnxruntime_bundle_runs_every_onnx(small_run):
     job = json.loads(bundle.job)
     assert job["engines"] == []
     assert {(e["name"], e["precision"]) for e in job["onnx"]} == {
-        ("teacher_onnx_fp32", "fp32"), ("student_onnx_fp32", "fp32"), ("student_qat_onnx_int8", "int8"),
-        ("student_onnx_int8_dynamic", "int8-dynamic")}
+        ("teacher_onnx_fp32", "fp32"),
+        ("student_onnx_fp32", "fp32"),
+        ("student_qat_onnx_int8", "int8"),
+        ("student_onnx_int8_dynamic", "int8-dynamic"),
+    }
 
 
 def test_bundle_id_is_content_addressed(small_run):
@@ -61,14 +77,18 @@ def test_bundle_id_is_content_addressed(small_run):
     assert first.id == again.id and first.objects().keys() == again.objects().keys()
     other_settings, _ = make_bundle(small_run, device(backends=["onnxruntime"], benchmark={"batch_sizes": [1]}))
     assert other_settings.id != first.id
-    assert set(other_settings.objects()) - set(first.objects()) == {other_settings.digests["job.json"]}  # only the job differs
+    assert set(other_settings.objects()) - set(first.objects()) == {
+        other_settings.digests["job.json"]
+    }  # only the job differs
     (small_run / "export" / "student.onnx").write_bytes(b"changed")
     changed, _ = make_bundle(small_run, device(backends=["onnxruntime"]))
     assert changed.id != first.id and changed.digests["export/student.onnx"] != first.digests["export/student.onnx"]
 
 
 def test_int8_without_qdq_onnx_is_a_warning(run_dir_template):
-    bundle, warnings = make_bundle(run_dir_template, device(backends=["tensorrt"], tensorrt={"precisions": ["fp16", "int8"]}))
+    bundle, warnings = make_bundle(
+        run_dir_template, device(backends=["tensorrt"], tensorrt={"precisions": ["fp16", "int8"]})
+    )
     assert len(warnings) == 1 and "no Q/DQ int8 ONNX" in warnings[0]
     assert all(e["precision"] == "fp16" for e in json.loads(bundle.job)["engines"])
 
@@ -87,7 +107,10 @@ def test_prebuilt_engines_replace_onnx(small_run, tmp_path):
     bundle, _ = make_bundle(small_run, device(backends=["tensorrt"], tensorrt={"precisions": ["fp16"]}), prebuilt)
     assert not any(p.endswith(".onnx") for p in bundle.digests)
     assert {"engines/teacher_trt_fp16.engine", "engines/student_trt_fp16.json"} <= set(bundle.digests)
-    assert {e["prebuilt"] for e in json.loads(bundle.job)["engines"]} == {"engines/teacher_trt_fp16.engine", "engines/student_trt_fp16.engine"}
+    assert {e["prebuilt"] for e in json.loads(bundle.job)["engines"]} == {
+        "engines/teacher_trt_fp16.engine",
+        "engines/student_trt_fp16.engine",
+    }
 
 
 def test_missing_val_batch_is_named(small_run):

@@ -1,4 +1,4 @@
-"""edgekd/device runs alone on a Jetson: Python 3.8 syntax, and imports of stdlib, numpy, tensorrt, pycuda, onnxruntime only."""
+"""edgekd/ondevice runs alone on a Jetson: Python 3.8 syntax, and imports of stdlib, numpy, tensorrt, pycuda, onnxruntime only."""
 
 import ast
 import shutil
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import edgekd.device
+import edgekd.ondevice
 
-DEVICE_DIR = Path(edgekd.device.__file__).parent
+DEVICE_DIR = Path(edgekd.ondevice.__file__).parent
 ALLOWED_THIRD_PARTY = {"numpy", "tensorrt", "pycuda", "onnxruntime"}
 
 
@@ -18,7 +18,9 @@ def test_python38_compatible_by_vermin():
     vermin = shutil.which("vermin")
     if vermin is None:
         pytest.skip("vermin is not installed (pip install vermin)")
-    proc = subprocess.run([vermin, "--no-tips", "--violations", "--target=3.8-", str(DEVICE_DIR)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [vermin, "--no-tips", "--violations", "--target=3.8-", str(DEVICE_DIR)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -36,4 +38,6 @@ def test_imports_only_stdlib_numpy_and_device_libraries(module):
         else:
             continue
         for root in roots:
-            assert root in sys.stdlib_module_names or root in ALLOWED_THIRD_PARTY, f"{module}:{node.lineno} imports {root}"
+            assert root in sys.stdlib_module_names or root in ALLOWED_THIRD_PARTY, (
+                f"{module}:{node.lineno} imports {root}"
+            )

@@ -28,7 +28,7 @@ class FileLogger(trt.ILogger):
 
     def __init__(self, path: str, min_severity: "trt.ILogger.Severity" = trt.ILogger.Severity.INFO) -> None:
         trt.ILogger.__init__(self)
-        self.file = open(path, "w")
+        self.file = open(path, "w")  # noqa: SIM115 -- the logger holds it until close()
         self.min_severity = min_severity
         self.errors = []  # type: List[str]
 
@@ -55,7 +55,9 @@ def _parse(builder: "trt.Builder", logger: FileLogger, onnx_path: str) -> tuple:
         ok = parser.parse(f.read())
     if not ok:
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BuildError("{}: TensorRT cannot parse this ONNX: {}".format(onnx_path, errors[0] if errors else "see the build log"))
+        raise BuildError(
+            "{}: TensorRT cannot parse this ONNX: {}".format(onnx_path, errors[0] if errors else "see the build log")
+        )
     return network, parser
 
 
@@ -64,8 +66,9 @@ def _has_qdq(network: "trt.INetworkDefinition") -> bool:
     return any(network.get_layer(i).type in kinds for i in range(network.num_layers))
 
 
-def _configure(builder: "trt.Builder", network: "trt.INetworkDefinition", opts: BuildOptions,
-               timing_cache_bytes: bytes) -> "trt.IBuilderConfig":
+def _configure(
+    builder: "trt.Builder", network: "trt.INetworkDefinition", opts: BuildOptions, timing_cache_bytes: bytes
+) -> "trt.IBuilderConfig":
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mb << 20)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
@@ -86,7 +89,7 @@ def _configure(builder: "trt.Builder", network: "trt.INetworkDefinition", opts: 
         for t in inputs:
             dims = _dims(t.shape)
             if -1 in dims[1:]:
-                raise BuildError("input {!r} has dynamic axes other than the batch: {}".format(t.name, dims))
+                raise BuildError(f"input {t.name!r} has dynamic axes other than the batch: {dims}")
             profile.set_shape(t.name, [lo] + dims[1:], [opt] + dims[1:], [hi] + dims[1:])
         config.add_optimization_profile(profile)
     return config
@@ -94,7 +97,9 @@ def _configure(builder: "trt.Builder", network: "trt.INetworkDefinition", opts: 
 
 def _dla_layers(network: "trt.INetworkDefinition", config: "trt.IBuilderConfig") -> Dict[str, object]:
     layers = [network.get_layer(i) for i in range(network.num_layers)]
-    return trt_options.dla_summary([layer.name for layer in layers], [bool(config.can_run_on_DLA(layer)) for layer in layers])
+    return trt_options.dla_summary(
+        [layer.name for layer in layers], [bool(config.can_run_on_DLA(layer)) for layer in layers]
+    )
 
 
 def _inspect(runtime: "trt.Runtime", serialized: bytes) -> Optional[dict]:
@@ -105,8 +110,14 @@ def _inspect(runtime: "trt.Runtime", serialized: bytes) -> Optional[dict]:
     return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
 
 
-def build_engine(onnx_path: str, engine_path: str, opts: BuildOptions, device_kind: str, cache_dir: str,
-                 shown_paths: Optional[Tuple[str, str]] = None) -> Dict[str, object]:
+def build_engine(
+    onnx_path: str,
+    engine_path: str,
+    opts: BuildOptions,
+    device_kind: str,
+    cache_dir: str,
+    shown_paths: Optional[Tuple[str, str]] = None,
+) -> Dict[str, object]:
     """Build `onnx_path` into `engine_path` with `opts`; returns the sidecar (also written beside the engine).
 
     The timing cache under `cache_dir` is read before and updated after the build, one file
@@ -131,19 +142,25 @@ def build_engine(onnx_path: str, engine_path: str, opts: BuildOptions, device_ki
         builder = trt.Builder(logger)
         network, _parser = _parse(builder, logger, onnx_path)
         if opts.precision == "int8" and not _has_qdq(network):
-            raise BuildError("{}: int8 needs a Q/DQ ONNX (explicit quantization), this one has no QuantizeLinear nodes".format(onnx_path))
+            raise BuildError(
+                f"{onnx_path}: int8 needs a Q/DQ ONNX (explicit quantization), this one has no QuantizeLinear nodes"
+            )
         config = _configure(builder, network, opts, cache_bytes)
-        inputs = [{"name": t.name, "shape": _dims(t.shape), "dtype": str(t.dtype).split(".")[-1]}
-                  for t in (network.get_input(i) for i in range(network.num_inputs))]
-        outputs = [{"name": t.name, "shape": _dims(t.shape), "dtype": str(t.dtype).split(".")[-1]}
-                   for t in (network.get_output(i) for i in range(network.num_outputs))]
+        inputs = [
+            {"name": t.name, "shape": _dims(t.shape), "dtype": str(t.dtype).split(".")[-1]}
+            for t in (network.get_input(i) for i in range(network.num_inputs))
+        ]
+        outputs = [
+            {"name": t.name, "shape": _dims(t.shape), "dtype": str(t.dtype).split(".")[-1]}
+            for t in (network.get_output(i) for i in range(network.num_outputs))
+        ]
         dla = _dla_layers(network, config) if opts.dla_core is not None else None
         start = time.perf_counter()
         serialized = builder.build_serialized_network(network, config)
         seconds = time.perf_counter() - start
         if serialized is None:
             detail = logger.errors[-1] if logger.errors else "see " + stem + ".build.log"
-            raise BuildError("{}: TensorRT could not build a {} engine: {}".format(onnx_path, opts.precision, detail))
+            raise BuildError(f"{onnx_path}: TensorRT could not build a {opts.precision} engine: {detail}")
         data = bytes(serialized)
         write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
         write_bytes_atomic(engine_path, data)
@@ -158,10 +175,19 @@ def build_engine(onnx_path: str, engine_path: str, opts: BuildOptions, device_ki
         f.write(trt_options.trtexec_command(shown_onnx, shown_engine, opts, inputs, cache_path) + "\n")
     gpu_name, capability = gpu_identity()
     sidecar = trt_options.make_sidecar(
-        opts, trt.__version__, gpu_name, capability, device_kind,
-        source_onnx=os.path.basename(onnx_path), source_sha256=trt_options.sha256_file(onnx_path),
-        engine_sha256=trt_options.sha256_file(engine_path), inputs=inputs, outputs=outputs, dla=dla,
-        build_seconds=seconds, created=datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        opts,
+        trt.__version__,
+        gpu_name,
+        capability,
+        device_kind,
+        source_onnx=os.path.basename(onnx_path),
+        source_sha256=trt_options.sha256_file(onnx_path),
+        engine_sha256=trt_options.sha256_file(engine_path),
+        inputs=inputs,
+        outputs=outputs,
+        dla=dla,
+        build_seconds=seconds,
+        created=datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     write_json_atomic(stem + ".json", sidecar)
     return sidecar

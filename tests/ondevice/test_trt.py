@@ -10,10 +10,10 @@ pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 trt = pytest.importorskip("tensorrt")
 pytest.importorskip("pycuda.driver")
 
-from edgekd.device import measure, trt_options  # noqa: E402
-from edgekd.device.trt_build import BuildError, build_engine  # noqa: E402
-from edgekd.device.trt_options import BuildOptions  # noqa: E402
-from edgekd.device.trt_runtime import EngineMismatch, TrtRunner, gpu_identity  # noqa: E402
+from edgekd.ondevice import measure, trt_options  # noqa: E402
+from edgekd.ondevice.trt_build import BuildError, build_engine  # noqa: E402
+from edgekd.ondevice.trt_options import BuildOptions  # noqa: E402
+from edgekd.ondevice.trt_runtime import EngineMismatch, TrtRunner, gpu_identity  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +50,9 @@ def test_fp32_engine_matches_onnxruntime_and_writes_its_files(tmp_path, fp32_onn
     try:
         assert (runner.min_batch, runner.max_batch, runner.fixed_batch) == (1, 16, None)
         np.testing.assert_allclose(runner.run(images), ort_logits(fp32_onnx, images), atol=1e-4, rtol=1e-4)
-        stats = measure.time_runs(runner.prepare(images), len(images), warmup=2, min_runs=5, min_seconds=0, repeats=1, timer=runner.timer)
+        stats = measure.time_runs(
+            runner.prepare(images), len(images), warmup=2, min_runs=5, min_seconds=0, repeats=1, timer=runner.timer
+        )
         assert stats["runs"] >= 5 and stats["min_ms"] > 0
         assert runner.describe()["provider"] == f"GPU {gpu[0]}"
     finally:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
-import edgekd.device.probe as probe_module
+import edgekd.ondevice.probe as probe_module
 from edgekd.config import DeviceConfig
-from edgekd.devices.ssh import Ssh, remote_command
 from edgekd.errors import EdgekdError
+from edgekd.fleet.ssh import Ssh, remote_command
 
 MIN_TENSORRT = (8, 5)
 MIN_FREE_GB = 1.0
@@ -33,9 +33,11 @@ class CheckReport:
         """Lines for the terminal: what the device has, then each problem and warning."""
         p = self.probe
         libs = {k: (v.get("version") or "missing") for k, v in p.get("libraries", {}).items()}
-        lines = [f"{self.device}: python {p.get('python', '?')} ({p.get('machine', '?')}), L4T {p.get('l4t') or '-'}, "
-                 f"JetPack {p.get('jetpack') or '-'}, CUDA {p.get('cuda') or '-'}, GPU {p.get('gpu') or '-'}, "
-                 f"power mode {p.get('power_mode') or '-'}, free disk {p.get('free_disk_gb', '?')} GB"]
+        lines = [
+            f"{self.device}: python {p.get('python', '?')} ({p.get('machine', '?')}), L4T {p.get('l4t') or '-'}, "
+            f"JetPack {p.get('jetpack') or '-'}, CUDA {p.get('cuda') or '-'}, GPU {p.get('gpu') or '-'}, "
+            f"power mode {p.get('power_mode') or '-'}, free disk {p.get('free_disk_gb', '?')} GB"
+        ]
         if libs:
             lines.append("libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items()))
         lines += [f"problem: {x}" for x in self.problems] + [f"warning: {x}" for x in self.warnings]
@@ -43,7 +45,11 @@ class CheckReport:
 
     def require_ok(self) -> None:
         if self.problems:
-            more = f" (and {len(self.problems) - 1} more: run `edgekd devices check {self.device}`)" if len(self.problems) > 1 else ""
+            more = (
+                f" (and {len(self.problems) - 1} more: run `edgekd devices check {self.device}`)"
+                if len(self.problems) > 1
+                else ""
+            )
             raise EdgekdError(f"device '{self.device}' is not ready: {self.problems[0]}{more}")
 
 
@@ -75,9 +81,13 @@ def assess(device: DeviceConfig, found: dict) -> CheckReport:
         if trt_version is None:
             missing("tensorrt", "backend tensorrt needs it", "JetPack installs it as python3-libnvinfer")
         elif _version(trt_version) < MIN_TENSORRT:
-            report.problems.append(f"TensorRT {trt_version} is too old; backend tensorrt needs 8.5 or newer (JetPack 5.1+)")
+            report.problems.append(
+                f"TensorRT {trt_version} is too old; backend tensorrt needs 8.5 or newer (JetPack 5.1+)"
+            )
         if libs.get("pycuda", {}).get("version") is None:
-            missing("pycuda", "backend tensorrt needs it for GPU buffers", f"install it with `{py} -m pip install pycuda`")
+            missing(
+                "pycuda", "backend tensorrt needs it for GPU buffers", f"install it with `{py} -m pip install pycuda`"
+            )
         elif found.get("gpu") is None:
             report.problems.append("no CUDA GPU visible to pycuda; backend tensorrt needs one")
     if "onnxruntime" in device.backends and libs.get("onnxruntime", {}).get("version") is None:
@@ -85,7 +95,9 @@ def assess(device: DeviceConfig, found: dict) -> CheckReport:
     if found.get("free_disk_gb", MIN_FREE_GB) < MIN_FREE_GB:
         report.warnings.append(f"only {found['free_disk_gb']} GB free under {found.get('workdir')}")
     if device.kind.startswith("jetson") and found.get("l4t") is None:
-        report.warnings.append(f"no /etc/nv_tegra_release: this does not look like a Jetson, yet its kind is {device.kind}")
+        report.warnings.append(
+            f"no /etc/nv_tegra_release: this does not look like a Jetson, yet its kind is {device.kind}"
+        )
     if device.record_power_mode and found.get("power_mode") is None:
         report.warnings.append("nvpmodel not found: the power mode will not be recorded")
     return report
@@ -104,7 +116,9 @@ def probe_device(ssh: Ssh, before: Sequence[Sequence[str]] = ()) -> tuple[list[s
     if proc.returncode == 127:
         raise EdgekdError(f"{ssh.where()}: python '{d.python}' not found on the device; set `python` in devices.yaml")
     if proc.returncode != 0:
-        raise EdgekdError(f"{ssh.where()}: the probe failed with {d.python}: {err[-1] if err else f'exit status {proc.returncode}'}")
+        raise EdgekdError(
+            f"{ssh.where()}: the probe failed with {d.python}: {err[-1] if err else f'exit status {proc.returncode}'}"
+        )
     lines = proc.stdout.decode(errors="replace").splitlines()
     try:
         return lines[:-1], json.loads(lines[-1])

@@ -24,15 +24,17 @@ def session_options(threads: Optional[int]) -> "ort.SessionOptions":
     return opts
 
 
-class OrtRunner(object):
+class OrtRunner:
     """One InferenceSession with one NCHW float32 input and logits as its first output."""
 
     def __init__(self, path: str, providers: Sequence[str], threads: Optional[int] = None) -> None:
-        self.session = ort.InferenceSession(path, sess_options=session_options(threads), providers=choose_providers(providers))
+        self.session = ort.InferenceSession(
+            path, sess_options=session_options(threads), providers=choose_providers(providers)
+        )
         self.threads = threads
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
-            raise ValueError("{}: needs one image input, the model has {}".format(path, [i.name for i in inputs]))
+            raise ValueError(f"{path}: needs one image input, the model has {[i.name for i in inputs]}")
         self.input = inputs[0].name
         self.output = self.session.get_outputs()[0].name
         batch = inputs[0].shape[0] if inputs[0].shape else None
@@ -49,4 +51,9 @@ class OrtRunner(object):
         return lambda: run(outputs, feed)
 
     def describe(self) -> Dict[str, object]:
-        return {"name": "onnxruntime", "version": ort.__version__, "provider": self.session.get_providers()[0], "threads": self.threads}
+        return {
+            "name": "onnxruntime",
+            "version": ort.__version__,
+            "provider": self.session.get_providers()[0],
+            "threads": self.threads,
+        }

@@ -77,8 +77,11 @@ class SshServer:
     def start(self) -> None:
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir sshd wants when root
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.root / "sshd_config")],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.root / "sshd.log", "ab"))
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.root / "sshd_config")],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "sshd.log", "ab"),  # noqa: SIM115 -- the server process owns it
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -98,11 +101,24 @@ class SshServer:
 
     def device(self, workdir: Path, python: str, backends: list[str], name: str = "loopback") -> DeviceConfig:
         device = DeviceConfig(
-            host="127.0.0.1", port=self.port, user=getpass.getuser(), identity_file=self.root / "user_key",
+            host="127.0.0.1",
+            port=self.port,
+            user=getpass.getuser(),
+            identity_file=self.root / "user_key",
             ssh_config=self.root / "ssh_config",
-            ssh_options=[f"UserKnownHostsFile={self.root / 'known_hosts'}", "GlobalKnownHostsFile=/dev/null", "StrictHostKeyChecking=yes"],
-            kind="test-host", workdir=str(workdir), python=python, backends=backends, record_power_mode=False,
-            connect_timeout_s=5, command_timeout_s=120, ort_providers=["CPUExecutionProvider"],
+            ssh_options=[
+                f"UserKnownHostsFile={self.root / 'known_hosts'}",
+                "GlobalKnownHostsFile=/dev/null",
+                "StrictHostKeyChecking=yes",
+            ],
+            kind="test-host",
+            workdir=str(workdir),
+            python=python,
+            backends=backends,
+            record_power_mode=False,
+            connect_timeout_s=5,
+            command_timeout_s=120,
+            ort_providers=["CPUExecutionProvider"],
             benchmark=DeviceBenchConfig(batch_sizes=[1, 4], warmup=1, min_runs=3, min_seconds=0.0, repeats=1),
         )
         device.name = name
@@ -125,7 +141,7 @@ def isolated_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = tmp_path_factory.mktemp("python")
     (folder / "isolate.py").write_text(ISOLATE)
     wrapper = folder / "python3"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {folder / 'isolate.py'} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {folder / "isolate.py"} "$@"\n')
     wrapper.chmod(0o755)
     return str(wrapper)
 
@@ -134,8 +150,15 @@ def _export(model: torch.nn.Module, path: Path, channels: int, side: int) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.randn(2, channels, side, side),), str(path), input_names=["images"],
-                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            model.eval(),
+            (torch.randn(2, channels, side, side),),
+            str(path),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -143,17 +166,28 @@ def run_dir_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run dir with export/student.onnx (tiny CNN), export/teacher.onnx (wide MLP, ~15 MB: slow enough to interrupt) and bench/val.npz."""
     root = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    student = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                  torch.nn.Flatten(), torch.nn.Linear(4, 10))
-    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 48 * 1024), torch.nn.ReLU(),
-                                  torch.nn.Linear(48 * 1024, 10))
+    student = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 10),
+    )
+    teacher = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 48 * 1024), torch.nn.ReLU(), torch.nn.Linear(48 * 1024, 10)
+    )
     _export(student, root / "export" / "student.onnx", 1, 8)
     _export(teacher, root / "export" / "teacher.onnx", 1, 8)
     images = np.random.default_rng(0).standard_normal((24, 1, 8, 8)).astype(np.float32)
     with torch.no_grad():
         teacher_logits = teacher(torch.from_numpy(images)).numpy()
     (root / "bench").mkdir()
-    np.savez(root / "bench" / "val.npz", images=images, labels=teacher_logits.argmax(1).astype(np.int64), teacher_logits=teacher_logits)
+    np.savez(
+        root / "bench" / "val.npz",
+        images=images,
+        labels=teacher_logits.argmax(1).astype(np.int64),
+        teacher_logits=teacher_logits,
+    )
     return root
 
 

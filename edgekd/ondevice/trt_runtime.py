@@ -6,7 +6,7 @@ TensorRT version it names: anything else is refused with the reason.
 
 import json
 import os
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 import pycuda.driver as cuda
@@ -24,13 +24,15 @@ def gpu_identity() -> Tuple[str, str]:
     cuda.init()
     device = cuda.Device(0)
     major, minor = device.compute_capability()
-    return device.name(), "{}.{}".format(major, minor)
+    return device.name(), f"{major}.{minor}"
 
 
 def read_sidecar(engine_path: str) -> Dict[str, object]:
     path = os.path.splitext(engine_path)[0] + ".json"
     if not os.path.exists(path):
-        raise EngineMismatch("{}: no sidecar {} beside the engine; rebuild it with edgekd".format(engine_path, os.path.basename(path)))
+        raise EngineMismatch(
+            f"{engine_path}: no sidecar {os.path.basename(path)} beside the engine; rebuild it with edgekd"
+        )
     with open(path) as f:
         return json.load(f)
 
@@ -41,11 +43,11 @@ def check_engine(engine_path: str) -> Dict[str, object]:
     name, capability = gpu_identity()
     why = sidecar_mismatch(sidecar, trt.__version__, name, capability)
     if why:
-        raise EngineMismatch("{}: {}; rebuild the engine on this device".format(engine_path, why))
+        raise EngineMismatch(f"{engine_path}: {why}; rebuild the engine on this device")
     return sidecar
 
 
-class TrtRunner(object):
+class TrtRunner:
     """One engine with one image input and logits as its first output, on the primary CUDA context of GPU 0."""
 
     def __init__(self, engine_path: str) -> None:
@@ -56,14 +58,16 @@ class TrtRunner(object):
         with open(engine_path, "rb") as f:
             self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(f.read())
         if self.engine is None:
-            raise EngineMismatch("{}: TensorRT could not deserialize this engine".format(engine_path))
+            raise EngineMismatch(f"{engine_path}: TensorRT could not deserialize this engine")
         self.context = self.engine.create_execution_context()
         self.stream = cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or not outputs:
-            raise EngineMismatch("{}: needs one image input and a logits output, has inputs {} and outputs {}".format(engine_path, inputs, outputs))
+            raise EngineMismatch(
+                f"{engine_path}: needs one image input and a logits output, has inputs {inputs} and outputs {outputs}"
+            )
         self.input, self.output = inputs[0], outputs[0]
         shape = list(self.engine.get_tensor_shape(self.input))
         if shape[0] == -1:
@@ -87,7 +91,9 @@ class TrtRunner(object):
 
     def _set_batch(self, batch: np.ndarray) -> Tuple[int, ...]:
         if not self.min_batch <= batch.shape[0] <= self.max_batch:
-            raise ValueError("batch of {} is outside the engine's profile {}..{}".format(batch.shape[0], self.min_batch, self.max_batch))
+            raise ValueError(
+                f"batch of {batch.shape[0]} is outside the engine's profile {self.min_batch}..{self.max_batch}"
+            )
         host = np.ascontiguousarray(batch, dtype=self.input_dtype)
         self.context.set_input_shape(self.input, list(host.shape))
         cuda.memcpy_htod_async(self.buffers[self.input], host, self.stream)
@@ -121,7 +127,7 @@ class TrtRunner(object):
     def describe(self) -> Dict[str, object]:
         """The bench file's `runtime` record; the provider says where the engine runs (GPU, or DLA with GPU fallback)."""
         dla = self.sidecar.get("dla_core")
-        provider = "DLA{} + GPU fallback".format(dla) if dla is not None else "GPU {}".format(self.sidecar.get("gpu"))
+        provider = f"DLA{dla} + GPU fallback" if dla is not None else "GPU {}".format(self.sidecar.get("gpu"))
         return {"name": "tensorrt", "version": trt.__version__, "provider": provider, "threads": None}
 
     def close(self) -> None:

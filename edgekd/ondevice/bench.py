@@ -1,6 +1,6 @@
 """On-device benchmark: build TensorRT engines and/or run ONNX files in ONNX Runtime, write bench/<device>.json.
 
-Runs from a bundle (see edgekd/devices/bundle.py) where this folder is the package `edgekd_device`:
+Runs from a bundle (see edgekd/fleet/bundle.py) where this folder is the package `edgekd_device`:
 
     PYTHONPATH=BUNDLE python3 -m edgekd_device.bench BUNDLE/job.json --out RESULTS --cache-dir CACHE
 
@@ -30,7 +30,7 @@ class JobError(Exception):
     """The job cannot run at all (bad job file, missing validation data)."""
 
 
-class Bench(object):
+class Bench:
     """One job: its settings, the validation batch, and where results go."""
 
     def __init__(self, job_path: str, out_dir: str, cache_dir: str) -> None:
@@ -45,7 +45,7 @@ class Bench(object):
         self.out_dir = out_dir
         val_path = os.path.join(self.root, self.job["val"])
         if not os.path.exists(val_path):
-            raise JobError("{}: validation data not found".format(val_path))
+            raise JobError(f"{val_path}: validation data not found")
         with np.load(val_path, allow_pickle=False) as val:
             self.images = val["images"].astype(np.float32)
             self.labels = val["labels"].astype(np.int64)
@@ -53,7 +53,7 @@ class Bench(object):
         self.engine_dir = os.path.join(out_dir, "tensorrt", self.device["name"])
         os.makedirs(self.engine_dir, exist_ok=True)
         os.makedirs(os.path.join(out_dir, "bench"), exist_ok=True)
-        self.log_file = open(os.path.join(self.engine_dir, "bench.log"), "w")
+        self.log_file = open(os.path.join(self.engine_dir, "bench.log"), "w")  # noqa: SIM115 -- closed at the end of run()
 
     def log(self, msg: str) -> None:
         print(msg, flush=True)
@@ -65,19 +65,31 @@ class Bench(object):
         fixed = getattr(runner, "fixed_batch", None)
         min_batch = getattr(runner, "min_batch", 1)
         max_batch = getattr(runner, "max_batch", None)
-        sizes = [b for b in self.settings["batch_sizes"] if (fixed is None or b == fixed) and min_batch <= b <= (max_batch or b)]
+        sizes = [
+            b
+            for b in self.settings["batch_sizes"]
+            if (fixed is None or b == fixed) and min_batch <= b <= (max_batch or b)
+        ]
         if fixed is not None and not sizes:
             sizes = [fixed]
         latency = []
         for batch_size in sizes:
             batch = np.resize(self.images, (batch_size,) + self.images.shape[1:])
-            latency.append(measure.time_runs(
-                runner.prepare(batch), batch_size, warmup=self.settings["warmup"], min_runs=self.settings["min_runs"],
-                min_seconds=self.settings["min_seconds"], repeats=self.settings["repeats"], timer=timer))
+            latency.append(
+                measure.time_runs(
+                    runner.prepare(batch),
+                    batch_size,
+                    warmup=self.settings["warmup"],
+                    min_runs=self.settings["min_runs"],
+                    min_seconds=self.settings["min_seconds"],
+                    repeats=self.settings["repeats"],
+                    timer=timer,
+                )
+            )
         chunk = fixed or min(max_batch or 64, 64)
         logits = []
         for start in range(0, len(self.images), chunk):
-            part = self.images[start:start + chunk]
+            part = self.images[start : start + chunk]
             n = len(part)
             pad = (fixed or min_batch) - n
             if pad > 0:
@@ -89,12 +101,21 @@ class Bench(object):
     def record(self, entry: Dict[str, object], fmt: str, path: str, full_path: Optional[str]) -> Dict[str, object]:
         exists = full_path is not None and os.path.exists(full_path)
         return {
-            "name": entry["name"], "model": entry["model"], "format": fmt, "precision": entry["precision"],
-            "source_stage": entry["source_stage"], "path": path,
+            "name": entry["name"],
+            "model": entry["model"],
+            "format": fmt,
+            "precision": entry["precision"],
+            "source_stage": entry["source_stage"],
+            "path": path,
             "sha256": trt_options.sha256_file(full_path) if exists else None,
-            "status": "done", "reason": None, "runtime": None,
+            "status": "done",
+            "reason": None,
+            "runtime": None,
             "size_bytes": os.path.getsize(full_path) if exists else None,
-            "params": None, "macs": None, "latency": [], "accuracy": None,
+            "params": None,
+            "macs": None,
+            "latency": [],
+            "accuracy": None,
         }
 
     def run_onnx(self, entry: Dict[str, object]) -> Dict[str, object]:
@@ -102,7 +123,10 @@ class Bench(object):
         rec = self.record(entry, "onnx", entry["path"], full)
         try:
             from .ort_runtime import OrtRunner
-            runner = OrtRunner(full, self.job.get("ort_providers", ["CPUExecutionProvider"]), self.settings.get("threads"))
+
+            runner = OrtRunner(
+                full, self.job.get("ort_providers", ["CPUExecutionProvider"]), self.settings.get("threads")
+            )
             rec["runtime"] = runner.describe()
             rec.update(self.measure(runner))
         except Exception as e:  # one artifact failing must not lose the others' results
@@ -112,6 +136,7 @@ class Bench(object):
     def engine_files(self, entry: Dict[str, object], opts: trt_options.BuildOptions) -> str:
         """The engine for `entry` in the results folder: prebuilt, from the engine cache, or built now."""
         import tensorrt as trt
+
         from .trt_build import build_engine
 
         target = os.path.join(self.engine_dir, entry["name"])
@@ -125,8 +150,14 @@ class Bench(object):
             else:
                 self.log("{}: building {} engine from {}".format(entry["name"], opts.precision, entry["onnx"]))
                 os.makedirs(os.path.dirname(source), exist_ok=True)
-                build_engine(os.path.join(self.root, entry["onnx"]), source + ".engine", opts, self.device["kind"], self.cache_dir,
-                             shown_paths=(entry["onnx"], "tensorrt/{}/{}.engine".format(self.device["name"], entry["name"])))
+                build_engine(
+                    os.path.join(self.root, entry["onnx"]),
+                    source + ".engine",
+                    opts,
+                    self.device["kind"],
+                    self.cache_dir,
+                    shown_paths=(entry["onnx"], "tensorrt/{}/{}.engine".format(self.device["name"], entry["name"])),
+                )
         for suffix in (".engine", ".json", ".build.log", ".trtexec.txt", ".layers.json"):
             if os.path.exists(source + suffix):
                 shutil.copyfile(source + suffix, target + suffix)
@@ -142,6 +173,7 @@ class Bench(object):
             self.engine_files(entry, opts)
             rec.update(self.record(entry, "tensorrt", rel, full))
             from .trt_runtime import TrtRunner
+
             runner = TrtRunner(full)
             rec["runtime"] = runner.describe()
             rec.update(self.measure(runner, timer=runner.timer))
@@ -157,7 +189,10 @@ class Bench(object):
             "schema": measure.BENCH_SCHEMA,
             "device": device_info(self.device["name"], self.device["kind"], self.device.get("record_power_mode", True)),
             "created": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "settings": {k: self.settings.get(k) for k in ("batch_sizes", "warmup", "min_runs", "min_seconds", "repeats", "threads")},
+            "settings": {
+                k: self.settings.get(k)
+                for k in ("batch_sizes", "warmup", "min_runs", "min_seconds", "repeats", "threads")
+            },
             "artifacts": [],
         }  # type: Dict[str, object]
         artifacts = doc["artifacts"]  # type: List[Dict[str, object]]
@@ -167,7 +202,9 @@ class Bench(object):
         for entry in self.job.get("engines", []):
             artifacts.append(self.run_engine(entry))
         for rec in artifacts:
-            self.log("{}: {}{}".format(rec["name"], rec["status"], " ({})".format(rec["reason"]) if rec["reason"] else ""))
+            self.log(
+                "{}: {}{}".format(rec["name"], rec["status"], " ({})".format(rec["reason"]) if rec["reason"] else "")
+            )
         measure.write_json_atomic(os.path.join(self.out_dir, "bench", self.device["name"] + ".json"), doc)
         self.log_file.close()
         return doc
@@ -182,7 +219,7 @@ def _remove_abandoned(out: str) -> None:
     """Delete `out.tmp-<pid>` folders of runs that died (their process is gone)."""
     folder, prefix = os.path.dirname(out), os.path.basename(out) + ".tmp-"
     for name in os.listdir(folder) if os.path.isdir(folder) else []:
-        pid = name[len(prefix):]
+        pid = name[len(prefix) :]
         if name.startswith(prefix) and pid.isdigit():
             try:
                 os.kill(int(pid), 0)
@@ -201,9 +238,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = os.path.abspath(args.out)
     _remove_abandoned(out)
     if os.path.isdir(out):
-        print("results already complete: {}".format(out), flush=True)
+        print(f"results already complete: {out}", flush=True)
         return 0
-    tmp = "{}.tmp-{}".format(out, os.getpid())
+    tmp = f"{out}.tmp-{os.getpid()}"
     try:
         Bench(args.job, tmp, os.path.abspath(args.cache_dir)).run()
         try:
@@ -212,7 +249,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if not os.path.isdir(out):  # else a concurrent run finished first: keep its results
                 raise
     except JobError as e:
-        print("edgekd-device: error: {}".format(e), file=sys.stderr, flush=True)
+        print(f"edgekd-device: error: {e}", file=sys.stderr, flush=True)
         return 2
     finally:
         if os.path.isdir(tmp):

@@ -13,7 +13,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 SIDECAR_SCHEMA = "edgekd.engine/1"
 
 
-class BuildOptions(object):
+class BuildOptions:
     """How one engine is built: precision, DLA core, workspace and the batch profile of the dynamic batch axis."""
 
     def __init__(
@@ -51,10 +51,10 @@ class BuildOptions(object):
         """A short name for the options that change the engine beyond its precision, e.g. `dla0-b8`."""
         parts = []
         if self.dla_core is not None:
-            parts.append("dla{}".format(self.dla_core))
+            parts.append(f"dla{self.dla_core}")
         lo, opt, hi = self.batch_profile()
-        parts.append("b{}".format(opt) if lo == hi else "b{}-{}-{}".format(lo, opt, hi))
-        parts.append("ws{}".format(self.workspace_mb))
+        parts.append(f"b{opt}" if lo == hi else f"b{lo}-{opt}-{hi}")
+        parts.append(f"ws{self.workspace_mb}")
         return "-".join(parts)
 
 
@@ -65,16 +65,16 @@ def validate_options(opts: BuildOptions) -> List[str]:
         problems.append("precision {!r} is not one of {}".format(opts.precision, ", ".join(PRECISIONS)))
     if opts.dla_core is not None:
         if opts.dla_core not in (0, 1):
-            problems.append("dla_core {} does not exist (Xavier and Orin have DLA cores 0 and 1)".format(opts.dla_core))
+            problems.append(f"dla_core {opts.dla_core} does not exist (Xavier and Orin have DLA cores 0 and 1)")
         if opts.precision == "fp32":
             problems.append("DLA runs fp16 or int8 only; precision fp32 cannot use dla_core")
         if not opts.static_shapes:
             problems.append("DLA needs static shapes; set static_shapes: true (the engine is built for opt_batch)")
     if opts.workspace_mb < 16:
-        problems.append("workspace_mb {} is below 16".format(opts.workspace_mb))
+        problems.append(f"workspace_mb {opts.workspace_mb} is below 16")
     if not 1 <= opts.min_batch <= opts.opt_batch <= opts.max_batch:
         problems.append(
-            "need 1 <= min_batch <= opt_batch <= max_batch, got {}, {}, {}".format(opts.min_batch, opts.opt_batch, opts.max_batch)
+            f"need 1 <= min_batch <= opt_batch <= max_batch, got {opts.min_batch}, {opts.opt_batch}, {opts.max_batch}"
         )
     return problems
 
@@ -86,12 +86,12 @@ def slug(text: str) -> str:
 
 def timing_cache_path(cache_dir: str, device_kind: str, trt_version: str) -> str:
     """The timing cache shared by builds on one device kind and TensorRT version (a cache from another GPU is invalid)."""
-    return os.path.join(cache_dir, "timing", "{}-trt{}.cache".format(slug(device_kind), slug(trt_version)))
+    return os.path.join(cache_dir, "timing", f"{slug(device_kind)}-trt{slug(trt_version)}.cache")
 
 
 def engine_key(source_sha256: str, opts: BuildOptions, device_kind: str, trt_version: str) -> str:
     """The file stem of a cached engine: one per (ONNX, precision, build variant, device kind, TensorRT version)."""
-    return "{}-{}-{}-{}-trt{}".format(source_sha256[:16], opts.precision, opts.variant(), slug(device_kind), slug(trt_version))
+    return f"{source_sha256[:16]}-{opts.precision}-{opts.variant()}-{slug(device_kind)}-trt{slug(trt_version)}"
 
 
 def sha256_file(path: str) -> str:
@@ -102,20 +102,30 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def trtexec_command(onnx_path: str, engine_path: str, opts: BuildOptions, inputs: List[Dict[str, object]],
-                    timing_cache: Optional[str] = None, trtexec: str = "trtexec") -> str:
+def trtexec_command(
+    onnx_path: str,
+    engine_path: str,
+    opts: BuildOptions,
+    inputs: List[Dict[str, object]],
+    timing_cache: Optional[str] = None,
+    trtexec: str = "trtexec",
+) -> str:
     """The trtexec line that builds the same engine, for reproducing a build by hand.
 
     `inputs` are the network inputs as {"name", "shape"} with -1 for the dynamic batch axis.
     """
-    args = [trtexec, "--onnx=" + onnx_path, "--saveEngine=" + engine_path,
-            "--memPoolSize=workspace:{}".format(opts.workspace_mb)]  # MiB; TensorRT 8.5 takes no unit suffix
+    args = [
+        trtexec,
+        "--onnx=" + onnx_path,
+        "--saveEngine=" + engine_path,
+        f"--memPoolSize=workspace:{opts.workspace_mb}",
+    ]  # MiB; TensorRT 8.5 takes no unit suffix
     if opts.precision in ("fp16", "int8"):
         args.append("--fp16")  # int8 engines keep fp16 for layers without Q/DQ scales, as trt_build does
     if opts.precision == "int8":
         args.append("--int8")
     if opts.dla_core is not None:
-        args += ["--useDLACore={}".format(opts.dla_core), "--allowGPUFallback"]
+        args += [f"--useDLACore={opts.dla_core}", "--allowGPUFallback"]
     if timing_cache:
         args.append("--timingCacheFile=" + timing_cache)
     dynamic = [i for i in inputs if -1 in list(i["shape"])]  # type: ignore[arg-type]
@@ -166,7 +176,9 @@ def make_sidecar(
     }
 
 
-def sidecar_mismatch(sidecar: Dict[str, object], trt_version: str, gpu_name: str, compute_capability: str) -> Optional[str]:
+def sidecar_mismatch(
+    sidecar: Dict[str, object], trt_version: str, gpu_name: str, compute_capability: str
+) -> Optional[str]:
     """Why an engine with this sidecar cannot run here (None when it can): engines only load on the GPU and TensorRT they were built with."""
     if sidecar.get("schema") != SIDECAR_SCHEMA:
         return "sidecar schema is {!r}, expected {!r}".format(sidecar.get("schema"), SIDECAR_SCHEMA)
@@ -174,7 +186,8 @@ def sidecar_mismatch(sidecar: Dict[str, object], trt_version: str, gpu_name: str
         return "built with TensorRT {}, this device has TensorRT {}".format(sidecar.get("tensorrt"), trt_version)
     if sidecar.get("compute_capability") != compute_capability or sidecar.get("gpu") != gpu_name:
         return "built for GPU {} (sm {}), this device has {} (sm {})".format(
-            sidecar.get("gpu"), sidecar.get("compute_capability"), gpu_name, compute_capability)
+            sidecar.get("gpu"), sidecar.get("compute_capability"), gpu_name, compute_capability
+        )
     return None
 
 

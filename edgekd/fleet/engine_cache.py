@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from edgekd.device.trt_options import BuildOptions, engine_key
+from edgekd.ondevice.trt_options import BuildOptions, engine_key
 
 
 def cache_root() -> Path:

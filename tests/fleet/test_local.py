@@ -3,7 +3,7 @@
 import pytest
 
 from edgekd.config import TensorRTConfig
-from edgekd.devices.local import build_local_engines, local_gpu
+from edgekd.fleet.local import build_local_engines, local_gpu
 
 
 def test_skip_reason_without_tensorrt_or_gpu(run_dir_template):

@@ -1,9 +1,9 @@
-"""What goes to a device: the run's ONNX files, bench/val.npz, the edgekd/device package and a job file.
+"""What goes to a device: the run's ONNX files, bench/val.npz, the edgekd/ondevice package and a job file.
 
 A bundle mirrors the run directory, so paths in the device's bench file are run-dir paths:
 
     job.json                   what to build and measure (edgekd.job/1, read by edgekd_device.bench)
-    edgekd_device/*.py         edgekd/device/, copied alone (it imports nothing else from edgekd)
+    edgekd_device/*.py         edgekd/ondevice/, copied alone (it imports nothing else from edgekd)
     bench/val.npz              fixed validation batch
     export/*.onnx  qat/*_qdq.onnx  dynamic_quant/*.onnx   the ONNX files the device needs
     engines/<name>.engine + .json                         prebuilt engines (--engines-only)
@@ -19,11 +19,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import edgekd.device as device_package
+import edgekd.ondevice as device_package
 from edgekd.config import DeviceConfig
-from edgekd.device.bench import JOB_SCHEMA
-from edgekd.device.trt_options import BuildOptions, sha256_file
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.bench import JOB_SCHEMA
+from edgekd.ondevice.trt_options import BuildOptions, sha256_file
 
 VAL_PATH = "bench/val.npz"
 PACKAGE = "edgekd_device"
@@ -33,11 +33,11 @@ PACKAGE = "edgekd_device"
 class OnnxArtifact:
     """An ONNX file a pipeline stage writes, and what it holds."""
 
-    path: str           # relative to the run dir
-    model: str          # teacher | student
-    precision: str      # fp32 | int8 (Q/DQ) | int8-dynamic
+    path: str  # relative to the run dir
+    model: str  # teacher | student
+    precision: str  # fp32 | int8 (Q/DQ) | int8-dynamic
     source_stage: str
-    tag: str = ""       # tells apart two files of one model and precision (qat, ptq)
+    tag: str = ""  # tells apart two files of one model and precision (qat, ptq)
 
     @property
     def stem(self) -> str:
@@ -57,15 +57,22 @@ ONNX_ARTIFACTS = (
 class EngineJob:
     """One engine to build (or deploy): from which ONNX, at which precision."""
 
-    name: str           # e.g. student_trt_fp16, student_qat_trt_int8
+    name: str  # e.g. student_trt_fp16, student_qat_trt_int8
     model: str
     precision: str
-    onnx: str           # run-dir relative ONNX path
+    onnx: str  # run-dir relative ONNX path
     onnx_sha256: str
 
     def entry(self, prebuilt: str | None = None) -> dict:
-        return {"name": self.name, "model": self.model, "precision": self.precision, "source_stage": "tensorrt",
-                "onnx": self.onnx, "onnx_sha256": self.onnx_sha256, "prebuilt": prebuilt}
+        return {
+            "name": self.name,
+            "model": self.model,
+            "precision": self.precision,
+            "source_stage": "tensorrt",
+            "onnx": self.onnx,
+            "onnx_sha256": self.onnx_sha256,
+            "prebuilt": prebuilt,
+        }
 
 
 def present_onnx(run_dir: Path) -> list[OnnxArtifact]:
@@ -82,7 +89,11 @@ def plan_engines(run_dir: Path, precisions: list[str], only: set[str] | None = N
     for art in present_onnx(run_dir):
         if only is not None and art.path not in only:
             continue
-        wanted = [p for p in precisions if p in ("fp32", "fp16")] if art.precision == "fp32" else (["int8"] if art.precision == "int8" and "int8" in precisions else [])
+        wanted = (
+            [p for p in precisions if p in ("fp32", "fp16")]
+            if art.precision == "fp32"
+            else (["int8"] if art.precision == "int8" and "int8" in precisions else [])
+        )
         digest = sha256_file(str(run_dir / art.path)) if wanted else ""
         jobs += [EngineJob(f"{art.stem}_trt_{p}", art.model, p, art.path, digest) for p in wanted]
     return jobs
@@ -121,7 +132,9 @@ class Bundle:
         return found
 
 
-def make_bundle(run_dir: Path, device: DeviceConfig, prebuilt: dict[str, Path] | None = None) -> tuple[Bundle, list[str]]:
+def make_bundle(
+    run_dir: Path, device: DeviceConfig, prebuilt: dict[str, Path] | None = None
+) -> tuple[Bundle, list[str]]:
     """The bundle for `device` and the warnings about what it leaves out.
 
     `prebuilt` maps engine names to engine files (their .json sidecar beside them) for
@@ -155,21 +168,38 @@ def make_bundle(run_dir: Path, device: DeviceConfig, prebuilt: dict[str, Path] |
         if "onnxruntime" in device.backends:
             for art in present_onnx(run_dir):
                 bundle.add(art.path, run_dir / art.path)
-                onnx.append({"name": f"{art.stem}_onnx_{art.precision.replace('-', '_')}", "model": art.model,
-                             "precision": art.precision, "source_stage": art.source_stage, "path": art.path})
+                onnx.append(
+                    {
+                        "name": f"{art.stem}_onnx_{art.precision.replace('-', '_')}",
+                        "model": art.model,
+                        "precision": art.precision,
+                        "source_stage": art.source_stage,
+                        "path": art.path,
+                    }
+                )
     if not engines and not onnx:
-        raise EdgekdError(f"{run_dir}: nothing to benchmark on {device.name}: no ONNX files for backends {device.backends} "
-                          f"(expected some of {', '.join(a.path for a in ONNX_ARTIFACTS)})")
+        raise EdgekdError(
+            f"{run_dir}: nothing to benchmark on {device.name}: no ONNX files for backends {device.backends} "
+            f"(expected some of {', '.join(a.path for a in ONNX_ARTIFACTS)})"
+        )
     b = device.benchmark
-    bundle.set_job({
-        "schema": JOB_SCHEMA,
-        "device": {"name": device.name, "kind": device.kind, "record_power_mode": device.record_power_mode},
-        "val": VAL_PATH,
-        "settings": {"batch_sizes": b.batch_sizes, "warmup": b.warmup, "min_runs": b.min_runs, "min_seconds": b.min_seconds,
-                     "repeats": b.repeats, "threads": b.threads},
-        "ort_providers": device.ort_providers,
-        "tensorrt": {k: v for k, v in build_options(device, "fp16").as_dict().items() if k != "precision"},
-        "onnx": onnx,
-        "engines": engines,
-    })
+    bundle.set_job(
+        {
+            "schema": JOB_SCHEMA,
+            "device": {"name": device.name, "kind": device.kind, "record_power_mode": device.record_power_mode},
+            "val": VAL_PATH,
+            "settings": {
+                "batch_sizes": b.batch_sizes,
+                "warmup": b.warmup,
+                "min_runs": b.min_runs,
+                "min_seconds": b.min_seconds,
+                "repeats": b.repeats,
+                "threads": b.threads,
+            },
+            "ort_providers": device.ort_providers,
+            "tensorrt": {k: v for k, v in build_options(device, "fp16").as_dict().items() if k != "precision"},
+            "onnx": onnx,
+            "engines": engines,
+        }
+    )
     return bundle, warnings

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from edgekd.config import DeviceConfig
 from edgekd.errors import EdgekdError
@@ -68,27 +68,41 @@ class Ssh:
             host = host.replace(self.device.host, f"[{self.device.host}]")
         return f"{host}:{path}"
 
-    def _call(self, argv: list[str], what: str, timeout: float, input: bytes | None = None) -> subprocess.CompletedProcess:
+    def _call(
+        self, argv: list[str], what: str, timeout: float, input: bytes | None = None
+    ) -> subprocess.CompletedProcess:
         try:
-            return subprocess.run(argv, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                                  stdin=None if input is not None else subprocess.DEVNULL)
+            return subprocess.run(
+                argv,
+                input=input,
+                capture_output=True,
+                timeout=timeout,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
         except FileNotFoundError:
-            raise EdgekdError(f"{argv[0]}: OpenSSH client not found; install openssh-client to reach {self.where()}") from None
+            raise EdgekdError(
+                f"{argv[0]}: OpenSSH client not found; install openssh-client to reach {self.where()}"
+            ) from None
         except subprocess.TimeoutExpired:
-            raise EdgekdError(f"{self.where()}: {what} timed out after {timeout:g} s (devices.yaml: connect_timeout_s / command_timeout_s)") from None
+            raise EdgekdError(
+                f"{self.where()}: {what} timed out after {timeout:g} s (devices.yaml: connect_timeout_s / command_timeout_s)"
+            ) from None
 
     def _fail(self, proc: subprocess.CompletedProcess, what: str) -> EdgekdError:
         lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
         detail = lines[-1].strip() if lines else f"exit status {proc.returncode}"
         if any("Host key verification failed" in ln or "REMOTE HOST IDENTIFICATION HAS CHANGED" in ln for ln in lines):
-            return EdgekdError(f"{self.where()}: host key not known or changed ({detail}); add the device's key with "
-                               f"`ssh-keyscan` to known_hosts after checking it, or set UserKnownHostsFile in ssh_options")
+            return EdgekdError(
+                f"{self.where()}: host key not known or changed ({detail}); add the device's key with "
+                f"`ssh-keyscan` to known_hosts after checking it, or set UserKnownHostsFile in ssh_options"
+            )
         if proc.returncode == 255:
             return EdgekdError(f"{self.where()}: unreachable over SSH: {detail}")
         return EdgekdError(f"{self.where()}: {what} failed: {detail}")
 
-    def run(self, command: str, what: str, timeout: float | None = None, input: bytes | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
+    def run(
+        self, command: str, what: str, timeout: float | None = None, input: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
         """Run a remote shell line (build it with `remote_command`); EdgekdError when unreachable or (with check) failing."""
         proc = self._call(self.ssh_argv(command), what, timeout or self.device.command_timeout_s, input)
         if proc.returncode == 255 or (check and proc.returncode != 0):
@@ -97,12 +111,20 @@ class Ssh:
 
     def upload(self, local: Path, remote_dir: str, timeout: float | None = None) -> None:
         """Copy the folder `local` into `remote_dir` on the device (it becomes remote_dir/<local.name>)."""
-        proc = self._call(self.scp_argv([str(local)], self.remote(remote_dir + "/")), "upload", timeout or self.device.command_timeout_s)
+        proc = self._call(
+            self.scp_argv([str(local)], self.remote(remote_dir + "/")),
+            "upload",
+            timeout or self.device.command_timeout_s,
+        )
         if proc.returncode != 0:
             raise self._fail(proc, f"upload of {local.name}")
 
     def download(self, remote_path: str, local_dir: Path, timeout: float | None = None) -> None:
         """Copy `remote_path` (file or folder) from the device into `local_dir`."""
-        proc = self._call(self.scp_argv([self.remote(remote_path)], str(local_dir) + "/"), "download", timeout or self.device.command_timeout_s)
+        proc = self._call(
+            self.scp_argv([self.remote(remote_path)], str(local_dir) + "/"),
+            "download",
+            timeout or self.device.command_timeout_s,
+        )
         if proc.returncode != 0:
             raise self._fail(proc, f"download of {remote_path}")

@@ -3,8 +3,9 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from edgekd.device import probe
+from edgekd.ondevice import probe
 
 
 def test_l4t_release_from_nv_tegra_release():
@@ -17,8 +18,10 @@ def test_l4t_release_from_nv_tegra_release():
 
 def test_probe_script_runs_alone_from_stdin(tmp_path):
     """The host sends probe.py on stdin; it must run without the package around it."""
-    source = open(probe.__file__, "rb").read()
-    proc = subprocess.run([sys.executable, "-I", "-", str(tmp_path), "--no-power-mode"], input=source, capture_output=True, check=True)
+    source = Path(probe.__file__).read_bytes()
+    proc = subprocess.run(
+        [sys.executable, "-I", "-", str(tmp_path), "--no-power-mode"], input=source, capture_output=True, check=True
+    )
     found = json.loads(proc.stdout)
     assert found["schema"] == probe.PROBE_SCHEMA
     assert found["python"] == ".".join(map(str, sys.version_info[:3]))

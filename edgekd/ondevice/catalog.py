@@ -1,0 +1,282 @@
+"""The artifact catalogue: every file a pipeline makes, one row each, the way Ultralytics' export_formats() is one table.
+
+Stages, cache keys, the host benchmark, the bundle, the device bench and the report all read this
+table, so an artifact has the same id on the host, in the bundle, on every device and in every
+report. Adding an artifact = one row + the code that makes it. TensorRT engines are rows too: one
+per (source ONNX, precision), built wherever TensorRT runs and kept under tensorrt/<device>/.
+
+This module lives in ondevice/ (Python 3.8, stdlib only) because the device bench reads it too.
+"""
+
+from typing import List, NamedTuple, Optional, Tuple
+
+RUNTIMES = ("torch", "torchscript", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+
+
+class Artifact(NamedTuple):
+    """One row. `file` is relative to the run directory; engines put `{device}` where the device name goes.
+
+    model:    teacher | student | baseline | none (files that are not models)
+    runtime:  what loads it for benchmarking (RUNTIMES), or "" for files no runtime loads
+    ships:    copied to devices in the bundle (ONNX files the device runs or builds engines from)
+    bench:    where it is timed: "host" (torch/TorchScript), "any" (host and devices, ONNX Runtime),
+              "built" (TensorRT engines: on the machine that built them), or "" (not benchmarked)
+    source:   for engines, the id of the ONNX artifact it is built from
+    label:    what a report calls it
+    """
+
+    id: str
+    stage: str
+    file: str
+    model: str
+    runtime: str
+    precision: str
+    ships: bool
+    bench: str
+    source: Optional[str]
+    label: str
+
+
+def _row(
+    id: str,
+    stage: str,
+    file: str,
+    model: str = "none",
+    runtime: str = "",
+    precision: str = "",
+    ships: bool = False,
+    bench: str = "",
+    source: Optional[str] = None,
+    label: str = "",
+) -> Artifact:
+    return Artifact(id, stage, file, model, runtime, precision, ships, bench, source, label or id)
+
+
+ARTIFACTS = (
+    # models: checkpoints (state_dict + spec)
+    _row(
+        "teacher",
+        "teacher",
+        "teacher/model.pt",
+        "teacher",
+        "torch",
+        "fp32",
+        bench="host",
+        label="teacher, PyTorch eager",
+    ),
+    _row(
+        "student",
+        "distill",
+        "distill/student.pt",
+        "student",
+        "torch",
+        "fp32",
+        bench="host",
+        label="student, PyTorch eager",
+    ),
+    _row(
+        "baseline_student", "baseline", "baseline/student.pt", "baseline", "torch", "fp32", label="student without KD"
+    ),
+    _row("student_qat", "qat", "qat/student_qat.pt", "student", "", "int8", label="student QAT checkpoint"),
+    # exports
+    _row(
+        "teacher_ts",
+        "export",
+        "export/teacher.ts.pt",
+        "teacher",
+        "torchscript",
+        "fp32",
+        bench="host",
+        label="teacher, TorchScript",
+    ),
+    _row(
+        "teacher_onnx",
+        "export",
+        "export/teacher.onnx",
+        "teacher",
+        "onnxruntime",
+        "fp32",
+        True,
+        "any",
+        label="teacher, ONNX fp32",
+    ),
+    _row(
+        "student_ts",
+        "export",
+        "export/student.ts.pt",
+        "student",
+        "torchscript",
+        "fp32",
+        bench="host",
+        label="student, TorchScript",
+    ),
+    _row(
+        "student_onnx",
+        "export",
+        "export/student.onnx",
+        "student",
+        "onnxruntime",
+        "fp32",
+        True,
+        "any",
+        label="student, ONNX fp32",
+    ),
+    # int8
+    _row(
+        "student_qat_onnx",
+        "qat",
+        "qat/student_int8_qdq.onnx",
+        "student",
+        "onnxruntime",
+        "int8",
+        True,
+        "any",
+        label="student, QAT int8 Q/DQ ONNX",
+    ),
+    _row(
+        "student_ptq_onnx",
+        "qat",
+        "qat/student_ptq_int8_qdq.onnx",
+        "student",
+        "onnxruntime",
+        "int8",
+        True,
+        "any",
+        label="student, PTQ int8 Q/DQ ONNX",
+    ),
+    _row(
+        "student_dynamic_int8_ts",
+        "dynamic_quant",
+        "dynamic_quant/student_dynamic_int8.ts.pt",
+        "student",
+        "torchscript",
+        "int8-dynamic",
+        bench="host",
+        label="student, dynamic int8 TorchScript",
+    ),
+    _row(
+        "student_dynamic_int8_onnx",
+        "dynamic_quant",
+        "dynamic_quant/student_dynamic_int8.onnx",
+        "student",
+        "onnxruntime",
+        "int8-dynamic",
+        True,
+        "any",
+        label="student, dynamic int8 ONNX",
+    ),
+    # TensorRT engines: fp32/fp16 from fp32 ONNX, int8 from Q/DQ ONNX
+    _row(
+        "teacher_trt_fp32",
+        "tensorrt",
+        "tensorrt/{device}/teacher_trt_fp32.engine",
+        "teacher",
+        "tensorrt",
+        "fp32",
+        bench="built",
+        source="teacher_onnx",
+        label="teacher, TensorRT fp32",
+    ),
+    _row(
+        "teacher_trt_fp16",
+        "tensorrt",
+        "tensorrt/{device}/teacher_trt_fp16.engine",
+        "teacher",
+        "tensorrt",
+        "fp16",
+        bench="built",
+        source="teacher_onnx",
+        label="teacher, TensorRT fp16",
+    ),
+    _row(
+        "student_trt_fp32",
+        "tensorrt",
+        "tensorrt/{device}/student_trt_fp32.engine",
+        "student",
+        "tensorrt",
+        "fp32",
+        bench="built",
+        source="student_onnx",
+        label="student, TensorRT fp32",
+    ),
+    _row(
+        "student_trt_fp16",
+        "tensorrt",
+        "tensorrt/{device}/student_trt_fp16.engine",
+        "student",
+        "tensorrt",
+        "fp16",
+        bench="built",
+        source="student_onnx",
+        label="student, TensorRT fp16",
+    ),
+    _row(
+        "student_qat_trt_int8",
+        "tensorrt",
+        "tensorrt/{device}/student_qat_trt_int8.engine",
+        "student",
+        "tensorrt",
+        "int8",
+        bench="built",
+        source="student_qat_onnx",
+        label="student, QAT int8 TensorRT",
+    ),
+    _row(
+        "student_ptq_trt_int8",
+        "tensorrt",
+        "tensorrt/{device}/student_ptq_trt_int8.engine",
+        "student",
+        "tensorrt",
+        "int8",
+        bench="built",
+        source="student_ptq_onnx",
+        label="student, PTQ int8 TensorRT",
+    ),
+    # what the benchmark and report stages write
+    _row("distill_metrics", "distill", "distill/metrics.jsonl"),
+    _row("distill_settings", "distill", "distill/settings.json"),
+    _row("val_set", "benchmark", "bench/val.npz"),
+    _row("bench", "benchmark", "bench/{device}.json"),
+    _row("report_md", "report", "report/report.md"),
+    _row("report_html", "report", "report/report.html"),
+    _row("report_json", "report", "report/report.json"),
+)
+
+BY_ID = {a.id: a for a in ARTIFACTS}  # type: Dict[str, Artifact]
+
+REFERENCE = "teacher_onnx"
+"""The artifact every device's speed-ups are measured against: the fp32 teacher in ONNX Runtime runs on
+the host and on every device with ONNX Runtime, so the same reference can be named on all of them."""
+
+
+def get(artifact_id: str) -> Artifact:
+    """The row of `artifact_id`; a KeyError names the valid ids."""
+    try:
+        return BY_ID[artifact_id]
+    except KeyError:
+        raise KeyError("unknown artifact id {!r}; valid ids: {}".format(artifact_id, ", ".join(BY_ID))) from None
+
+
+def made_by(stage: str) -> Tuple[str, ...]:
+    """Ids of the artifacts `stage` makes, in catalogue order."""
+    return tuple(a.id for a in ARTIFACTS if a.stage == stage)
+
+
+def path_of(artifact_id: str, device: str = "") -> str:
+    """Run-dir relative path of an artifact (engines and bench files need the device name)."""
+    row = get(artifact_id)
+    if "{device}" in row.file and not device:
+        raise ValueError(f"artifact {artifact_id} lives under a device's folder: pass the device name")
+    return row.file.replace("{device}", device)
+
+
+def engines_for(onnx_id: str, precisions: List[str]) -> List[Artifact]:
+    """Engine rows built from `onnx_id` at the requested precisions (int8 only from Q/DQ ONNX, fp32/fp16 from fp32)."""
+    return [a for a in ARTIFACTS if a.source == onnx_id and a.precision in precisions]
+
+
+def benchmarked(where: str) -> List[Artifact]:
+    """Rows timed on the host ("host") or on a device ("device"), engines included."""
+    wanted = ("host", "any", "built") if where == "host" else ("any", "built")
+    return [a for a in ARTIFACTS if a.bench in wanted]

@@ -1,0 +1,229 @@
+"""Typed benchmark records: what the host and every device write to bench/<device>.json, and what the report reads.
+
+Python 3.8, stdlib only (the device writes these too). `BenchDoc.from_dict` is the one reader: a bench
+file that comes back from a device is untrusted input, so every field is type-checked and artifact ids
+must be catalogue ids; anything else raises RecordError naming the field.
+"""
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional
+
+from . import catalog
+
+BENCH_SCHEMA = "edgekd.bench/2"
+STATUSES = ("done", "failed", "skipped")
+
+
+class RecordError(ValueError):
+    """A bench document that does not match the schema; the message names the field."""
+
+
+def _check(value: Any, types: tuple, where: str, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) and bool not in types:
+        raise RecordError("{}: expected {}, got a boolean".format(where, "/".join(t.__name__ for t in types)))
+    if not isinstance(value, types):
+        raise RecordError("{}: expected {}, got {!r}".format(where, "/".join(t.__name__ for t in types), value))
+    return value
+
+
+def _num(doc: Dict[str, Any], key: str, where: str, optional: bool = False) -> Optional[float]:
+    value = _check(doc.get(key), (int, float), f"{where}.{key}", optional)
+    return None if value is None else float(value)
+
+
+def _int(doc: Dict[str, Any], key: str, where: str, optional: bool = False) -> Optional[int]:
+    return _check(doc.get(key), (int,), f"{where}.{key}", optional)
+
+
+def _str(doc: Dict[str, Any], key: str, where: str, optional: bool = False) -> Optional[str]:
+    return _check(doc.get(key), (str,), f"{where}.{key}", optional)
+
+
+@dataclass
+class Latency:
+    """Timing of one artifact at one batch size (milliseconds per batch)."""
+
+    batch_size: int
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    throughput_ips: float
+    round_p50_ms: List[float] = field(default_factory=list)
+    spread: float = 0.0  # (slowest - fastest round median) / mean of round medians
+    stable: bool = True  # False when rounds disagree or the machine was busy (see bench conditions)
+
+    @classmethod
+    def from_dict(cls, doc: Dict[str, Any], where: str) -> "Latency":
+        _check(doc, (dict,), where)
+        nums = {
+            k: _num(doc, k, where)
+            for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "throughput_ips")
+        }
+        rounds = _check(doc.get("round_p50_ms", []), (list,), where + ".round_p50_ms")
+        return cls(
+            batch_size=_int(doc, "batch_size", where),
+            runs=_int(doc, "runs", where),
+            round_p50_ms=[float(_check(r, (int, float), where + ".round_p50_ms[]")) for r in rounds],
+            spread=_num(doc, "spread", where, optional=True) or 0.0,
+            stable=bool(_check(doc.get("stable", True), (bool,), where + ".stable")),
+            **nums,
+        )
+
+
+@dataclass
+class Accuracy:
+    """Accuracy on the validation set; agreement (%) and KL are against the teacher's logits."""
+
+    n: int
+    top1: float
+    top5: float
+    agreement: Optional[float] = None
+    kl: Optional[float] = None
+
+    @classmethod
+    def from_dict(cls, doc: Dict[str, Any], where: str) -> "Accuracy":
+        _check(doc, (dict,), where)
+        return cls(
+            n=_int(doc, "n", where),
+            top1=_num(doc, "top1", where),
+            top5=_num(doc, "top5", where),
+            agreement=_num(doc, "agreement", where, optional=True),
+            kl=_num(doc, "kl", where, optional=True),
+        )
+
+
+@dataclass
+class RuntimeInfo:
+    """What ran the artifact: backend name and version, provider (CPU, CUDA, GPU name, DLA core), threads used."""
+
+    name: str
+    version: str
+    provider: str
+    threads: Optional[int] = None
+
+    @classmethod
+    def from_dict(cls, doc: Dict[str, Any], where: str) -> "RuntimeInfo":
+        _check(doc, (dict,), where)
+        return cls(
+            _str(doc, "name", where),
+            _str(doc, "version", where),
+            _str(doc, "provider", where),
+            _int(doc, "threads", where, optional=True),
+        )
+
+
+@dataclass
+class ArtifactRecord:
+    """One artifact benchmarked on one device. `id` is a catalogue id; `path` is run-dir relative."""
+
+    id: str
+    status: str
+    path: str
+    reason: Optional[str] = None
+    sha256: Optional[str] = None
+    size_bytes: Optional[int] = None
+    params: Optional[int] = None
+    macs: Optional[int] = None
+    runtime: Optional[RuntimeInfo] = None
+    latency: List[Latency] = field(default_factory=list)
+    accuracy: Optional[Accuracy] = None
+
+    @property
+    def row(self) -> catalog.Artifact:
+        return catalog.get(self.id)
+
+    def latency_at(self, batch_size: int) -> Optional[Latency]:
+        return next((lat for lat in self.latency if lat.batch_size == batch_size), None)
+
+    @classmethod
+    def from_dict(cls, doc: Dict[str, Any], where: str) -> "ArtifactRecord":
+        _check(doc, (dict,), where)
+        art_id = _str(doc, "id", where)
+        if art_id not in catalog.BY_ID:
+            raise RecordError(
+                "{}.id: {!r} is not an artifact id; valid ids: {}".format(where, art_id, ", ".join(catalog.BY_ID))
+            )
+        where = f"{where}[{art_id}]"
+        status = _str(doc, "status", where)
+        if status not in STATUSES:
+            raise RecordError("{}.status: {!r}; valid: {}".format(where, status, ", ".join(STATUSES)))
+        sha = _str(doc, "sha256", where, optional=True)
+        if sha is not None and not is_sha256(sha):
+            raise RecordError(f"{where}.sha256: not 64 hex characters")
+        runtime = doc.get("runtime")
+        accuracy = doc.get("accuracy")
+        lat = _check(doc.get("latency", []), (list,), where + ".latency")
+        return cls(
+            id=art_id,
+            status=status,
+            path=_str(doc, "path", where),
+            reason=_str(doc, "reason", where, optional=True),
+            sha256=sha,
+            size_bytes=_int(doc, "size_bytes", where, optional=True),
+            params=_int(doc, "params", where, optional=True),
+            macs=_int(doc, "macs", where, optional=True),
+            runtime=RuntimeInfo.from_dict(runtime, where + ".runtime") if runtime is not None else None,
+            latency=[Latency.from_dict(x, f"{where}.latency[{i}]") for i, x in enumerate(lat)],
+            accuracy=Accuracy.from_dict(accuracy, where + ".accuracy") if accuracy is not None else None,
+        )
+
+
+@dataclass
+class BenchDoc:
+    """bench/<device>.json: the device, when and how it was measured, the named reference and one record per artifact.
+
+    `system` describes the machine (name, kind, CPU, GPU, power mode, versions); `conditions` what
+    might have disturbed the figures (load, clocks, temperatures); `settings` how figures were taken.
+    """
+
+    device: str
+    kind: str
+    created: str
+    reference: str
+    system: Dict[str, Any] = field(default_factory=dict)
+    settings: Dict[str, Any] = field(default_factory=dict)
+    conditions: Dict[str, Any] = field(default_factory=dict)
+    artifacts: List[ArtifactRecord] = field(default_factory=list)
+    schema: str = BENCH_SCHEMA
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def get(self, artifact_id: str) -> Optional[ArtifactRecord]:
+        return next((a for a in self.artifacts if a.id == artifact_id), None)
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "bench") -> "BenchDoc":
+        _check(doc, (dict,), where)
+        if doc.get("schema") != BENCH_SCHEMA:
+            raise RecordError("{}: schema {!r}, expected {!r}".format(where, doc.get("schema"), BENCH_SCHEMA))
+        reference = _str(doc, "reference", where)
+        if reference not in catalog.BY_ID:
+            raise RecordError(f"{where}.reference: {reference!r} is not an artifact id")
+        arts = _check(doc.get("artifacts"), (list,), where + ".artifacts")
+        records = [ArtifactRecord.from_dict(a, f"{where}.artifacts") for a in arts]
+        ids = [r.id for r in records]
+        if len(set(ids)) != len(ids):
+            raise RecordError(f"{where}.artifacts: an artifact id appears twice")
+        return cls(
+            device=_str(doc, "device", where),
+            kind=_str(doc, "kind", where),
+            created=_str(doc, "created", where),
+            reference=reference,
+            system=_check(doc.get("system", {}), (dict,), where + ".system"),
+            settings=_check(doc.get("settings", {}), (dict,), where + ".settings"),
+            conditions=_check(doc.get("conditions", {}), (dict,), where + ".conditions"),
+            artifacts=records,
+        )
+
+
+def is_sha256(text: str) -> bool:
+    """64 lowercase hex characters."""
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)

@@ -6,11 +6,12 @@ to deploy engines to another device of the same kind and TensorRT version withou
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
+from edgekd.errors import EdgekdError
+from edgekd.fleet.device_results import check_sidecar, inside
 from edgekd.ondevice.trt_options import BuildOptions, engine_key
 
 
@@ -22,8 +23,12 @@ def cache_root() -> Path:
 
 
 def cached_engine(onnx_sha256: str, opts: BuildOptions, device_kind: str, trt_version: str) -> Path:
-    """Where that engine lives in the cache (its sidecar is the same path with .json)."""
-    return cache_root() / "engines" / f"{engine_key(onnx_sha256, opts, device_kind, trt_version)}.engine"
+    """Where that engine lives in the cache (its sidecar is the same path with .json); always inside the cache."""
+    folder = cache_root() / "engines"
+    path = folder / f"{engine_key(onnx_sha256, opts, device_kind, trt_version)}.engine"
+    if path.parent != folder:
+        raise EdgekdError(f"engine cache: key {path.name!r} is not a plain file name; refused")
+    return path
 
 
 def lookup(onnx_sha256: str, opts: BuildOptions, device_kind: str, trt_version: str) -> Path | None:
@@ -31,12 +36,17 @@ def lookup(onnx_sha256: str, opts: BuildOptions, device_kind: str, trt_version: 
     return path if path.is_file() and path.with_suffix(".json").is_file() else None
 
 
-def store(engine: Path) -> Path:
-    """Copy an engine and its sidecar into the cache under the key its sidecar describes; returns the cached engine."""
-    sidecar = json.loads(engine.with_suffix(".json").read_text())
-    opts = BuildOptions.from_dict(sidecar["options"])
-    target = cached_engine(sidecar["source_sha256"], opts, sidecar["device_kind"], sidecar["tensorrt"])
+def store(engine: Path, device_kind: str) -> Path:
+    """Copy an engine and its sidecar into the cache under the key its sidecar describes; returns the cached engine.
+
+    The sidecar comes from a device and is untrusted: every field is checked first (see
+    device_results.check_sidecar), its device kind must be `device_kind` (the configured one), and
+    the target is resolved and refused unless it lies in the cache's engines/ folder.
+    """
+    sidecar = check_sidecar(engine, device_kind)
+    target = cached_engine(sidecar.source_sha256, sidecar.opts, sidecar.device_kind, sidecar.tensorrt)
     target.parent.mkdir(parents=True, exist_ok=True)
+    inside(target, cache_root() / "engines", "engine cache")
     for src, dst in ((engine, target), (engine.with_suffix(".json"), target.with_suffix(".json"))):
         tmp = dst.with_name(f".tmp-{os.getpid()}-{dst.name}")
         shutil.copyfile(src, tmp)

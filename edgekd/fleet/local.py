@@ -76,6 +76,6 @@ def build_local_engines(run_dir: str | Path, onnx_files: list[Path], cfg: Tensor
         except BuildError as e:
             result.failed[job.name] = str(e)
             continue
-        engine_cache.store(engine)
+        engine_cache.store(engine, kind)
         result.engines[job.name] = engine
     return result

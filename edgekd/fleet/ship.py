@@ -29,6 +29,7 @@ from edgekd.errors import EdgekdError
 from edgekd.fleet import engine_cache
 from edgekd.fleet.bundle import Bundle, build_options, make_bundle, plan_engines
 from edgekd.fleet.check import assess, probe_device
+from edgekd.fleet.device_results import check_bench, check_sidecar, check_tree, inside
 from edgekd.fleet.ssh import Ssh, remote_command
 from edgekd.ondevice.trt_options import sha256_file, validate_options
 
@@ -172,14 +173,19 @@ def _download(ssh: Ssh, r: RemoteLayout, run_dir: Path, bundle: Bundle, scratch:
     """Fetch results/<id> into `scratch`, then rename it into tensorrt/<device>/ and bench/<device>.json."""
     name = ssh.device.name
     ssh.download(r.result(bundle.id), scratch)
-    fetched = scratch / bundle.id
+    fetched = inside(scratch / bundle.id, scratch, "download")
     bench = fetched / "bench" / f"{name}.json"
     engines = fetched / "tensorrt" / name
     if not bench.is_file():
         raise EdgekdError(
             f"{ssh.where()}: {r.result(bundle.id)} holds no bench/{name}.json; remove that folder on the device and ship again"
         )
+    check_tree(fetched, f"results from {ssh.where()}")  # device output is untrusted: no links, odd names or devices
+    check_bench(bench, name)
     engines.mkdir(parents=True, exist_ok=True)
+    for engine in sorted(engines.glob("*.engine")):
+        if engine.with_suffix(".json").exists():
+            check_sidecar(engine, ssh.device.kind)
     record = {
         "schema": SHIP_SCHEMA,
         "device": name,
@@ -283,5 +289,5 @@ def ship(run_dir: str | Path, device: DeviceConfig, engines_only: bool = False, 
     if not engines_only:
         for engine in sorted(result.engine_dir.glob("*.engine")):
             if engine.with_suffix(".json").is_file():
-                engine_cache.store(engine)
+                engine_cache.store(engine, device.kind)
     return result

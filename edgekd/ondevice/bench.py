@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import sys
 from typing import Callable, Dict, List, Optional
@@ -30,6 +31,66 @@ class JobError(Exception):
     """The job cannot run at all (bad job file, missing validation data)."""
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_KIND = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_OPTION_TYPES = {"dla_core": (int, type(None)), "static_shapes": (bool,), "workspace_mb": (int,)}
+_OPTION_TYPES.update({k: (int,) for k in ("min_batch", "opt_batch", "max_batch")})
+
+
+def check_job(job: Dict[str, object], root: str) -> None:
+    """Refuse a job whose names or paths could lead outside the bundle (JobError naming the field).
+
+    Names are plain names (no separators, never `.` or `..`), paths are relative, made of plain names
+    and resolve inside the bundle folder `root`, hashes are 64 hex digits, options have their types.
+    """
+    real_root = os.path.realpath(root)
+
+    def fail(field: str, value: object, valid: str) -> None:
+        raise JobError(f"job.json: {field} is {str(value)[:80]!r}; expected {valid}")
+
+    def name(field: str, value: object, pattern: "re.Pattern[str]" = _NAME) -> None:
+        if not isinstance(value, str) or not pattern.match(value):
+            fail(field, value, "a plain name")
+
+    def path(field: str, value: object) -> None:
+        parts = value.split("/") if isinstance(value, str) else []
+        if not parts or not all(_NAME.match(p) for p in parts):
+            fail(field, value, "a relative path of plain names inside the bundle")
+        real = os.path.realpath(os.path.join(real_root, *parts))
+        if os.path.commonpath([real, real_root]) != real_root:
+            fail(field, value, "a path that stays inside the bundle")
+
+    device = job.get("device")
+    if not isinstance(device, dict):
+        fail("device", device, "an object with name and kind")
+    name("device.name", device.get("name"))
+    name("device.kind", device.get("kind"), _KIND)
+    path("val", job.get("val"))
+    options = job.get("tensorrt", {})
+    if not isinstance(options, dict):
+        fail("tensorrt", options, "an object of build options")
+    for key, value in options.items():
+        types = _OPTION_TYPES.get(key)
+        if types is None or not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            fail("tensorrt." + str(key), value, "one of {} with its type".format(", ".join(_OPTION_TYPES)))
+    for group, fields in (("onnx", ("path",)), ("engines", ("onnx", "prebuilt"))):
+        entries = job.get(group, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            fail(group, entries, "a list of objects")
+        for i, entry in enumerate(entries):
+            where = f"{group}[{i}]"
+            name(where + ".name", entry.get("name"))
+            for field in fields:
+                if entry.get(field) is not None or field != "prebuilt":
+                    path(f"{where}.{field}", entry.get(field))
+            if group == "engines":
+                if entry.get("precision") not in trt_options.PRECISIONS:
+                    fail(where + ".precision", entry.get("precision"), "one of " + ", ".join(trt_options.PRECISIONS))
+                if not isinstance(entry.get("onnx_sha256"), str) or not _SHA256.match(entry["onnx_sha256"]):
+                    fail(where + ".onnx_sha256", entry.get("onnx_sha256"), "64 lowercase hex digits")
+
+
 class Bench:
     """One job: its settings, the validation batch, and where results go."""
 
@@ -39,6 +100,7 @@ class Bench:
         if self.job.get("schema") != JOB_SCHEMA:
             raise JobError("{}: schema {!r}, expected {!r}".format(job_path, self.job.get("schema"), JOB_SCHEMA))
         self.root = os.path.dirname(os.path.abspath(job_path))
+        check_job(self.job, self.root)
         self.device = self.job["device"]
         self.settings = self.job["settings"]
         self.cache_dir = cache_dir

@@ -113,3 +113,47 @@ def test_complete_results_are_not_redone_and_dead_runs_are_cleared(job, tmp_path
     assert "results already complete" in capsys.readouterr().out
     assert not (out / "bench" / "dev.json").exists()
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == [f"results.tmp-{os.getpid()}"]
+
+
+ENGINE = {
+    "name": "student_trt_fp16",
+    "model": "student",
+    "precision": "fp16",
+    "source_stage": "tensorrt",
+    "onnx": "export/student.onnx",
+    "onnx_sha256": "a" * 64,
+    "prebuilt": None,
+}
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda d: d.update(val="../../etc/passwd"), "val"),
+        (lambda d: d.update(val="/etc/passwd"), "val"),
+        (lambda d: d["onnx"][0].update(path="/etc/passwd"), "onnx[0].path"),
+        (lambda d: d["onnx"][0].update(path="export/../../x.onnx"), "onnx[0].path"),
+        (lambda d: d["onnx"][0].update(path="export/link.onnx"), "onnx[0].path"),  # a symlink out of the bundle
+        (lambda d: d["onnx"][1].update(name="../../evil"), "onnx[1].name"),
+        (lambda d: d["device"].update(name=".."), "device.name"),
+        (lambda d: d["device"].update(name="a/b"), "device.name"),
+        (lambda d: d["device"].update(kind="../x"), "device.kind"),
+        (lambda d: d.update(engines=[{**ENGINE, "onnx_sha256": "/tmp/x/y"}]), "engines[0].onnx_sha256"),
+        (lambda d: d.update(engines=[{**ENGINE, "precision": "/../../p"}]), "engines[0].precision"),
+        (lambda d: d.update(engines=[{**ENGINE, "prebuilt": "../engines/x.engine"}]), "engines[0].prebuilt"),
+        (lambda d: d.update(engines=[{**ENGINE, "name": "."}]), "engines[0].name"),
+        (lambda d: d.update(tensorrt={"workspace_mb": "1/../../x"}), "tensorrt.workspace_mb"),
+        (lambda d: d.update(tensorrt={"evil": 1}), "tensorrt.evil"),
+    ],
+)
+def test_a_job_naming_paths_outside_the_bundle_is_refused(job, tmp_path, capsys, change, field):
+    """job.json crosses a boundary: names and paths from it are checked before any becomes a path."""
+    os.symlink("/etc/hostname", tmp_path / "export" / "link.onnx")
+    doc = json.loads(job.read_text())
+    change(doc)
+    job.write_text(json.dumps(doc))
+    out = tmp_path / "results"
+    assert bench.main([str(job), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert f"job.json: {field} is " in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "cache").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]

@@ -6,14 +6,14 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 from edgekd.ondevice.measure import write_bytes_atomic  # one implementation for the host and the device
 
-__all__ = ["atomic_path", "sha256_file", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "quarantine", "sha256_file", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
 
 
 def sha256_file(path: Path) -> str:
@@ -53,3 +53,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def quarantine(paths: Iterable[Path], folder: Path) -> None:
+    """Move files that failed a check into `folder` (kept for inspection, never vouched for or shipped)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        if Path(path).is_file():
+            os.replace(path, folder / Path(path).name)

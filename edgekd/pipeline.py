@@ -1,19 +1,17 @@
-"""The runner: orders the stages, caches them by key, records everything in manifest.json.
+"""The runner: orders the stages, decides for each whether it runs, is cached or is skipped, runs it, records it.
 
-A stage's key hashes its config sections, the sha256 of its input artifacts, the seed
-and the edgekd version; a stage whose key matches a finished one with its artifacts
-intact is `cached` and does no work. Training stages resume from their last epoch
-checkpoint when they run again with the same key.
+`plan` and `run` make every decision with the same function (`Runner._decide`): a stage runs when it
+is forced, has no finished record, its key (edgekd/keys.py) differs from the recorded one, one of its
+artifacts is missing or changed on disk, or an input's content differs from the one it consumed.
+Keys chain through producers' keys, so `plan` knows every key without running anything. Training
+stages resume from their last epoch checkpoint when they run again with the same key.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,20 +21,20 @@ import yaml
 from pydantic import BaseModel
 from rich.markup import escape
 
-from edgekd import __version__, distributed
-from edgekd.artifacts import sha256_file, write_json_atomic, write_text_atomic
+from edgekd import distributed, keys
+from edgekd.artifacts import sha256_file, write_text_atomic
 from edgekd.config import PipelineConfig
 from edgekd.data.datasets import DataBundle, load_data
 from edgekd.distill.trainer import CHECKPOINT
 from edgekd.errors import EdgekdError
+from edgekd.manifest import Manifest, now
+from edgekd.ondevice import catalog
 from edgekd.progress import Reporter
-
-MANIFEST = "manifest.json"
 
 
 @dataclass
 class StageResult:
-    """What a stage made: artifacts by name (absolute paths inside the run dir) and metrics."""
+    """What a stage made: artifacts by catalogue id (absolute paths inside the run dir) and metrics."""
 
     artifacts: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -47,21 +45,59 @@ class StageResult:
 class Stage(Protocol):
     name: str
     section: str  # the config section handed to run()
-    sections: tuple[str, ...]  # every config section its key depends on
-    needs: tuple[str, ...]  # artifact names from earlier stages
-    uses: tuple[str, ...]  # artifact names it takes when present
-    makes: tuple[str, ...]  # artifact names it may produce
+    reads: tuple[str, ...]  # config paths its key hashes ("data", "export.opset"; "!benchmark.budget" leaves one out)
+    needs: tuple[str, ...]  # artifact ids from earlier stages
+    uses: tuple[str, ...]  # artifact ids it takes when present
+    toolchain: tuple[str, ...]  # packages whose versions shape its output
     distributed: bool  # runs on every process under torchrun (training); else on rank 0 alone
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None: ...
-    def key_extras(self, cfg: PipelineConfig) -> dict: ...
     def run(self, ctx: RunContext, cfg: Any, inputs: dict[str, Path]) -> StageResult: ...
+
+
+def makes(stage: Stage) -> tuple[str, ...]:
+    """The artifact ids a stage may make: its rows of the catalogue."""
+    return catalog.made_by(stage.name)
+
+
+class TracedConfig:
+    """A view of the pipeline config that records every path a stage reads, so its key cannot leak.
+
+    Paths the stage declares in `reads` give the real object (everything under them is hashed); any
+    other section gives another traced view, so a read outside the declared paths is caught precisely.
+    """
+
+    def __init__(self, obj: BaseModel, reads: tuple[str, ...], seen: set[str], prefix: str = "") -> None:
+        self._obj, self._reads, self._seen, self._prefix = obj, reads, seen, prefix
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._obj, name)
+        if name not in type(self._obj).model_fields:  # methods and properties: not a config path
+            return value
+        path = f"{self._prefix}{name}"
+        self._seen.add(path)
+        if isinstance(value, BaseModel) and not covered(path, self._reads):
+            return TracedConfig(value, self._reads, self._seen, path + ".")
+        return value
+
+
+def covered(path: str, reads: tuple[str, ...]) -> bool:
+    """True when `path` lies under a declared read and under no `!` exclusion."""
+    under = lambda p: path == p or path.startswith(p + ".")  # noqa: E731
+    return any(under(p) for p in reads if not p.startswith("!")) and not any(under(p[1:]) for p in reads if p[0] == "!")
+
+
+def undeclared_reads(stage: Stage, seen: set[str]) -> list[str]:
+    """Config leaves a stage read that its `reads` do not cover (sections it only walked through are fine)."""
+    leaves = {p for p in seen if not any(q.startswith(p + ".") for q in seen)}
+    return sorted(p for p in leaves if not covered(p, tuple(stage.reads)))
 
 
 class RunContext:
     """What a running stage may use: the run directory, the device, the data, the reporter."""
 
     def __init__(self, config: PipelineConfig, run_dir: Path, reporter: Reporter, manifest: Manifest) -> None:
+        self.pipeline = config  # the whole config; stages read it through `config`, a traced view
         self.config = config
         self.run_dir = run_dir
         self.reporter = reporter
@@ -77,9 +113,22 @@ class RunContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    @cached_property
+    @property
     def device(self) -> torch.device:
-        want = self.config.device
+        """Where training runs (reading it is reading the `device` setting)."""
+        self.config.device  # noqa: B018 -- recorded by the traced view
+        return self._device
+
+    @property
+    def data(self) -> DataBundle:
+        """The data set, loaded once per run (reading it is reading the `data` section and the seed)."""
+        self.config.data  # noqa: B018 -- recorded by the traced view
+        self.config.seed  # noqa: B018
+        return self._data
+
+    @cached_property
+    def _device(self) -> torch.device:
+        want = self.pipeline.device
         if want == "cuda" and not torch.cuda.is_available():
             raise EdgekdError("device: 'cuda' was asked for but no CUDA GPU is visible to PyTorch; use 'auto' or 'cpu'")
         if want == "auto":
@@ -87,101 +136,16 @@ class RunContext:
         return distributed.local_device(torch.device(want))
 
     @cached_property
-    def data(self) -> DataBundle:
-        return load_data(self.config.data, self.config.seed)
-
-    def artifact(self, name: str) -> Path | None:
-        """An artifact made by any finished stage of this run, or None."""
-        return self.manifest.artifacts().get(name)
-
-
-class Manifest:
-    """manifest.json: one record per stage."""
-
-    def __init__(self, run_dir: Path, pipeline: str) -> None:
-        self.path = run_dir / MANIFEST
-        self.run_dir = run_dir
-        self.doc: dict[str, Any] = {"pipeline": pipeline, "edgekd_version": __version__, "stages": {}}
-        if self.path.is_file():
-            try:
-                old = json.loads(self.path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise EdgekdError(f"{self.path}: corrupt manifest ({e}); delete it to start the run afresh") from None
-            if not isinstance(old, dict) or not isinstance(old.get("stages", {}), dict):
-                raise EdgekdError(
-                    f"{self.path}: corrupt manifest (not an edgekd manifest object with a `stages` mapping); "
-                    f"delete it to start the run afresh"
-                )
-            self.doc["stages"] = old.get("stages", {})
-
-    def stage(self, name: str) -> dict:
-        return self.doc["stages"].get(name, {})
-
-    def record(self, name: str, entry: dict) -> None:
-        self.doc["stages"][name] = entry
-        self.doc["updated"] = _now()
-        if distributed.is_main():
-            write_json_atomic(self.path, self.doc)
-
-    def reload(self) -> None:
-        """Read rank 0's manifest again (other processes, after a stage)."""
-        self.doc["stages"] = json.loads(self.path.read_text())["stages"] if self.path.is_file() else {}
-
-    def artifacts(self) -> dict[str, Path]:
-        out = {}
-        for entry in self.doc["stages"].values():
-            if entry.get("status") in ("done", "cached"):
-                for name, art in entry.get("artifacts", {}).items():
-                    out[name] = self.run_dir / art["path"]
-        return out
-
-    def intact(self, name: str) -> bool:
-        """Every artifact of a finished stage is still on disk, unchanged."""
-        entry = self.stage(name)
-        for art in entry.get("artifacts", {}).values():
-            path = self.run_dir / art["path"]
-            if not path.is_file() or path.stat().st_size != art["bytes"] or sha256_file(path) != art["sha256"]:
-                return False
-        return True
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _dump(value: Any) -> Any:
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-
-
-def stage_key(stage: Stage, cfg: PipelineConfig, inputs: dict[str, Path]) -> str:
-    blob = {
-        "stage": stage.name,
-        "edgekd": __version__,
-        "seed": cfg.seed,
-        "sections": {s: _dump(getattr(cfg, s)) for s in stage.sections},
-        "inputs": {n: sha256_file(p) for n, p in sorted(inputs.items())},
-        "extras": stage.key_extras(cfg),
-    }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _stale(manifest: Manifest, name: str, key: str) -> str | None:
-    """Why a stage must run again, or None when its finished record with this key is still on disk."""
-    old = manifest.stage(name)
-    if old.get("status") not in ("done", "cached"):
-        return "not run yet" if not old else f"last status: {old.get('status')}"
-    if old.get("key") != key:
-        return "its config or inputs changed"
-    if not manifest.intact(name):
-        return "an artifact is missing or changed on disk"
-    return None
+    def _data(self) -> DataBundle:
+        return load_data(self.pipeline.data, self.pipeline.seed)
 
 
 @dataclass
 class PlanEntry:
     stage: str
-    action: str  # "run", "cached", "skip"
+    action: str  # "run", "cached", "skip", "leave", "check" (runs only if a rebuilt input comes out different)
     why: str
+    key: str = ""
 
 
 @dataclass
@@ -210,6 +174,15 @@ class Selection:
         return self.start is not None and names.index(name) >= names.index(self.start)
 
 
+@dataclass
+class _State:
+    """What the decisions so far imply: each stage's key, the stages that will run, the artifacts on offer."""
+
+    keys: dict[str, str] = field(default_factory=dict)  # stage -> key of its (new or kept) record
+    running: set[str] = field(default_factory=set)  # stages that run (plan: will run)
+    available: dict[str, Path] = field(default_factory=dict)  # artifact id -> path (plan: predicted)
+
+
 class Runner:
     """Runs a pipeline's stages in order into its run directory."""
 
@@ -220,55 +193,102 @@ class Runner:
         self.stages = stages
         self.run_dir = (run_dir or cfg.run_dir or Path("runs") / cfg.name).resolve()
         self.reporter = reporter or Reporter()
+        self.producer = {art: s.name for s in stages for art in makes(s)}
 
-    def _inputs(self, stage: Stage, manifest: Manifest) -> tuple[dict[str, Path], str | None]:
+    # ------------------------------------------------------------------ decisions
+
+    def _inputs(self, stage: Stage, manifest: Manifest, state: _State) -> tuple[dict[str, Path], str | None]:
         """The stage's input artifacts, or why it cannot run."""
-        available = manifest.artifacts()
         inputs = {}
         for need in stage.needs:
-            if need not in available or not available[need].is_file():
-                producer = next((s.name for s in self.stages if need in s.makes), None)
+            if need not in state.available:
+                producer = self.producer.get(need)
                 if producer is None:
                     return {}, f"needs '{need}', which no stage makes"
                 old = manifest.stage(producer)
                 why = f"{old.get('status')}: {old.get('reason') or old.get('error')}" if old else "not run"
                 return {}, f"needs '{need}' from stage '{producer}' ({why})"
-            inputs[need] = available[need]
-        for name in stage.uses:
-            if name in available and available[name].is_file():
-                inputs[name] = available[name]
+            inputs[need] = state.available[need]
+        inputs.update({u: state.available[u] for u in stage.uses if u in state.available})
         return inputs, None
 
+    def _decide(
+        self, stage: Stage, manifest: Manifest, state: _State, forced: bool, planning: bool
+    ) -> tuple[PlanEntry, dict[str, Path], dict[str, str]]:
+        """One stage's action, why, its key and key parts, and its inputs: the single rule `plan` and `run` share."""
+        reason = stage.skip_reason(self.cfg)
+        if reason:
+            return PlanEntry(stage.name, "skip", reason), {}, {}
+        inputs, missing = self._inputs(stage, manifest, state)
+        if missing:
+            return PlanEntry(stage.name, "skip", missing), {}, {}
+        parts = keys.key_parts(stage, self.cfg, self.run_dir, {i: state.keys[self.producer[i]] for i in sorted(inputs)})
+        key = keys.combine(parts)
+        old = manifest.done(stage.name)
+        if forced:
+            return PlanEntry(stage.name, "run", "forced", key), inputs, parts
+        if not old:
+            last = manifest.stage(stage.name)
+            why = f"last attempt {last['status']}" if last.get("status") in ("failed", "running") else "not run yet"
+            return PlanEntry(stage.name, "run", why, key), inputs, parts
+        if old.get("key") != key:
+            changed = keys.changed_parts(old.get("key_parts", {}), parts) or ["its key changed"]
+            return PlanEntry(stage.name, "run", ", ".join(changed), key), inputs, parts
+        if art := manifest.changed_artifact(stage.name):
+            return PlanEntry(stage.name, "run", f"artifact '{art}' is missing or changed on disk", key), inputs, parts
+        rebuilt = [i for i in inputs if self.producer[i] in state.running]
+        if planning and rebuilt:
+            return (
+                PlanEntry(
+                    stage.name, "check", f"runs only if the rebuilt {', '.join(rebuilt)} comes out different", key
+                ),
+                inputs,
+                parts,
+            )
+        consumed = old.get("inputs", {})
+        for name, path in sorted(inputs.items()):
+            if consumed.get(name) != sha256_file(path):
+                return (
+                    PlanEntry(stage.name, "run", f"input '{name}' differs from the one it was made from", key),
+                    inputs,
+                    parts,
+                )
+        return PlanEntry(stage.name, "cached", f"key {key} matches", key), inputs, parts
+
+    def _offer(self, stage: Stage, manifest: Manifest, state: _State, entry: PlanEntry, planning: bool) -> None:
+        """After a decision: the stage's key and the artifacts it offers to later stages."""
+        if entry.action == "skip":
+            return
+        state.keys[stage.name] = entry.key
+        if entry.action == "run":
+            state.running.add(stage.name)
+        if planning and entry.action == "run":  # predicted: the catalogue's rows, at their usual paths
+            device = self.cfg.benchmark.device_name
+            state.available.update({a: self.run_dir / catalog.path_of(a, device) for a in makes(stage)})
+        else:
+            vouched = manifest.vouched()
+            state.available.update({a: vouched[a] for a in makes(stage) if a in vouched})
+
+    # ------------------------------------------------------------------ plan and run
+
     def plan(self, selection: Selection = Selection()) -> list[PlanEntry]:
-        """What `run` would do now, without doing it (keys of later stages assume cached inputs)."""
+        """What `run` would do now, without doing it."""
         names = [s.name for s in self.stages]
         selection.validate(names)
         manifest = Manifest(self.run_dir, self.cfg.name)
+        state = _State()
         out = []
-        dirty = False
         for stage in self.stages:
             if selection.only and stage.name != selection.only:
-                out.append(PlanEntry(stage.name, "leave", "not selected by --only"))
+                entry = PlanEntry(
+                    stage.name, "leave", "not selected by --only", manifest.done(stage.name).get("key", "")
+                )
+                self._offer(stage, manifest, state, PlanEntry(stage.name, "cached", "", entry.key), planning=False)
+                out.append(entry)
                 continue
-            reason = stage.skip_reason(self.cfg)
-            if reason:
-                out.append(PlanEntry(stage.name, "skip", reason))
-                continue
-            inputs, missing = self._inputs(stage, manifest)
-            old = manifest.stage(stage.name)
-            if missing and not dirty:
-                out.append(PlanEntry(stage.name, "run" if old else "skip", missing))
-                continue
-            if selection.forced(stage.name, names):
-                out.append(PlanEntry(stage.name, "run", "forced"))
-                dirty = True
-            elif dirty or missing:
-                out.append(PlanEntry(stage.name, "run", "an earlier stage will run"))
-            elif why := _stale(manifest, stage.name, stage_key(stage, self.cfg, inputs)):
-                out.append(PlanEntry(stage.name, "run", why))
-                dirty = True
-            else:
-                out.append(PlanEntry(stage.name, "cached", f"key {old['key']} matches"))
+            entry, _, _ = self._decide(stage, manifest, state, selection.forced(stage.name, names), planning=True)
+            self._offer(stage, manifest, state, entry, planning=True)
+            out.append(entry)
         return out
 
     def run(self, selection: Selection = Selection()) -> Manifest:
@@ -278,100 +298,93 @@ class Runner:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a file in the way, no permission, read-only disk
             raise EdgekdError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
-        if distributed.is_main():  # the resolved config (absolute paths), for `edgekd bench/report/ship RUN_DIR`
-            write_text_atomic(
-                self.run_dir / "pipeline.yaml",
-                yaml.safe_dump(self.cfg.model_dump(mode="json", exclude_none=True), sort_keys=False),
-            )
+        if distributed.is_main():  # what the user's file meant, paths resolved: `edgekd bench/report/ship RUN_DIR`
+            write_text_atomic(self.run_dir / "pipeline.yaml", saved_config(self.cfg))
         manifest = Manifest(self.run_dir, self.cfg.name)
         ctx = RunContext(self.cfg, self.run_dir, self.reporter, manifest)
+        state = _State()
         for stage in self.stages:
             if selection.only and stage.name != selection.only:
+                keep = PlanEntry(stage.name, "cached", "", manifest.done(stage.name).get("key", ""))
+                self._offer(stage, manifest, state, keep, planning=False)
                 continue
+            entry = None
             if stage.distributed or distributed.is_main():
-                self._run_stage(stage, ctx, manifest, selection.forced(stage.name, names), selection.only == stage.name)
+                entry = self._run_stage(stage, ctx, manifest, state, selection, names)
             distributed.barrier()
             if not distributed.is_main():
                 manifest.reload()
-            entry = manifest.stage(stage.name)
-            if stage.name in selection.require and entry.get("status") == "skipped":
-                raise EdgekdError(f"--require {stage.name}: the stage was skipped: {entry.get('reason')}")
+                entry, _, _ = self._decide(stage, manifest, state, False, planning=False)
+            self._offer(stage, manifest, state, entry, planning=False)
+            record = manifest.stage(stage.name)
+            if stage.name in selection.require and record.get("status") == "skipped":
+                raise EdgekdError(f"--require {stage.name}: the stage was skipped: {record.get('reason')}")
         if (
             distributed.world_size() > 1 and distributed.is_main()
         ):  # the other ranks' scratch, once every stage is through
             shutil.rmtree(self.run_dir / ".ranks", ignore_errors=True)
         return manifest
 
-    def _run_stage(self, stage: Stage, ctx: RunContext, manifest: Manifest, forced: bool, only: bool = False) -> None:
+    def _run_stage(
+        self, stage: Stage, ctx: RunContext, manifest: Manifest, state: _State, selection: Selection, names: list[str]
+    ) -> PlanEntry:
         log = self.reporter.log
-        started = _now()
-        reason = stage.skip_reason(self.cfg)
-        inputs: dict[str, Path] = {}
-        if reason is None:
-            inputs, reason = self._inputs(stage, manifest)
-            if reason is not None and only:
-                raise EdgekdError(f"--only {stage.name}: {reason}; run the pipeline without --only first")
-        if reason is not None:
+        started = now()
+        forced = selection.forced(stage.name, names)
+        entry, inputs, parts = self._decide(stage, manifest, state, forced, planning=False)
+        if entry.action == "skip":
+            if selection.only == stage.name and not stage.skip_reason(self.cfg):
+                raise EdgekdError(f"--only {stage.name}: {entry.why}; run the pipeline without --only first")
             manifest.record(
                 stage.name,
-                {
-                    "status": "skipped",
-                    "reason": reason,
-                    "started": started,
-                    "ended": _now(),
-                    "seconds": 0.0,
-                    "artifacts": {},
-                    "metrics": {},
-                },
+                {"status": "skipped", "reason": entry.why, "started": started, "ended": now(), "seconds": 0.0}
+                | {"artifacts": {}, "metrics": {}},
             )
-            log(f"[yellow]- {stage.name}: skipped[/] ({escape(reason)})")  # reasons may quote paths holding "[...]"
-            return
-        key = stage_key(stage, self.cfg, inputs)
-        why = "forced" if forced else _stale(manifest, stage.name, key)
-        if why is None:
-            manifest.record(stage.name, {**manifest.stage(stage.name), "status": "cached", "cached_at": _now()})
-            log(f"[green]✓ {stage.name}: cached[/] (key {key}, nothing to do)")
-            return
-        log(f"[bold]▶ {stage.name}[/] ({why})")
-        ctx.stage_name, ctx.key = stage.name, key
+            log(f"[yellow]- {stage.name}: skipped[/] ({escape(entry.why)})")  # reasons may quote paths holding "[...]"
+            return entry
+        if entry.action == "cached":
+            manifest.record(stage.name, {**manifest.done(stage.name), "status": "cached", "cached_at": now()})
+            log(f"[green]✓ {stage.name}: cached[/] (key {entry.key}, nothing to do)")
+            return entry
+        log(f"[bold]▶ {stage.name}[/] ({escape(entry.why)})")
+        ctx.stage_name, ctx.key = stage.name, entry.key
         if forced:  # a forced stage starts afresh rather than resuming its last epoch checkpoint
             (ctx.stage_dir / CHECKPOINT).unlink(missing_ok=True)
         t0 = time.perf_counter()
-        entry = {"status": "running", "key": key, "started": started, "artifacts": {}, "metrics": {}}
-        manifest.record(stage.name, entry)
+        consumed = {name: sha256_file(path) for name, path in sorted(inputs.items())}
+        attempt = {"status": "running", "key": entry.key, "key_parts": parts, "inputs": consumed, "started": started}
+        manifest.attempt(stage.name, attempt)
         torch.manual_seed(self.cfg.seed)  # model initialisation depends on the seed alone, not on earlier stages
+        seen: set[str] = set()
+        ctx.config = TracedConfig(self.cfg, tuple(stage.reads), seen)  # type: ignore[assignment]
         try:
-            result = stage.run(ctx, getattr(self.cfg, stage.section), inputs)
+            result = stage.run(ctx, getattr(ctx.config, stage.section), inputs)
+            self._check_result(stage, result)
+            if leaked := undeclared_reads(stage, seen):
+                raise RuntimeError(
+                    f"stage {stage.name} read {', '.join(leaked)}, which its key does not hash: add to its `reads`"
+                )
         except BaseException as e:
             error = str(e) if isinstance(e, EdgekdError) else f"{type(e).__name__}: {e}"
-            manifest.record(
-                stage.name,
-                {
-                    **entry,
-                    "status": "failed",
-                    "error": error,
-                    "ended": _now(),
-                    "seconds": round(time.perf_counter() - t0, 3),
-                },
-            )
+            failed = {**attempt, "status": "failed", "error": error, "ended": now()}
+            manifest.attempt(stage.name, failed | {"seconds": round(time.perf_counter() - t0, 3)})
             raise
-        artifacts = {}
         if not distributed.is_main():  # rank 0 records what the stage made
-            return
-        for name, path in result.artifacts.items():
+            return entry
+        artifacts = {}
+        for art_id, path in result.artifacts.items():
             path = Path(path)
-            artifacts[name] = {
-                "path": str(path.relative_to(self.run_dir)),
+            artifacts[art_id] = {
+                "path": path.relative_to(self.run_dir).as_posix(),
                 "sha256": sha256_file(path),
                 "bytes": path.stat().st_size,
             }
         manifest.record(
             stage.name,
             {
+                **attempt,
                 "status": result.status,
-                "key": key,
-                "started": started,
-                "ended": _now(),
+                "ended": now(),
                 "seconds": round(time.perf_counter() - t0, 3),
                 "artifacts": artifacts,
                 "metrics": result.metrics,
@@ -380,3 +393,21 @@ class Runner:
         )
         note = f" ({escape(result.reason)})" if result.reason else ""
         log(f"[green]✓ {stage.name}: {result.status}[/] in {time.perf_counter() - t0:.1f}s{note}")
+        return PlanEntry(stage.name, "run", entry.why, entry.key)
+
+    def _check_result(self, stage: Stage, result: StageResult) -> None:
+        """Every artifact a stage returns is one of its catalogue rows, at the catalogue's file name."""
+        for art_id, path in result.artifacts.items():
+            if art_id not in makes(stage):
+                raise RuntimeError(
+                    f"stage {stage.name} returned artifact {art_id!r}, which is not one of its catalogue rows"
+                )
+            expected = self.run_dir / catalog.path_of(art_id, self.cfg.benchmark.device_name)
+            if Path(path).resolve() != expected.resolve() and distributed.is_main():
+                raise RuntimeError(f"stage {stage.name} wrote {art_id} to {path}, not to the catalogue's {expected}")
+
+
+def saved_config(cfg: PipelineConfig) -> str:
+    """The config as the user's file stated it (unset fields stay unset, so inherited values stay inherited),
+    with paths resolved to absolute ones."""
+    return yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True), sort_keys=False)

@@ -6,7 +6,9 @@ A bundle mirrors the run directory, so paths in the device's bench file are run-
     edgekd_device/*.py         edgekd/ondevice/, copied alone (it imports nothing else from edgekd)
     bench/val.npz              fixed validation batch
     export/*.onnx  qat/*_qdq.onnx  dynamic_quant/*.onnx   the ONNX files the device needs
-    engines/<name>.engine + .json                         prebuilt engines (--engines-only)
+    engines/<id>.engine + .json                           prebuilt engines (--engines-only)
+
+Only what the run's manifest vouches for ships (finished stage, sha256 unchanged); ids are catalogue ids.
 
 Every file is content-addressed (sha256), and the bundle id is the hash of that manifest,
 so shipping an unchanged run copies nothing.
@@ -22,80 +24,53 @@ from pathlib import Path
 import edgekd.ondevice as device_package
 from edgekd.config import DeviceConfig
 from edgekd.errors import EdgekdError
+from edgekd.manifest import MANIFEST, Manifest
+from edgekd.ondevice import catalog
 from edgekd.ondevice.bench import JOB_SCHEMA
 from edgekd.ondevice.trt_options import BuildOptions, sha256_file
 
-VAL_PATH = "bench/val.npz"
+VAL_PATH = catalog.path_of("val_set")
 PACKAGE = "edgekd_device"
 
 
 @dataclass(frozen=True)
-class OnnxArtifact:
-    """An ONNX file a pipeline stage writes, and what it holds."""
-
-    path: str  # relative to the run dir
-    model: str  # teacher | student
-    precision: str  # fp32 | int8 (Q/DQ) | int8-dynamic
-    source_stage: str
-    tag: str = ""  # tells apart two files of one model and precision (qat, ptq)
-
-    @property
-    def stem(self) -> str:
-        return f"{self.model}_{self.tag}" if self.tag else self.model
-
-
-ONNX_ARTIFACTS = (
-    OnnxArtifact("export/teacher.onnx", "teacher", "fp32", "export"),
-    OnnxArtifact("export/student.onnx", "student", "fp32", "export"),
-    OnnxArtifact("qat/student_int8_qdq.onnx", "student", "int8", "qat", "qat"),
-    OnnxArtifact("qat/student_ptq_int8_qdq.onnx", "student", "int8", "qat", "ptq"),
-    OnnxArtifact("dynamic_quant/student_dynamic_int8.onnx", "student", "int8-dynamic", "dynamic_quant"),
-)
-
-
-@dataclass(frozen=True)
 class EngineJob:
-    """One engine to build (or deploy): from which ONNX, at which precision."""
+    """One engine to build (or deploy): a catalogue engine row and the ONNX file it is built from."""
 
-    name: str  # e.g. student_trt_fp16, student_qat_trt_int8
-    model: str
+    id: str  # catalogue id, e.g. student_trt_fp16, student_qat_trt_int8
     precision: str
     onnx: str  # run-dir relative ONNX path
     onnx_sha256: str
 
     def entry(self, prebuilt: str | None = None) -> dict:
         return {
-            "name": self.name,
-            "model": self.model,
+            "id": self.id,
             "precision": self.precision,
-            "source_stage": "tensorrt",
             "onnx": self.onnx,
             "onnx_sha256": self.onnx_sha256,
             "prebuilt": prebuilt,
         }
 
 
-def present_onnx(run_dir: Path) -> list[OnnxArtifact]:
-    """The known ONNX artifacts that exist in `run_dir`."""
-    return [a for a in ONNX_ARTIFACTS if (run_dir / a.path).is_file()]
+def shippable(run_dir: Path) -> dict[str, Path]:
+    """The ONNX artifacts the run's manifest vouches for (finished stage, sha256 unchanged): what may ship.
 
-
-def plan_engines(run_dir: Path, precisions: list[str], only: set[str] | None = None) -> list[EngineJob]:
-    """Engines for `precisions`: fp32/fp16 from the fp32 ONNX files, int8 from the Q/DQ ONNX files.
-
-    `only` limits the sources to these run-dir relative ONNX paths.
+    A file that failed a check, or one an earlier config left behind, is on disk but not vouched for.
     """
+    if not (run_dir / MANIFEST).is_file():
+        raise EdgekdError(f"{run_dir}: no {MANIFEST}; not a run directory made by `edgekd run`")
+    vouched = Manifest(run_dir, "").vouched()
+    return {a.id: vouched[a.id] for a in catalog.ARTIFACTS if a.ships and a.id in vouched}
+
+
+def plan_engines(run_dir: Path, sources: dict[str, Path], precisions: list[str]) -> list[EngineJob]:
+    """The catalogue's engine rows for `precisions` whose source ONNX is among `sources` (id -> path)."""
     jobs = []
-    for art in present_onnx(run_dir):
-        if only is not None and art.path not in only:
-            continue
-        wanted = (
-            [p for p in precisions if p in ("fp32", "fp16")]
-            if art.precision == "fp32"
-            else (["int8"] if art.precision == "int8" and "int8" in precisions else [])
-        )
-        digest = sha256_file(str(run_dir / art.path)) if wanted else ""
-        jobs += [EngineJob(f"{art.stem}_trt_{p}", art.model, p, art.path, digest) for p in wanted]
+    for source, path in sources.items():
+        rows = catalog.engines_for(source, precisions)
+        digest = sha256_file(str(path)) if rows else ""
+        rel = path.relative_to(run_dir).as_posix()
+        jobs += [EngineJob(row.id, row.precision, rel, digest) for row in rows]
     return jobs
 
 
@@ -141,9 +116,12 @@ def make_bundle(
     --engines-only: then no ONNX is shipped and the device only measures those engines.
     """
     run_dir = Path(run_dir)
-    val = run_dir / VAL_PATH
-    if not val.is_file():
-        raise EdgekdError(f"{val}: validation batch not found; run the benchmark stage first (it writes {VAL_PATH})")
+    sources = shippable(run_dir)
+    val = Manifest(run_dir, "").vouched().get("val_set")
+    if val is None:
+        raise EdgekdError(
+            f"{run_dir / VAL_PATH}: no validation batch the manifest vouches for; run the benchmark stage first"
+        )
     bundle, warnings = Bundle(), []
     package = Path(device_package.__file__).parent
     for src in sorted(package.glob("*.py")):
@@ -153,34 +131,28 @@ def make_bundle(
     engines: list[dict] = []
     onnx: list[dict] = []
     if prebuilt is not None:
-        for job in plan_engines(run_dir, device.tensorrt.precisions):
-            engine = prebuilt[job.name]
-            bundle.add(f"engines/{job.name}.engine", engine)
-            bundle.add(f"engines/{job.name}.json", engine.with_suffix(".json"))
-            engines.append(job.entry(prebuilt=f"engines/{job.name}.engine"))
+        for job in plan_engines(run_dir, sources, device.tensorrt.precisions):
+            engine = prebuilt[job.id]
+            bundle.add(f"engines/{job.id}.engine", engine)
+            bundle.add(f"engines/{job.id}.json", engine.with_suffix(".json"))
+            engines.append(job.entry(prebuilt=f"engines/{job.id}.engine"))
     else:
         if "tensorrt" in device.backends and device.tensorrt.enabled:
-            for job in plan_engines(run_dir, device.tensorrt.precisions):
+            for job in plan_engines(run_dir, sources, device.tensorrt.precisions):
                 bundle.add(job.onnx, run_dir / job.onnx)
                 engines.append(job.entry())
             if "int8" in device.tensorrt.precisions and not any(e["precision"] == "int8" for e in engines):
-                warnings.append(f"{run_dir}: no Q/DQ int8 ONNX (qat/*_qdq.onnx): no int8 engines")
+                warnings.append(f"{run_dir}: the manifest vouches for no Q/DQ int8 ONNX (qat stage): no int8 engines")
         if "onnxruntime" in device.backends:
-            for art in present_onnx(run_dir):
-                bundle.add(art.path, run_dir / art.path)
-                onnx.append(
-                    {
-                        "name": f"{art.stem}_onnx_{art.precision.replace('-', '_')}",
-                        "model": art.model,
-                        "precision": art.precision,
-                        "source_stage": art.source_stage,
-                        "path": art.path,
-                    }
-                )
+            for art_id, path in sources.items():
+                rel = path.relative_to(run_dir).as_posix()
+                bundle.add(rel, path)
+                onnx.append({"id": art_id, "path": rel})
     if not engines and not onnx:
+        shippable_ids = ", ".join(a.id for a in catalog.ARTIFACTS if a.ships)
         raise EdgekdError(
-            f"{run_dir}: nothing to benchmark on {device.name}: no ONNX files for backends {device.backends} "
-            f"(expected some of {', '.join(a.path for a in ONNX_ARTIFACTS)})"
+            f"{run_dir}: nothing to benchmark on {device.name}: the manifest vouches for no ONNX file for backends "
+            f"{device.backends} (expected some of {shippable_ids})"
         )
     b = device.benchmark
     bundle.set_job(

@@ -10,8 +10,6 @@ from edgekd.fleet import engine_cache
 from edgekd.fleet.bundle import plan_engines
 from edgekd.ondevice.trt_options import BuildOptions, slug
 
-LOCAL_DEVICE = "local"
-
 
 @dataclass
 class LocalEngines:
@@ -37,8 +35,10 @@ def local_gpu() -> tuple[str | None, str | None]:
     return name, None
 
 
-def build_local_engines(run_dir: str | Path, onnx_files: list[Path], cfg: TensorRTConfig) -> LocalEngines:
-    """Build engines for `cfg.precisions` from `onnx_files` (paths in run_dir) into run_dir/tensorrt/local/.
+def build_local_engines(
+    run_dir: str | Path, sources: dict[str, Path], cfg: TensorRTConfig, device: str
+) -> LocalEngines:
+    """Build the catalogue engines for `cfg.precisions` from `sources` (ONNX id -> path) into run_dir/tensorrt/<device>/.
 
     fp32/fp16 engines come from fp32 ONNX files, int8 from Q/DQ ONNX files. The timing and
     engine caches live under the user cache dir, keyed by this GPU (device kind `host-<gpu>`).
@@ -50,10 +50,9 @@ def build_local_engines(run_dir: str | Path, onnx_files: list[Path], cfg: Tensor
     from edgekd.ondevice.trt_build import BuildError, build_engine
 
     kind = "host-" + slug(gpu)
-    only = {str(Path(p).resolve().relative_to(run_dir.resolve())) for p in onnx_files}
-    out_dir = run_dir / "tensorrt" / LOCAL_DEVICE
+    out_dir = run_dir / "tensorrt" / device
     result = LocalEngines()
-    for job in plan_engines(run_dir, list(cfg.precisions), only):
+    for job in plan_engines(run_dir, sources, list(cfg.precisions)):
         opts = BuildOptions(
             job.precision,
             cfg.dla_core,
@@ -63,7 +62,7 @@ def build_local_engines(run_dir: str | Path, onnx_files: list[Path], cfg: Tensor
             cfg.opt_batch,
             cfg.max_batch,
         )
-        engine = out_dir / f"{job.name}.engine"
+        engine = out_dir / f"{job.id}.engine"
         try:
             build_engine(
                 str(run_dir / job.onnx),
@@ -71,11 +70,11 @@ def build_local_engines(run_dir: str | Path, onnx_files: list[Path], cfg: Tensor
                 opts,
                 kind,
                 str(engine_cache.cache_root()),
-                shown_paths=(job.onnx, f"tensorrt/{LOCAL_DEVICE}/{job.name}.engine"),
+                shown_paths=(job.onnx, f"tensorrt/{device}/{job.id}.engine"),
             )
         except BuildError as e:
-            result.failed[job.name] = str(e)
+            result.failed[job.id] = str(e)
             continue
         engine_cache.store(engine, kind)
-        result.engines[job.name] = engine
+        result.engines[job.id] = engine
     return result

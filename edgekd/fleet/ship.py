@@ -27,7 +27,7 @@ from pathlib import Path
 from edgekd.config import DeviceConfig
 from edgekd.errors import EdgekdError
 from edgekd.fleet import engine_cache
-from edgekd.fleet.bundle import Bundle, build_options, make_bundle, plan_engines
+from edgekd.fleet.bundle import Bundle, build_options, make_bundle, plan_engines, shippable
 from edgekd.fleet.check import assess, probe_device
 from edgekd.fleet.device_results import check_bench, check_sidecar, check_tree, inside
 from edgekd.fleet.ssh import Ssh, remote_command
@@ -209,7 +209,7 @@ def _download(ssh: Ssh, r: RemoteLayout, run_dir: Path, bundle: Bundle, scratch:
 def _prebuilt_engines(run_dir: Path, device: DeviceConfig, trt_version: str) -> dict[str, Path]:
     """Cached engines for every planned engine of `device`, or an EdgekdError naming the first one missing."""
     found = {}
-    for job in plan_engines(run_dir, device.tensorrt.precisions):
+    for job in plan_engines(run_dir, shippable(run_dir), device.tensorrt.precisions):
         path = engine_cache.lookup(job.onnx_sha256, build_options(device, job.precision), device.kind, trt_version)
         if path is None:
             raise EdgekdError(
@@ -217,7 +217,7 @@ def _prebuilt_engines(run_dir: Path, device: DeviceConfig, trt_version: str) -> 
                 f"{trt_version} in {engine_cache.cache_root() / 'engines'}; ship once without --engines-only "
                 f"to a device of this kind"
             )
-        found[job.name] = path
+        found[job.id] = path
     if not found:
         raise EdgekdError(
             f"--engines-only: {run_dir} has no ONNX files to match engines to (precisions {device.tensorrt.precisions})"

@@ -30,20 +30,22 @@ def baseline_optim(cfg: PipelineConfig) -> OptimConfig:
 class BaselineStage:
     name = "baseline"
     section = "baseline"
-    sections = ("data", "student", "baseline")
+    reads = (
+        "seed",
+        "device",
+        "data",
+        "student",
+        "baseline",
+        "distill.augment",
+        *(f"distill.{f}" for f in OptimConfig.model_fields),
+    )
+    toolchain = ("torch", "torchvision")
     needs: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
-    makes = ("baseline_student",)
     distributed = True
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
         return None if cfg.baseline.enabled else "baseline.enabled is false"
-
-    def key_extras(self, cfg: PipelineConfig) -> dict:
-        return {
-            "optim": baseline_optim(cfg).model_dump(mode="json"),
-            "augment": cfg.distill.augment.model_dump(mode="json"),
-        }
 
     def run(self, ctx: RunContext, cfg: BaselineConfig, inputs: dict[str, Path]) -> StageResult:
         data, config = ctx.data, ctx.config
@@ -83,8 +85,4 @@ class BaselineStage:
             "epochs": len(result.history),
             "resumed_from_epoch": result.resumed_from,
         }
-        distilled = ctx.manifest.stage("distill").get("metrics", {}).get("val_top1")
-        if distilled is not None:
-            metrics["distill_val_top1"] = distilled
-            metrics["kd_gain_top1"] = distilled - val["val_top1"]
         return StageResult({"baseline_student": out}, metrics)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from edgekd.artifacts import sha256_file
+from edgekd.artifacts import sha256_file, write_bytes_atomic, write_json_atomic
 from edgekd.config import DistillConfig, PipelineConfig, SweepConfig
 from edgekd.data.augment import BatchAugment
 from edgekd.data.datasets import data_fingerprint
@@ -23,17 +23,14 @@ from edgekd.stages.common import model_summary, spec_for
 class DistillStage:
     name = "distill"
     section = "distill"
-    sections = ("data", "student", "distill", "sweep")
+    reads = ("seed", "device", "data", "student", "distill", "sweep")
+    toolchain = ("torch", "torchvision")
     needs = ("teacher",)
     uses: tuple[str, ...] = ()
-    makes = ("student", "distill_metrics")
     distributed = True
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
         return None
-
-    def key_extras(self, cfg: PipelineConfig) -> dict:
-        return {}
 
     def run(self, ctx: RunContext, cfg: DistillConfig, inputs: dict[str, Path]) -> StageResult:
         data = ctx.data
@@ -66,13 +63,18 @@ class DistillStage:
             "teacher_cache": cache_note,
             "feature_pairs": len(cfg.features),
         }
-        artifacts = {"student": out}
+        settings = ctx.stage_dir / "settings.json"  # the winning settings, for qat's KD
+        write_json_atomic(settings, {"overrides": overrides})
+        artifacts = {"student": out, "distill_settings": settings}
         if overrides:
             metrics["sweep"] = [{**o, "val_top1": v["val_top1"], "val_kl": v["val_kl"]} for o, _, _, _, v, _ in runs]
             metrics["sweep_best"] = overrides
             ctx.reporter.log(f"  distill sweep: best {trial_name(overrides)} at val top-1 {val['val_top1']:.2f}%")
-        if result.history:
-            artifacts["distill_metrics"] = work_dir / "metrics.jsonl"
+        if result.history:  # the winner's curves, at the catalogue's place
+            metrics_file = ctx.stage_dir / "metrics.jsonl"
+            if work_dir != ctx.stage_dir:
+                write_bytes_atomic(metrics_file, (work_dir / "metrics.jsonl").read_bytes())
+            artifacts["distill_metrics"] = metrics_file
         return StageResult(artifacts, metrics)
 
     def _train(

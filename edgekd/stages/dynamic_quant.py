@@ -22,10 +22,10 @@ from edgekd.stages.export import artifact_metrics
 class DynamicQuantStage:
     name = "dynamic_quant"
     section = "dynamic_quant"
-    sections = ("data", "dynamic_quant")
+    reads = ("seed", "data", "dynamic_quant", "export.opset", "export.parity_batch")
+    toolchain = ("torch", "onnx", "onnxruntime")
     needs = ("student",)
     uses: tuple[str, ...] = ()
-    makes = ("student_dynamic_int8_ts", "student_dynamic_int8_onnx")
     distributed = False
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
@@ -34,9 +34,6 @@ class DynamicQuantStage:
         if not (cfg.dynamic_quant.torch or cfg.dynamic_quant.onnx):
             return "dynamic_quant.torch and dynamic_quant.onnx are both false"
         return None
-
-    def key_extras(self, cfg: PipelineConfig) -> dict:
-        return {"opset": cfg.export.opset, "parity_batch": cfg.export.parity_batch, "torch": torch.__version__}
 
     def run(self, ctx: RunContext, cfg: DynamicQuantConfig, inputs: dict[str, Path]) -> StageResult:
         student, _ = load_model(inputs["student"])

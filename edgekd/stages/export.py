@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from edgekd.artifacts import quarantine
 from edgekd.config import ExportConfig, PipelineConfig
 from edgekd.data.datasets import DataInfo
+from edgekd.errors import EdgekdError
 from edgekd.export import Preprocessing, check_parity, export_onnx, save_torchscript, top1_accuracy
 from edgekd.models import count_params, load_model
 from edgekd.pipeline import RunContext, StageResult
@@ -44,10 +47,10 @@ def artifact_metrics(path: Path, ctx: RunContext, parity: object | None = None) 
 class ExportStage:
     name = "export"
     section = "export"
-    sections = ("data", "export")
+    reads = ("seed", "data", "export")
+    toolchain = ("torch", "onnx", "onnxruntime", "onnxslim")
     needs = ("student",)
     uses = ("teacher",)
-    makes = ("student_ts", "student_onnx", "teacher_ts", "teacher_onnx")
     distributed = False
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
@@ -57,9 +60,6 @@ class ExportStage:
             return "export.torchscript is off and export.onnx is false: nothing to export"
         return None
 
-    def key_extras(self, cfg: PipelineConfig) -> dict:
-        return {"torch": torch.__version__}
-
     def run(self, ctx: RunContext, cfg: ExportConfig, inputs: dict[str, Path]) -> StageResult:
         images, _ = ctx.data.val_arrays(cfg.parity_batch)
         models = [("student", inputs["student"])]
@@ -67,11 +67,18 @@ class ExportStage:
             models.append(("teacher", inputs["teacher"]))
         artifacts: dict[str, Path] = {}
         metrics: dict[str, dict] = {}
+        staging = ctx.stage_dir / ".staging"  # files wait here until they pass parity
         for role, source in models:
             model, _ = load_model(source)
-            made = self._export(ctx, cfg, role, model, torch.from_numpy(images[:1]))
-            parities = check_parity(model, list(made.values()), images, cfg.atol, cfg.min_agreement)
-            for (name, path), parity in zip(made.items(), parities):
+            made = self._export(ctx, cfg, staging, role, model, torch.from_numpy(images[:1]))
+            try:
+                parities = check_parity(model, list(made.values()), images, cfg.atol, cfg.min_agreement)
+            except EdgekdError:
+                quarantine(made.values(), ctx.stage_dir / "failed")
+                raise
+            for (name, staged), parity in zip(made.items(), parities):
+                path = ctx.stage_dir / staged.name
+                os.replace(staged, path)
                 artifacts[name] = path
                 metrics[name] = {**artifact_metrics(path, ctx, parity), "params": count_params(model)}
             ctx.reporter.log(
@@ -86,15 +93,15 @@ class ExportStage:
         )
 
     def _export(
-        self, ctx: RunContext, cfg: ExportConfig, role: str, model: nn.Module, example: torch.Tensor
+        self, ctx: RunContext, cfg: ExportConfig, out: Path, role: str, model: nn.Module, example: torch.Tensor
     ) -> dict[str, Path]:
         made = {}
         if cfg.torchscript != "off":
-            made[f"{role}_ts"] = save_torchscript(model, ctx.stage_dir / f"{role}.ts.pt", example, cfg.torchscript)
+            made[f"{role}_ts"] = save_torchscript(model, out / f"{role}.ts.pt", example, cfg.torchscript)
         if cfg.onnx:
             made[f"{role}_onnx"] = export_onnx(
                 model,
-                ctx.stage_dir / f"{role}.onnx",
+                out / f"{role}.onnx",
                 example,
                 opset=cfg.opset,
                 dynamic_batch=cfg.dynamic_batch,

@@ -8,6 +8,7 @@ are frozen for the last `qat.freeze_observers_epochs` epochs.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import torch
@@ -46,10 +47,10 @@ class _FreezeRangesLate:
 class QatStage:
     name = "qat"
     section = "qat"
-    sections = ("data", "qat", "distill")
+    reads = ("seed", "device", "data", "qat", "distill", "export.opset", "export.dynamic_batch", "export.parity_batch")
+    toolchain = ("torch", "onnx", "onnxruntime")
     needs = ("student",)
-    uses = ("teacher",)
-    makes = ("student_qat", "student_qat_onnx", "student_ptq_onnx")
+    uses = ("teacher", "distill_settings")
     distributed = True
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
@@ -58,9 +59,6 @@ class QatStage:
         if cfg.qat.epochs == 0 and not cfg.qat.ptq:
             return "qat.epochs is 0 and qat.ptq is false: nothing to quantize"
         return None
-
-    def key_extras(self, cfg: PipelineConfig) -> dict:
-        return {"opset": cfg.export.opset, "dynamic_batch": cfg.export.dynamic_batch}
 
     def run(self, ctx: RunContext, cfg: QatConfig, inputs: dict[str, Path]) -> StageResult:
         student, spec = load_model(inputs["student"])
@@ -75,7 +73,7 @@ class QatStage:
             metrics["artifacts"]["student_ptq_onnx"] = self._record(ctx, ptq, path, images, fp32_top1, cfg)
             artifacts["student_ptq_onnx"] = path
         if cfg.epochs > 0:
-            qat = self._train(ctx, cfg, student, inputs.get("teacher"))
+            qat = self._train(ctx, cfg, student, inputs)
             model_path = ctx.stage_dir / "student_qat.pt"
             save_model(model_path, qat, spec, format=QAT_FORMAT, data=ctx.data.info.to_dict())
             path = self._export(ctx, qat, "student_int8_qdq.onnx", example)
@@ -87,13 +85,15 @@ class QatStage:
         generator = torch.Generator().manual_seed(ctx.config.seed)
         return ctx.data.train.batches(ctx.config.data.batch_size, shuffle=True, generator=generator)
 
-    def _train(self, ctx: RunContext, cfg: QatConfig, student: nn.Module, teacher_path: Path | None) -> nn.Module:
+    def _train(self, ctx: RunContext, cfg: QatConfig, student: nn.Module, inputs: dict[str, Path]) -> nn.Module:
         qat = prepare_qat(student, self._calibration(ctx), cfg)
         if cfg.distill:
+            teacher_path = inputs.get("teacher")
             if teacher_path is None:
                 raise EdgekdError("qat.distill is true but there is no teacher artifact; set qat.distill: false")
             teacher, _ = load_model(teacher_path)
-            best = ctx.manifest.stage("distill").get("metrics", {}).get("sweep_best", {})  # the sweep's winner, if any
+            settings = inputs.get("distill_settings")  # the sweep's winner, if any
+            best = json.loads(settings.read_text())["overrides"] if settings else {}
             kd = ctx.config.distill.model_copy(update={"features": [], "teacher_cache": False, **best})
             objective: Objective = Distillation(teacher.to(ctx.device), kd, seed=ctx.config.seed)
         else:

@@ -4,25 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgekd.artifacts import sha256_file
 from edgekd.bench.report import build_report, meets_budget
 from edgekd.config import BenchmarkConfig, PipelineConfig
+from edgekd.ondevice import catalog
 from edgekd.pipeline import RunContext, StageResult
 
 
 class ReportStage:
     name = "report"
     section = "benchmark"
-    sections = ("benchmark",)
+    reads = ("benchmark.budget", "benchmark.device_name")
+    toolchain = ("matplotlib",)
     needs = ("bench",)
-    uses = ("distill_metrics", "teacher", "student", "baseline_student")  # what the report quotes besides the bench
-    makes = ("report_md", "report_html", "report_json")
+    uses = tuple(a.id for a in catalog.ARTIFACTS if a.stage != "report" and a.id != "bench")  # what it quotes
     distributed = False
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
         return None if cfg.benchmark.enabled else "benchmark.enabled is false"
 
-    def key_extras(self, cfg: PipelineConfig) -> dict:
-        return {}
+    def environment(self, cfg: PipelineConfig, run_dir: Path) -> dict:
+        """The bench files `edgekd ship` brought back from devices (the local one is an input)."""
+        local = f"{cfg.benchmark.device_name}.json"
+        return {p.name: sha256_file(p) for p in sorted((run_dir / "bench").glob("*.json")) if p.name != local}
 
     def run(self, ctx: RunContext, cfg: BenchmarkConfig, inputs: dict[str, Path]) -> StageResult:
         summary = build_report([ctx.run_dir], ctx.stage_dir, cfg.budget)

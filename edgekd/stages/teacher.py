@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekd.artifacts import sha256_file
 from edgekd.config import PipelineConfig, TeacherConfig
 from edgekd.distill.objectives import CrossEntropy
 from edgekd.distill.trainer import evaluate, predict, train
@@ -16,18 +15,14 @@ from edgekd.stages.common import model_summary, spec_for
 class TeacherStage:
     name = "teacher"
     section = "teacher"
-    sections = ("data", "teacher")
+    reads = ("seed", "device", "data", "teacher")
+    toolchain = ("torch", "torchvision")
     needs: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
-    makes = ("teacher",)
     distributed = True
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
         return None
-
-    def key_extras(self, cfg: PipelineConfig) -> dict:
-        ckpt = cfg.teacher.checkpoint
-        return {"checkpoint_sha256": sha256_file(ckpt) if ckpt and ckpt.is_file() else None}
 
     def run(self, ctx: RunContext, cfg: TeacherConfig, inputs: dict[str, Path]) -> StageResult:
         data = ctx.data

@@ -13,10 +13,10 @@ from edgekd.pipeline import RunContext, StageResult
 class TensorRTStage:
     name = "tensorrt"
     section = "tensorrt"
-    sections = ("tensorrt",)
+    reads = ("tensorrt", "benchmark.device_name")
+    toolchain = ("tensorrt",)
     needs = ("student_onnx",)
     uses = ("teacher_onnx", "student_qat_onnx", "student_ptq_onnx")
-    makes: tuple[str, ...] = ()  # engine_<name> for each engine built
     distributed = False
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
@@ -29,11 +29,12 @@ class TensorRTStage:
             else None
         )
 
-    def key_extras(self, cfg: PipelineConfig) -> dict:
+    def environment(self, cfg: PipelineConfig, run_dir: Path) -> dict:
+        """Engines are built for this GPU: another GPU means other engines."""
         return {"gpu": local_gpu()[0]}
 
     def run(self, ctx: RunContext, cfg: TensorRTConfig, inputs: dict[str, Path]) -> StageResult:
-        built = build_local_engines(ctx.run_dir, list(inputs.values()), cfg)
+        built = build_local_engines(ctx.run_dir, inputs, cfg, ctx.config.benchmark.device_name)
         if built.skipped:
             return StageResult(status="skipped", reason=built.skipped)
         if not built.engines:
@@ -41,6 +42,6 @@ class TensorRTStage:
                 "tensorrt: no engine could be built: " + "; ".join(f"{n}: {why}" for n, why in built.failed.items())
             )
         return StageResult(
-            {f"engine_{n}": p for n, p in built.engines.items()},
+            dict(built.engines),
             {"engines": sorted(built.engines), "failed": built.failed},
         )

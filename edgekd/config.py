@@ -8,6 +8,9 @@ that names the key, its line in the file and the nearest valid key
 from __future__ import annotations
 
 import difflib
+import os
+import re
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -578,6 +581,10 @@ class DeviceBenchConfig(Section):
     threads: int | None = Field(None, ge=1, description="CPU threads for ONNX Runtime; default: all cores.")
 
 
+DEVICE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+"""A plain name, safe as a file name (never `.`, `..` or hidden): it names bench/<name>.json and tensorrt/<name>/."""
+
+
 class DeviceConfig(Section):
     """One edge device reached over SSH (system OpenSSH: ~/.ssh/config, the agent and ProxyJump apply)."""
 
@@ -639,10 +646,19 @@ class DeviceConfig(Section):
             key, sep, value = opt.partition("=")
             if not sep or not key.isalpha() or not value.strip():
                 raise ValueError(f"ssh option {opt!r} is not `Key=Value` (e.g. `UserKnownHostsFile=/path/known_hosts`)")
-            if key.lower() == "stricthostkeychecking" and value.strip().lower() in ("no", "off"):
+            try:
+                words = [w.lower() for w in shlex.split(value)]  # as OpenSSH reads it: quotes removed, any case
+            except ValueError:
+                raise ValueError(f"ssh option {opt!r} has unbalanced quotes") from None
+            if key.lower() == "stricthostkeychecking" and words not in (["yes"], ["ask"]):
                 raise ValueError(
-                    f"ssh option {opt!r} turns off host key checking; add the device's key to a known_hosts file instead"
+                    f"ssh option {opt!r} would accept unchecked host keys (only yes or ask are allowed); "
+                    "add the device's key to a known_hosts file (ssh-keyscan, after checking it) instead"
                 )
+            if key.lower() in ("userknownhostsfile", "globalknownhostsfile") and any(
+                w == "none" or os.path.realpath(os.path.expanduser(w)) == os.devnull for w in words
+            ):
+                raise ValueError(f"ssh option {opt!r} throws known host keys away; name a real known_hosts file")
         return options
 
     @field_validator("host")
@@ -662,7 +678,7 @@ class DeviceConfig(Section):
 class DevicesConfig(Section):
     """A whole devices.yaml: named devices."""
 
-    devices: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], DeviceConfig] = Field(
+    devices: dict[Annotated[str, Field(pattern=DEVICE_NAME)], DeviceConfig] = Field(
         default_factory=dict, description="Devices by name; the name is used in bench/<name>.json and tensorrt/<name>/."
     )
     source: Path | None = Field(None, exclude=True, description="The YAML file this came from (set by the loader).")
@@ -707,6 +723,14 @@ def load_devices(path: str | Path) -> DevicesConfig:
     if not isinstance(data, dict):
         raise EdgekdError(f"{path}: expected a mapping with a `devices` key, got {type(data).__name__}")
     lines = _key_lines(text, str(path))
+    named = data.get("devices")
+    for name in named if isinstance(named, dict) else {}:
+        if not isinstance(name, str) or not re.match(DEVICE_NAME, name):
+            line = lines.get(("devices", name))
+            raise EdgekdError(
+                f"{path}{f':{line}' if line else ''}: device name {name!r} is not a plain name "
+                "(up to 64 letters, digits, '_', '.', '-', not starting with '.' or '-')"
+            )
     try:
         cfg = DevicesConfig.model_validate(data)
     except ValidationError as e:

@@ -1,16 +1,19 @@
 """SSH transport through the system OpenSSH client (ssh, scp), so ~/.ssh/config, the agent and ProxyJump apply.
 
 Every call is an argument list (no local shell); remote command lines are built with
-shlex.join. Host keys are always checked (BatchMode: never a prompt); an unknown or
-changed host key is an error that says so.
+shlex.join. Host keys are always checked (BatchMode: never a prompt, StrictHostKeyChecking=yes
+unless devices.yaml says ask); before the first connection `ssh -G` shows the settings OpenSSH
+will use, and a known_hosts file of /dev/null or none, also from an ssh_config file, is refused.
+An unknown or changed host key is an error that says so.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekd.config import DeviceConfig
@@ -32,6 +35,7 @@ class Ssh:
     device: DeviceConfig
     ssh: str = "ssh"
     scp: str = "scp"
+    _policy_checked: bool = field(default=False, repr=False)
 
     def options(self, port_flag: str) -> list[str]:
         d = self.device
@@ -44,7 +48,36 @@ class Ssh:
             args += ["-i", str(d.identity_file), "-o", "IdentitiesOnly=yes"]
         for opt in d.ssh_options:
             args += ["-o", opt]
+        if not any(opt.lower().startswith("stricthostkeychecking=") for opt in d.ssh_options):
+            args += ["-o", "StrictHostKeyChecking=yes"]  # the first value wins: ssh_config files cannot turn it off
         return args
+
+    def effective_options(self) -> dict[str, str]:
+        """What OpenSSH will use for this device (`ssh -G`: options, ssh_config files and defaults merged)."""
+        proc = self._call([self.ssh, "-G", *self.options("-p"), "--", self.destination], "ssh -G", 30)
+        if proc.returncode != 0:
+            raise self._fail(proc, "reading the ssh configuration")
+        found = {}
+        for line in proc.stdout.decode(errors="replace").splitlines():
+            key, _, value = line.partition(" ")
+            found.setdefault(key.lower(), value.strip())
+        return found
+
+    def check_host_key_policy(self) -> None:
+        """EdgekdError unless OpenSSH will check host keys against real known_hosts files."""
+        opts = self.effective_options()
+        if opts.get("stricthostkeychecking") not in ("true", "yes", "ask"):
+            raise EdgekdError(
+                f"{self.where()}: ssh would accept unchecked host keys (StrictHostKeyChecking "
+                f"{opts.get('stricthostkeychecking')}); edgekd needs yes or ask"
+            )
+        for key in ("userknownhostsfile", "globalknownhostsfile"):
+            files = opts.get(key, "").split()
+            if any(f == "none" or os.path.realpath(os.path.expanduser(f)) == os.devnull for f in files):
+                raise EdgekdError(
+                    f"{self.where()}: ssh would throw known host keys away ({key} {' '.join(files)}, "
+                    f"from ssh_options or an ssh_config file); name a real known_hosts file"
+                )
 
     @property
     def destination(self) -> str:
@@ -71,6 +104,9 @@ class Ssh:
     def _call(
         self, argv: list[str], what: str, timeout: float, input: bytes | None = None
     ) -> subprocess.CompletedProcess:
+        if not self._policy_checked and argv[1:2] != ["-G"]:
+            self.check_host_key_policy()
+            self._policy_checked = True
         try:
             return subprocess.run(
                 argv,

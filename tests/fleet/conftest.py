@@ -65,6 +65,7 @@ class SshServer:
         (root / "authorized_keys").chmod(0o600)
         host_pub = (root / "host_key.pub").read_text().split()
         (root / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        (root / "global_known_hosts").write_text("")
         (root / "ssh_config").write_text("")  # isolate the tests from the user's ~/.ssh/config
         (root / "sshd_config").write_text(
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\nPidFile {root / 'sshd.pid'}\n"
@@ -108,7 +109,7 @@ class SshServer:
             ssh_config=self.root / "ssh_config",
             ssh_options=[
                 f"UserKnownHostsFile={self.root / 'known_hosts'}",
-                "GlobalKnownHostsFile=/dev/null",
+                f"GlobalKnownHostsFile={self.root / 'global_known_hosts'}",  # empty: only the test's key is known
                 "StrictHostKeyChecking=yes",
             ],
             kind="test-host",

@@ -61,9 +61,53 @@ def test_typo_in_nested_tensorrt_section(tmp_path):
         load_devices(write(tmp_path, text))
 
 
-def test_disabling_host_key_checking_is_refused(tmp_path):
-    text = GOOD.replace("[UserKnownHostsFile=~/.ssh/jetson_known_hosts]", "[StrictHostKeyChecking=no]")
-    with pytest.raises(EdgekdError, match=r"devices.yaml:8: devices.xavier.ssh_options: .*turns off host key checking"):
+@pytest.mark.parametrize(
+    "option",
+    [
+        "StrictHostKeyChecking=no",
+        "StrictHostKeyChecking=off",
+        "StrictHostKeyChecking=false",  # OpenSSH reads false as no
+        "StrictHostKeyChecking=FALSE",
+        "StrictHostKeyChecking='no'",  # OpenSSH removes the quotes
+        "StrictHostKeyChecking=accept-new",  # trusts whatever key answers first, silently under BatchMode
+        "stricthostkeychecking=No",
+    ],
+)
+def test_disabling_host_key_checking_is_refused(tmp_path, option):
+    text = GOOD.replace("[UserKnownHostsFile=~/.ssh/jetson_known_hosts]", f'["{option}"]')
+    with pytest.raises(
+        EdgekdError, match=r"devices.yaml:8: devices.xavier.ssh_options: .*would accept unchecked host keys"
+    ):
+        load_devices(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "UserKnownHostsFile=/dev/null",
+        "GlobalKnownHostsFile=/dev/null",
+        "UserKnownHostsFile=~/.ssh/known_hosts /dev/null",
+        "UserKnownHostsFile=/dev/../dev/null",
+        'UserKnownHostsFile="/dev/null"',
+        "UserKnownHostsFile=none",
+    ],
+)
+def test_throwing_known_hosts_away_is_refused_even_with_strict_checking(tmp_path, option):
+    text = GOOD.replace("[UserKnownHostsFile=~/.ssh/jetson_known_hosts]", f"['{option}', StrictHostKeyChecking=yes]")
+    with pytest.raises(EdgekdError, match=r"devices.yaml:8: devices.xavier.ssh_options: .*throws known host keys away"):
+        load_devices(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("option", ["StrictHostKeyChecking=yes", "StrictHostKeyChecking=ask", "UserKnownHostsFile=k"])
+def test_checking_options_are_kept(tmp_path, option):
+    text = GOOD.replace("[UserKnownHostsFile=~/.ssh/jetson_known_hosts]", f"[{option}]")
+    assert load_devices(write(tmp_path, text)).get("xavier").ssh_options == [option]
+
+
+@pytest.mark.parametrize("name", [".", "..", ".hidden", "-x", "a/b", "a b", "x" * 65])
+def test_device_names_are_plain_names(tmp_path, name):
+    text = GOOD.replace("  lab-orin:", f"  '{name}':")
+    with pytest.raises(EdgekdError, match=r"devices.yaml:10: device name .* is not a plain name"):
         load_devices(write(tmp_path, text))
 
 

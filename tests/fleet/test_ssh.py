@@ -2,7 +2,10 @@
 
 import subprocess
 
+import pytest
+
 from edgekd.config import DeviceConfig
+from edgekd.errors import EdgekdError
 from edgekd.fleet.ssh import Ssh, remote_command
 
 
@@ -31,7 +34,29 @@ def test_ssh_argv_uses_config_and_keeps_host_key_checking():
     assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-i") + 1] == "/keys/id"
     opts = [argv[i + 1] for i, a in enumerate(argv) if a == "-o"]
     assert "BatchMode=yes" in opts and "UserKnownHostsFile=/k/known" in opts and "ConnectTimeout=10" in opts
-    assert not any(o.lower().startswith("stricthostkeychecking=no") for o in opts)
+    assert [o for o in opts if o.lower().startswith("stricthostkeychecking")] == ["StrictHostKeyChecking=yes"]
+
+
+def test_an_ssh_config_cannot_switch_host_key_checking_off(tmp_path):
+    """OpenSSH's own view (`ssh -G`, no connection) of what edgekd passes, with an ssh_config that says `no`."""
+    config = tmp_path / "ssh_config"
+    config.write_text("Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /k/known\n")
+    ssh = Ssh(device(ssh_config=config))
+    assert ssh.effective_options()["stricthostkeychecking"] == "true"
+    ssh.check_host_key_policy()
+    asked = Ssh(device(ssh_config=config, ssh_options=["StrictHostKeyChecking=ask"]))
+    assert asked.effective_options()["stricthostkeychecking"] == "ask"
+
+
+@pytest.mark.parametrize(
+    "line", ["UserKnownHostsFile /dev/null", "GlobalKnownHostsFile /dev/null", "UserKnownHostsFile none"]
+)
+def test_known_hosts_thrown_away_by_an_ssh_config_is_refused_before_connecting(tmp_path, line):
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host *\n  {line}\n")
+    ssh = Ssh(device(ssh_config=config, connect_timeout_s=1))
+    with pytest.raises(EdgekdError, match="ssh would throw known host keys away"):
+        ssh.run("true", "a command")
 
 
 def test_plain_alias_leaves_everything_to_ssh_config():

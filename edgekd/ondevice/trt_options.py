@@ -1,4 +1,5 @@
-"""The pure parts of a TensorRT build: options and their checks, file naming, the sidecar, the trtexec line.
+"""The pure parts of a TensorRT build: options and their checks, what each TensorRT release can build and how,
+file naming, the sidecar, the trtexec line, the TensorRT-to-numpy dtype map.
 
 No TensorRT import here, so the host can test and reuse all of it (Python 3.8, stdlib only).
 """
@@ -11,6 +12,131 @@ from typing import Dict, List, Optional, Tuple
 
 PRECISIONS = ("fp32", "fp16", "int8")
 SIDECAR_SCHEMA = "edgekd.engine/1"
+
+RELEASES = {"8.5": "8.5.2", "10": "10.16", "11": "11.1"}
+"""API family -> the TensorRT release whose Python names that family's code is checked against
+(../shared/tensorrt-api/tensorrt-<release>.names; tests/ondevice/test_trt_api_surface.py)."""
+
+TRT_PATHS = {
+    "_explicit_batch_network": ("8.5",),
+    "_strongly_typed_network": ("10", "11"),
+    "_weakly_typed_network": ("10",),
+    "_set_precision_flags": ("8.5", "10"),
+    "_attach_calibrator": ("8.5", "10"),
+    "entropy_calibrator": ("8.5", "10"),
+}
+"""The functions of the TensorRT code (trt_build, trt_runtime, calibrate) that run on some API families only.
+
+Every other function runs on all of them and may use only names all releases have. A build
+calls these through BuildPlan.steps(), so what runs on a release is what this table claims.
+"""
+
+NUMPY_OF_TRT = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "INT8": "int8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+    "UINT8": "uint8",
+}
+"""numpy dtype of each trt.DataType by name; trt.nptype is not used (8.5's builds its map with np.bool,
+which numpy >= 1.24 removed: NVIDIA/TensorRT #2557)."""
+
+
+def numpy_dtype_name(trt_dtype: object) -> str:
+    """`DataType.HALF` (a trt.DataType or its str) -> `float16`; ValueError for types numpy has no dtype for."""
+    name = str(trt_dtype).split(".")[-1]
+    if name not in NUMPY_OF_TRT:
+        raise ValueError("TensorRT type {} has no numpy dtype (known: {})".format(name, ", ".join(NUMPY_OF_TRT)))
+    return NUMPY_OF_TRT[name]
+
+
+def version_tuple(version: str) -> Tuple[int, ...]:
+    """`8.5.2.2` -> (8, 5, 2, 2); stops at the first part that is not a number (`10.0.0b6` -> (10, 0))."""
+    parts = []
+    for piece in str(version).split("."):
+        if not piece.isdigit():
+            break
+        parts.append(int(piece))
+    return tuple(parts)
+
+
+def api_family(trt_version: str) -> str:
+    """The API family of a TensorRT release: `8.5` (8.5, 8.6), `10` or `11` (11 and later); ValueError otherwise."""
+    v = version_tuple(trt_version)
+    if v[:1] == (8,) and v >= (8, 5):
+        return "8.5"
+    if v[:1] == (10,):
+        return "10"
+    if v and v[0] >= 11:
+        return "11"
+    raise ValueError(f"TensorRT {trt_version} is not supported; edgekd builds with 8.5/8.6, 10.x and 11.x")
+
+
+class BuildPlan:
+    """How one engine is built on one TensorRT release.
+
+    `source`: the ONNX it needs (`fp32`, `fp16`: an fp16 ONNX, `qdq`: a Q/DQ int8 ONNX);
+    `strongly_typed`: precision comes from the network's types, no precision flags;
+    `flags`: builder flags by name; `calibrate`: implicit int8 with an entropy calibrator;
+    `refused`: why this cannot be built on that release (None when it can).
+    """
+
+    def __init__(
+        self,
+        family: str,
+        source: str,
+        strongly_typed: bool,
+        flags: Tuple[str, ...] = (),
+        calibrate: bool = False,
+        refused: Optional[str] = None,
+    ) -> None:
+        self.family = family
+        self.source = source
+        self.strongly_typed = strongly_typed
+        self.flags = flags
+        self.calibrate = calibrate
+        self.refused = refused
+
+    def steps(self) -> List[str]:
+        """The release-specific functions (TRT_PATHS) a build with this plan calls, in order."""
+        if self.refused:
+            return []
+        if self.family == "8.5":
+            steps = ["_explicit_batch_network"]
+        else:
+            steps = ["_strongly_typed_network" if self.strongly_typed else "_weakly_typed_network"]
+        if self.flags:
+            steps.append("_set_precision_flags")
+        if self.calibrate:
+            steps += ["entropy_calibrator", "_attach_calibrator"]
+        return steps
+
+
+def build_plan(opts: "BuildOptions", trt_version: str) -> BuildPlan:
+    """What building `opts` takes on TensorRT `trt_version` (see docs/jetson.md for the table).
+
+    8.5: builder flags (FP16, INT8 with a Q/DQ ONNX); DLA int8 is implicit quantization with a calibrator
+    (DLA takes no Q/DQ on 8.x: NVIDIA/TensorRT #2222). 10.x: strongly typed networks (fp16 from an fp16
+    ONNX, int8 from a Q/DQ ONNX), DLA int8 as on 8.5. 11.x: strongly typed only; no calibrators, so no DLA int8.
+    """
+    family = api_family(trt_version)
+    dla_int8 = opts.precision == "int8" and opts.dla_core is not None
+    if family == "8.5":
+        flags = {"fp32": (), "fp16": ("FP16",), "int8": ("FP16", "INT8")}[opts.precision]
+        return BuildPlan(family, "fp32" if opts.precision != "int8" or dla_int8 else "qdq", False, flags, dla_int8)
+    if dla_int8:
+        if family == "11":
+            return BuildPlan(
+                family,
+                "fp32",
+                False,
+                refused=f"int8 on the DLA needs a calibrator and TensorRT {trt_version} has none "
+                "(11.x removed implicit int8); use fp16 on the DLA or int8 on the GPU",
+            )
+        return BuildPlan(family, "fp32", False, ("FP16", "INT8"), True)
+    return BuildPlan(family, {"fp32": "fp32", "fp16": "fp16", "int8": "qdq"}[opts.precision], True)
 
 
 class BuildOptions:
@@ -109,21 +235,28 @@ def trtexec_command(
     inputs: List[Dict[str, object]],
     timing_cache: Optional[str] = None,
     trtexec: str = "trtexec",
+    trt_version: str = "8.5.2",
+    calibration_cache: Optional[str] = None,
 ) -> str:
-    """The trtexec line that builds the same engine, for reproducing a build by hand.
+    """The trtexec line that builds the same engine as trt_build on TensorRT `trt_version`, for reproducing it by hand.
 
-    `inputs` are the network inputs as {"name", "shape"} with -1 for the dynamic batch axis.
+    `inputs` are the network inputs as {"name", "shape"} with -1 for the dynamic batch axis; a calibrated
+    (DLA int8) build reads the calibration cache trt_build wrote (trtexec cannot calibrate from images).
     """
+    plan = build_plan(opts, trt_version)
     args = [
         trtexec,
         "--onnx=" + onnx_path,
         "--saveEngine=" + engine_path,
-        f"--memPoolSize=workspace:{opts.workspace_mb}",
-    ]  # MiB; TensorRT 8.5 takes no unit suffix
-    if opts.precision in ("fp16", "int8"):
-        args.append("--fp16")  # int8 engines keep fp16 for layers without Q/DQ scales, as trt_build does
-    if opts.precision == "int8":
-        args.append("--int8")
+        f"--memPoolSize=workspace:{opts.workspace_mb}",  # MiB; TensorRT 8.5 takes no unit suffix
+        "--profilingVerbosity=detailed",
+        "--exportLayerInfo=" + os.path.splitext(engine_path)[0] + ".layers.json",
+    ]
+    if plan.strongly_typed:
+        args.append("--stronglyTyped")
+    args += ["--" + flag.lower() for flag in plan.flags]  # int8 engines keep fp16 for layers without int8 scales
+    if plan.calibrate and calibration_cache:
+        args.append("--calib=" + calibration_cache)
     if opts.dla_core is not None:
         args += [f"--useDLACore={opts.dla_core}", "--allowGPUFallback"]
     if timing_cache:
@@ -154,13 +287,22 @@ def make_sidecar(
     dla: Optional[Dict[str, object]],
     build_seconds: float,
     created: str,
+    sm_count: Optional[int] = None,
+    plan: Optional[BuildPlan] = None,
+    calibration: Optional[Dict[str, object]] = None,
+    warnings: Optional[List[str]] = None,
 ) -> Dict[str, object]:
-    """The JSON written beside an engine: what it was built from, with what, and for which GPU."""
+    """The JSON written beside an engine: what it was built from, with what, how, and for which GPU (name,
+    compute capability and SM count: an AGX Xavier and a Xavier NX share the first two)."""
     return {
         "schema": SIDECAR_SCHEMA,
         "tensorrt": trt_version,
         "gpu": gpu_name,
         "compute_capability": compute_capability,
+        "sm_count": sm_count,
+        "strongly_typed": plan.strongly_typed if plan else None,
+        "calibration": calibration,
+        "warnings": list(warnings or []),
         "device_kind": device_kind,
         "precision": opts.precision,
         "dla_core": opts.dla_core,
@@ -177,7 +319,11 @@ def make_sidecar(
 
 
 def sidecar_mismatch(
-    sidecar: Dict[str, object], trt_version: str, gpu_name: str, compute_capability: str
+    sidecar: Dict[str, object],
+    trt_version: str,
+    gpu_name: str,
+    compute_capability: str,
+    sm_count: Optional[int] = None,
 ) -> Optional[str]:
     """Why an engine with this sidecar cannot run here (None when it can): engines only load on the GPU and TensorRT they were built with."""
     if sidecar.get("schema") != SIDECAR_SCHEMA:
@@ -187,6 +333,10 @@ def sidecar_mismatch(
     if sidecar.get("compute_capability") != compute_capability or sidecar.get("gpu") != gpu_name:
         return "built for GPU {} (sm {}), this device has {} (sm {})".format(
             sidecar.get("gpu"), sidecar.get("compute_capability"), gpu_name, compute_capability
+        )
+    if sm_count is not None and sidecar.get("sm_count") != sm_count:
+        return "built for a {} with {} SMs, this one has {} SMs".format(
+            gpu_name, sidecar.get("sm_count") or "an unknown number of", sm_count
         )
     return None
 
@@ -201,3 +351,22 @@ def dla_summary(layer_names: List[str], on_dla: List[bool]) -> Dict[str, object]
         "share_on_dla": (total - len(fallback)) / total if total else 0.0,
         "gpu_fallback": fallback,
     }
+
+
+DLA_TRANSFER_SUFFIXES = (" to nvm", " from nvm", " copy finish")
+
+
+def engine_dla_summary(layer_info: Dict[str, object]) -> Dict[str, object]:
+    """DLA coverage of a built DLA engine from its inspector JSON (DETAILED verbosity).
+
+    TensorRT folds each DLA subgraph into one `{ForeignNode[first...last]}` layer and adds copies in
+    and out of DLA memory (`x to nvm`, `y from nvm`, `... copy finish`); every other layer runs on
+    the GPU. Layers may be JSON objects with a "Name" or, at lower verbosity, plain names.
+    """
+    names = []
+    for layer in layer_info.get("Layers", []) or []:  # type: ignore[union-attr]
+        names.append(str(layer.get("Name", "")) if isinstance(layer, dict) else str(layer))
+    dla = [n for n in names if n.startswith("{ForeignNode[")]
+    transfers = [n for n in names if n.endswith(DLA_TRANSFER_SUFFIXES)]
+    gpu = [n for n in names if n not in dla and n not in transfers]
+    return {"engine_layers": len(names), "dla_subgraphs": dla, "dla_transfers": len(transfers), "gpu_layers": gpu}

@@ -1,22 +1,107 @@
 """Run a TensorRT engine (named-tensor API, TensorRT >= 8.5) with pycuda buffers, one stream and CUDA-event timing.
 
-An engine only loads next to its sidecar (`<stem>.json`) and only on the GPU and
-TensorRT version it names: anything else is refused with the reason.
+An engine only loads next to its sidecar (`<stem>.json`) and only on the GPU (name, compute
+capability, SM count) and TensorRT version it names: anything else is refused with the reason.
+TrtRunner is a context manager like Polygraphy's runners: it pushes GPU 0's primary context
+while open and pops it exactly once, on close() or when __init__ fails, so pycuda never exits
+with a context left on its stack (it aborts the process then).
 """
 
 import json
 import os
+import sys
 from typing import Callable, Dict, Tuple
 
 import numpy as np
 import pycuda.driver as cuda
 import tensorrt as trt
 
-from .trt_options import sidecar_mismatch
+from .trt_options import numpy_dtype_name, sidecar_mismatch
 
 
 class EngineMismatch(Exception):
     """The engine was built for another GPU or TensorRT version, or its sidecar is missing."""
+
+
+class EnqueueFailed(RuntimeError):
+    """TensorRT refused to run the engine (set_input_shape or execute_async_v3 returned False)."""
+
+
+class LogFile:
+    """One build's log: TensorRT's messages at INFO or worse, with the errors and warnings kept for the sidecar."""
+
+    def __init__(self, path: str, owner: "ProcessLogger") -> None:
+        self.file = open(path, "w")  # noqa: SIM115 -- held until close()
+        self.owner = owner
+        self.errors = []  # type: List[str]
+        self.warnings = []  # type: List[str]
+        self.messages = 0
+
+    def write(self, severity: "trt.ILogger.Severity", msg: str) -> None:
+        self.messages += 1
+        if int(severity) <= int(trt.ILogger.Severity.INFO):
+            self.note("[{}] {}".format(str(severity).split(".")[-1], msg))
+        if int(severity) <= int(trt.ILogger.Severity.ERROR):
+            self.errors.append(msg)
+
+    def note(self, line: str) -> None:
+        self.file.write(line + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.owner.sink is self:
+            self.owner.sink = None
+        if self.messages == 0:
+            why = (
+                "TensorRT sent no messages to this log: another TensorRT logger was registered first in this "
+                "process (TensorRT keeps one per process)"
+            )
+            self.warnings.append(why)
+            self.note("edgekd: " + why)
+        self.file.close()
+
+
+class ProcessLogger(trt.ILogger):
+    """The one TensorRT logger edgekd gives TensorRT in a process (TensorRT keeps the first logger it gets).
+
+    A build routes messages to its log file with open(); otherwise warnings and errors go to stderr.
+    """
+
+    def __init__(self) -> None:
+        trt.ILogger.__init__(self)
+        self.sink = None  # type: Optional[LogFile]
+
+    def log(self, severity: "trt.ILogger.Severity", msg: str) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink.write(severity, msg)
+        elif int(severity) <= int(trt.ILogger.Severity.WARNING):
+            sys.stderr.write(f"[TensorRT] {msg}\n")
+
+    def open(self, path: str) -> LogFile:
+        self.sink = LogFile(path, self)
+        return self.sink
+
+
+_LOGGER = []  # type: List[ProcessLogger]
+
+
+def process_logger() -> ProcessLogger:
+    """This process's ProcessLogger, made on first use."""
+    if not _LOGGER:
+        _LOGGER.append(ProcessLogger())
+    return _LOGGER[0]
+
+
+def numpy_dtype(trt_dtype: "trt.DataType") -> np.dtype:
+    """numpy dtype of a trt.DataType through edgekd's own map (trt.nptype breaks with numpy >= 1.24 on 8.5)."""
+    return np.dtype(numpy_dtype_name(trt_dtype))
+
+
+def sm_count() -> int:
+    """Streaming multiprocessors of CUDA device 0 (8 on an AGX Xavier, 6 on a Xavier NX)."""
+    cuda.init()
+    return int(cuda.Device(0).get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT))  # pycuda, not TensorRT
 
 
 def gpu_identity() -> Tuple[str, str]:
@@ -41,25 +126,46 @@ def check_engine(engine_path: str) -> Dict[str, object]:
     """The engine's sidecar, after checking it was built for this GPU and TensorRT version."""
     sidecar = read_sidecar(engine_path)
     name, capability = gpu_identity()
-    why = sidecar_mismatch(sidecar, trt.__version__, name, capability)
+    why = sidecar_mismatch(sidecar, trt.__version__, name, capability, sm_count())
     if why:
         raise EngineMismatch(f"{engine_path}: {why}; rebuild the engine on this device")
     return sidecar
 
 
 class TrtRunner:
-    """One engine with one image input and logits as its first output, on the primary CUDA context of GPU 0."""
+    """One engine with one image input and logits as its first output, on the primary CUDA context of GPU 0.
+
+    Use it as a context manager, or call close() (idempotent) when done.
+    """
 
     def __init__(self, engine_path: str) -> None:
+        self.buffers = {}  # type: Dict[str, cuda.DeviceAllocation]
+        self.context = None  # type: Optional[trt.IExecutionContext]
+        self.engine = None  # type: Optional[trt.ICudaEngine]
+        self.stream = None  # type: Optional[cuda.Stream]
+        self.cuda_context = None  # type: Optional[cuda.Context]
         self.sidecar = check_engine(engine_path)
-        self.cuda_context = cuda.Device(0).retain_primary_context()
-        self.cuda_context.push()
-        self.logger = trt.Logger(trt.Logger.WARNING)
+        primary = cuda.Device(0).retain_primary_context()
+        primary.push()
+        self.cuda_context = primary  # set once pushed: close() pops only what was pushed
+        try:
+            self._load(engine_path)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, engine_path: str) -> None:
+        runtime = trt.Runtime(process_logger())
+        dla = self.sidecar.get("dla_core")
+        if dla is not None:
+            runtime.DLA_core = int(dla)  # type: ignore[arg-type]  # as trtexec --useDLACore does before deserializing
         with open(engine_path, "rb") as f:
-            self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(f.read())
+            self.engine = runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:
             raise EngineMismatch(f"{engine_path}: TensorRT could not deserialize this engine")
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise EngineMismatch(f"{engine_path}: TensorRT could not create an execution context (out of memory?)")
         self.stream = cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -77,17 +183,26 @@ class TrtRunner:
             self.min_batch = self.max_batch = int(shape[0])
         self.fixed_batch = self.max_batch if self.min_batch == self.max_batch else None  # type: Optional[int]
         self.sample_shape = [int(d) for d in shape[1:]]
-        self.input_dtype = trt.nptype(self.engine.get_tensor_dtype(self.input))
-        self.output_dtype = trt.nptype(self.engine.get_tensor_dtype(self.output))
-        self.context.set_input_shape(self.input, [self.max_batch] + self.sample_shape)
-        self.buffers = {}  # type: Dict[str, cuda.DeviceAllocation]
+        self.input_dtype = numpy_dtype(self.engine.get_tensor_dtype(self.input))
+        self.output_dtype = numpy_dtype(self.engine.get_tensor_dtype(self.output))
+        self._set_input_shape([self.max_batch] + self.sample_shape)
         for name in names:
             dims = self.context.get_tensor_shape(name)
-            dtype = self.input_dtype if name == self.input else trt.nptype(self.engine.get_tensor_dtype(name))
-            nbytes = max(1, int(np.prod(list(dims))) * np.dtype(dtype).itemsize)
+            dtype = numpy_dtype(self.engine.get_tensor_dtype(name))
+            nbytes = max(1, int(np.prod(list(dims))) * dtype.itemsize)
             self.buffers[name] = cuda.mem_alloc(nbytes)
             self.context.set_tensor_address(name, int(self.buffers[name]))
         self.start, self.end = cuda.Event(), cuda.Event()
+
+    def __enter__(self) -> "TrtRunner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _set_input_shape(self, shape: list) -> None:
+        if not self.context.set_input_shape(self.input, shape):
+            raise EnqueueFailed(f"TensorRT refused input shape {shape} for {self.input!r}")
 
     def _set_batch(self, batch: np.ndarray) -> Tuple[int, ...]:
         if not self.min_batch <= batch.shape[0] <= self.max_batch:
@@ -95,26 +210,31 @@ class TrtRunner:
                 f"batch of {batch.shape[0]} is outside the engine's profile {self.min_batch}..{self.max_batch}"
             )
         host = np.ascontiguousarray(batch, dtype=self.input_dtype)
-        self.context.set_input_shape(self.input, list(host.shape))
+        self._set_input_shape(list(host.shape))
         cuda.memcpy_htod_async(self.buffers[self.input], host, self.stream)
         self.stream.synchronize()
         return tuple(self.context.get_tensor_shape(self.output))
+
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(self.stream.handle):
+            raise EnqueueFailed("TensorRT could not enqueue the engine (execute_async_v3 returned False)")
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits of an NCHW batch (copies in, executes, copies out, waits)."""
         out_shape = self._set_batch(batch)
         out = cuda.pagelocked_empty(out_shape, self.output_dtype)
-        self.context.execute_async_v3(self.stream.handle)
+        self._execute()
         cuda.memcpy_dtoh_async(out, self.buffers[self.output], self.stream)
         self.stream.synchronize()
         return np.array(out, dtype=np.float32)
 
     def prepare(self, batch: np.ndarray) -> Callable[[], object]:
-        """Copy `batch` to the GPU once; the returned call only enqueues the engine (time it with `timer`)."""
+        """Copy `batch` to the GPU once; the returned call only enqueues the engine (time it with `timer`).
+
+        The call raises EnqueueFailed when TensorRT refuses: a failed enqueue would time as near zero.
+        """
         self._set_batch(batch)
-        handle = self.stream.handle
-        execute = self.context.execute_async_v3
-        return lambda: execute(handle)
+        return self._execute
 
     def timer(self, call: Callable[[], object]) -> float:
         """Milliseconds of GPU time of one `call` on the stream, between two CUDA events."""
@@ -131,10 +251,18 @@ class TrtRunner:
         return {"name": "tensorrt", "version": trt.__version__, "provider": provider, "threads": None}
 
     def close(self) -> None:
-        self.stream.synchronize()
-        for buffer in self.buffers.values():
-            buffer.free()
-        self.buffers = {}
-        self.context = None
-        self.engine = None
-        self.cuda_context.pop()
+        """Free the buffers and pop the CUDA context; a second call does nothing."""
+        if self.cuda_context is None:
+            return
+        try:
+            if self.stream is not None:
+                self.stream.synchronize()
+            for buffer in self.buffers.values():
+                buffer.free()
+        finally:
+            self.buffers = {}
+            self.context = None
+            self.engine = None
+            self.stream = None
+            primary, self.cuda_context = self.cuda_context, None
+            primary.pop()

@@ -43,6 +43,8 @@ def test_trtexec_line_dynamic_batch_fp16():
         "--onnx=export/student.onnx",
         "--saveEngine=tensorrt/xav/student_trt_fp16.engine",
         "--memPoolSize=workspace:512",
+        "--profilingVerbosity=detailed",
+        "--exportLayerInfo=tensorrt/xav/student_trt_fp16.layers.json",
         "--fp16",
         "--timingCacheFile=/cache/timing/x.cache",
         "--minShapes=images:1x3x32x32",
@@ -62,6 +64,26 @@ def test_trtexec_line_int8_on_dla_with_static_batch_and_quoting():
         "--optShapes=images:4x3x32x32",
         "--maxShapes=images:4x3x32x32",
     ]
+
+
+def test_trtexec_line_on_tensorrt_10_and_11_is_strongly_typed_without_precision_flags():
+    for version in ("10.16.0", "11.1.0"):
+        args = shlex.split(
+            trt_options.trtexec_command("s.onnx", "s.engine", BuildOptions("fp16"), INPUTS, trt_version=version)
+        )
+        assert "--stronglyTyped" in args and "--fp16" not in args and "--int8" not in args
+
+
+def test_trtexec_line_of_a_calibrated_dla_int8_build_reads_the_calibration_cache():
+    opts = BuildOptions("int8", dla_core=0, static_shapes=True, opt_batch=4)
+    for version in ("8.5.2.2", "10.16.0"):
+        args = shlex.split(
+            trt_options.trtexec_command(
+                "s.onnx", "e/s.engine", opts, INPUTS, trt_version=version, calibration_cache="e/s.calib.cache"
+            )
+        )
+        assert {"--int8", "--fp16", "--calib=e/s.calib.cache", "--useDLACore=0"} <= set(args)
+        assert "--stronglyTyped" not in args
 
 
 def test_trtexec_line_static_onnx_has_no_shapes():
@@ -140,3 +162,80 @@ def test_sidecar_refuses_unknown_schema():
 def test_dla_summary_lists_fallback_layers():
     summary = trt_options.dla_summary(["conv1", "softmax", "conv2", "topk"], [True, False, True, False])
     assert summary == {"layers": 4, "on_dla": 2, "share_on_dla": 0.5, "gpu_fallback": ["softmax", "topk"]}
+
+
+@pytest.mark.parametrize(
+    "version, family", [("8.5.2.2", "8.5"), ("8.6.1.6", "8.5"), ("10.3.0", "10"), ("10.16.0.1", "10"), ("11.1.0", "11")]
+)
+def test_api_family_of_each_release(version, family):
+    assert trt_options.api_family(version) == family
+
+
+@pytest.mark.parametrize("version", ["8.4.1", "9.2.0", "7.1.3", "garbage"])
+def test_unsupported_releases_are_named(version):
+    with pytest.raises(ValueError, match=f"TensorRT {version} is not supported"):
+        trt_options.api_family(version)
+
+
+def plan(precision, version, dla=None):
+    return trt_options.build_plan(BuildOptions(precision, dla_core=dla, static_shapes=dla is not None), version)
+
+
+def test_tensorrt_8_5_builds_with_flags_and_calibrates_dla_int8():
+    assert (plan("fp32", "8.5.2").flags, plan("fp16", "8.5.2").flags) == ((), ("FP16",))
+    gpu_int8, dla_int8 = plan("int8", "8.5.2"), plan("int8", "8.5.2", dla=0)
+    assert (gpu_int8.source, gpu_int8.calibrate, gpu_int8.flags) == ("qdq", False, ("FP16", "INT8"))
+    assert (dla_int8.source, dla_int8.calibrate) == ("fp32", True)
+    assert not any(p.strongly_typed for p in (gpu_int8, dla_int8, plan("fp16", "8.5.2")))
+
+
+def test_tensorrt_10_is_strongly_typed_except_calibrated_dla_int8():
+    for precision, source in (("fp32", "fp32"), ("fp16", "fp16"), ("int8", "qdq")):
+        p = plan(precision, "10.16.0")
+        assert (p.strongly_typed, p.source, p.flags, p.calibrate) == (True, source, (), False)
+    dla = plan("int8", "10.16.0", dla=0)
+    assert (dla.strongly_typed, dla.calibrate, dla.flags, dla.refused) == (False, True, ("FP16", "INT8"), None)
+    assert plan("fp16", "10.16.0", dla=0).strongly_typed
+
+
+def test_tensorrt_11_refuses_dla_int8_in_one_line():
+    why = plan("int8", "11.1.0", dla=1).refused
+    assert why and "\n" not in why and "needs a calibrator and TensorRT 11.1.0 has none" in why
+    assert plan("int8", "11.1.0", dla=1).steps() == []
+    assert plan("int8", "11.1.0").refused is None and plan("fp16", "11.1.0", dla=0).refused is None
+
+
+def test_dtype_map_covers_engine_io_types_without_nptype():
+    assert trt_options.numpy_dtype_name("DataType.HALF") == "float16"
+    assert trt_options.numpy_dtype_name("DataType.FLOAT") == "float32"
+    assert trt_options.numpy_dtype_name("DataType.BOOL") == "bool"
+    with pytest.raises(ValueError, match="TensorRT type BF16 has no numpy dtype"):
+        trt_options.numpy_dtype_name("DataType.BF16")
+
+
+def test_sidecar_tells_apart_gpus_with_the_same_name_by_sm_count():
+    agx = sidecar(sm_count=8)
+    assert trt_options.sidecar_mismatch(agx, "8.5.2.2", "Xavier", "7.2", 8) is None
+    assert trt_options.sidecar_mismatch(agx, "8.5.2.2", "Xavier", "7.2", 6) == (
+        "built for a Xavier with 8 SMs, this one has 6 SMs"
+    )
+    assert "unknown number" in trt_options.sidecar_mismatch(sidecar(), "8.5.2.2", "Xavier", "7.2", 6)
+
+
+def test_dla_coverage_from_the_engine_inspector():
+    info = {
+        "Layers": [
+            {"Name": "images to nvm"},
+            {"Name": "{ForeignNode[conv1...relu3]}"},
+            {"Name": "logits from nvm"},
+            {"Name": "logits copy finish"},
+            {"Name": "gemm"},
+        ]
+    }
+    assert trt_options.engine_dla_summary(info) == {
+        "engine_layers": 5,
+        "dla_subgraphs": ["{ForeignNode[conv1...relu3]}"],
+        "dla_transfers": 3,
+        "gpu_layers": ["gemm"],
+    }
+    assert trt_options.engine_dla_summary({"Layers": ["a", "b"]})["gpu_layers"] == ["a", "b"]

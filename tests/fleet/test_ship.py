@@ -135,7 +135,7 @@ def test_unknown_host_key_is_refused(sshd, isolated_python, run_dir, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     device = sshd.device(tmp_path / "remote", isolated_python, ["onnxruntime"])
-    device.ssh_options = [f"UserKnownHostsFile={empty}", "GlobalKnownHostsFile=/dev/null"]
+    device.ssh_options = [f"UserKnownHostsFile={empty}", f"GlobalKnownHostsFile={empty}"]
     with pytest.raises(EdgekdError, match="host key not known or changed"):
         check_device(device)
 
@@ -170,3 +170,65 @@ def test_engines_only_needs_the_tensorrt_backend(run_dir, tmp_path, sshd, isolat
     device = sshd.device(tmp_path / "remote", isolated_python, ["onnxruntime"])
     with pytest.raises(EdgekdError, match="--engines-only: device 'loopback' has no tensorrt backend"):
         ship(run_dir, device, engines_only=True)
+
+
+def _tamper_results(remote: Path, bundle_id: str, run_dir: Path) -> Path:
+    """Clear the local copy so the next ship downloads the device's results; return the device's engine folder."""
+    (run_dir / "bench" / "loopback.json").unlink()
+    folder = remote / "results" / bundle_id / "tensorrt" / "loopback"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_a_device_cannot_write_outside_the_cache_through_a_sidecar(
+    sshd, isolated_python, run_dir, tmp_path, monkeypatch
+):
+    """A malicious device answers with an engine whose sidecar puts a path in source_sha256: refused, nothing written."""
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
+    remote, outside = tmp_path / "remote", tmp_path / "outside"
+    device = sshd.device(remote, isolated_python, ["onnxruntime"])
+    first = ship(run_dir, device)
+    folder = _tamper_results(remote, first.bundle_id, run_dir)
+    (folder / "evil.engine").write_bytes(b"engine of the device's choosing")
+    sidecar = {
+        "schema": "edgekd.engine/1",
+        "tensorrt": "8.5.2.2",
+        "device_kind": device.kind,
+        "precision": "fp16",
+        "options": {
+            "precision": "fp16",
+            "dla_core": None,
+            "static_shapes": False,
+            "workspace_mb": 1024,
+            "min_batch": 1,
+            "opt_batch": 8,
+            "max_batch": 32,
+        },
+        "source_sha256": str(outside / "x" / "y"),
+        "engine_sha256": hashlib.sha256(b"engine of the device's choosing").hexdigest(),
+    }
+    (folder / "evil.json").write_text(json.dumps(sidecar))
+    with pytest.raises(EdgekdError, match="source_sha256 is .*expected 64 lowercase hex digits"):
+        ship(run_dir, device)
+    assert not outside.exists() and not (tmp_path / "cache").exists()
+    assert not (run_dir / "bench" / "loopback.json").exists() and not list(run_dir.glob(".ship-tmp-*"))
+
+
+def test_device_results_with_paths_out_of_the_run_are_refused(sshd, isolated_python, run_dir, tmp_path):
+    """A bench file whose artifact path climbs out of the run dir, or a result file with an odd name: refused whole."""
+    remote = tmp_path / "remote"
+    device = sshd.device(remote, isolated_python, ["onnxruntime"])
+    first = ship(run_dir, device)
+    folder = _tamper_results(remote, first.bundle_id, run_dir)
+    bench = remote / "results" / first.bundle_id / "bench" / "loopback.json"
+    good = bench.read_text()
+    doc = json.loads(good)
+    doc["artifacts"][0]["path"] = "../../../etc/passwd"
+    bench.write_text(json.dumps(doc))
+    with pytest.raises(EdgekdError, match=r"artifacts\[0\]: path '../../../etc/passwd' is not a plain relative path"):
+        ship(run_dir, device)
+    bench.write_text(good)
+    (folder / "..hidden").write_text("")
+    with pytest.raises(EdgekdError, match=r"\.\.hidden: not a plain file name; refused"):
+        ship(run_dir, device)
+    assert not (run_dir / "bench" / "loopback.json").exists() and not list(run_dir.glob(".ship-tmp-*"))

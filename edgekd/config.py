@@ -61,9 +61,19 @@ class DataConfig(Section):
     )
     batch_size: int = Field(64, ge=1, description="Training batch size.")
     eval_batch_size: int = Field(256, ge=1, description="Batch size for validation passes.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes for file-backed data sets.")
+    num_workers: int | None = Field(
+        None, ge=0, description="DataLoader worker processes for file-backed data sets; default: the cores, at most 8."
+    )
     limit_train: int | None = Field(None, ge=1, description="Use only the first N training samples (quick trials).")
     limit_val: int | None = Field(None, ge=1, description="Use only the first N validation samples (quick trials).")
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error",
+        description="imagefolder: an unreadable, truncated or non-image file stops the run before the first stage "
+        "(`error`), or is left out and listed in the manifest (`skip`).",
+    )
+    content_hash: bool = Field(
+        False, description="imagefolder: fingerprint the files by content (sha256) instead of size and mtime."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -96,23 +106,80 @@ class OptimConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the hard-label cross-entropy.")
 
 
-class TeacherConfig(Section):
-    """The big model: loaded from a checkpoint, or trained by the `teacher` stage."""
+class ModelInputs(Section):
+    """What a model expects as input, when it differs from the data section's (mean/std/size)."""
 
-    model: str = Field(..., description="Model name from the registry (`edgekd models` lists them).")
+    image_size: int | None = Field(
+        None, ge=8, le=1024, description="Input side in pixels; default: the weights' own, else `data.image_size`."
+    )
+    mean: list[float] | None = Field(
+        None, description="Per-channel normalisation mean; default: the weights' own, else `data.mean`."
+    )
+    std: list[PositiveFloat] | None = Field(
+        None, description="Per-channel normalisation std; default: the weights' own, else `data.std`."
+    )
+
+    @model_validator(mode="after")
+    def _check_inputs(self) -> ModelInputs:
+        for name in ("mean", "std"):
+            vals = getattr(self, name)
+            if vals is not None and len(vals) not in (1, 3):
+                raise ValueError(f"{name} needs 1 or 3 values, got {len(vals)}")
+        return self
+
+
+_WEIGHTS_HELP = (
+    "Pretrained weights: a torchvision enum name (`DEFAULT`, `IMAGENET1K_V2`), `pretrained` for a `timm/...` model, "
+    "or a local file (state_dict .pt/.pth, .safetensors). Never downloaded unless `download: true` or --allow-download."
+)
+
+
+class TeacherConfig(OptimConfig, ModelInputs):
+    """The big model: loaded from a checkpoint, or trained (from scratch or from `weights`) by the `teacher` stage.
+
+    The optimiser fields (epochs, lr, ...) say how it is trained when no `checkpoint` is given.
+    """
+
+    model: str = Field(..., description="Model name from the registry (`edgekd models` lists them), or `timm/<name>`.")
     checkpoint: Path | None = Field(
         None, description="A state_dict file (.pt/.pth) to load instead of training; loaded with weights_only=True."
     )
-    train: OptimConfig = Field(
-        default_factory=OptimConfig, description="How to train the teacher when no checkpoint is given."
+    weights: str | None = Field(None, description=_WEIGHTS_HELP + " The teacher is then fine-tuned.")
+    download: bool = Field(
+        False, description="Let torchvision/timm download missing `weights` into their cache (or --allow-download)."
     )
+    freeze_backbone_epochs: int = Field(
+        0, ge=0, description="Fine-tuning: train only the new classifier head for the first N epochs."
+    )
+    backbone_lr_factor: float = Field(
+        1.0, gt=0, le=1, description="Fine-tuning: learning rate of the backbone relative to the head's."
+    )
+    allow_weak: bool = Field(
+        False, description="Go on when the teacher's val top-1 is under 2x chance (else the run stops)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherConfig:
+        if self.weights and self.checkpoint:
+            raise ValueError("give either teacher.checkpoint (used as is) or teacher.weights (fine-tuned), not both")
+        return self
 
 
 class StudentConfig(Section):
-    """The small model to distil into."""
+    """The small model to distil into; its input (data section) is what the exported model expects."""
 
-    model: str = Field(..., description="Model name from the registry.")
+    model: str = Field(..., description="Model name from the registry, or `timm/<name>`.")
     init_checkpoint: Path | None = Field(None, description="Optional state_dict to start the student from.")
+    weights: str | None = Field(None, description=_WEIGHTS_HELP)
+    download: bool = Field(
+        False, description="Let torchvision/timm download missing `weights` into their cache (or --allow-download)."
+    )
+
+    @model_validator(mode="after")
+    def _one_start(self) -> StudentConfig:
+        if self.weights and self.init_checkpoint:
+            raise ValueError("give either student.weights or student.init_checkpoint, not both")
+        return self
 
 
 # --------------------------------------------------------------------------- schedules
@@ -244,7 +311,9 @@ class DistillConfig(OptimConfig):
     teacher_cache: bool = Field(
         True, description="Store the teacher's outputs once and reuse them when augmentation allows."
     )
-    tensorboard: bool = Field(False, description="Write TensorBoard event files under distill/tb/.")
+    tensorboard: bool = Field(
+        False, description="Write TensorBoard event files under distill/tb/.", json_schema_extra={"key": False}
+    )
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="Mixed precision on CUDA.")
     channels_last: bool = Field(False, description="channels-last memory format on CUDA.")
 
@@ -370,10 +439,21 @@ class BenchmarkConfig(Section):
     device_name: str = Field("local", description="Name of this machine in reports (bench/<name>.json).")
     batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 8])
     warmup: int = Field(10, ge=0, description="Untimed warm-up runs per batch size.")
-    min_runs: int = Field(30, ge=1, description="Minimum timed runs per batch size.")
-    min_seconds: NonNegFloat = Field(1.0, description="Minimum timed seconds per batch size.")
-    repeats: int = Field(3, ge=1, description="Repeated timing rounds, for the run-to-run spread.")
+    min_runs: int = Field(30, ge=1, description="Minimum timed runs per round.")
+    min_seconds: NonNegFloat = Field(
+        1.0, description="Minimum timed seconds per batch size and artifact, split over the rounds."
+    )
+    repeats: int = Field(
+        3,
+        ge=1,
+        description="Interleaved rounds (each visits every artifact once, shuffled); their spread marks unstable figures.",
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads for every runtime; default: all cores.")
+    repeat_unstable: int = Field(
+        0,
+        ge=0,
+        description="Re-measure artifacts with unstable figures up to this many times (`edgekd bench --repeat-unstable`).",
+    )
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
 
@@ -409,6 +489,68 @@ class PipelineConfig(Section):
 # --------------------------------------------------------------------------- loading
 
 
+MAX_YAML_ALIASES = 64
+MAX_YAML_VALUES = 50_000
+"""Budgets for YAML anchors: a real pipeline uses a few aliases and a few hundred values; an alias bomb
+(aliases of aliases) would expand to billions, so it is refused before anything walks or validates it."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses more than MAX_YAML_ALIASES aliases while composing."""
+
+    def __init__(self, text: str, where: str) -> None:
+        super().__init__(text)
+        self.where, self.aliases = where, 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                line = self.peek_event().start_mark.line + 1
+                raise EdgekdError(
+                    f"{self.where}:{line}: more than {MAX_YAML_ALIASES} YAML aliases (*name); write the values out"
+                )
+        return super().compose_node(parent, index)
+
+
+def _compose(text: str, where: str) -> yaml.Node | None:
+    """The YAML node tree, refused when its aliases are too many or would expand past MAX_YAML_VALUES values."""
+    loader = _BoundedLoader(text, where)
+    try:
+        root = loader.get_single_node()
+    except RecursionError:
+        raise EdgekdError(f"{where}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:  # counted once per node object: linear even for an alias bomb
+        if id(node) not in sizes:
+            sizes[id(node)] = 1  # a recursive alias counts once
+            if isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            else:
+                children = node.value if isinstance(node, yaml.SequenceNode) else []
+            sizes[id(node)] = min(1 + sum(size(c) for c in children), MAX_YAML_VALUES + 1)
+        return sizes[id(node)]
+
+    try:
+        total = size(root) if root is not None else 0
+    except RecursionError:
+        raise EdgekdError(f"{where}: YAML nested too deeply") from None
+    if total > MAX_YAML_VALUES:
+        raise EdgekdError(
+            f"{where}: YAML aliases expand to more than {MAX_YAML_VALUES} values (an alias bomb?); write the values out"
+        )
+    return root
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load, after _compose has checked the alias budgets."""
+    _compose(text, where)
+    return yaml.safe_load(text)
+
+
 def _key_lines(text: str, where: str = "pipeline.yaml") -> dict[tuple, int]:
     """Map each key path in a YAML document to its 1-based line number; a key given twice is an error."""
     lines: dict[tuple, int] = {}
@@ -429,7 +571,7 @@ def _key_lines(text: str, where: str = "pipeline.yaml") -> dict[tuple, int]:
                 lines[(*path, i)] = item.start_mark.line + 1
                 walk(item, (*path, i))
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    root = _compose(text, where)
     if root is not None:
         walk(root, ())
     return lines
@@ -508,6 +650,11 @@ def _relevant(errors: list) -> list:
     return sorted(kept, key=lambda e: e["type"] != "extra_forbidden")
 
 
+def is_weights_file(weights: str) -> bool:
+    """A `weights:` value that names a file (not an enum or timm tag)."""
+    return "/" in weights or "\\" in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
 def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
     def fix(p: Path | None) -> Path | None:
         if p is None:
@@ -518,6 +665,9 @@ def _resolve_paths(cfg: PipelineConfig, base: Path) -> None:
     cfg.data.root = fix(cfg.data.root)
     cfg.teacher.checkpoint = fix(cfg.teacher.checkpoint)
     cfg.student.init_checkpoint = fix(cfg.student.init_checkpoint)
+    for section in (cfg.teacher, cfg.student):
+        if section.weights and is_weights_file(section.weights):
+            section.weights = str(fix(Path(section.weights)))
     if cfg.run_dir is not None:
         cfg.run_dir = fix(cfg.run_dir)
 
@@ -552,7 +702,7 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
     except (OSError, UnicodeDecodeError) as e:
         raise EdgekdError(f"{path}: cannot read the pipeline file: {e}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text, str(path))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -575,9 +725,15 @@ class DeviceBenchConfig(Section):
         default_factory=lambda: [1, 8], description="Batch sizes to time."
     )
     warmup: int = Field(10, ge=0, description="Untimed warm-up runs per batch size.")
-    min_runs: int = Field(30, ge=1, description="Minimum timed runs per batch size.")
-    min_seconds: NonNegFloat = Field(1.0, description="Minimum timed seconds per batch size.")
-    repeats: int = Field(3, ge=1, description="Repeated timing rounds, for the run-to-run spread.")
+    min_runs: int = Field(30, ge=1, description="Minimum timed runs per round.")
+    min_seconds: NonNegFloat = Field(
+        1.0, description="Minimum timed seconds per batch size and artifact, split over the rounds."
+    )
+    repeats: int = Field(
+        3,
+        ge=1,
+        description="Interleaved rounds (each visits every artifact once, shuffled); their spread marks unstable figures.",
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads for ONNX Runtime; default: all cores.")
 
 
@@ -628,6 +784,10 @@ class DeviceConfig(Section):
         description="ONNX Runtime providers in order of preference; those the device lacks are dropped.",
     )
     record_power_mode: bool = Field(True, description="Record `nvpmodel -q` (the Jetson power mode) in the bench file.")
+    lock_clocks: bool = Field(
+        False,
+        description="Run `jetson_clocks` (with your sudo rights, non-interactive) for the bench and restore the previous clocks afterwards.",
+    )
     connect_timeout_s: int = Field(10, ge=1, description="Seconds to wait for the SSH connection.")
     command_timeout_s: int = Field(3600, ge=1, description="Seconds a remote build + benchmark, or one copy, may take.")
     tensorrt: TensorRTConfig = Field(
@@ -710,7 +870,7 @@ def load_devices(path: str | Path) -> DevicesConfig:
         raise EdgekdError(f"{path}: devices file not found")
     try:
         text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
+        data = _load_yaml(text, str(path))
     except (OSError, UnicodeDecodeError) as e:
         raise EdgekdError(f"{path}: cannot read the devices file: {e}") from None
     except yaml.YAMLError as e:

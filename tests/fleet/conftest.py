@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fleet_helpers import vouch
 
 from edgekd.config import DeviceBenchConfig, DeviceConfig
 
@@ -189,6 +190,8 @@ def run_dir_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         labels=teacher_logits.argmax(1).astype(np.int64),
         teacher_logits=teacher_logits,
     )
+    vouch(root, "export", {"student_onnx": "export/student.onnx", "teacher_onnx": "export/teacher.onnx"})
+    vouch(root, "benchmark", {"val_set": "bench/val.npz"})
     return root
 
 

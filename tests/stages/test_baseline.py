@@ -31,8 +31,9 @@ def test_baseline_trains_the_student_without_the_teacher(tiny_pipeline, tmp_path
     assert entry["status"] == "done" and entry["metrics"]["epochs"] == 2
     history = [json.loads(line) for line in (run_dir / "baseline" / "metrics.jsonl").read_text().splitlines()]
     assert set(history[0]) >= {"hard_loss", "val_top1"} and "soft_loss" not in history[0]
-    metrics = entry["metrics"]
-    assert metrics["kd_gain_top1"] == pytest.approx(m.stage("distill")["metrics"]["val_top1"] - metrics["val_top1"])
+    assert (
+        "kd_gain_top1" not in entry["metrics"]
+    )  # the report compares the two records; no value travels between stages
     assert (run_dir / entry["artifacts"]["baseline_student"]["path"]).is_file()
 
     again = Runner(load_pipeline(path), stages, run_dir)

@@ -220,6 +220,13 @@ def engine_key(source_sha256: str, opts: BuildOptions, device_kind: str, trt_ver
     return f"{source_sha256[:16]}-{opts.precision}-{opts.variant()}-{slug(device_kind)}-trt{slug(trt_version)}"
 
 
+def calibrated_source(onnx_sha256: str, calibration_sha256: Optional[str] = None) -> str:
+    """The source hash an engine is keyed by: the ONNX's, combined with the calibration set's for a calibrated build."""
+    if not calibration_sha256:
+        return onnx_sha256
+    return hashlib.sha256(f"{onnx_sha256}:{calibration_sha256}".encode()).hexdigest()
+
+
 def sha256_file(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -135,24 +135,58 @@ def check_engine(engine_path: str) -> Dict[str, object]:
 class TrtRunner:
     """One engine with one image input and logits as its first output, on the primary CUDA context of GPU 0.
 
-    Use it as a context manager, or call close() (idempotent) when done.
+    The lifecycle of edgekd.ondevice.runtime.Runtime (Polygraphy's runners): constructing only
+    records the path; `load()` checks the sidecar, pushes the context and loads (on a failure it
+    frees what it took and pops the context before raising); `close()` frees the buffers and pops
+    the context exactly once, and later calls do nothing. `with TrtRunner(path) as r:` loads and closes.
     """
 
+    name = "tensorrt"
+
     def __init__(self, engine_path: str) -> None:
+        self.engine_path = engine_path
+        self.loaded = False
+        self.closed = False
         self.buffers = {}  # type: Dict[str, cuda.DeviceAllocation]
         self.context = None  # type: Optional[trt.IExecutionContext]
         self.engine = None  # type: Optional[trt.ICudaEngine]
         self.stream = None  # type: Optional[cuda.Stream]
         self.cuda_context = None  # type: Optional[cuda.Context]
-        self.sidecar = check_engine(engine_path)
+        self.sidecar = {}  # type: Dict[str, object]
+        self.fixed_batch = None  # type: Optional[int]
+        self.min_batch, self.max_batch = 1, None  # type: Tuple[int, Optional[int]]
+
+    def load(self) -> "TrtRunner":
+        if self.closed:
+            raise RuntimeError("tensorrt runtime: load() after close()")
+        if self.loaded:
+            return self
+        self.sidecar = check_engine(self.engine_path)
         primary = cuda.Device(0).retain_primary_context()
         primary.push()
-        self.cuda_context = primary  # set once pushed: close() pops only what was pushed
+        self.cuda_context = primary  # set once pushed: _release() pops only what was pushed
         try:
-            self._load(engine_path)
+            self._load(self.engine_path)
+        except BaseException:
+            self._release()
+            raise
+        self.loaded = True
+        return self
+
+    def __enter__(self) -> "TrtRunner":
+        try:
+            return self.load()
         except BaseException:
             self.close()
             raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def accepts(self, batch_size: int) -> bool:
+        if self.fixed_batch is not None:
+            return batch_size == self.fixed_batch
+        return self.min_batch <= batch_size <= (self.max_batch or batch_size)
 
     def _load(self, engine_path: str) -> None:
         runtime = trt.Runtime(process_logger())
@@ -193,12 +227,6 @@ class TrtRunner:
             self.buffers[name] = cuda.mem_alloc(nbytes)
             self.context.set_tensor_address(name, int(self.buffers[name]))
         self.start, self.end = cuda.Event(), cuda.Event()
-
-    def __enter__(self) -> "TrtRunner":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _set_input_shape(self, shape: list) -> None:
         if not self.context.set_input_shape(self.input, shape):
@@ -251,7 +279,13 @@ class TrtRunner:
         return {"name": "tensorrt", "version": trt.__version__, "provider": provider, "threads": None}
 
     def close(self) -> None:
-        """Free the buffers and pop the CUDA context; a second call does nothing."""
+        """Free the buffers and pop the CUDA context (also after a failed load); later calls do nothing."""
+        if self.closed:
+            return
+        self.closed = True
+        self._release()
+
+    def _release(self) -> None:
         if self.cuda_context is None:
             return
         try:

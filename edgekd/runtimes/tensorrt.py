@@ -1,37 +1,36 @@
-"""TensorRT engines behind the runtimes interface: a thin wrapper of edgekd.ondevice.trt_runtime (the code Jetsons run)."""
+"""TensorRT engines behind the runtimes interface: the device's TrtRunner (the code Jetsons run) with one-line errors.
+
+Same lifecycle as every runtime: `runtime(path)` records, `load()` loads, `close()` frees the GPU
+buffers and pops the CUDA context exactly once (TrtRunner pops it itself when loading fails).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.trt_runtime import EngineMismatch, TrtRunner
-from edgekd.runtimes.base import Runtime
 
 
-class TrtRuntime(Runtime):
-    """An engine on GPU 0; `timer` measures GPU time with CUDA events."""
+class TrtRuntime(TrtRunner):
+    """An engine on GPU 0; `timer` measures GPU time with CUDA events; a mismatched engine is an EdgekdError."""
 
-    def __init__(self, runner: TrtRunner) -> None:
-        self.runner = runner
-        described = runner.describe()
-        self.name, self.version, self.provider = described["name"], described["version"], described["provider"]
-        self.fixed_batch = runner.fixed_batch
-        self.timer = runner.timer
+    def load(self) -> TrtRuntime:
+        try:
+            super().load()
+        except EngineMismatch as e:
+            raise EdgekdError(str(e)) from None
+        return self
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.runner.run(batch)
 
-    def prepare(self, batch: np.ndarray) -> Callable[[], object]:
-        return self.runner.prepare(batch)
+def runtime(path: str | Path, threads: int | None = None) -> TrtRuntime:
+    """An unloaded runtime for an engine built for this GPU and TensorRT version (its .json sidecar beside it).
+
+    `threads` is unused (the engine runs on the GPU).
+    """
+    return TrtRuntime(str(path))
 
 
 def load(path: str | Path, threads: int | None = None) -> TrtRuntime:
-    """Load an engine built for this GPU and TensorRT version (its .json sidecar beside it); `threads` is unused."""
-    try:
-        return TrtRuntime(TrtRunner(str(path)))
-    except EngineMismatch as e:
-        raise EdgekdError(str(e)) from None
+    """`runtime(path).load()`: a loaded engine; the caller closes it (or uses it in a `with` block)."""
+    return runtime(path, threads).load()

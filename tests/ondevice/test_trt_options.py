@@ -239,3 +239,10 @@ def test_dla_coverage_from_the_engine_inspector():
         "gpu_layers": ["gemm"],
     }
     assert trt_options.engine_dla_summary({"Layers": ["a", "b"]})["gpu_layers"] == ["a", "b"]
+
+
+def test_a_calibrated_engine_is_keyed_by_its_calibration_set_too():
+    onnx = "f" * 64
+    assert trt_options.calibrated_source(onnx, None) == onnx
+    a, b = trt_options.calibrated_source(onnx, "a" * 64), trt_options.calibrated_source(onnx, "b" * 64)
+    assert len({onnx, a, b}) == 3 and len(a) == 64

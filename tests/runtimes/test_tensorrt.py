@@ -25,7 +25,13 @@ def engine(tmp_path, onnx_path):
 
 
 def test_runs_like_onnxruntime_and_times_on_the_gpu(engine, onnx_path, images):
-    runtime = runtime_for(engine)
+    with runtime_for(engine) as runtime:
+        check_runtime(runtime, onnx_path, images)
+    runtime.close()  # idempotent
+    assert runtime.cuda_context is None
+
+
+def check_runtime(runtime, onnx_path, images):
     want = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": images})[0]
     np.testing.assert_allclose(runtime.run(images), want, atol=1e-4, rtol=1e-4)
     assert runtime.describe()["name"] == "tensorrt" and runtime.fixed_batch is None

@@ -269,15 +269,15 @@ def report(
     pipeline: Path | None = typer.Option(None, "--pipeline", help="pipeline.yaml whose accuracy budget to apply."),
 ) -> None:
     """Build report.md/.html/.json from the bench files of one or several runs (all their devices)."""
-    from edgekd.bench.report import build_report
+    from edgekd.report import write_report
 
     try:
         budget = load_pipeline(pipeline or _run_pipeline(run_dirs[0])).benchmark.budget
-        summary = build_report(run_dirs, out_dir or run_dirs[0] / "report", budget)
+        summary = write_report(run_dirs, out_dir or run_dirs[0] / "report", budget)
     except EdgekdError as e:
         _fail(e)
         return
-    for key, name in summary.recommendations.items():
+    for key, name in summary.report.recommendations.items():
         out.print(f"{key}: recommended {name or '— nothing within budget'}", highlight=False)
     out.print(f"report: {summary.html}", highlight=False)
 
@@ -290,9 +290,9 @@ def _run_pipeline(run_dir: Path) -> Path:
 
 
 def _ship(run_dir: Path, device: str, devices_file: Path, engines_only: bool, force: bool) -> None:
-    from edgekd.bench.report import build_report
     from edgekd.config import load_devices
     from edgekd.fleet.ship import ship as ship_run
+    from edgekd.report import write_report
 
     target = load_devices(devices_file).get(device)
     result = ship_run(run_dir, target, engines_only=engines_only, force=force)
@@ -305,7 +305,7 @@ def _ship(run_dir: Path, device: str, devices_file: Path, engines_only: bool, fo
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if result.bench_json:
         budget = load_pipeline(_run_pipeline(run_dir)).benchmark.budget
-        summary = build_report([run_dir], run_dir / "report", budget)
+        summary = write_report([run_dir], run_dir / "report", budget)
         out.print(f"bench: {result.bench_json}\nreport: {summary.html}", highlight=False)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekd.artifacts import sha256_file
-from edgekd.bench.report import build_report, meets_budget
 from edgekd.config import BenchmarkConfig, PipelineConfig
 from edgekd.ondevice import catalog
 from edgekd.pipeline import RunContext, StageResult
+from edgekd.report import write_report
 
 
 class ReportStage:
@@ -29,15 +29,17 @@ class ReportStage:
         return {p.name: sha256_file(p) for p in sorted((run_dir / "bench").glob("*.json")) if p.name != local}
 
     def run(self, ctx: RunContext, cfg: BenchmarkConfig, inputs: dict[str, Path]) -> StageResult:
-        summary = build_report([ctx.run_dir], ctx.stage_dir, cfg.budget)
-        ctx.reporter.log(f"  report: {summary.html}")
+        # The manifest as it stood when this stage started: its own record says "running", so it is left out.
+        files = write_report([ctx.run_dir], ctx.stage_dir, cfg.budget, omit_stage=self.name)
+        report = files.report
+        ctx.reporter.log(f"  report: {files.html}")
         return StageResult(
-            {"report_md": summary.markdown, "report_html": summary.html, "report_json": summary.json},
+            {"report_md": files.markdown, "report_html": files.html, "report_json": files.json},
             {
-                "recommendations": summary.recommendations,
-                "meets_budget": meets_budget(summary),
-                "unmet": summary.unmet,
-                "over_budget": summary.over_budget,
-                "failed": summary.failed,
+                "recommendations": report.recommendations,
+                "meets_budget": report.meets_budget,
+                "unmet": report.unmet,
+                "over_budget": report.over_budget,
+                "failed": report.failed,
             },
         )

@@ -1,0 +1,340 @@
+"""Build the typed report model from the bench records and manifests of one or several runs.
+
+All the judgement lives here (speed-ups against the named reference, budget marks, Pareto front,
+recommendation, what distillation bought); the renderers only format the result.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgekd.config import BudgetConfig
+from edgekd.errors import EdgekdError
+from edgekd.ondevice import catalog
+from edgekd.ondevice.records import ArtifactRecord, BenchDoc
+from edgekd.report.load import load_benches, load_curves, load_manifest
+from edgekd.report.model import (
+    DeviceSection,
+    Figure,
+    KdGain,
+    Report,
+    Row,
+    RunSection,
+    SensitivityRow,
+    StageRow,
+    SummaryRow,
+    SweepRow,
+)
+from edgekd.report.stages import finished, stage_records
+
+_ORDER = {a.id: i for i, a in enumerate(catalog.ARTIFACTS)}
+STUDENT_FP32 = ("student_onnx", "student", "student_ts")
+"""Where the fp32 student's accuracy is read from, in order of preference (the budget of quantized students)."""
+
+
+def pareto_front(latencies: list[float], accuracies: list[float]) -> list[bool]:
+    """True where no other point is at least as fast and at least as accurate, and strictly better in one."""
+    front = []
+    for i, (li, ai) in enumerate(zip(latencies, accuracies)):
+        dominated = any(
+            lj <= li and aj >= ai and (lj < li or aj > ai)
+            for j, (lj, aj) in enumerate(zip(latencies, accuracies))
+            if j != i
+        )
+        front.append(not dominated)
+    return front
+
+
+def _top1(rec: ArtifactRecord | None) -> float | None:
+    return rec.accuracy.top1 if rec is not None and rec.status == "done" and rec.accuracy else None
+
+
+def _accuracy_reference(bench: BenchDoc, run: list[BenchDoc]) -> tuple[float | None, str]:
+    """The teacher's top-1 that budgets are checked against, and where it was measured."""
+    ref = catalog.REFERENCE
+    if (top1 := _top1(bench.get(ref))) is not None:
+        return top1, f"{ref} on {bench.device}"
+    for other in run:
+        if (top1 := _top1(other.get(ref))) is not None:
+            return top1, f"{ref} on {other.device}"
+    for doc in [bench, *run]:
+        for rec in doc.artifacts:
+            if rec.row.model == "teacher" and rec.row.precision == "fp32" and (top1 := _top1(rec)) is not None:
+                return top1, f"{rec.id} on {doc.device} ({ref} was not measured in this run)"
+    return None, "no teacher was measured in this run"
+
+
+def _student_reference(bench: BenchDoc, run: list[BenchDoc]) -> float | None:
+    for doc in [bench, *run]:
+        for art_id in STUDENT_FP32:
+            if (top1 := _top1(doc.get(art_id))) is not None:
+                return top1
+    return None
+
+
+def _budget(row: Row, teacher_top1: float | None, student_top1: float | None, budget: BudgetConfig) -> None:
+    if row.top1 is None:
+        return
+    if teacher_top1 is None:
+        row.budget, row.budget_note = "n/a", "no teacher accuracy to compare with"
+        return
+    notes = []
+    drop = teacher_top1 - row.top1
+    if drop > budget.max_drop_vs_teacher + 1e-9:
+        notes.append(f"{drop:.2f} pts below teacher (max {budget.max_drop_vs_teacher:g})")
+    if row.model == "student" and row.precision != "fp32" and student_top1 is not None:
+        drop_s = student_top1 - row.top1
+        if drop_s > budget.max_drop_vs_student + 1e-9:
+            notes.append(f"{drop_s:.2f} pts below fp32 student (max {budget.max_drop_vs_student:g})")
+    row.budget, row.budget_note = ("over" if notes else "within"), "; ".join(notes)
+
+
+def _runtime(rec: ArtifactRecord) -> str | None:
+    if rec.runtime is None:
+        return None
+    provider = rec.runtime.provider.replace("ExecutionProvider", "")
+    return f"{rec.runtime.name} {rec.runtime.version}" + (f" ({provider})" if provider else "")
+
+
+def _row(rec: ArtifactRecord, ref: ArtifactRecord | None, teacher_top1: float | None) -> Row:
+    art = rec.row
+    figures = []
+    for lat in rec.latency:
+        ref_lat = ref.latency_at(lat.batch_size) if ref is not None and ref.status == "done" else None
+        speedup = ref_lat.p50_ms / lat.p50_ms if ref_lat is not None and lat.p50_ms > 0 else None
+        figures.append(
+            Figure(lat.batch_size, lat.p50_ms, lat.p99_ms, lat.throughput_ips, speedup, lat.stable, lat.spread)
+        )
+    top1 = _top1(rec)
+    acc = rec.accuracy if rec.status == "done" else None
+    return Row(
+        id=rec.id,
+        label=art.label,
+        model=art.model,
+        precision=art.precision,
+        status=rec.status,
+        reason=rec.reason,
+        runtime=_runtime(rec),
+        threads=rec.runtime.threads if rec.runtime else None,
+        size_bytes=rec.size_bytes,
+        params=rec.params,
+        macs=rec.macs,
+        latency=figures,
+        top1=top1,
+        top1_delta=top1 - teacher_top1 if top1 is not None and teacher_top1 is not None else None,
+        agreement=acc.agreement if acc else None,
+        kl=acc.kl if acc else None,
+        reference=rec.id == catalog.REFERENCE,
+    )
+
+
+def _describe(system: dict[str, Any]) -> str:
+    parts = [str(system.get("cpu") or "unknown CPU")]
+    if system.get("cores"):
+        parts.append(f"{system['cores']} cores")
+    if system.get("memory_gb"):
+        parts.append(f"{system['memory_gb']} GB")
+    if system.get("gpu"):
+        parts.append(f"GPU {system['gpu']}")
+    if system.get("power_mode"):
+        parts.append(f"power mode {system['power_mode']}")
+    if system.get("os"):
+        parts.append(str(system["os"]))
+    if system.get("python"):
+        parts.append(f"Python {system['python']}")
+    return ", ".join(parts)
+
+
+def _timing(settings: dict[str, Any]) -> str:
+    known = {
+        "warmup": "{} warm-up runs",
+        "min_runs": "at least {} runs",
+        "min_seconds": "at least {:g} s",
+        "repeats": "{} rounds",
+        "threads": "{} CPU threads",
+    }
+    return ", ".join(fmt.format(settings[k]) for k, fmt in known.items() if settings.get(k) is not None)
+
+
+def _conditions(conditions: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in conditions.items() if isinstance(v, (str, int, float)))
+
+
+def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: BudgetConfig) -> DeviceSection:
+    """One device of one run: rows with speed-ups against the named reference, budget marks, recommendation."""
+    ref = bench.get(catalog.REFERENCE)
+    batch_sizes = sorted({lat.batch_size for rec in bench.artifacts for lat in rec.latency}) or sorted(
+        bench.settings.get("batch_sizes") or [1]
+    )
+    primary = batch_sizes[0]
+    ref_note = None
+    if ref is None or ref.status != "done":
+        why = f"{ref.status}: {ref.reason}" if ref is not None else "not in this bench file"
+        ref_note = f"{catalog.REFERENCE} was not measured on {bench.device} ({why}), so no speed-ups are given here"
+    teacher_top1, teacher_from = _accuracy_reference(bench, run)
+    student_top1 = _student_reference(bench, run)
+    rows = [_row(rec, ref, teacher_top1) for rec in bench.artifacts]
+    rows.sort(key=lambda r: (not r.reference, _ORDER[r.id]))
+    for row in rows:
+        _budget(row, teacher_top1, student_top1, budget)
+    plotted = [r for r in rows if r.top1 is not None and r.at(primary) is not None]
+    for row, flag in zip(plotted, pareto_front([r.at(primary).p50_ms for r in plotted], [r.top1 for r in plotted])):
+        row.pareto = flag
+    eligible = [r for r in plotted if r.budget == "within"]
+    best = min(eligible, key=lambda r: r.at(primary).p50_ms) if eligible else None
+    note = None
+    if best is None:
+        note = "no artifact is within the accuracy budget"
+    else:
+        best.recommended = True
+        if best.model == "teacher":
+            note = "no student artifact is within the budget, so this keeps a teacher model"
+    return DeviceSection(
+        run=label,
+        device=bench.device,
+        kind=bench.kind,
+        created=bench.created,
+        machine=_describe(bench.system),
+        timing=_timing(bench.settings),
+        conditions=_conditions(bench.conditions),
+        batch_sizes=batch_sizes,
+        primary_batch=primary,
+        reference_note=ref_note,
+        teacher_top1=teacher_top1,
+        teacher_top1_from=teacher_from,
+        student_top1=student_top1,
+        rows=rows,
+        recommendation=best.id if best else None,
+        recommendation_note=note,
+    )
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def run_section(run_dir: Path, label: str, manifest: dict[str, Any], omit_stage: str | None) -> RunSection:
+    """Stages, what distillation bought, the sweep, the curves and per-layer sensitivity of one run."""
+    records = stage_records(manifest)
+    section = RunSection(label, str(run_dir), curves=load_curves(run_dir / "distill" / "metrics.jsonl"))
+    for name, rec in records.items():
+        if name == omit_stage:  # the stage rendering this report is still running: leave it out
+            continue
+        note = rec.get("reason") or rec.get("error") or ""
+        section.stages.append(StageRow(name, str(rec.get("status", "?")), _num(rec.get("seconds")), str(note)))
+    distill = finished(records.get("distill"))
+    baseline_rec = records.get("baseline") or {}
+    baseline = finished(baseline_rec)
+    d_top1 = _num((distill or {}).get("metrics", {}).get("val_top1"))
+    b_top1 = _num((baseline or {}).get("metrics", {}).get("val_top1"))
+    if d_top1 is not None and b_top1 is not None:
+        section.kd = KdGain(d_top1, b_top1)
+    elif baseline_rec.get("status") == "skipped":
+        section.kd_note = f"no hard-label baseline: {baseline_rec.get('reason')}"
+    elif baseline_rec.get("status") == "failed":
+        section.kd_note = f"the hard-label baseline failed: {baseline_rec.get('error')}"
+    metrics = (distill or {}).get("metrics") or {}
+    sweep, best = metrics.get("sweep"), metrics.get("sweep_best") or {}
+    if isinstance(sweep, list) and sweep and all(isinstance(r, dict) for r in sweep):
+        keys = [k for k in ("temperature", "soft_weight", "hard_weight") if k in sweep[0]]
+        for r in sweep:
+            settings = {k: float(r[k]) for k in keys if _num(r.get(k)) is not None}
+            is_best = bool(best) and all(r.get(k) == best.get(k) for k in keys)
+            section.sweep.append(SweepRow(settings, _num(r.get("val_top1")), _num(r.get("val_kl")), is_best))
+    section.sensitivity = sensitivity(records)
+    return section
+
+
+def sensitivity(records: dict[str, dict[str, Any]]) -> list[SensitivityRow]:
+    """qat metrics `sensitivity` ([{layer, top1, kl}]) when the quantization stage wrote it; [] otherwise."""
+    raw = ((finished(records.get("qat")) or {}).get("metrics") or {}).get("sensitivity")
+    if not isinstance(raw, list):
+        return []
+    rows = []
+    for item in raw:
+        if isinstance(item, dict) and isinstance(item.get("layer"), str) and _num(item.get("top1")) is not None:
+            rows.append(SensitivityRow(item["layer"], float(item["top1"]), _num(item.get("kl"))))
+    return rows
+
+
+def _summary_row(section: DeviceSection, key: str) -> SummaryRow:
+    row = section.row(section.recommendation) if section.recommendation else None
+    fig = row.at(section.primary_batch) if row else None
+    ref = section.row(catalog.REFERENCE)
+    ref_top1 = ref.top1 if ref is not None else None
+    cost = ref_top1 - row.top1 if row is not None and row.top1 is not None and ref_top1 is not None else None
+    notes = [n for n in (section.recommendation_note, section.reference_note) if n]
+    return SummaryRow(
+        key=key,
+        recommended=row.id if row else None,
+        label=row.label if row else None,
+        batch_size=section.primary_batch,
+        p50_ms=fig.p50_ms if fig else None,
+        stable=fig.stable if fig else True,
+        speedup=fig.speedup if fig else None,
+        top1=row.top1 if row else None,
+        cost=cost,
+        note="; ".join(notes) or None,
+    )
+
+
+def _labels(run_dirs: list[Path]) -> list[str]:
+    names = [d.resolve().name for d in run_dirs]
+    return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
+
+
+def build_report(run_dirs: list[Path], budget: BudgetConfig, omit_stage: str | None = None) -> Report:
+    """The report model of one or several runs (every bench/<device>.json of each).
+
+    `omit_stage`: a stage left out of the stage tables (the report stage, which is running while it renders).
+    """
+    run_dirs = [Path(d) for d in run_dirs]
+    for d in run_dirs:
+        if not d.is_dir():
+            raise EdgekdError(f"{d}: run directory not found")
+    labels = _labels(run_dirs)
+    many = len(run_dirs) > 1
+    runs, devices, skipped, unmet = [], [], [], []
+    for run_dir, label in zip(run_dirs, labels):
+        manifest = load_manifest(run_dir)
+        benches = load_benches(run_dir)
+        run = run_section(run_dir, label, manifest, omit_stage)
+        runs.append(run)
+        prefix = f"{label}: " if many else ""
+        for stage in run.stages:
+            if stage.status in ("skipped", "failed"):
+                skipped.append(f"{prefix}{stage.name} {stage.status}: {stage.note}")
+        if not benches:
+            unmet.append(f"{label}: no bench/*.json in {run_dir}")
+        for b in benches:
+            section = device_section(b, benches, label, budget)
+            section.key = f"{label}/{b.device}" if many else b.device
+            devices.append(section)
+    failed, over = [], []
+    for d in devices:
+        for r in d.rows:
+            if r.status == "failed":
+                failed.append(f"{d.key}: {r.id} failed: {r.reason}")
+            if r.budget == "over":
+                over.append(f"{d.key}: {r.id} over budget: {r.budget_note}")
+        if d.teacher_top1 is None:
+            unmet.append(f"{d.key}: no teacher accuracy to check the budget against")
+        elif not any(r.budget == "within" and r.model == "student" for r in d.rows):
+            unmet.append(f"{d.key}: no student artifact within the accuracy budget")
+    ref = catalog.get(catalog.REFERENCE)
+    return Report(
+        title="edgekd report: " + ", ".join(labels),
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        reference=ref.id,
+        reference_label=ref.label,
+        budget=budget.model_dump(),
+        runs=runs,
+        devices=devices,
+        summary=[_summary_row(d, d.key) for d in devices],
+        skipped=skipped,
+        failed=failed,
+        over_budget=over,
+        unmet=unmet,
+    )

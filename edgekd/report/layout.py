@@ -1,0 +1,304 @@
+"""The report's document, in order, as blocks both renderers format: summary first, then detail by device.
+
+A block is a tuple: ("h1"|"h2"|"h3", text), ("p", text), ("ul", [text]), ("table", headers, rows, css class),
+("img", figure name, alt text, caption). Text may hold **bold** and `code` spans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekd.report import text as t
+from edgekd.report.model import DeviceSection, Report, Row, RunSection
+from edgekd.report.text import Mark
+
+Block = tuple
+
+
+@dataclass
+class FigureFile:
+    """A rendered figure: its file, its PNG bytes and the point labels it had to leave out."""
+
+    path: Path
+    png: bytes
+    dropped: list[str]
+
+
+def scatter_name(section: DeviceSection) -> str:
+    return f"accuracy-latency-{_slug(section.key)}"
+
+
+def sensitivity_name(run: RunSection) -> str:
+    return f"sensitivity-{_slug(run.label)}"
+
+
+CURVES = "distillation-curves"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
+
+
+def _budget_mark(row: Row) -> t.Cell:
+    if row.budget == "within":
+        return Mark("within", "within, recommended" if row.recommended else "within")
+    if row.budget == "over":
+        return Mark("over", "over")
+    return row.budget or t.DASH
+
+
+def _latency_cell(row: Row, batch: int) -> t.Cell:
+    fig = row.at(batch)
+    if fig is None:
+        return t.DASH
+    cell = f"{fig.p50_ms:.2f} / {fig.p99_ms:.2f}"
+    return cell if fig.stable else Mark("unstable", f"{cell} {t.UNSTABLE}")
+
+
+def summary_blocks(report: Report) -> list[Block]:
+    """What a reader needs first: the reference, the verdict, the recommendation per device, skipped stages."""
+    b = report.budget
+    blocks: list[Block] = [
+        ("h1", report.title),
+        (
+            "p",
+            f"Speed-ups and accuracy costs are against **`{report.reference}`** ({report.reference_label}), "
+            f"measured on each device at its smallest batch size. Accuracy budget: at most "
+            f"{b['max_drop_vs_teacher']:g} points top-1 below the teacher; quantized students at most "
+            f"{b['max_drop_vs_student']:g} points below the fp32 student.",
+        ),
+        ("p", f"**This report {'meets' if report.meets_budget else 'does NOT meet'} the accuracy budget.**"),
+    ]
+    rows = []
+    for s in report.summary:
+        p50 = t.num(s.p50_ms) + ("" if s.stable else f" {t.UNSTABLE}")
+        rows.append(
+            [
+                s.key,
+                s.recommended or "none within budget",
+                p50 if s.p50_ms is None else Mark("unstable", p50) if not s.stable else p50,
+                t.speedup(s.speedup),
+                t.num(s.top1),
+                t.num(None if s.cost is None else -s.cost, "+.2f"),
+            ]
+        )
+    ref = report.reference
+    blocks.append(
+        (
+            "table",
+            ["Device", "Recommended", "p50 (ms)", f"Speed-up vs {ref}", "Top-1 (%)", "Top-1 vs ref (pts)"],
+            rows,
+            "summary",
+        )
+    )
+    notes = [f"{s.key}: {s.note}" for s in report.summary if s.note]
+    if notes:
+        blocks.append(("ul", notes))
+    if report.skipped:
+        blocks += [("p", "**Skipped stages:**"), ("ul", report.skipped)]
+    else:
+        blocks.append(("p", "No stage was skipped."))
+    return blocks
+
+
+def side_by_side(report: Report) -> list[Block]:
+    """One row per artifact id across all devices: p50 at each device's smallest batch and the speed-up."""
+    if len(report.devices) < 2:
+        return []
+    ids = []
+    for d in report.devices:
+        ids += [r.id for r in d.rows if r.id not in ids]
+    rows = []
+    for art_id in ids:
+        cells: list[t.Cell] = [art_id]
+        for d in report.devices:
+            r = d.row(art_id)
+            fig = r.at(d.primary_batch) if r else None
+            if fig is not None:
+                cells.append(
+                    f"{fig.p50_ms:.2f} ms ({t.speedup(fig.speedup)})" + ("" if fig.stable else f" {t.UNSTABLE}")
+                )
+            else:
+                cells.append(r.status if r else "not benchmarked")
+        rows.append(cells)
+    return [
+        ("h2", "Side by side"),
+        ("p", f"p50 at each device's smallest batch size, and the speed-up against `{report.reference}` there."),
+        ("table", ["Artifact", *(d.key for d in report.devices)], rows, "detail"),
+    ]
+
+
+def device_blocks(section: DeviceSection, report: Report, figures: dict[str, FigureFile], many: bool) -> list[Block]:
+    heading = f"{section.device} ({section.kind})" + (f" — {section.run}" if many else "")
+    about = f"{section.machine}. Timing: {section.timing}; benchmarked {section.created}."
+    if section.conditions:
+        about += f" Conditions: {section.conditions}."
+    blocks: list[Block] = [("h2", f"Device {heading}"), ("p", about)]
+    if section.reference_note:
+        blocks.append(("p", f"**Reference missing:** {section.reference_note}."))
+    blocks.append(
+        (
+            "p",
+            f"Accuracy reference (budget, Δ top-1): {t.num(section.teacher_top1)}% top-1, {section.teacher_top1_from}.",
+        )
+    )
+    headers = ["Artifact", "Runtime", "Threads"]
+    for bs in section.batch_sizes:
+        headers += [f"b{bs} p50 / p99 (ms)", f"b{bs} img/s", f"b{bs} speed-up"]
+    lat_rows = []
+    for r in section.rows:
+        cells: list[t.Cell] = [
+            r.id + (" (reference)" if r.reference else ""),
+            r.runtime or t.DASH,
+            t.threads(r.threads),
+        ]
+        for bs in section.batch_sizes:
+            fig = r.at(bs)
+            cells += [
+                _latency_cell(r, bs),
+                t.num(fig.throughput_ips if fig else None, ".1f"),
+                t.speedup(fig.speedup if fig else None),
+            ]
+        lat_rows.append(cells)
+    blocks += [("h3", "Latency"), ("table", headers, lat_rows, "detail")]
+    unstable = [
+        f"{r.id} b{f.batch_size} (rounds differ by {f.spread:.0%})"
+        for r in section.rows
+        for f in r.latency
+        if not f.stable
+    ]
+    if unstable:
+        blocks.append(
+            (
+                "p",
+                f"{t.UNSTABLE} unstable figure (rounds disagreed or the machine was busy): "
+                + ", ".join(unstable)
+                + ".",
+            )
+        )
+    acc_rows = [
+        [
+            r.id,
+            r.precision,
+            t.size(r.size_bytes),
+            t.count(r.params, 1e6, ".3f"),
+            t.count(r.macs, 1e6, ".1f"),
+            t.num(r.top1),
+            t.signed(r.top1_delta),
+            t.num(r.agreement),
+            t.num(r.kl, ".4f"),
+            _budget_mark(r),
+        ]
+        for r in section.rows
+    ]
+    acc_headers = [
+        "Artifact",
+        "Precision",
+        "Size",
+        "Params (M)",
+        "MACs (M)",
+        "Top-1 (%)",
+        "Δ top-1",
+        "Agree (%)",
+        "KL",
+        "Budget",
+    ]
+    blocks += [("h3", "Accuracy and size"), ("table", acc_headers, acc_rows, "detail")]
+    blocks.append(("p", _recommendation(section, report.reference)))
+    notes = [f"{r.status.upper()}: `{r.id}`: {r.reason}" for r in section.rows if r.status != "done"]
+    notes += [f"over budget: `{r.id}`: {r.budget_note}" for r in section.rows if r.budget == "over"]
+    if notes:
+        blocks.append(("ul", notes))
+    fig = figures.get(scatter_name(section))
+    if fig is not None:
+        caption = f"Labels left out where points crowd: {', '.join(fig.dropped)}." if fig.dropped else ""
+        blocks.append(("img", scatter_name(section), f"accuracy vs latency on {section.key}", caption))
+    return blocks
+
+
+def _recommendation(section: DeviceSection, reference: str) -> str:
+    row = section.row(section.recommendation) if section.recommendation else None
+    if row is None:
+        return f"**Recommendation on {section.device}:** {section.recommendation_note}."
+    fig = row.at(section.primary_batch)
+    speed = f", {t.speedup(fig.speedup)} the speed of `{reference}`" if fig and fig.speedup else ""
+    delta = f" ({row.top1_delta:+.2f} vs teacher)" if row.top1_delta is not None else ""
+    caveat = f" Note: {section.recommendation_note}." if section.recommendation_note else ""
+    return (
+        f"**Recommendation on {section.device}:** `{row.id}` ({row.label}), fastest within budget: p50 "
+        f"{t.num(fig.p50_ms if fig else None)} ms at batch {section.primary_batch}{speed}, top-1 {t.num(row.top1)}%{delta}.{caveat}"
+    )
+
+
+def run_blocks(run: RunSection, figures: dict[str, FigureFile], many: bool) -> list[Block]:
+    suffix = f" — {run.label}" if many else ""
+    blocks: list[Block] = []
+    kd: list[Block] = []
+    if run.kd is not None:
+        kd.append(
+            (
+                "p",
+                f"Distillation bought **{run.kd.gain:+.2f} points** of top-1: the distilled student reaches "
+                f"{run.kd.distilled_top1:.2f}%, the same student trained on hard labels alone with the same budget "
+                f"{run.kd.baseline_top1:.2f}%.",
+            )
+        )
+    elif run.kd_note:
+        kd.append(
+            (
+                "p",
+                f"{run.kd_note[0].upper()}{run.kd_note[1:]} (set `baseline.enabled: true` to measure what distillation buys).",
+            )
+        )
+    if run.sweep:
+        keys = list(run.sweep[0].settings)
+        rows = [
+            [
+                *(f"{s.settings.get(k, 0):g}" for k in keys),
+                t.num(s.val_top1),
+                t.num(s.val_kl, ".4f"),
+                "best" if s.best else "",
+            ]
+            for s in run.sweep
+        ]
+        kd += [
+            ("p", "Sweep over the distillation settings (the best went on to the later stages):"),
+            ("table", [*keys, "val top-1", "val KL", ""], rows, "detail"),
+        ]
+    if kd:
+        blocks += [("h2", "What distillation bought" + suffix), *kd]
+    if run.sensitivity:
+        rows = [[s.layer, t.num(s.top1), t.num(s.kl, ".4f")] for s in sorted(run.sensitivity, key=lambda s: s.top1)]
+        blocks += [
+            ("h2", "Quantization sensitivity" + suffix),
+            ("p", "Top-1 with one layer alone quantized to int8, most sensitive first:"),
+            ("table", ["Layer", "Top-1 (%)", "KL"], rows, "detail"),
+        ]
+        if sensitivity_name(run) in figures:
+            blocks.append(("img", sensitivity_name(run), "per-layer quantization sensitivity", ""))
+    if run.stages:
+        rows = [[s.name, s.status, t.num(s.seconds, ".1f", " s"), s.note] for s in run.stages]
+        blocks += [("h2", "Stages" + suffix), ("table", ["Stage", "Status", "Time", "Reason / error"], rows, "stages")]
+    return blocks
+
+
+def document(report: Report, figures: dict[str, FigureFile]) -> list[Block]:
+    """The whole report: summary, side by side, each device, each run's distillation and stages, verdict."""
+    many_runs = len(report.runs) > 1
+    blocks = summary_blocks(report) + side_by_side(report)
+    for section in report.devices:
+        blocks += device_blocks(section, report, figures, many_runs)
+    for run in report.runs:
+        blocks += run_blocks(run, figures, many_runs)
+    if CURVES in figures:
+        blocks += [
+            ("h2", "Distillation curves"),
+            ("img", CURVES, "student val top-1 and teacher-student KL per epoch", ""),
+        ]
+    problems = report.failed + report.over_budget + report.unmet
+    verdict = "meets the accuracy budget" if report.meets_budget else "does NOT meet the accuracy budget"
+    blocks += [("h2", "Verdict"), ("p", f"**This report {verdict}.**")]
+    if problems:
+        blocks.append(("ul", problems))
+    return blocks

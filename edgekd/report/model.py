@@ -1,0 +1,176 @@
+"""The typed report model: everything report.json, report.md and report.html show, and nothing else.
+
+`edgekd.report.build` makes it from bench records (edgekd.ondevice.records.BenchDoc) and manifests;
+the renderers only format it. Speed-ups are against one named reference (catalog.REFERENCE) on
+every device; a device that did not measure the reference says so instead of using another one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+REPORT_SCHEMA = "edgekd.report/2"
+
+
+@dataclass
+class Figure:
+    """Latency of one artifact at one batch size; `speedup` = reference p50 / this p50 on the same device."""
+
+    batch_size: int
+    p50_ms: float
+    p99_ms: float
+    throughput_ips: float
+    speedup: float | None
+    stable: bool = True
+    spread: float = 0.0
+
+
+@dataclass
+class Row:
+    """One artifact on one device (`id` is a catalogue id, the same on every device)."""
+
+    id: str
+    label: str
+    model: str
+    precision: str
+    status: str  # done | failed | skipped
+    reason: str | None = None
+    runtime: str | None = None  # "onnxruntime 1.20.1 (CPU)"
+    threads: int | None = None
+    size_bytes: int | None = None
+    params: int | None = None
+    macs: int | None = None
+    latency: list[Figure] = field(default_factory=list)
+    top1: float | None = None
+    top1_delta: float | None = None  # against the accuracy reference, in points
+    agreement: float | None = None
+    kl: float | None = None
+    budget: str | None = None  # within | over | n/a | None (not measured)
+    budget_note: str = ""
+    pareto: bool = False
+    reference: bool = False
+    recommended: bool = False
+
+    def at(self, batch_size: int) -> Figure | None:
+        return next((f for f in self.latency if f.batch_size == batch_size), None)
+
+
+@dataclass
+class DeviceSection:
+    """One bench document: a device of a run, its rows in catalogue order (the reference first)."""
+
+    run: str
+    device: str
+    kind: str
+    created: str
+    machine: str  # one line: CPU, cores, memory, GPU, power mode, OS
+    timing: str  # one line: warm-up, runs, rounds, threads
+    conditions: str  # one line: what may have disturbed the figures ("" when nothing was recorded)
+    batch_sizes: list[int]
+    primary_batch: int
+    reference_note: str | None  # set when the named reference was not measured on this device
+    teacher_top1: float | None  # the accuracy reference (see teacher_top1_from)
+    teacher_top1_from: str
+    student_top1: float | None  # the fp32 student, for the quantized artifacts' budget
+    rows: list[Row] = field(default_factory=list)
+    recommendation: str | None = None
+    recommendation_note: str | None = None
+    key: str = ""  # how the report names this section: the device, or run/device when several runs are compared
+
+    def row(self, artifact_id: str) -> Row | None:
+        return next((r for r in self.rows if r.id == artifact_id), None)
+
+
+@dataclass
+class StageRow:
+    name: str
+    status: str
+    seconds: float | None
+    note: str  # reason (skipped) or error (failed)
+
+
+@dataclass
+class KdGain:
+    """What distillation bought: the distilled student against the same student trained on hard labels."""
+
+    distilled_top1: float
+    baseline_top1: float
+
+    @property
+    def gain(self) -> float:
+        return self.distilled_top1 - self.baseline_top1
+
+
+@dataclass
+class SweepRow:
+    settings: dict[str, float]
+    val_top1: float | None
+    val_kl: float | None
+    best: bool
+
+
+@dataclass
+class SensitivityRow:
+    """Top-1 and KL when one layer alone is quantized (qat stage metrics `sensitivity`)."""
+
+    layer: str
+    top1: float
+    kl: float | None
+
+
+@dataclass
+class RunSection:
+    label: str
+    path: str
+    stages: list[StageRow] = field(default_factory=list)
+    kd: KdGain | None = None
+    kd_note: str | None = None  # why there is no KD-vs-baseline figure
+    sweep: list[SweepRow] = field(default_factory=list)
+    curves: list[dict[str, Any]] = field(default_factory=list)  # distill/metrics.jsonl epochs
+    sensitivity: list[SensitivityRow] = field(default_factory=list)
+
+
+@dataclass
+class SummaryRow:
+    """The recommendation on one device, against the named reference."""
+
+    key: str
+    recommended: str | None
+    label: str | None
+    batch_size: int
+    p50_ms: float | None
+    stable: bool
+    speedup: float | None
+    top1: float | None
+    cost: float | None  # reference top-1 minus the recommended artifact's, in points
+    note: str | None
+
+
+@dataclass
+class Report:
+    title: str
+    created: str
+    reference: str
+    reference_label: str
+    budget: dict[str, float]
+    runs: list[RunSection]
+    devices: list[DeviceSection]
+    summary: list[SummaryRow]
+    skipped: list[str]  # stages skipped or failed, with their reason
+    failed: list[str]  # artifacts that failed to load or run
+    over_budget: list[str]
+    unmet: list[str]  # devices without a student within budget (or without a teacher to check against)
+    schema: str = REPORT_SCHEMA
+
+    @property
+    def meets_budget(self) -> bool:
+        """Every device has a student artifact within the accuracy budget and no artifact failed."""
+        return not self.unmet and not self.failed
+
+    @property
+    def recommendations(self) -> dict[str, str | None]:
+        return {d.key: d.recommendation for d in self.devices}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "meets_budget": self.meets_budget, "recommendations": self.recommendations}

@@ -1,0 +1,172 @@
+"""Report figures (matplotlib, Agg canvas, no global pyplot state): accuracy vs latency, distillation curves,
+per-layer quantization sensitivity.
+
+Point labels are placed so that none overlaps another label, a marker or the axes' edge; a label
+that finds no free place is dropped and returned, so the caller can list it beside the figure.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.ticker import NullFormatter
+from matplotlib.transforms import Bbox
+
+from edgekd.artifacts import write_bytes_atomic
+
+DPI = 110
+MARKER_PX = 6  # half the size of a marker's box, in pixels
+
+
+@dataclass
+class Point:
+    """One artifact on the accuracy-vs-latency plane."""
+
+    label: str
+    latency_ms: float
+    top1: float
+    pareto: bool
+    within_budget: bool | None
+
+
+def save_png(fig: Figure, path: Path) -> bytes:
+    """Render `fig` to PNG, write it to `path` atomically and return the bytes."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    data = buf.getvalue()
+    write_bytes_atomic(path, data)
+    return data
+
+
+def _candidates() -> list[tuple[float, float]]:
+    """Label offsets from the point (in points), nearest first; far ones get a leader line."""
+    out = []
+    for r in (1.0, 2.2, 3.6):
+        for dx, dy in ((6, 3), (6, -11), (-6, 3), (-6, -11), (0, 9), (0, -17)):
+            out.append((dx * r, dy * r))
+    return out
+
+
+def place_labels(ax, xs: list[float], ys: list[float], labels: list[str], fontsize: float = 7) -> list[Text | None]:
+    """Annotate each (x, y) with its label where the label overlaps no other label, marker or the axes edge.
+
+    Returns the placed Text per point, None where no free place was found (the label is left out).
+    """
+    fig = ax.figure
+    canvas = FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    fig.draw(renderer)  # settle the limits and scales before measuring
+    frame = ax.get_window_extent(renderer)
+    centres = [ax.transData.transform((x, y)) for x, y in zip(xs, ys)]
+    taken = [Bbox.from_extents(cx - MARKER_PX, cy - MARKER_PX, cx + MARKER_PX, cy + MARKER_PX) for cx, cy in centres]
+    placed: list[Text | None] = []
+    for x, y, label in zip(xs, ys, labels):
+        found = None
+        for dx, dy in _candidates():
+            far = abs(dx) > 8 or abs(dy) > 18
+            text = ax.annotate(
+                label,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=fontsize,
+                ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6} if far else None,
+            )
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer)  # the text alone, without the leader line
+            if (
+                frame.contains(box.x0, box.y0)
+                and frame.contains(box.x1, box.y1)
+                and not any(box.overlaps(t) for t in taken)
+            ):
+                taken.append(box)
+                found = text
+                break
+            text.remove()
+        placed.append(found)
+    return placed
+
+
+def accuracy_latency_scatter(points: list[Point], title: str, xlabel: str, path: Path) -> tuple[bytes, list[str]]:
+    """Top-1 against p50 latency (log x), Pareto front joined by a line, over-budget points hollow.
+
+    Returns the PNG and the labels that had no free place (the caller lists them under the figure).
+    """
+    fig = Figure(figsize=(7.5, 4.6), dpi=DPI)
+    ax = fig.add_subplot()
+    for p in points:
+        ax.scatter(
+            p.latency_ms,
+            p.top1,
+            s=40,
+            marker="o" if p.pareto else "s",
+            facecolors="tab:blue" if p.within_budget is not False else "none",
+            edgecolors="tab:red" if p.pareto else "tab:blue",
+            linewidths=1.5,
+            zorder=3,
+        )
+    front = sorted((p for p in points if p.pareto), key=lambda p: p.latency_ms)
+    if len(front) > 1:
+        ax.plot([p.latency_ms for p in front], [p.top1 for p in front], "--", color="tab:red", zorder=2)
+    if points and min(p.latency_ms for p in points) > 0:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
+    if points:  # room for labels at the edges
+        ax.margins(x=0.25, y=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3, which="both")
+    fig.text(
+        0.01,
+        -0.02,
+        "circle: on the Pareto front (red dashes), square: dominated; filled: within the accuracy budget, hollow: over",
+        fontsize=7,
+    )
+    placed = place_labels(ax, [p.latency_ms for p in points], [p.top1 for p in points], [p.label for p in points])
+    dropped = [p.label for p, t in zip(points, placed) if t is None]
+    return save_png(fig, path), dropped
+
+
+def distillation_curves(curves: dict[str, list[dict]], path: Path) -> bytes:
+    """Student val top-1 and teacher-student KL per epoch, one line per run."""
+    fig = Figure(figsize=(10, 3.6), dpi=DPI)
+    ax_acc, ax_kl = fig.subplots(1, 2)
+    for label, rows in curves.items():
+        epochs = [r["epoch"] for r in rows]
+        if any(r.get("val_top1") is not None for r in rows):
+            ax_acc.plot(epochs, [r.get("val_top1") for r in rows], marker=".", label=label)
+        if any(r.get("val_kl") is not None for r in rows):
+            ax_kl.plot(epochs, [r.get("val_kl") for r in rows], marker=".", label=label)
+    ax_acc.set(xlabel="epoch", ylabel="student val top-1 (%)", title="Student accuracy")
+    ax_kl.set(xlabel="epoch", ylabel="KL(teacher || student)", title="Teacher-student KL")
+    for ax in (ax_acc, ax_kl):
+        ax.grid(True, alpha=0.3)
+        if len(curves) > 1:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def sensitivity_bars(layers: list[str], top1: list[float], reference_top1: float | None, path: Path) -> bytes:
+    """Per-layer quantization sensitivity: top-1 with only that layer quantized, most sensitive layer on top."""
+    order = sorted(range(len(layers)), key=lambda i: top1[i], reverse=True)
+    fig = Figure(figsize=(7.5, 0.8 + 0.28 * len(layers)), dpi=DPI)
+    ax = fig.add_subplot()
+    ax.barh([layers[i] for i in order], [top1[i] for i in order], color="tab:blue")
+    if reference_top1 is not None:
+        ax.axvline(reference_top1, color="tab:red", linestyle="--", lw=1)
+    low = min(top1 + ([reference_top1] if reference_top1 is not None else []))
+    ax.set_xlim(max(0.0, low - 2.0), 100.0)
+    ax.set_xlabel("val top-1 (%) with this layer alone in int8" + (" (red: fp32)" if reference_top1 else ""))
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title("Quantization sensitivity per layer", fontsize=10)
+    fig.tight_layout()
+    return save_png(fig, path)

@@ -1,0 +1,79 @@
+"""Write a report model to report.json, report.md, report.html and the PNG figures beside them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekd.artifacts import write_text_atomic
+from edgekd.config import BudgetConfig
+from edgekd.report import plots
+from edgekd.report.build import build_report
+from edgekd.report.layout import CURVES, FigureFile, document, scatter_name, sensitivity_name
+from edgekd.report.model import Report
+from edgekd.report.render_html import render_html
+from edgekd.report.render_md import render_markdown
+
+
+@dataclass
+class ReportFiles:
+    """The model a report was rendered from and the files it was written to."""
+
+    report: Report
+    markdown: Path
+    html: Path
+    json: Path
+
+
+def figures(report: Report, out_dir: Path) -> dict[str, FigureFile]:
+    """Every figure of the report as a PNG in `out_dir`, by the name the layout refers to it."""
+    out: dict[str, FigureFile] = {}
+    for d in report.devices:
+        points = [
+            plots.Point(
+                r.id,
+                r.at(d.primary_batch).p50_ms,
+                r.top1,
+                r.pareto,
+                None if r.budget == "n/a" else r.budget == "within",
+            )
+            for r in d.rows
+            if r.top1 is not None and r.at(d.primary_batch) is not None
+        ]
+        if points:
+            path = out_dir / f"{scatter_name(d)}.png"
+            title = f"{d.key}: top-1 vs p50 latency"
+            png, dropped = plots.accuracy_latency_scatter(
+                points, title, f"p50 latency at batch {d.primary_batch} (ms, log scale)", path
+            )
+            out[scatter_name(d)] = FigureFile(path, png, dropped)
+    for run in report.runs:
+        if run.sensitivity:
+            path = out_dir / f"{sensitivity_name(run)}.png"
+            fp32 = next((d.student_top1 for d in report.devices if d.run == run.label), None)
+            png = plots.sensitivity_bars(
+                [s.layer for s in run.sensitivity], [s.top1 for s in run.sensitivity], fp32, path
+            )
+            out[sensitivity_name(run)] = FigureFile(path, png, [])
+    curves = {run.label: run.curves for run in report.runs if run.curves}
+    if curves:
+        path = out_dir / f"{CURVES}.png"
+        out[CURVES] = FigureFile(path, plots.distillation_curves(curves, path), [])
+    return out
+
+
+def write_report(
+    run_dirs: list[Path], out_dir: Path, budget: BudgetConfig, omit_stage: str | None = None
+) -> ReportFiles:
+    """Build the model of one or several runs and render it into `out_dir` (see build.build_report)."""
+    report = build_report(run_dirs, budget, omit_stage)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figs = figures(report, out_dir)
+    blocks = document(report, figs)
+    files = ReportFiles(report, out_dir / "report.md", out_dir / "report.html", out_dir / "report.json")
+    write_text_atomic(files.json, json.dumps(report.to_dict(), indent=2) + "\n")
+    write_text_atomic(files.markdown, render_markdown(blocks, figs))
+    write_text_atomic(files.html, render_html(blocks, figs, report.title))
+    return files

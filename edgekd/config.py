@@ -410,13 +410,30 @@ class TensorRTConfig(Section):
     min_batch: int = Field(1, ge=1)
     opt_batch: int = Field(8, ge=1)
     max_batch: int = Field(32, ge=1)
+    calibration_images: int = Field(
+        512,
+        ge=1,
+        description="Training images drawn (seeded) into bench/calib.npz to calibrate int8 on the DLA "
+        "(implicit quantization); never validation images.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TensorRTConfig:
-        if not self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ValueError(
-                f"need min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, {self.max_batch}"
+        from edgekd.ondevice.trt_options import BuildOptions, validate_options
+
+        for precision in self.precisions:  # the checks the build applies, here at load time (validate, plan, run)
+            opts = BuildOptions(
+                precision,
+                self.dla_core,
+                self.static_shapes,
+                self.workspace_mb,
+                self.min_batch,
+                self.opt_batch,
+                self.max_batch,
             )
+            problems = validate_options(opts)
+            if problems:
+                raise ValueError(f"{problems[0]} (precision {precision})")
         return self
 
 

@@ -218,11 +218,12 @@ def plan(
 
 @app.command()
 def validate(pipeline: Path = typer.Argument(..., help="pipeline.yaml")) -> None:
-    """Check a pipeline file without running anything."""
-    from edgekd.preflight import check_pipeline
-
+    """Check a pipeline file and the files it names (checkpoints, data root) without running anything."""
     try:
-        cfg = load_pipeline(pipeline)
+        cfg = load_pipeline(pipeline)  # before importing torch (preflight): a bad file fails in well under a second
+        from edgekd.preflight import check_files, check_pipeline
+
+        check_files(cfg)
         check_pipeline(cfg)
     except EdgekdError as e:
         _fail(e)

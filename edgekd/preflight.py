@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 from edgekd.config import PipelineConfig
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model
@@ -23,3 +26,38 @@ def check_pipeline(cfg: PipelineConfig) -> None:
                 check_layer_names(models[role], [getattr(pair, role)], what=f"{role} {getattr(cfg, role).model}")
             except EdgekdError as e:
                 raise EdgekdError(f"distill.features[{i}].{role}: {e}") from None
+
+
+def _regular_file(path: Path, field: str, what: str) -> None:
+    try:
+        info = path.stat()
+    except OSError as e:
+        raise EdgekdError(f"{field}: {path}: {what} not found ({e.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise EdgekdError(f"{field}: {path} is {kind}; expected {what}")
+
+
+def _folder(path: Path, field: str, what: str) -> None:
+    if not path.is_dir():
+        found = "not found" if not path.exists() else "not a folder"
+        raise EdgekdError(f"{field}: {path} is {found}; expected {what}")
+
+
+def check_files(cfg: PipelineConfig) -> None:
+    """The files the stages will open, checked the way the stages open them: checkpoints are regular files
+    (not folders, not devices like /dev/zero), a data root is a folder, an imagefolder root holds train/ and val/."""
+    for field, path in (
+        ("teacher.checkpoint", cfg.teacher.checkpoint),
+        ("student.init_checkpoint", cfg.student.init_checkpoint),
+    ):
+        if path is not None:
+            _regular_file(path, field, "a checkpoint file (.pt/.pth)")
+    data = cfg.data
+    if data.root is not None and data.dataset != "digits" and not (data.download and not data.root.exists()):
+        _folder(data.root, "data.root", f"the folder holding the {data.dataset} data")
+        if data.dataset == "imagefolder":
+            for split in ("train", "val"):
+                _folder(data.root / split, "data.root", f"{split}/<class>/<images> under {data.root}")
+    if cfg.run_dir is not None and cfg.run_dir.exists() and not cfg.run_dir.is_dir():
+        raise EdgekdError(f"run_dir: {cfg.run_dir} exists and is not a folder")

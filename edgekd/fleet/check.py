@@ -62,6 +62,23 @@ def _version(text: str | None) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def numpy_tensorrt_warning(numpy_version: str | None, trt_version: str | None) -> str | None:
+    """Why this numpy and TensorRT are known not to work together, or None.
+
+    TensorRT 8.5's `trt.nptype` builds its map with `np.bool`, which numpy 1.24 removed
+    (NVIDIA/TensorRT #2557, #2567; fixed in 8.6). edgekd's own code does not call it.
+    """
+    if not numpy_version or not trt_version:
+        return None
+    if _version(numpy_version)[:2] >= (1, 24) and (8, 0) <= _version(trt_version)[:2] < (8, 6):
+        return (
+            f"numpy {numpy_version} with TensorRT {trt_version} is a known-bad pair: trt.nptype fails "
+            "(np.bool was removed in numpy 1.24; NVIDIA/TensorRT #2557); edgekd avoids it, other scripts may not "
+            "(numpy < 1.24 works with both)"
+        )
+    return None
+
+
 def assess(device: DeviceConfig, found: dict) -> CheckReport:
     """Problems and warnings for `device`'s backends given its probe output."""
     report = CheckReport(device.name, found)
@@ -90,6 +107,9 @@ def assess(device: DeviceConfig, found: dict) -> CheckReport:
             )
         elif found.get("gpu") is None:
             report.problems.append("no CUDA GPU visible to pycuda; backend tensorrt needs one")
+    pair = numpy_tensorrt_warning(libs.get("numpy", {}).get("version"), libs.get("tensorrt", {}).get("version"))
+    if pair:
+        report.warnings.append(pair)
     if "onnxruntime" in device.backends and libs.get("onnxruntime", {}).get("version") is None:
         missing("onnxruntime", "backend onnxruntime needs it", "install the onnxruntime-gpu wheel for your JetPack")
     if found.get("free_disk_gb", MIN_FREE_GB) < MIN_FREE_GB:

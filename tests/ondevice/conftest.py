@@ -68,6 +68,12 @@ def qdq_onnx(tmp_path: Path, fp32_onnx: Path, images: np.ndarray) -> Path:
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        # what TensorRT 8.5 takes: symmetric int8, fp32 bias (no int32 bias), Q/DQ pairs on fp32 weights
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "AddQDQPairToWeight": True,
+        },
     )
     return out

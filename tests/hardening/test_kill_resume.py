@@ -3,6 +3,7 @@ ends with the same artifacts as an uninterrupted run."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -67,7 +68,7 @@ def _run_to_end(pipeline: Path, run_dir: Path, log: Path) -> None:
 
 
 def _run_and_kill(pipeline: Path, run_dir: Path, log: Path, stage: str, delay: float) -> str | None:
-    """Start a run, wait until `stage` is running, sleep `delay`, SIGKILL the whole process group.
+    """Start a run, wait until `stage` is running, then up to `delay` s more, SIGKILL the whole process group.
 
     Returns the stage that was running when the kill landed, or None when the run finished first.
     """
@@ -81,7 +82,8 @@ def _run_and_kill(pipeline: Path, run_dir: Path, log: Path, stage: str, delay: f
             if _stages(run_dir).get(stage, {}).get("status") == "running":
                 break
             time.sleep(0.02)
-        time.sleep(delay)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # the kill lands `delay` s into the stage, unless it ended
+            proc.wait(timeout=delay)
         if proc.poll() is not None:
             assert proc.returncode == 0, log.read_text()[-3000:]
             return None

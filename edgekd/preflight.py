@@ -1,4 +1,4 @@
-"""Checks that need no data and no training, run before the first stage so a typo costs seconds, not a teacher."""
+"""Checks run before the first stage so a typo, a missing weights file or a bad image costs seconds, not a teacher."""
 
 from __future__ import annotations
 
@@ -9,23 +9,37 @@ from edgekd.config import PipelineConfig
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model
 from edgekd.models.taps import check_layer_names
+from edgekd.models.weights import describe_weights, require_available
 
 
-def check_pipeline(cfg: PipelineConfig) -> None:
-    """Model names exist, and every feature-distillation layer exists in its model."""
+def check_pipeline(cfg: PipelineConfig, local_files: bool = False) -> None:
+    """Model and weights names exist, feature layers exist; with `local_files` (before a run) also that the
+    weights files are here (or may be downloaded) and that the ImageFolder scans clean.
+
+    `edgekd validate` leaves `local_files` off: a pipeline written for another machine still validates.
+    """
     models = {}
     for role in ("teacher", "student"):
-        name = getattr(cfg, role).model
+        section = getattr(cfg, role)
         try:
-            models[role] = build_model(name, num_classes=10, in_channels=cfg.data.channels or 3)
+            models[role] = build_model(section.model, num_classes=10, in_channels=cfg.data.channels or 3)
         except EdgekdError as e:
             raise EdgekdError(f"{role}.model: {e}") from None
+        if section.weights:
+            field = f"{role}.weights"
+            weights = describe_weights(section.model, section.weights, field)
+            if local_files:
+                require_available(weights, section.download, field)
     for i, pair in enumerate(cfg.distill.features):
         for role in ("teacher", "student"):
             try:
                 check_layer_names(models[role], [getattr(pair, role)], what=f"{role} {getattr(cfg, role).model}")
             except EdgekdError as e:
                 raise EdgekdError(f"distill.features[{i}].{role}: {e}") from None
+    if local_files and cfg.data.dataset == "imagefolder":
+        from edgekd.data.scan import scan_imagefolder
+
+        scan_imagefolder(cfg.data.root, cfg.data.on_bad_image)
 
 
 def _regular_file(path: Path, field: str, what: str) -> None:

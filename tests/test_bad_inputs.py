@@ -31,7 +31,7 @@ from edgekd.runtimes import runtime_for
 BASE = {
     "name": "bad",
     "data": {"dataset": "digits", "image_size": 16, "batch_size": 32, "limit_train": 64, "limit_val": 32},
-    "teacher": {"model": "resnet8", "train": {"epochs": 1}},
+    "teacher": {"model": "resnet8", "epochs": 1},
     "student": {"model": "resnet8"},
     "distill": {"epochs": 1, "features": [{"teacher": "layer2", "student": "layer2"}], "augment": {"hflip": False}},
     "export": {"opset": 17},
@@ -126,7 +126,7 @@ def test_missing_and_binary_pipeline_files(tmp_path):
 UNKNOWN_KEYS = [  # (path of the misspelt key, value, dotted name in the message, suggestion)
     (("nmae",), "x", "'nmae'", "did you mean 'name'?"),
     (("data", "imgsize"), 16, "'data.imgsize'", "did you mean 'image_size'?"),
-    (("teacher", "train", "epoch"), 1, "'teacher.train.epoch'", "did you mean 'epochs'?"),
+    (("teacher", "epoch"), 1, "'teacher.epoch'", "did you mean 'epochs'?"),
     (("distill", "augment", "mixup"), 0.2, "'distill.augment.mixup'", "did you mean 'mixup_alpha'?"),
     (("distill", "features", 0, "wieght"), 1.0, "'distill.features.0.wieght'", "did you mean 'weight'?"),
     (("export", "opsett"), 17, "'export.opsett'", "did you mean 'opset'?"),
@@ -169,7 +169,7 @@ def test_misspelt_required_key_reports_the_typo_not_the_missing_key(tmp_path):
 
 BAD_VALUES = [  # (path, value, fragments of the message)
     (("data", "image_size"), "big", ("data.image_size: Input should be a valid integer", "(got 'big')")),
-    (("teacher", "train", "epochs"), [1], ("teacher.train.epochs: Input should be a valid integer",)),
+    (("teacher", "epochs"), [1], ("teacher.epochs: Input should be a valid integer",)),
     (("distill", "features"), "layer2", ("distill.features: Input should be a valid list",)),
     (("teacher",), "resnet8", ("teacher: Input should be a valid dictionary",)),
     (("export", "onnx"), "maybe", ("export.onnx: Input should be a valid boolean",)),
@@ -310,8 +310,8 @@ def _run(tmp_path: Path, pipeline: Path, *more: str) -> list[str]:
     [
         ("missing", "train does not exist; an imagefolder root holds train/<class>/*.jpg"),
         ("empty", "train does not exist"),
-        ("no_classes", "Couldn't find any class folder"),
-        ("no_images", "Found no valid file for the classes a, b"),
+        ("no_classes", "train has no class folders"),
+        ("no_images", "train/a has no usable image (2 empty class folders: a, b)"),
         ("class_mismatch", "train/ and val/ under"),
     ],
 )
@@ -343,8 +343,10 @@ def test_corrupt_image_names_the_file(tmp_path, damage, num_workers):
     bad = root / "train" / "b" / "broken.png"
     bad.write_bytes(b"not an image at all" if damage == "garbage" else good[: len(good) // 3])
     inproc_error(
-        *_run(tmp_path, _folder_pipeline(tmp_path, root, num_workers)), fragments=(f"{bad}: cannot read the image",)
+        *_run(tmp_path, _folder_pipeline(tmp_path, root, num_workers)),
+        fragments=(f"1 bad file under {root}: train/b/broken.png: ", "data.on_bad_image: skip"),
     )
+    assert not (tmp_path / "run" / "teacher" / "model.pt").exists()  # found by the scan before any training
 
 
 # --------------------------------------------------------------------------- checkpoints

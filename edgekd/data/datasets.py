@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -14,18 +16,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from edgekd.config import DataConfig
+from edgekd.data.preprocessing import STATS
+from edgekd.data.scan import FolderScan, list_files, listing_digest, scan_imagefolder
 from edgekd.errors import EdgekdError
+from edgekd.models.inputs import InputSpec, default_resize
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images (N,C,S,S) float, labels (N,), sample indices (N,)
-
-_STATS = {  # the usual per-channel mean/std of each set
-    "digits": ((0.3,), (0.4,)),
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
 
 
 @dataclass(frozen=True)
@@ -39,6 +35,7 @@ class DataInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...]
+    resize_size: int = 0  # short side before the centre crop (file-backed sets); 0: resized straight to image_size
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -202,6 +199,7 @@ class DataBundle:
     train: ImageSet
     val: ImageSet
     info: DataInfo
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, why) left out by data.on_bad_image: skip
 
     def val_arrays(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The first `n` validation images (normalised, NCHW float32) and labels, as numpy arrays."""
@@ -228,28 +226,25 @@ def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     raise EdgekdError(f"data: cannot turn {x.shape[1]}-channel images into {channels} channels")
 
 
-def _stats(cfg: DataConfig, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    mean, std = _STATS[cfg.dataset]
-    mean = tuple(cfg.mean) if cfg.mean else mean
-    std = tuple(cfg.std) if cfg.std else std
-
-    def fit(v: tuple[float, ...]) -> tuple[float, ...]:
-        if len(v) == channels:
-            return v
-        if len(v) == 1:
-            return v * channels
-        return (sum(v) / len(v),)  # 3 values for 1 channel: their mean
-
-    return fit(mean), fit(std)
+def _inputs(cfg: DataConfig, inputs: InputSpec | None, channels: int) -> InputSpec:
+    """The preprocessing of this run's images: `inputs` (see data.preprocessing) or the data section's own."""
+    if inputs is None:
+        mean, std = STATS[cfg.dataset]
+        inputs = InputSpec(
+            cfg.image_size, default_resize(cfg.image_size), tuple(cfg.mean or mean), tuple(cfg.std or std)
+        )
+    return inputs.fit_channels(channels)
 
 
-def _digits(cfg: DataConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+def _digits(
+    cfg: DataConfig, seed: int, size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)  # (1797, 1, 8, 8) in [0, 1]
     y = torch.from_numpy(d.target.astype(np.int64))
-    x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     n_val = int(round(len(y) * cfg.val_fraction))
     val, train = order[:n_val], order[n_val:]
@@ -278,70 +273,112 @@ def _torchvision(cfg: DataConfig, train: bool):
     return images.contiguous(), torch.as_tensor(np.asarray(ds.targets)), list(ds.classes)
 
 
-def _imagefolder(cfg: DataConfig, channels: int, mean, std) -> tuple[FolderImageSet, FolderImageSet, list[str]]:
-    import torchvision.transforms as T
-    from torchvision.datasets import ImageFolder
+class _Folder:
+    """The files of one split as (absolute path, label) pairs, opened with Pillow."""
 
-    splits = {}
-    for split in ("train", "val"):
-        folder = cfg.root / split
-        if not folder.is_dir():
-            raise EdgekdError(
-                f"data.root: {folder} does not exist; an imagefolder root holds train/<class>/*.jpg and val/<class>/*.jpg"
-            )
-        try:
-            splits[split] = ImageFolder(str(folder))
-        except FileNotFoundError as e:
-            raise EdgekdError(f"data.root: {folder}: {str(e).splitlines()[0]}") from None
-    if splits["train"].classes != splits["val"].classes:
-        raise EdgekdError(
-            f"data.root: train/ and val/ under {cfg.root} have different class folders "
-            f"({len(splits['train'].classes)} vs {len(splits['val'].classes)})"
-        )
-    size = cfg.image_size
+    def __init__(self, root: Path, samples: list[tuple[str, int]], resize: int) -> None:
+        self.samples = [(str(root / rel), label) for rel, label in samples]
+        self.draft = 2 * resize
+
+    def loader(self, path: str):
+        from PIL import Image
+
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            image.draft("RGB", (self.draft, self.draft))  # JPEG: decode at 1/2..1/8 scale when still >= 2x the resize
+            return image.convert("RGB")
+
+
+def _imagefolder(cfg: DataConfig, channels: int, inputs: InputSpec, scan: FolderScan):
+    import torchvision.transforms as T
+
     transform = T.Compose(
         [
-            T.Grayscale(1) if channels == 1 else T.Lambda(lambda im: im.convert("RGB")),
-            T.Resize(int(round(size * 256 / 224))),
-            T.CenterCrop(size),
+            T.Grayscale(1) if channels == 1 else T.Lambda(_identity),
+            T.Resize(inputs.resize_size),
+            T.CenterCrop(inputs.image_size),
             T.ToTensor(),
-            T.Normalize(mean, std),
+            T.Normalize(inputs.mean, inputs.std),
         ]
     )
-    sets = [FolderImageSet(splits[s], transform, cfg.num_workers) for s in ("train", "val")]
-    return sets[0], sets[1], splits["train"].classes
+    workers = default_workers() if cfg.num_workers is None else cfg.num_workers
+    return [
+        FolderImageSet(_Folder(scan.root, scan.samples[s], inputs.resize_size), transform, workers)
+        for s in ("train", "val")
+    ]
 
 
-def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
-    """Train and val image sets plus their DataInfo, per the `data:` section."""
+def _identity(image):
+    return image
+
+
+def default_workers() -> int:
+    """DataLoader workers for file-backed sets when data.num_workers is not given: the cores, at most 8."""
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def load_data(cfg: DataConfig, seed: int = 0, inputs: InputSpec | None = None) -> DataBundle:
+    """Train and val image sets plus their DataInfo, per the `data:` section.
+
+    `inputs` (size, resize, mean/std; see edgekd.data.preprocessing.data_inputs) overrides the section's own.
+    """
+    skipped: tuple[tuple[str, str], ...] = ()
     if cfg.dataset == "digits":
-        xt, yt, xv, yv, names = _digits(cfg, seed)
         channels = cfg.channels or 1
-        mean, std = _stats(cfg, channels)
-        train = TensorImageSet(xt, yt, cfg.image_size, channels, mean, std)
-        val = TensorImageSet(xv, yv, cfg.image_size, channels, mean, std)
+        spec = _inputs(cfg, inputs, channels)
+        xt, yt, xv, yv, names = _digits(cfg, seed, spec.image_size)
+        train = TensorImageSet(xt, yt, spec.image_size, channels, spec.mean, spec.std)
+        val = TensorImageSet(xv, yv, spec.image_size, channels, spec.mean, spec.std)
     elif cfg.dataset == "imagefolder":
         channels = cfg.channels or 3
-        mean, std = _stats(cfg, channels)
-        train, val, names = _imagefolder(cfg, channels, mean, std)
+        spec = _inputs(cfg, inputs, channels)
+        scan = scan_imagefolder(cfg.root, cfg.on_bad_image)
+        train, val = _imagefolder(cfg, channels, spec, scan)
+        names, skipped = list(scan.classes), scan.bad
     else:
         xt, yt, names = _torchvision(cfg, True)
         xv, yv, _ = _torchvision(cfg, False)
         channels = cfg.channels or xt.shape[1]
-        mean, std = _stats(cfg, channels)
-        train = TensorImageSet(xt, yt, cfg.image_size, channels, mean, std)
-        val = TensorImageSet(xv, yv, cfg.image_size, channels, mean, std)
+        spec = _inputs(cfg, inputs, channels)
+        train = TensorImageSet(xt, yt, spec.image_size, channels, spec.mean, spec.std)
+        val = TensorImageSet(xv, yv, spec.image_size, channels, spec.mean, spec.std)
     if cfg.limit_train:
         train = Subset(train, cfg.limit_train)
     if cfg.limit_val:
         val = Subset(val, cfg.limit_val)
     if len(train) == 0 or len(val) == 0:
         raise EdgekdError(f"data: the {'train' if len(train) == 0 else 'val'} split of {cfg.dataset} is empty")
-    info = DataInfo(cfg.dataset, len(names), channels, cfg.image_size, tuple(mean), tuple(std), tuple(names))
-    return DataBundle(train, val, info)
+    info = DataInfo(
+        cfg.dataset, len(names), channels, spec.image_size, spec.mean, spec.std, tuple(names), spec.resize_size
+    )
+    return DataBundle(train, val, info, skipped)
 
 
 def data_fingerprint(cfg: DataConfig, seed: int) -> str:
-    """A short hash of everything that decides which images, in which order and shape, a run sees."""
-    blob = json.dumps({"data": cfg.model_dump(mode="json"), "seed": seed}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """A short hash of everything that decides which images, in which order and shape, a run sees.
+
+    Covers the data itself: an ImageFolder's (or a torchvision set's root) sorted file list with sizes and mtimes
+    (content sha256 with data.content_hash), the installed scikit-learn version for digits. Costs one listing.
+    """
+    blob = {"data": cfg.model_dump(mode="json"), "seed": seed, "files": _files_digest(cfg)}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _files_digest(cfg: DataConfig) -> str:
+    if cfg.dataset == "digits":
+        from importlib.metadata import version
+
+        return f"scikit-learn {version('scikit-learn')}"
+    if cfg.dataset == "imagefolder":
+        try:
+            files = list_files(cfg.root)
+        except EdgekdError:
+            return "unreadable"  # the scan before the first stage says why
+        return listing_digest(files, Path(cfg.root).resolve(), cfg.content_hash)
+    root = Path(cfg.root)
+    if not root.is_dir():
+        return "missing"
+    files = sorted(
+        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()
+    )
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()

@@ -131,6 +131,7 @@ def train(
     tensorboard_dir: Path | None = None,
     amp: str = "off",
     channels_last: bool = False,
+    param_groups: list[dict] | None = None,
 ) -> TrainResult:
     """Train `model` in place for `cfg.epochs`, resuming from `work_dir/checkpoint-last.pt` when its key matches.
 
@@ -153,7 +154,8 @@ def train(
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if on_cuda else None
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype is torch.float16)
     extra = [m.to(device).train() for m in objective.modules()]
-    params = [p for m in [model, *extra] for p in m.parameters() if p.requires_grad]
+    # param_groups: the model's parameters in optimizer groups, each with an "lr_scale" (fine-tuning a backbone slower)
+    params = param_groups or [p for m in [model, *extra] for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfg, params)
     result = TrainResult()
     start = 0
@@ -185,7 +187,7 @@ def train(
         shuffle = torch.Generator().manual_seed(seed * 100_003 + epoch)
         lr = lr_at(cfg, epoch)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         used = objective.begin_epoch(epoch, cfg.epochs)
         sums: dict[str, float] = {}
         seen = 0

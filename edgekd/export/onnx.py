@@ -43,6 +43,7 @@ class Preprocessing:
     std: tuple[float, ...]
     class_names: tuple[str, ...] = ()
     channel_order: str = ""  # "RGB" or "L"; default from `channels`
+    resize_size: int = 0  # short side to resize to before the centre crop of image_size; 0: resize straight to it
 
     def metadata(self) -> dict[str, str]:
         """metadata_props entries, each value JSON (read on devices with `custom_metadata_map`)."""
@@ -55,6 +56,7 @@ class Preprocessing:
             "edgekd.mean": json.dumps(list(self.mean)),
             "edgekd.std": json.dumps(list(self.std)),
             "edgekd.class_names": json.dumps(list(self.class_names)),
+            "edgekd.resize_size": json.dumps(self.resize_size or self.image_size),
         }
 
 

@@ -12,20 +12,31 @@ from torch import nn
 
 from edgekd.artifacts import write_bytes_atomic
 from edgekd.errors import EdgekdError
+from edgekd.models.inputs import InputSpec, attach_input_adapter
 from edgekd.models.registry import build_model
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to rebuild a model before loading its weights."""
+    """Everything needed to rebuild a model before loading its weights.
+
+    `input_adapter` ({"given": InputSpec dict, "wanted": InputSpec dict}) is set when the model expects other
+    preprocessing than the pipeline's inputs (a teacher with its own mean/std or size): the rebuilt model
+    converts its inputs itself, so every stage feeds it the same tensors.
+    """
 
     name: str
     num_classes: int
     in_channels: int
     image_size: int
+    input_adapter: dict | None = None
 
     def build(self) -> nn.Module:
-        return build_model(self.name, self.num_classes, self.in_channels)
+        model = build_model(self.name, self.num_classes, self.in_channels)
+        if self.input_adapter:
+            given, wanted = (InputSpec.from_dict(self.input_adapter[k]) for k in ("given", "wanted"))
+            attach_input_adapter(model, given, wanted)
+        return model
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
@@ -80,23 +91,54 @@ def load_model(path: Path) -> tuple[nn.Module, ModelSpec]:
     except TypeError as e:
         raise EdgekdError(f"{path}: broken model spec in the file ({e}); re-run the stage that made it") from None
     model = spec.build()
-    _load_into(model, blob["state_dict"], path)
+    load_into(model, blob["state_dict"], path)
     return model.eval(), spec
 
 
-def load_state_dict_file(model: nn.Module, path: Path) -> None:
-    """Load a user's checkpoint (a state_dict, or a dict holding one under 'state_dict'/'model') into `model`."""
+def read_state_dict(path: Path) -> tuple[dict, list[str] | None]:
+    """A user's weights file (a state_dict, or a dict holding one under 'state_dict'/'model'; or .safetensors)
+    and the class names it carries under 'class_names'/'classes', if any."""
     path = Path(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path), None
     blob = _safe_load(path)
+    names = None
     if isinstance(blob, dict):
+        for key in ("class_names", "classes"):
+            if isinstance(blob.get(key), (list, tuple)) and all(isinstance(n, str) for n in blob[key]):
+                names = list(blob[key])
+        data = blob.get("data")
+        if names is None and isinstance(data, dict) and isinstance(data.get("class_names"), (list, tuple)):
+            names = list(data["class_names"])  # an edgekd model file
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(blob.get(key), dict):
                 blob = blob[key]
                 break
     if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
         raise EdgekdError(f"{path}: expected a state_dict (a mapping of tensor names to tensors)")
-    blob = {k.removeprefix("module."): v for k, v in blob.items()}  # saved from DataParallel/DDP
-    _load_into(model, blob, path)
+    return {k.removeprefix("module."): v for k, v in blob.items()}, names  # "module.": saved from DataParallel/DDP
+
+
+def _read_safetensors(path: Path) -> dict:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise EdgekdError(
+            f"{path}: reading .safetensors needs the safetensors package (pip install safetensors)"
+        ) from None
+    if not path.is_file():
+        raise EdgekdError(f"{path}: weights file not found")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises its own error types for a damaged header
+        raise EdgekdError(f"{path}: not a readable .safetensors file: {e}") from None
+
+
+def load_state_dict_file(model: nn.Module, path: Path) -> list[str] | None:
+    """Load a user's checkpoint into `model`; returns the class names the file carries, if any."""
+    state, names = read_state_dict(path)
+    load_into(model, state, Path(path))
+    return names
 
 
 def _classes_hint(model: nn.Module, name: str, found: torch.Tensor, wanted: torch.Tensor) -> str:
@@ -111,7 +153,7 @@ def _classes_hint(model: nn.Module, name: str, found: torch.Tensor, wanted: torc
     return f": the checkpoint has {found.shape[0]} classes, the data has {wanted.shape[0]}"
 
 
-def _load_into(model: nn.Module, state: dict, path: Path) -> None:
+def load_into(model: nn.Module, state: dict, path: Path) -> None:
     """load_state_dict with an error that names the first bad tensor."""
     own = model.state_dict()
     for name, tensor in own.items():

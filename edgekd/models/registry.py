@@ -1,4 +1,4 @@
-"""Models by name: torchvision classifiers and CIFAR-style nets, adapted to classes and input channels."""
+"""Models by name: torchvision classifiers, CIFAR-style nets and (with `edgekd[timm]`) timm's, sized to classes and channels."""
 
 from __future__ import annotations
 
@@ -41,14 +41,36 @@ def model_names() -> list[str]:
     return sorted(_CIFAR) + sorted(_TORCHVISION)
 
 
-def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+TIMM_PREFIX = "timm/"
+
+
+def timm_module(field: str = "model"):
+    """The timm package, or an EdgekdError saying how to install it."""
+    try:
+        import timm
+    except ImportError:
+        raise EdgekdError(f"{field}: timm models need the optional extra: pip install 'edgekd[timm]'") from None
+    return timm
+
+
+def _timm_model(name: str, num_classes: int, in_channels: int) -> nn.Module:
+    timm = timm_module()
+    base = name.partition(".")[0]
+    if not timm.is_model(base):
+        near = difflib.get_close_matches(base, timm.list_models(), n=1)
+        hint = f"did you mean 'timm/{near[0]}'? " if near else ""
+        raise EdgekdError(f"unknown timm model '{name}'; {hint}`timm.list_models()` lists them")
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             return name, m
     raise EdgekdError(f"model {type(model).__name__} has no Conv2d to adapt to the input channels")
 
 
-def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
+def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, leaf = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, leaf, new)
@@ -56,7 +78,7 @@ def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
 
 def _adapt_in_channels(model: nn.Module, in_channels: int) -> None:
     """Replace the first convolution when the data has other than 3 channels."""
-    name, conv = _first_conv(model)
+    name, conv = first_conv(model)
     if conv.in_channels == in_channels:
         return
     new = nn.Conv2d(
@@ -69,11 +91,13 @@ def _adapt_in_channels(model: nn.Module, in_channels: int) -> None:
         conv.groups if conv.groups == 1 else in_channels,
         conv.bias is not None,
     )
-    _set_module(model, name, new)
+    set_module(model, name, new)
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     """A freshly initialised model (no weights are downloaded)."""
+    if name.startswith(TIMM_PREFIX):
+        return _timm_model(name.removeprefix(TIMM_PREFIX), num_classes, in_channels)
     if name in _CIFAR:
         return _CIFAR[name](num_classes=num_classes, in_channels=in_channels)
     if name in _TORCHVISION:

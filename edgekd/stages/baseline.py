@@ -14,7 +14,8 @@ from edgekd.config import BaselineConfig, OptimConfig, PipelineConfig
 from edgekd.data.augment import BatchAugment
 from edgekd.distill.objectives import CrossEntropy
 from edgekd.distill.trainer import evaluate, predict, train
-from edgekd.models import build_model, load_state_dict_file, save_model
+from edgekd.models import load_state_dict_file, save_model
+from edgekd.models.weights import initial_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.stages.common import model_summary, spec_for
 
@@ -51,7 +52,15 @@ class BaselineStage:
         data, config = ctx.data, ctx.config
         spec = spec_for(ctx, config.student.model)
         torch.manual_seed(config.seed)
-        student = build_model(spec.name, spec.num_classes, spec.in_channels)
+        student, init = initial_model(
+            spec.name,
+            config.student.weights,
+            spec.num_classes,
+            spec.in_channels,
+            download=config.student.download,
+            field="student.weights",
+            class_names=data.info.class_names,
+        )
         if config.student.init_checkpoint:
             load_state_dict_file(student, config.student.init_checkpoint)
         optim = baseline_optim(config)
@@ -84,5 +93,6 @@ class BaselineStage:
             **model_summary(out),
             "epochs": len(result.history),
             "resumed_from_epoch": result.resumed_from,
+            "student_init": init,
         }
         return StageResult({"baseline_student": out}, metrics)

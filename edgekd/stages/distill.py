@@ -15,7 +15,8 @@ from edgekd.distill.objectives import Distillation
 from edgekd.distill.teacher_cache import CACHE_FILE, TeacherCache, cache_key
 from edgekd.distill.trainer import evaluate, predict, train
 from edgekd.errors import EdgekdError
-from edgekd.models import build_model, load_model, load_state_dict_file, save_model
+from edgekd.models import load_model, load_state_dict_file, save_model
+from edgekd.models.weights import initial_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.stages.common import model_summary, spec_for
 
@@ -83,7 +84,17 @@ class DistillStage:
         """Distil one student with `cfg` in `work_dir`: (student, TrainResult, val metrics, teacher-cache note)."""
         data = ctx.data
         spec = spec_for(ctx, ctx.config.student.model)
-        student = build_model(spec.name, spec.num_classes, spec.in_channels)
+        student_cfg = ctx.config.student
+        student, init = initial_model(
+            spec.name,
+            student_cfg.weights,
+            spec.num_classes,
+            spec.in_channels,
+            download=student_cfg.download,
+            field="student.weights",
+            class_names=data.info.class_names,
+        )
+        ctx.reporter.log(f"  distill: student from {init['weights']}")
         if ctx.config.student.init_checkpoint:
             load_state_dict_file(student, ctx.config.student.init_checkpoint)
         features = None
@@ -118,7 +129,7 @@ class DistillStage:
         )
         student.cpu().eval()
         logits, labels = predict(student, data.val, ctx.config.data.eval_batch_size, "cpu")
-        return student, result, evaluate(logits, labels, t_val), cache_note
+        return student, result, {**evaluate(logits, labels, t_val), "student_init": init}, cache_note
 
     def _teacher_cache(
         self,

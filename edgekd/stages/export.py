@@ -24,6 +24,7 @@ def preprocessing_of(info: DataInfo) -> Preprocessing:
         mean=tuple(info.mean),
         std=tuple(info.std),
         class_names=tuple(info.class_names),
+        resize_size=info.resize_size,
     )
 
 

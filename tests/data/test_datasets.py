@@ -54,7 +54,14 @@ def test_imagefolder_errors(tmp_path):
         load_data(DataConfig(dataset="imagefolder", root=tmp_path / "empty"), seed=0)
     _make_folder(tmp_path / "bad")
     (tmp_path / "bad" / "train" / "cat" / "0.png").write_bytes(b"corrupt")
-    d = load_data(DataConfig(dataset="imagefolder", root=tmp_path / "bad", image_size=16), seed=0)
+    with pytest.raises(EdgekdError, match=r"1 bad file under .*: train/cat/0\.png: not an image"):
+        load_data(DataConfig(dataset="imagefolder", root=tmp_path / "bad", image_size=16), seed=0)
+
+
+def test_image_damaged_after_the_scan_is_named_by_the_loader(tmp_path):
+    _make_folder(tmp_path)
+    d = load_data(DataConfig(dataset="imagefolder", root=tmp_path, image_size=16), seed=0)
+    (tmp_path / "train" / "cat" / "0.png").write_bytes(b"corrupt")
     with pytest.raises(EdgekdError, match=r"0\.png: cannot read the image"):
         list(d.train.batches(2))
 

@@ -10,7 +10,8 @@ def test_skip_reason_without_tensorrt_or_gpu(run_dir_template):
     gpu, why = local_gpu()
     if gpu is not None:
         pytest.skip(f"this machine can build engines ({gpu})")
-    result = build_local_engines(run_dir_template, [run_dir_template / "export" / "student.onnx"], TensorRTConfig())
+    sources = {"student_onnx": run_dir_template / "export" / "student.onnx"}
+    result = build_local_engines(run_dir_template, sources, TensorRTConfig(), "local")
     assert result.engines == {} and result.failed == {}
     assert result.skipped == why and ("not installed" in why or "no CUDA GPU" in why)
     assert not (run_dir_template / "tensorrt").exists()
@@ -24,7 +25,7 @@ def test_builds_engines_into_the_run_dir_and_cache(run_dir, tmp_path, monkeypatc
         pytest.skip(why)
     monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
     cfg = TensorRTConfig(precisions=["fp32", "fp16"], max_batch=8, opt_batch=4)
-    result = build_local_engines(run_dir, [run_dir / "export" / "student.onnx"], cfg)
+    result = build_local_engines(run_dir, {"student_onnx": run_dir / "export" / "student.onnx"}, cfg, "local")
     assert result.skipped is None and result.failed == {}
     assert set(result.engines) == {"student_trt_fp32", "student_trt_fp16"}
     for engine in result.engines.values():

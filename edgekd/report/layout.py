@@ -80,7 +80,7 @@ def summary_blocks(report: Report) -> list[Block]:
                 p50 if s.p50_ms is None else Mark("unstable", p50) if not s.stable else p50,
                 t.speedup(s.speedup),
                 t.num(s.top1),
-                t.num(None if s.cost is None else -s.cost, "+.2f"),
+                t.signed(None if s.cost is None else -s.cost),
             ]
         )
     ref = report.reference

@@ -14,7 +14,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
 from edgekd.artifacts import write_bytes_atomic
@@ -117,7 +117,9 @@ def accuracy_latency_scatter(points: list[Point], title: str, xlabel: str, path:
         ax.plot([p.latency_ms for p in front], [p.top1 for p in front], "--", color="tab:red", zorder=2)
     if points and min(p.latency_ms for p in points) > 0:
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on short ranges
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # labelled ticks on short ranges too
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # unlabelled minor ticks: their labels would collide
     if points:  # room for labels at the edges
         ax.margins(x=0.25, y=0.2)
     ax.set_xlabel(xlabel)

@@ -17,7 +17,7 @@ MAX_WIDTH_PX = 1280
 _CSS = f"""body{{font-family:system-ui,sans-serif;font-size:14px;margin:1em auto;padding:0 16px;max-width:{MAX_WIDTH_PX}px;color:#222}}
 h1{{font-size:22px;margin:.3em 0}}h2{{font-size:18px;margin:1.4em 0 .4em;border-bottom:1px solid #ddd}}h3{{font-size:15px}}
 table{{border-collapse:collapse;font-size:13px;margin:.6em 0}}th,td{{border:1px solid #ccc;padding:3px 7px;text-align:right}}
-th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}
+th{{background:#f3f3f3}}td:first-child,th:first-child,td:nth-child(2),th:nth-child(2){{text-align:left}}
 table.detail td,table.detail th,table.summary td,table.summary th{{white-space:nowrap}}
 table.stages td:last-child{{text-align:left}}.wide{{overflow-x:auto}}
 code{{background:#f3f3f3;padding:1px 3px}}img{{max-width:100%}}.caption{{font-size:12px;color:#555}}

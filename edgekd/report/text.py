@@ -25,7 +25,7 @@ def num(x: float | None, fmt: str = ".2f", suffix: str = "") -> str:
 
 
 def signed(x: float | None) -> str:
-    return DASH if x is None else f"{x:+.2f}"
+    return DASH if x is None else f"{x:+.2f}" if round(x, 2) else "0.00"  # never "-0.00"
 
 
 def count(x: int | None, unit: float, fmt: str) -> str:

@@ -1,7 +1,7 @@
 """Does the latency harness add overhead? Its p50 against a bare `session.run` loop on the same model.
 
-A small conv net is exported to ONNX; rounds of the harness (edgekd.bench.latency.measure_latency,
-through the ONNX Runtime backend) and of a plain perf_counter loop around a plain InferenceSession
+A small conv net is exported to ONNX; rounds of the harness (edgekd.ondevice.measure.time_round on the
+prepared call of the ONNX Runtime backend, what bench_artifacts times) and of a plain perf_counter loop around a plain InferenceSession
 alternate in short rounds, so drifts in machine load hit both alike; the result is the median over
 rounds of the per-round ratio harness p50 / bare p50, and must lie in 0.95-1.05.
 
@@ -22,8 +22,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from edgekd.bench.latency import LatencySettings, measure_latency
 from edgekd.export import export_onnx
+from edgekd.ondevice.measure import percentile, time_round
 from edgekd.runtimes import runtime_for
 
 
@@ -64,27 +64,23 @@ def main() -> int:
         images = np.random.default_rng(0).normal(size=(1, 3, args.image_size, args.image_size)).astype(np.float32)
         path = export_onnx(small_convnet(), Path(tmp) / "small.onnx", torch.from_numpy(images))
         runtime = runtime_for(path, threads=args.threads)
+        call = runtime.prepare(images)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = args.threads
         bare = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         feed = {bare.get_inputs()[0].name: images}
-        settings = LatencySettings(
-            batch_sizes=(1,), warmup=0, min_runs=args.runs, min_seconds=0.0, repeats=1, threads=args.threads
-        )
-
-        measure_latency(
-            runtime, images, LatencySettings(batch_sizes=(1,), warmup=50, min_runs=50, min_seconds=0, repeats=1)
-        )
+        time_round(call, runtime.timer, 50, 0.0)
         bare_p50(bare, feed, 50)  # warm both
         harness, plain = [], []
         for r in range(args.rounds):
             order = (0, 1) if r % 2 == 0 else (1, 0)  # alternate who goes first
             for who in order:
                 if who == 0:
-                    harness.append(measure_latency(runtime, images, settings)[0]["p50_ms"])
+                    harness.append(percentile(time_round(call, runtime.timer, args.runs, 0.0), 50))
                 else:
                     plain.append(bare_p50(bare, feed, args.runs))
 
+        runtime.close()
     h, b = statistics.median(harness), statistics.median(plain)
     ratio = statistics.median(x / y for x, y in zip(harness, plain))
     ok = 0.95 <= ratio <= 1.05

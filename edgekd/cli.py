@@ -243,6 +243,11 @@ def bench(
     pipeline: Path | None = typer.Option(
         None, "--pipeline", help="pipeline.yaml, when the run dir's own copy should not be used."
     ),
+    repeat_unstable: bool = typer.Option(
+        False,
+        "--repeat-unstable",
+        help="Re-measure artifacts whose figures are marked unstable (benchmark.repeat_unstable times, at least 2).",
+    ),
 ) -> None:
     """Re-run the benchmark of a run, on this machine or on a device, and rebuild its report."""
     try:
@@ -250,6 +255,9 @@ def bench(
             _ship(run_dir, device, devices_file, engines_only=False, force=True)
             return
         cfg = load_pipeline(pipeline or _run_pipeline(run_dir))
+        if repeat_unstable:
+            bench_cfg = cfg.benchmark.model_copy(update={"repeat_unstable": max(2, cfg.benchmark.repeat_unstable)})
+            cfg = cfg.model_copy(update={"benchmark": bench_cfg})
         from edgekd.pipeline import Runner, Selection
         from edgekd.stages import all_stages
 

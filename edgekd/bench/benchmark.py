@@ -1,233 +1,185 @@
-"""Benchmark every artifact of a run on this machine and write bench/<device>.json (schema edgekd.bench/1)."""
+"""Benchmark a run's artifacts on this machine and write bench/<device>.json (records.BenchDoc).
+
+What is timed is what the manifest vouches for, among the catalogue rows benchmarked on the
+host; a row whose stage was skipped or failed gets a `skipped` record with the stage's reason.
+The timing itself is edgekd.ondevice.measure.bench_artifacts, the harness the devices run.
+"""
 
 from __future__ import annotations
 
 import io
-import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from edgekd.artifacts import sha256_file, write_bytes_atomic
-from edgekd.bench.accuracy import count_macs, evaluate, file_size
-from edgekd.bench.latency import LatencySettings, measure_latency
+from edgekd.bench.macs import count_macs
 from edgekd.bench.sysinfo import describe_system
 from edgekd.config import BenchmarkConfig
 from edgekd.errors import EdgekdError
 from edgekd.models import count_params
-from edgekd.ondevice.measure import BENCH_SCHEMA, write_json_atomic
-from edgekd.runtimes.base import Runtime, backend_for, runtime_for
+from edgekd.ondevice import catalog
+from edgekd.ondevice.measure import Settings, Subject, bench_artifacts, one_line, write_json_atomic
+from edgekd.ondevice.records import ArtifactRecord, BenchDoc
+from edgekd.ondevice.runtime import Runtime
+from edgekd.runtimes.base import open_runtime
 from edgekd.runtimes.onnxruntime import DEFAULT_PROVIDERS
 from edgekd.runtimes.torch_eager import TorchRuntime
 
 log = logging.getLogger(__name__)
 
 
+class RunManifest(Protocol):
+    """What the benchmark needs of edgekd.manifest.Manifest."""
+
+    def vouched(self) -> dict[str, Path]: ...
+    def stage(self, name: str) -> dict: ...
+
+
 @dataclass
-class ArtifactEntry:
-    """One artifact to benchmark, as the pipeline knows it; `path` is relative to the run dir (or absolute)."""
+class Planned:
+    """One catalogue artifact to benchmark (`reason` None) or to list as skipped with `reason`; `path` run-dir relative."""
 
-    name: str  # "student_onnx_int8"
-    model: str  # "teacher" | "student"
-    format: str  # "pytorch" | "torchscript" | "onnx" | "tensorrt"
-    precision: str  # "fp32" | "fp16" | "int8" | "int8-dynamic"
-    source_stage: str  # "distill", "export", "qat", "dynamic_quant", "tensorrt", ...
+    id: str
     path: str
-    status: str = "done"  # "done" | "skipped" | "failed" upstream
-    reason: str | None = None  # why skipped or failed upstream
+    reason: str | None = None
 
 
-RUN_ARTIFACTS = (
-    # name, model, format, precision, stage, path relative to the run dir
-    ("teacher_pytorch_fp32", "teacher", "pytorch", "fp32", "teacher", "teacher/model.pt"),
-    ("teacher_torchscript_fp32", "teacher", "torchscript", "fp32", "export", "export/teacher.ts.pt"),
-    ("teacher_onnx_fp32", "teacher", "onnx", "fp32", "export", "export/teacher.onnx"),
-    ("student_pytorch_fp32", "student", "pytorch", "fp32", "distill", "distill/student.pt"),
-    ("student_torchscript_fp32", "student", "torchscript", "fp32", "export", "export/student.ts.pt"),
-    ("student_onnx_fp32", "student", "onnx", "fp32", "export", "export/student.onnx"),
-    ("student_onnx_int8_qat", "student", "onnx", "int8", "qat", "qat/student_int8_qdq.onnx"),
-    ("student_onnx_int8_ptq", "student", "onnx", "int8", "qat", "qat/student_ptq_int8_qdq.onnx"),
-    (
-        "student_torchscript_int8-dynamic",
-        "student",
-        "torchscript",
-        "int8-dynamic",
-        "dynamic_quant",
-        "dynamic_quant/student_dynamic_int8.ts.pt",
-    ),
-    (
-        "student_onnx_int8-dynamic",
-        "student",
-        "onnx",
-        "int8-dynamic",
-        "dynamic_quant",
-        "dynamic_quant/student_dynamic_int8.onnx",
-    ),
-)
-"""The run directory's benchmarkable files (DESIGN.md layout); TensorRT engines are found under tensorrt/<device>/."""
+def settings_from_config(cfg: BenchmarkConfig, seed: int = 0) -> Settings:
+    return Settings(tuple(cfg.batch_sizes), cfg.warmup, cfg.min_runs, cfg.min_seconds, cfg.repeats, cfg.threads, seed)
 
 
-def run_artifacts(
-    run_dir: Path, manifest: dict[str, Any], device_name: str, trt_precisions: Sequence[str] = ("fp16", "int8")
-) -> list[ArtifactEntry]:
-    """The artifacts of a run to benchmark on `device_name`, from its files and manifest.
+def plan_host(run_dir: Path, manifest: RunManifest, device_name: str) -> list[Planned]:
+    """The host's catalogue rows: vouched ones to time, those of skipped/failed stages with the stage's reason.
 
-    A file that exists is `done`; one whose stage was skipped or failed is listed with the
-    stage's reason or error; a file its finished stage did not make (an option turned it
-    off) is left out. Engines tensorrt/<device_name>/*.engine take their precision from
-    the sidecar JSON's "precision" (else from fp32/fp16/int8 in the file name); when the
-    tensorrt stage was skipped, one skipped row per `trt_precisions` carries its reason.
+    A row its finished stage did not make (an option turned it off) is left out; a vouched-for
+    file that changed since is not (the manifest no longer vouches for it: skipped, saying so).
     """
-    run_dir = Path(run_dir)
-    stages = manifest.get("stages") or {}
-    entries = []
-    for name, model, fmt, precision, stage, rel in RUN_ARTIFACTS:
-        rec = stages.get(stage) or {}
-        if (run_dir / rel).is_file():
-            entries.append(ArtifactEntry(name, model, fmt, precision, stage, rel))
-        elif rec.get("status") in ("skipped", "failed"):
-            why = rec.get("reason") or rec.get("error") or f"stage {stage} {rec['status']}"
-            entries.append(
-                ArtifactEntry(
-                    name, model, fmt, precision, stage, rel, "skipped", f"stage {stage} {rec['status']}: {why}"
-                )
-            )
-    for engine in sorted((run_dir / "tensorrt" / device_name).glob("*.engine")):
-        sidecar = engine.with_suffix(".json")
-        meta = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else {}
-        precision = meta.get("precision") or next((p for p in ("int8", "fp16", "fp32") if p in engine.stem), "fp32")
-        model = "teacher" if engine.stem.startswith("teacher") else "student"
-        rel = engine.relative_to(run_dir).as_posix()
-        entries.append(ArtifactEntry(f"{engine.stem}_tensorrt", model, "tensorrt", precision, "tensorrt", rel))
-    trt = stages.get("tensorrt") or {}
-    if trt.get("status") in ("skipped", "failed") and not any(e.format == "tensorrt" for e in entries):
-        why = trt.get("reason") or trt.get("error") or f"stage tensorrt {trt['status']}"
-        for precision in trt_precisions:
-            entries.append(
-                ArtifactEntry(
-                    f"student_tensorrt_{precision}",
-                    "student",
-                    "tensorrt",
-                    precision,
-                    "tensorrt",
-                    f"tensorrt/{device_name}/student_{precision}.engine",
-                    "skipped",
-                    f"stage tensorrt {trt['status']}: {why}",
-                )
-            )
-    return entries
+    vouched = manifest.vouched()
+    planned = []
+    for row in catalog.benchmarked("host"):
+        rel = catalog.path_of(row.id, device_name)
+        if row.id in vouched:
+            planned.append(Planned(row.id, Path(vouched[row.id]).relative_to(run_dir).as_posix()))
+            continue
+        rec = manifest.stage(row.stage)
+        status = rec.get("status")
+        if status in ("skipped", "failed"):
+            why = rec.get("reason") or rec.get("error") or "no reason recorded"
+            planned.append(Planned(row.id, rel, f"stage {row.stage} {status}: {why}"))
+        elif row.id in (rec.get("artifacts") or {}):
+            planned.append(Planned(row.id, rel, f"{rel} changed since stage {row.stage} made it; re-run the stage"))
+    return planned
 
 
-def one_line(error: BaseException) -> str:
-    """An error as one line: EdgekdError messages as they are, others prefixed with their type."""
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else ""
-    return text if isinstance(error, EdgekdError) else f"{type(error).__name__}: {text}".rstrip(": ")
-
-
-def _record(entry: ArtifactEntry) -> dict[str, Any]:
-    return {
-        "name": entry.name,
-        "model": entry.model,
-        "format": entry.format,
-        "precision": entry.precision,
-        "source_stage": entry.source_stage,
-        "path": entry.path,
-        "sha256": None,
-        "status": entry.status,
-        "reason": entry.reason,
-        "runtime": None,
-        "size_bytes": None,
-        "params": None,
-        "macs": None,
-        "latency": [],
-        "accuracy": None,
-    }
-
-
-def _load(path: Path, threads: int, torch_device: str, ort_providers: Sequence[str]) -> Runtime:
-    backend = backend_for(path)
-    if backend in ("torch_eager", "torchscript"):
-        return runtime_for(path, threads, device=torch_device)
-    if backend == "onnxruntime":
-        return runtime_for(path, threads, providers=ort_providers)
-    return runtime_for(path, threads)
-
-
-def benchmark_artifact(
-    entry: ArtifactEntry,
-    val_images: np.ndarray,
-    val_labels: np.ndarray,
-    teacher_logits: np.ndarray | None,
-    settings: LatencySettings,
-    run_dir: Path,
-    torch_device: str = "cpu",
-    ort_providers: Sequence[str] = DEFAULT_PROVIDERS,
-) -> dict[str, Any]:
-    """The bench record of one artifact; a load or run error makes it `failed` with the error's first line."""
-    record = _record(entry)
-    if entry.status != "done":
-        record["reason"] = entry.reason or f"{entry.status} upstream"
-        return record
-    path = Path(entry.path) if Path(entry.path).is_absolute() else run_dir / entry.path
-    try:
-        if not path.is_file():
-            raise EdgekdError(f"{entry.path}: artifact file not found in {run_dir}")
-        record["size_bytes"] = file_size(path)
-        record["sha256"] = sha256_file(path)
-        runtime = _load(path, settings.resolved_threads, torch_device, ort_providers)
-        record["runtime"] = runtime.describe()
+def _params_and_macs(images: np.ndarray) -> Callable[[Runtime, ArtifactRecord], None]:
+    def inspect(runtime: Runtime, record: ArtifactRecord) -> None:
         if isinstance(runtime, TorchRuntime) and runtime.name == "pytorch":
-            record["params"] = count_params(runtime.module)
-            if entry.precision == "fp32":
-                record["macs"] = count_macs(runtime.module, tuple(val_images.shape[1:]))
-        record["accuracy"] = evaluate(runtime, val_images, val_labels, teacher_logits, max(settings.batch_sizes))
-        record["latency"] = measure_latency(runtime, val_images, settings)
-        if not record["latency"]:
-            raise EdgekdError(
-                f"{entry.path}: accepts only batch size {runtime.fixed_batch}; none of the benchmark batch sizes {list(settings.batch_sizes)}"
-            )
-    except Exception as e:  # one broken artifact must not stop the others; the traceback goes to the log
-        log.warning("benchmark of %s failed", entry.name, exc_info=not isinstance(e, EdgekdError))
-        record["status"] = "failed"
-        record["reason"] = one_line(e).replace(str(path), entry.path)  # run-dir relative, like the record's path
-    return record
+            record.params = count_params(runtime.module)
+            if catalog.get(record.id).precision == "fp32":
+                record.macs = count_macs(runtime.module, tuple(images.shape[1:]))
+
+    return inspect
+
+
+def _opener(path: Path, runtime: str, threads: int | None, torch_device: str, providers: Sequence[str]):
+    options: dict[str, Any] = {}
+    if runtime in ("torch", "torchscript"):
+        options["device"] = torch_device
+    elif runtime == "onnxruntime":
+        options["providers"] = providers
+    return lambda: open_runtime(path, runtime, threads, **options)
 
 
 def benchmark_artifacts(
-    artifacts: list[ArtifactEntry],
-    val_images: np.ndarray,
-    val_labels: np.ndarray,
+    planned: Sequence[Planned],
+    images: np.ndarray,
+    labels: np.ndarray,
     teacher_logits: np.ndarray | None,
-    settings: LatencySettings | BenchmarkConfig,
+    settings: Settings,
     device_name: str,
     run_dir: Path,
     device_kind: str = "host",
     torch_device: str = "cpu",
     ort_providers: Sequence[str] = DEFAULT_PROVIDERS,
-) -> dict[str, Any]:
-    """Latency and accuracy of every artifact; writes and returns the bench document run_dir/bench/<device_name>.json."""
-    if isinstance(settings, BenchmarkConfig):
-        settings = LatencySettings.from_config(settings)
+) -> BenchDoc:
+    """Latency and accuracy of every planned artifact; writes and returns run_dir/bench/<device_name>.json."""
     run_dir = Path(run_dir)
-    doc = {
-        "schema": BENCH_SCHEMA,
-        "device": describe_system(device_name, device_kind),
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "settings": settings.as_dict(),
-        "artifacts": [
-            benchmark_artifact(
-                e, val_images, val_labels, teacher_logits, settings, run_dir, torch_device, ort_providers
+    subjects, records = [], {}
+    for item in planned:
+        path = run_dir / item.path
+        if item.reason is None and not path.is_file():
+            item = Planned(item.id, item.path, f"{item.path}: artifact file not found in {run_dir}")
+        if item.reason is not None:
+            records[item.id] = ArtifactRecord(item.id, "skipped", item.path, reason=item.reason)
+            continue
+        row = catalog.get(item.id)
+        opener = _opener(path, row.runtime, settings.threads, torch_device, ort_providers)
+        subjects.append(Subject(item.id, item.path, opener))
+        records[item.id] = ArtifactRecord(
+            item.id, "done", item.path, sha256=sha256_file(path), size_bytes=path.stat().st_size
+        )
+    measured, conditions = bench_artifacts(
+        subjects, images, labels, teacher_logits, settings, inspect=_params_and_macs(images), log=log.info
+    )
+    for rec in measured:
+        rec.sha256, rec.size_bytes = records[rec.id].sha256, records[rec.id].size_bytes
+        if rec.reason:
+            rec.reason = rec.reason.replace(str(run_dir / rec.path), rec.path)  # run-dir relative, like `path`
+        records[rec.id] = rec
+    doc = BenchDoc(
+        device=device_name,
+        kind=device_kind,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        reference=catalog.REFERENCE,
+        system=describe_system(device_name, device_kind),
+        settings=settings.as_dict(),
+        conditions=conditions,
+        artifacts=[records[p.id] for p in planned],
+    )
+    write_json_atomic(str(run_dir / "bench" / f"{device_name}.json"), doc.to_dict())
+    return doc
+
+
+def remeasure_unstable(
+    doc: BenchDoc,
+    rounds: int,
+    images: np.ndarray,
+    labels: np.ndarray,
+    teacher_logits: np.ndarray | None,
+    settings: Settings,
+    run_dir: Path,
+    torch_device: str = "cpu",
+    ort_providers: Sequence[str] = DEFAULT_PROVIDERS,
+) -> BenchDoc:
+    """Time the artifacts with unstable figures again (up to `rounds` times, interleaved with each other),
+    keeping a new figure when it is stable; rewrites the bench file."""
+    for attempt in range(rounds):
+        shaky = [a for a in doc.artifacts if a.status == "done" and any(not lat.stable for lat in a.latency)]
+        if not shaky:
+            break
+        log.info("re-measuring %d artifacts with unstable figures (attempt %d)", len(shaky), attempt + 1)
+        subjects = [
+            Subject(
+                a.id, a.path, _opener(run_dir / a.path, a.row.runtime, settings.threads, torch_device, ort_providers)
             )
-            for e in artifacts
-        ],
-    }
-    write_json_atomic(str(run_dir / "bench" / f"{device_name}.json"), doc)
+            for a in shaky
+        ]
+        again, conditions = bench_artifacts(
+            subjects, images, labels, teacher_logits, settings._replace(seed=attempt + 1)
+        )
+        for old, new in zip(shaky, again):
+            for i, lat in enumerate(old.latency):
+                fresh = new.latency_at(lat.batch_size)
+                if not lat.stable and fresh is not None and (fresh.stable or fresh.spread < lat.spread):
+                    old.latency[i] = fresh
+        doc.conditions.setdefault("repeats_of_unstable", []).append(conditions)
+    write_json_atomic(str(run_dir / "bench" / f"{doc.device}.json"), doc.to_dict())
     return doc
 
 

@@ -17,12 +17,17 @@ import os
 import re
 import shutil
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from . import measure, trt_options
-from .probe import device_info
+from . import catalog, measure, trt_options
+from .clocks import locked_clocks
+from .ort_runtime import OrtRuntime
+from .probe import device_info, jetson_state
+from .records import BenchDoc
+from .runtime import Runtime
+from .tegrastats import TegrastatsMonitor
 
 JOB_SCHEMA = "edgekd.job/1"
 
@@ -122,78 +127,10 @@ class Bench:
         self.log_file.write(msg + "\n")
         self.log_file.flush()
 
-    def measure(self, runner: object, timer: Optional[Callable] = None) -> Dict[str, object]:
-        """Latency per batch size the artifact accepts, and accuracy over the whole validation batch."""
-        fixed = getattr(runner, "fixed_batch", None)
-        min_batch = getattr(runner, "min_batch", 1)
-        max_batch = getattr(runner, "max_batch", None)
-        sizes = [
-            b
-            for b in self.settings["batch_sizes"]
-            if (fixed is None or b == fixed) and min_batch <= b <= (max_batch or b)
-        ]
-        if fixed is not None and not sizes:
-            sizes = [fixed]
-        latency = []
-        for batch_size in sizes:
-            batch = np.resize(self.images, (batch_size,) + self.images.shape[1:])
-            latency.append(
-                measure.time_runs(
-                    runner.prepare(batch),
-                    batch_size,
-                    warmup=self.settings["warmup"],
-                    min_runs=self.settings["min_runs"],
-                    min_seconds=self.settings["min_seconds"],
-                    repeats=self.settings["repeats"],
-                    timer=timer,
-                )
-            )
-        chunk = fixed or min(max_batch or 64, 64)
-        logits = []
-        for start in range(0, len(self.images), chunk):
-            part = self.images[start : start + chunk]
-            n = len(part)
-            pad = (fixed or min_batch) - n
-            if pad > 0:
-                part = np.concatenate([part, np.zeros((pad,) + part.shape[1:], part.dtype)])
-            logits.append(np.asarray(runner.run(part))[:n])
-        accuracy = measure.accuracy_metrics(np.concatenate(logits), self.labels, self.teacher_logits)
-        return {"latency": latency, "accuracy": accuracy}
-
-    def record(self, entry: Dict[str, object], fmt: str, path: str, full_path: Optional[str]) -> Dict[str, object]:
-        exists = full_path is not None and os.path.exists(full_path)
-        return {
-            "name": entry["name"],
-            "model": entry["model"],
-            "format": fmt,
-            "precision": entry["precision"],
-            "source_stage": entry["source_stage"],
-            "path": path,
-            "sha256": trt_options.sha256_file(full_path) if exists else None,
-            "status": "done",
-            "reason": None,
-            "runtime": None,
-            "size_bytes": os.path.getsize(full_path) if exists else None,
-            "params": None,
-            "macs": None,
-            "latency": [],
-            "accuracy": None,
-        }
-
-    def run_onnx(self, entry: Dict[str, object]) -> Dict[str, object]:
-        full = os.path.join(self.root, entry["path"])
-        rec = self.record(entry, "onnx", entry["path"], full)
-        try:
-            from .ort_runtime import OrtRunner
-
-            runner = OrtRunner(
-                full, self.job.get("ort_providers", ["CPUExecutionProvider"]), self.settings.get("threads")
-            )
-            rec["runtime"] = runner.describe()
-            rec.update(self.measure(runner))
-        except Exception as e:  # one artifact failing must not lose the others' results
-            rec.update(status="failed", reason=_one_line(e))
-        return rec
+    def open_onnx(self, entry: Dict[str, object]) -> Runtime:
+        """An (unloaded) ONNX Runtime runtime for a shipped ONNX file."""
+        providers = self.job.get("ort_providers", ["CPUExecutionProvider"])
+        return OrtRuntime(os.path.join(self.root, entry["path"]), providers, self.settings.get("threads"))
 
     def calibration_set(self) -> Optional[str]:
         """The bundle's calibration images for DLA int8 (job `calibration`, inside the bundle), or None."""
@@ -240,57 +177,62 @@ class Bench:
                 shutil.copyfile(source + suffix, target + suffix)
         return target + ".engine"
 
-    def run_engine(self, entry: Dict[str, object]) -> Dict[str, object]:
-        rel = "tensorrt/{}/{}.engine".format(self.device["name"], entry["name"])
-        full = os.path.join(self.engine_dir, entry["name"] + ".engine")
-        rec = self.record(entry, "tensorrt", rel, None)
+    def open_engine(self, entry: Dict[str, object]) -> Runtime:
+        """An (unloaded) TensorRT runtime for `entry`'s engine, built or taken from the cache first."""
         opts = trt_options.BuildOptions(precision=entry["precision"], **self.job["tensorrt"])
-        runner = None
-        try:
-            self.engine_files(entry, opts)
-            rec.update(self.record(entry, "tensorrt", rel, full))
-            from .trt_runtime import TrtRunner
+        path = self.engine_files(entry, opts)
+        from .trt_runtime import TrtRunner
 
-            runner = TrtRunner(full)
-            runner.load()  # close() in finally pops its CUDA context; a failed load pops it itself
-            rec["runtime"] = runner.describe()
-            rec.update(self.measure(runner, timer=runner.timer))
-        except Exception as e:  # a layer TensorRT cannot build fails this engine only
-            rec.update(status="failed", reason=_one_line(e))
-        finally:
-            if runner is not None:
-                runner.close()
-        return rec
+        return TrtRunner(path)
+
+    def subjects(self) -> List[measure.Subject]:
+        """What to time: the shipped ONNX files in ONNX Runtime, then the engines (ids are catalogue ids)."""
+        out = []
+        for entry in self.job.get("onnx", []):
+            out.append(measure.Subject(entry["id"], entry["path"], lambda e=entry: self.open_onnx(e)))
+        for entry in self.job.get("engines", []):
+            rel = catalog.path_of(entry["id"], self.device["name"])
+            out.append(measure.Subject(entry["id"], rel, lambda e=entry: self.open_engine(e)))
+        return out
 
     def run(self) -> Dict[str, object]:
-        doc = {
-            "schema": measure.BENCH_SCHEMA,
-            "device": device_info(self.device["name"], self.device["kind"], self.device.get("record_power_mode", True)),
-            "created": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "settings": {
-                k: self.settings.get(k)
-                for k in ("batch_sizes", "warmup", "min_runs", "min_seconds", "repeats", "threads")
-            },
-            "artifacts": [],
-        }  # type: Dict[str, object]
-        artifacts = doc["artifacts"]  # type: List[Dict[str, object]]
-        for entry in self.job.get("onnx", []):
-            self.log("{}: onnxruntime {}".format(entry["name"], entry["path"]))
-            artifacts.append(self.run_onnx(entry))
-        for entry in self.job.get("engines", []):
-            artifacts.append(self.run_engine(entry))
-        for rec in artifacts:
-            self.log(
-                "{}: {}{}".format(rec["name"], rec["status"], " ({})".format(rec["reason"]) if rec["reason"] else "")
+        """Time every artifact (interleaved rounds, see measure.py) with the Jetson's state before and after."""
+        settings = measure.Settings.from_dict(self.settings)
+        record_mode = self.device.get("record_power_mode", True)
+        subjects = self.subjects()
+        jetson = {"before": jetson_state(record_mode)}  # type: Dict[str, object]
+        with locked_clocks(bool(self.device.get("lock_clocks")), self.log) as lock:
+            jetson["during"] = jetson_state(False) if lock["locked_by_bench"] else None
+            records, conditions = measure.bench_artifacts(
+                subjects,
+                self.images,
+                self.labels,
+                self.teacher_logits,
+                settings,
+                power=TegrastatsMonitor.if_available(),
+                log=self.log,
             )
-        measure.write_json_atomic(os.path.join(self.out_dir, "bench", self.device["name"] + ".json"), doc)
+        jetson["after"] = jetson_state(False)
+        jetson["lock_clocks"] = lock
+        conditions["jetson"] = jetson
+        for rec in records:
+            full = os.path.join(self.out_dir if rec.row.runtime == "tensorrt" else self.root, rec.path)
+            if os.path.isfile(full):
+                rec.sha256, rec.size_bytes = trt_options.sha256_file(full), os.path.getsize(full)
+            self.log("{}: {}{}".format(rec.id, rec.status, f" ({rec.reason})" if rec.reason else ""))
+        doc = BenchDoc(
+            device=self.device["name"],
+            kind=self.device["kind"],
+            created=datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            reference=catalog.REFERENCE,
+            system=device_info(self.device["name"], self.device["kind"], record_mode),
+            settings=settings.as_dict(),
+            conditions=conditions,
+            artifacts=records,
+        )
+        measure.write_json_atomic(os.path.join(self.out_dir, "bench", self.device["name"] + ".json"), doc.to_dict())
         self.log_file.close()
-        return doc
-
-
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return "{}: {}".format(type(error).__name__, lines[0] if lines else "")
+        return doc.to_dict()
 
 
 def _remove_abandoned(out: str) -> None:

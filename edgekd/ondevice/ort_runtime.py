@@ -1,9 +1,11 @@
-"""Run an ONNX file in ONNX Runtime on the device (for devices whose backend is onnxruntime)."""
+"""ONNX Runtime behind the runtime interface: the one wrapper the host and the device both use."""
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import onnxruntime as ort
+
+from .runtime import Runtime, resolve_threads
 
 
 def choose_providers(prefer: Sequence[str]) -> List[str]:
@@ -13,33 +15,54 @@ def choose_providers(prefer: Sequence[str]) -> List[str]:
     return chosen if "CPUExecutionProvider" in chosen else chosen + ["CPUExecutionProvider"]
 
 
-def session_options(threads: Optional[int]) -> "ort.SessionOptions":
-    """Sequential execution with `threads` intra-op threads (ORT's default when None); host and device alike."""
+def session_options(threads: int) -> "ort.SessionOptions":
+    """Sequential execution with `threads` intra-op threads; host and device alike."""
     opts = ort.SessionOptions()
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.inter_op_num_threads = 1
-    if threads is not None:
-        opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
     return opts
 
 
-class OrtRunner:
-    """One InferenceSession with one NCHW float32 input and logits as its first output."""
+class OrtRuntime(Runtime):
+    """One InferenceSession with one NCHW float32 input and logits as its first output.
 
-    def __init__(self, path: str, providers: Sequence[str], threads: Optional[int] = None) -> None:
+    `source` is an .onnx path or serialized model bytes; `threads` None means every core (the
+    number is resolved here, so the record says what ran).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        source: Union[str, bytes],
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.providers = list(providers)
+        self.threads = resolve_threads(threads)
+        self.session = None  # type: Optional[ort.InferenceSession]
+
+    @property
+    def where(self) -> str:
+        return "<onnx bytes>" if isinstance(self.source, bytes) else str(self.source)
+
+    def _load(self) -> None:
         self.session = ort.InferenceSession(
-            path, sess_options=session_options(threads), providers=choose_providers(providers)
+            self.source, sess_options=session_options(self.threads), providers=choose_providers(self.providers)
         )
-        self.threads = threads
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
-            raise ValueError(f"{path}: needs one image input, the model has {[i.name for i in inputs]}")
+            raise ValueError(
+                f"{self.where}: needs one image input, the model has {len(inputs)}: {[i.name for i in inputs]}"
+            )
         self.input = inputs[0].name
         self.output = self.session.get_outputs()[0].name
         batch = inputs[0].shape[0] if inputs[0].shape else None
-        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None  # type: Optional[int]
-        self.max_batch = self.fixed_batch
+        self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output], {self.input: np.ascontiguousarray(batch, dtype=np.float32)})[0]
@@ -54,6 +77,9 @@ class OrtRunner:
         return {
             "name": "onnxruntime",
             "version": ort.__version__,
-            "provider": self.session.get_providers()[0],
+            "provider": self.session.get_providers()[0] if self.session is not None else self.providers[0],
             "threads": self.threads,
         }
+
+    def _release(self) -> None:
+        self.session = None  # InferenceSession frees its memory when the last reference goes

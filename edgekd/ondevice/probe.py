@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 PROBE_SCHEMA = "edgekd.probe/1"
 LIBRARIES = ("numpy", "tensorrt", "pycuda", "onnxruntime")
@@ -91,6 +91,103 @@ def power_mode() -> Optional[str]:
             mode = line.split(":", 1)[1].strip()
             return f"{mode} ({lines[i + 1]})" if i + 1 < len(lines) and lines[i + 1].isdigit() else mode
     return lines[0] if lines else None
+
+
+_CPU_CLOCK = re.compile(r"^(cpu\d+): Online=(\d) Governor=(\S+) MinFreq=(\d+) MaxFreq=(\d+) CurrentFreq=(\d+)")
+_UNIT_CLOCK = re.compile(r"^([A-Z][A-Z0-9_]*) MinFreq=(\d+) MaxFreq=(\d+) CurrentFreq=(\d+)")
+
+
+def parse_jetson_clocks(text: str) -> Dict[str, object]:
+    """`jetson_clocks --show` -> {"cpus": {cpu0: {...}}, "units": {GPU|EMC|DLA0_CORE...: {...}}, "locked": bool}.
+
+    Frequencies as printed (kHz for CPUs, Hz for the others). Clocks count as locked when every
+    online CPU and the GPU run at MinFreq == MaxFreq == CurrentFreq and EMC at its MaxFreq (what
+    `jetson_clocks` sets); None when the text has no clock lines.
+    """
+    cpus, units = {}, {}  # type: Dict[str, Dict[str, object]], Dict[str, Dict[str, int]]
+    for line in text.splitlines():
+        line = line.strip()
+        m = _CPU_CLOCK.match(line)
+        if m:
+            cpus[m.group(1)] = {
+                "online": m.group(2) == "1",
+                "governor": m.group(3),
+                "min": int(m.group(4)),
+                "max": int(m.group(5)),
+                "cur": int(m.group(6)),
+            }
+            continue
+        m = _UNIT_CLOCK.match(line)
+        if m:
+            units[m.group(1)] = {"min": int(m.group(2)), "max": int(m.group(3)), "cur": int(m.group(4))}
+    if not cpus and not units:
+        return {"cpus": {}, "units": {}, "locked": None}
+    pinned = [c for c in cpus.values() if c["online"]] + [units[u] for u in ("GPU",) if u in units]
+    locked = all(c["min"] == c["max"] == c["cur"] for c in pinned)
+    if "EMC" in units:
+        locked = locked and units["EMC"]["cur"] == units["EMC"]["max"]
+    return {"cpus": cpus, "units": units, "locked": locked}
+
+
+def find_tool(name: str) -> Optional[str]:
+    for folder in ("/usr/bin", "/usr/sbin"):
+        if os.path.exists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return shutil.which(name)
+
+
+def as_root(argv: List[str]) -> List[str]:
+    """`argv` run as root: directly when we are root, else through `sudo -n` (never asks for a password)."""
+    return argv if os.geteuid() == 0 else ["sudo", "-n"] + argv
+
+
+def jetson_clocks() -> Optional[Dict[str, object]]:
+    """Parsed `jetson_clocks --show`, or None where the tool is missing or may not run (needs root or sudo -n)."""
+    tool = find_tool("jetson_clocks")
+    if tool is None:
+        return None
+    try:
+        done = subprocess.run(
+            as_root([tool, "--show"]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=20, text=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    parsed = parse_jetson_clocks(done.stdout)
+    return parsed if parsed["locked"] is not None else None
+
+
+def thermal(root: str = "/sys/class/thermal") -> Dict[str, object]:
+    """{"temps_c": {zone type: degrees C}, "throttling": [zones at or above their first passive trip point]}."""
+    temps, hot = {}, []  # type: Dict[str, float], List[str]
+    for zone in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        if not zone.startswith("thermal_zone"):
+            continue
+        folder = os.path.join(root, zone)
+        kind, temp = _read(os.path.join(folder, "type")), _read(os.path.join(folder, "temp"))
+        if not kind or not temp or not temp.lstrip("-").isdigit():
+            continue
+        temps[kind] = int(temp) / 1000.0
+        for i in range(16):
+            trip = _read(os.path.join(folder, f"trip_point_{i}_type"))
+            if trip is None:
+                break
+            limit = _read(os.path.join(folder, f"trip_point_{i}_temp"))
+            if trip == "passive" and limit and limit.lstrip("-").isdigit():
+                if int(temp) >= int(limit) > 0:
+                    hot.append(kind)
+                break
+    return {"temps_c": temps, "throttling": hot}
+
+
+def jetson_state(record_power_mode: bool = True) -> Dict[str, object]:
+    """Power mode, clocks (and whether they are locked), temperatures and throttling, as they are now."""
+    clocks = jetson_clocks()
+    return {
+        "power_mode": power_mode() if record_power_mode else None,
+        "clocks": clocks,
+        "clocks_locked": clocks["locked"] if clocks else None,
+        **thermal(),
+    }
 
 
 def _cpu() -> str:

@@ -58,6 +58,10 @@ class Latency:
     round_p50_ms: List[float] = field(default_factory=list)
     spread: float = 0.0  # (slowest - fastest round median) / mean of round medians
     stable: bool = True  # False when rounds disagree or the machine was busy (see bench conditions)
+    unstable: Optional[str] = None  # why not stable, e.g. "rounds differ by 14% (limit 10%)"
+    others_cores: Optional[float] = None  # CPU other processes used while this figure was taken (None: unknown)
+    power_w: Optional[float] = None  # mean board power during this figure's rounds (None: no power rails)
+    energy_mj: Optional[float] = None  # power_w x mean latency / batch size: millijoules per image
 
     @classmethod
     def from_dict(cls, doc: Dict[str, Any], where: str) -> "Latency":
@@ -73,6 +77,10 @@ class Latency:
             round_p50_ms=[float(_check(r, (int, float), where + ".round_p50_ms[]")) for r in rounds],
             spread=_num(doc, "spread", where, optional=True) or 0.0,
             stable=bool(_check(doc.get("stable", True), (bool,), where + ".stable")),
+            unstable=_str(doc, "unstable", where, optional=True),
+            others_cores=_num(doc, "others_cores", where, optional=True),
+            power_w=_num(doc, "power_w", where, optional=True),
+            energy_mj=_num(doc, "energy_mj", where, optional=True),
             **nums,
         )
 
@@ -198,6 +206,16 @@ class BenchDoc:
 
     def get(self, artifact_id: str) -> Optional[ArtifactRecord]:
         return next((a for a in self.artifacts if a.id == artifact_id), None)
+
+    @property
+    def unstable(self) -> List[str]:
+        """Every figure marked unstable, as "<device>: <id> batch <n>: <why>" (what --strict fails on)."""
+        return [
+            "{}: {} batch {}: {}".format(self.device, a.id, lat.batch_size, lat.unstable or "unstable")
+            for a in self.artifacts
+            for lat in a.latency
+            if not lat.stable
+        ]
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "bench") -> "BenchDoc":

@@ -1,5 +1,5 @@
-"""Backends behind one small interface (load, run, describe): PyTorch eager, TorchScript, ONNX Runtime, TensorRT."""
+"""Backends behind one interface (load, run, describe, close): PyTorch eager, TorchScript, ONNX Runtime, TensorRT."""
 
-from edgekd.runtimes.base import Runtime, Timer, backend_for, runtime_for
+from edgekd.runtimes.base import Runtime, Timer, backend_for, open_runtime, runtime_for
 
-__all__ = ["Runtime", "Timer", "backend_for", "runtime_for"]
+__all__ = ["Runtime", "Timer", "backend_for", "open_runtime", "runtime_for"]

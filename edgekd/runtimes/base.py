@@ -1,24 +1,21 @@
-"""The backend interface every runtime implements, and the dispatcher by file suffix.
+"""The host's side of the one runtime interface (edgekd.ondevice.runtime.Runtime) and the dispatcher by backend.
 
-Like Polygraphy's runners: each backend module (torch_eager, torchscript, onnxruntime,
-tensorrt) exposes ``load(path_or_model, threads=None, **options) -> Runtime``. A Runtime
-runs a float32 NCHW batch and returns float32 logits, describes itself for the bench file,
-and may carry a ``timer`` that times one call with device synchronisation (GPU backends).
+Every backend module (torch_eager, torchscript, onnxruntime, tensorrt) exposes
+``runtime(source, threads=None, **options) -> Runtime``, which only records what to load; the
+caller loads it (``with`` block, or ``load()`` ... ``close()`` in ``finally``). Host backends turn
+load failures into one-line EdgekdErrors that name the file and the backend.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.runtime import Runtime, Timer
 
-Timer = Callable[[Callable[[], object]], float]
-"""Times one call of a zero-argument function, in milliseconds (see edgekd.ondevice.measure.time_runs)."""
+__all__ = ["Runtime", "Timer", "backend_for", "load_failed", "open_runtime", "runtime_for"]
 
 BACKEND_SUFFIXES: dict[str, tuple[str, ...]] = {
     "torchscript": (".ts.pt", ".ts"),
@@ -28,34 +25,8 @@ BACKEND_SUFFIXES: dict[str, tuple[str, ...]] = {
 }
 """File suffixes each backend loads; checked in this order, so `.ts.pt` wins over `.pt`."""
 
-
-class Runtime:
-    """A loaded model that maps an NCHW float32 batch to logits.
-
-    Subclasses set `name`, `version`, `provider`, `threads` and implement `run`.
-    `fixed_batch` is the only batch size the artifact accepts (static shapes), or None.
-    `timer` is None when wall-clock timing around `run` is exact (CPU backends, or
-    backends whose `run` returns host arrays), else a device-synchronised Timer.
-    """
-
-    name: str = ""
-    version: str = ""
-    provider: str = ""
-    threads: int | None = None
-    fixed_batch: int | None = None
-    timer: Timer | None = None
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def prepare(self, batch: np.ndarray) -> Callable[[], object]:
-        """A zero-argument call that runs `batch`, with input conversion and copies done here, not in the call."""
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        return lambda: self.run(batch)
-
-    def describe(self) -> dict[str, Any]:
-        """The bench file's `runtime` record."""
-        return {"name": self.name, "version": self.version, "provider": self.provider, "threads": self.threads}
+BACKEND_OF_RUNTIME = {"torch": "torch_eager", "torchscript": "torchscript", "onnxruntime": "onnxruntime"}
+"""Catalogue runtime names (edgekd.ondevice.catalog.RUNTIMES) -> backend modules, where the names differ."""
 
 
 def backend_for(path: str | Path) -> str:
@@ -68,13 +39,13 @@ def backend_for(path: str | Path) -> str:
     raise EdgekdError(f"{path}: no runtime for this file type; valid suffixes: {known}")
 
 
-def runtime_for(path: str | Path, threads: int | None = None, **options: Any) -> Runtime:
-    """Load `path` with the backend its suffix names (`.ts.pt` TorchScript, `.pt` checkpoint, `.onnx`, `.engine`).
+def open_runtime(path: str | Path, backend: str | None = None, threads: int | None = None, **options: Any) -> Runtime:
+    """An unloaded runtime for `path` (backend: a catalogue runtime or module name; default: by suffix).
 
-    `options` go to the backend's `load` (e.g. `device="cuda"` for torch, `providers=[...]` for ONNX Runtime).
+    `options` go to the backend (e.g. `device="cuda"` for torch, `providers=[...]` for ONNX Runtime).
     """
     path = Path(path)
-    backend = backend_for(path)
+    backend = BACKEND_OF_RUNTIME.get(backend or "", backend) or backend_for(path)
     if not path.is_file():
         raise EdgekdError(f"{path}: file not found ({backend} runtime)")
     try:
@@ -83,11 +54,23 @@ def runtime_for(path: str | Path, threads: int | None = None, **options: Any) ->
         if backend == "tensorrt":
             raise EdgekdError(f"{path}: TensorRT runtime unavailable: {e}") from None
         raise
-    return module.load(path, threads=threads, **options)
+    return module.runtime(path, threads=threads, **options)
+
+
+def runtime_for(path: str | Path, threads: int | None = None, **options: Any) -> Runtime:
+    """A loaded runtime for `path` (see open_runtime); the caller closes it (or uses it in a `with` block)."""
+    runtime = open_runtime(path, None, threads, **options)
+    try:
+        return runtime.load()
+    except BaseException:
+        runtime.close()
+        raise
 
 
 def load_failed(path: str | Path, backend: str, error: BaseException) -> EdgekdError:
     """The EdgekdError for an artifact a backend cannot load: names the file, the backend and the first error line."""
+    if isinstance(error, EdgekdError):
+        return error
     lines = str(error).strip().splitlines()
     detail = lines[0] if lines else type(error).__name__
     return EdgekdError(f"{path}: {backend} cannot load this file: {detail}")

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from edgekd.errors import EdgekdError
-from edgekd.runtimes.base import Runtime, load_failed
+from edgekd.ondevice.runtime import Runtime, resolve_threads
+from edgekd.runtimes.base import load_failed
 
 
 def cuda_event_timer(fn: Callable[[], object]) -> float:
@@ -23,27 +24,42 @@ def cuda_event_timer(fn: Callable[[], object]) -> float:
     return start.elapsed_time(end)
 
 
-def pin_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads (when given) and return the number in use."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
-
-
 class TorchRuntime(Runtime):
-    """Runs a torch module (eager or TorchScript) under inference_mode on `device`."""
+    """Runs a torch module (eager, or TorchScript via a subclass) under inference_mode on `device`.
 
-    def __init__(self, module: Any, name: str, device: str = "cpu", threads: int | None = None) -> None:
+    `source` is a module or a file; torch's intra-op threads are process-wide, so every torch
+    runtime of one benchmark is given the same number (set at load, read back for the record).
+    """
+
+    name = "pytorch"
+
+    def __init__(self, source: Any, device: str = "cpu", threads: int | None = None) -> None:
+        super().__init__()
+        self.source = source
         self.device = torch.device(device)
+        self.threads = resolve_threads(threads)
+        self.module: Any = None
+
+    def _read(self, path: Path) -> Any:
+        from edgekd.models import load_model
+
+        try:
+            model, _spec = load_model(path)
+        except EdgekdError as e:  # already names the file; add the backend
+            raise EdgekdError(f"{e} (pytorch runtime)") from None
+        except Exception as e:  # a foreign file load_model did not anticipate: name it and the backend
+            raise load_failed(path, "pytorch", e) from None
+        return model
+
+    def _load(self) -> None:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise EdgekdError(
-                f"{name} runtime: device 'cuda' requested but no CUDA GPU is available; valid here: 'cpu'"
+                f"{self.name} runtime: device 'cuda' requested but no CUDA GPU is available; valid here: 'cpu'"
             )
+        module = self.source if isinstance(self.source, torch.nn.Module) else self._read(Path(self.source))
         self.module = module.to(self.device).eval()
-        self.name = name
-        self.version = torch.__version__
-        self.provider = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        self.threads = pin_threads(threads)
+        torch.set_num_threads(self.threads)
+        self.threads = torch.get_num_threads()
         self.timer = cuda_event_timer if self.device.type == "cuda" else None
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,17 +76,16 @@ class TorchRuntime(Runtime):
             torch.cuda.synchronize(self.device)
         return lambda: self._forward(x)
 
+    def describe(self) -> dict[str, Any]:
+        provider = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        return {"name": self.name, "version": torch.__version__, "provider": provider, "threads": self.threads}
 
-def load(path_or_model: str | Path | torch.nn.Module, threads: int | None = None, device: str = "cpu") -> TorchRuntime:
-    """An eager runtime for a module, or for a `.pt` checkpoint (state_dict + spec) via edgekd.models.load_model."""
-    if isinstance(path_or_model, torch.nn.Module):
-        return TorchRuntime(path_or_model, "pytorch", device, threads)
-    from edgekd.models import load_model
+    def _release(self) -> None:
+        self.module = None
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
-    try:
-        model, _spec = load_model(path_or_model)
-    except EdgekdError as e:  # already names the file; add the backend
-        raise EdgekdError(f"{e} (pytorch runtime)") from None
-    except Exception as e:  # a foreign file load_model did not anticipate: name it and the backend
-        raise load_failed(path_or_model, "pytorch", e) from None
-    return TorchRuntime(model, "pytorch", device, threads)
+
+def runtime(source: str | Path | torch.nn.Module, threads: int | None = None, device: str = "cpu") -> TorchRuntime:
+    """An unloaded eager runtime for a module, or for a `.pt` checkpoint (state_dict + spec)."""
+    return TorchRuntime(source, device, threads)

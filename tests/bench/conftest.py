@@ -1,24 +1,51 @@
-"""A benchmarked run directory shared by the bench and report tests."""
+"""A benchmarked run directory shared by the bench tests: real manifest, real runtimes."""
 
 import numpy as np
 import pytest
 
-FAST = dict(batch_sizes=(1, 4), warmup=1, min_runs=3, min_seconds=0.0, repeats=2, threads=1)
+from edgekd.ondevice.measure import Settings
+
+FAST = Settings(batch_sizes=(1, 4), warmup=1, min_runs=3, min_seconds=0.0, repeats=2, threads=1)
+
+
+def record_stage(manifest, stage: str, status: str, artifacts: dict, reason: str | None = None) -> None:
+    """Write a stage record the way the runner does (artifact id -> path, sha256, bytes)."""
+    from edgekd.artifacts import sha256_file
+
+    arts = {
+        art_id: {
+            "path": path.relative_to(manifest.run_dir).as_posix(),
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
+        }
+        for art_id, path in artifacts.items()
+    }
+    manifest.record(stage, {"status": status, "artifacts": arts, "reason": reason})
+
+
+@pytest.fixture
+def fast() -> Settings:
+    """Quick timing settings for tests."""
+    return FAST
+
+
+@pytest.fixture
+def stage_recorder():
+    """record_stage(manifest, stage, status, {artifact id: path}, reason=None)."""
+    return record_stage
 
 
 @pytest.fixture(scope="session")
 def bench_run(tmp_path_factory, build_tiny_onnx):
-    """A run dir with a real eager teacher, ONNX and TorchScript students, a skipped and a broken artifact, benchmarked.
-
-    Returns (run_dir, bench document, teacher_logits).
-    """
+    """A run dir with an eager teacher, ONNX and TorchScript students, a broken Q/DQ file, a skipped stage, benchmarked
+    through the manifest. Returns (run_dir, BenchDoc, teacher_logits)."""
     import warnings
 
     import torch
     from torch import nn
 
-    from edgekd.bench.benchmark import ArtifactEntry, benchmark_artifacts
-    from edgekd.bench.latency import LatencySettings
+    from edgekd.bench.benchmark import benchmark_artifacts, plan_host
+    from edgekd.manifest import Manifest
     from edgekd.models import ModelSpec, build_model, save_model
 
     run_dir = tmp_path_factory.mktemp("run")
@@ -44,21 +71,18 @@ def bench_run(tmp_path_factory, build_tiny_onnx):
     labels = teacher_logits.argmax(1)
     labels[:3] = (labels[:3] + 1) % 10  # teacher right on 9 of 12
 
-    artifacts = [
-        ArtifactEntry("student_onnx_fp32", "student", "onnx", "fp32", "export", "export/student.onnx"),
-        ArtifactEntry("teacher_pytorch_fp32", "teacher", "pytorch", "fp32", "teacher", "teacher/model.pt"),
-        ArtifactEntry("student_torchscript_fp32", "student", "torchscript", "fp32", "export", "export/student.ts.pt"),
-        ArtifactEntry(
-            "student_tensorrt_fp16",
-            "student",
-            "tensorrt",
-            "fp16",
-            "tensorrt",
-            "tensorrt/local/student_fp16.engine",
-            status="skipped",
-            reason="TensorRT is not installed on this host",
-        ),
-        ArtifactEntry("student_onnx_int8", "student", "onnx", "int8", "qat", "qat/student_int8_qdq.onnx"),
-    ]
-    doc = benchmark_artifacts(artifacts, images, labels, teacher_logits, LatencySettings(**FAST), "local", run_dir)
+    manifest = Manifest(run_dir, "test")
+    record_stage(manifest, "teacher", "done", {"teacher": run_dir / "teacher" / "model.pt"})
+    record_stage(
+        manifest,
+        "export",
+        "done",
+        {"student_onnx": run_dir / "export" / "student.onnx", "student_ts": run_dir / "export" / "student.ts.pt"},
+    )
+    record_stage(manifest, "qat", "done", {"student_qat_onnx": run_dir / "qat" / "student_int8_qdq.onnx"})
+    record_stage(manifest, "tensorrt", "skipped", {}, reason="TensorRT is not installed on this host")
+    record_stage(manifest, "dynamic_quant", "skipped", {}, reason="dynamic_quant.enabled is false")
+    doc = benchmark_artifacts(
+        plan_host(run_dir, manifest, "local"), images, labels, teacher_logits, FAST, "local", run_dir
+    )
     return run_dir, doc, teacher_logits

@@ -2,13 +2,12 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from torch import nn
 
-from edgekd.bench.accuracy import count_macs, evaluate, predict
+from edgekd.bench.macs import count_macs
 from edgekd.models import count_params
-from edgekd.ondevice.measure import accuracy_metrics
-from edgekd.runtimes import runtime_for, torch_eager
+from edgekd.ondevice.measure import accuracy_metrics, predict
+from edgekd.runtimes import runtime_for
 
 
 def test_accuracy_metrics_on_hand_made_logits() -> None:
@@ -42,17 +41,7 @@ def test_count_macs_and_params_of_a_known_net() -> None:
 
 
 def test_predict_pads_to_a_fixed_batch(make_onnx, images: np.ndarray) -> None:
-    fixed = runtime_for(make_onnx("b2.onnx", batch=2), threads=1)
-    dynamic = runtime_for(make_onnx("dyn.onnx"), threads=1)
-    out = predict(fixed, images, batch_size=4)
-    assert out.shape == (5, 10)
-    np.testing.assert_allclose(out, dynamic.run(images), rtol=1e-5, atol=1e-6)
-
-
-def test_evaluate_a_torch_runtime(images: np.ndarray) -> None:
-    torch.manual_seed(0)
-    rt = torch_eager.load(nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).eval(), threads=1)
-    logits = rt.run(images)
-    labels = logits.argmax(1)
-    m = evaluate(rt, images, labels, logits, batch_size=2)
-    assert m["top1"] == 100.0 and m["agreement"] == 100.0 and m["kl"] == pytest.approx(0.0, abs=1e-9)
+    with runtime_for(make_onnx("b2.onnx", batch=2), threads=1) as fixed, runtime_for(make_onnx("dyn.onnx")) as dynamic:
+        out = predict(fixed, images, chunk=4)
+        assert out.shape == (5, 10)
+        np.testing.assert_allclose(out, dynamic.run(images), rtol=1e-5, atol=1e-6)

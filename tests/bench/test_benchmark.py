@@ -1,93 +1,120 @@
+"""The host benchmark: what it times (the manifest's word), the records it writes, and that it closes every runtime."""
+
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgekd.bench.benchmark import load_val_set, save_val_set
+from edgekd.bench import benchmark
+from edgekd.bench.benchmark import Planned, benchmark_artifacts, load_val_set, plan_host, save_val_set
 from edgekd.errors import EdgekdError
-from edgekd.ondevice.measure import BENCH_SCHEMA
-
-KEYS = [
-    "name",
-    "model",
-    "format",
-    "precision",
-    "source_stage",
-    "path",
-    "sha256",
-    "status",
-    "reason",
-    "runtime",
-    "size_bytes",
-    "params",
-    "macs",
-    "latency",
-    "accuracy",
-]
+from edgekd.manifest import Manifest
+from edgekd.ondevice import catalog
+from edgekd.ondevice.records import BenchDoc
 
 
-def by_name(doc: dict) -> dict:
-    return {a["name"]: a for a in doc["artifacts"]}
-
-
-def test_document_follows_the_schema(bench_run) -> None:
+def test_bench_file_is_a_valid_bench_document(bench_run) -> None:
     run_dir, doc, _ = bench_run
-    assert json.loads((run_dir / "bench" / "local.json").read_text()) == doc
-    assert doc["schema"] == BENCH_SCHEMA and doc["created"].endswith("Z")
-    assert doc["device"]["name"] == "local" and doc["device"]["kind"] == "host" and doc["device"]["cores"] >= 1
-    assert doc["device"]["libraries"]["onnxruntime"] and doc["device"]["libraries"]["numpy"]
-    assert doc["settings"] == {
-        "batch_sizes": [1, 4],
-        "warmup": 1,
-        "min_runs": 3,
-        "min_seconds": 0.0,
-        "repeats": 2,
-        "threads": 1,
-    }
-    assert [a["name"] for a in doc["artifacts"]][:3] == [
-        "student_onnx_fp32",
-        "teacher_pytorch_fp32",
-        "student_torchscript_fp32",
-    ]
-    for a in doc["artifacts"]:
-        assert list(a) == KEYS
+    on_disk = BenchDoc.from_dict(json.loads((run_dir / "bench" / "local.json").read_text()))
+    assert on_disk == doc and doc.reference == catalog.REFERENCE and doc.created.endswith("Z")
+    assert doc.system["cores"] >= 1 and doc.settings["threads"] == 1 and doc.settings["spread_limit"] == 0.10
+    assert set(doc.conditions) >= {"before", "after", "figures"} and "loadavg" in doc.conditions["before"]
+    ids = [a.id for a in doc.artifacts]
+    assert ids == [a.id for a in catalog.benchmarked("host") if a.id in ids]  # catalogue order, catalogue ids
 
 
 def test_measured_artifacts(bench_run) -> None:
     run_dir, doc, _ = bench_run
-    arts = by_name(doc)
-    for name in ("student_onnx_fp32", "teacher_pytorch_fp32", "student_torchscript_fp32"):
-        a = arts[name]
-        assert a["status"] == "done" and a["reason"] is None, a["reason"]
-        assert a["size_bytes"] == (run_dir / a["path"]).stat().st_size and len(a["sha256"]) == 64
-        assert [r["batch_size"] for r in a["latency"]] == [1, 4]
-        assert all(r["runs"] >= 6 and r["p50_ms"] > 0 for r in a["latency"])
-        assert a["accuracy"]["n"] == 12 and a["runtime"]["threads"] == 1
-    assert arts["student_onnx_fp32"]["runtime"]["provider"] == "CPUExecutionProvider"
-    assert arts["student_torchscript_fp32"]["runtime"]["name"] == "torchscript"
+    for art_id in ("teacher", "student_ts", "student_onnx"):
+        a = doc.get(art_id)
+        assert a.status == "done" and a.reason is None, a.reason
+        assert a.size_bytes == (run_dir / a.path).stat().st_size and len(a.sha256) == 64
+        assert [lat.batch_size for lat in a.latency] == [1, 4]
+        for lat in a.latency:
+            assert lat.runs >= 6 and lat.p50_ms > 0 and len(lat.round_p50_ms) == 2 and lat.spread >= 0
+            assert lat.power_w is None and lat.energy_mj is None  # no power rails on this host: n/a, not 0
+        assert a.accuracy.n == 12 and a.runtime.threads == 1
+    assert doc.get("student_onnx").runtime.provider == "CPUExecutionProvider"
+    assert doc.get("student_ts").runtime.name == "torchscript"
+    teacher = doc.get("teacher")
+    assert teacher.accuracy.top1 == pytest.approx(75.0) and teacher.accuracy.agreement == 100.0
+    assert teacher.params > 0 and teacher.macs > 0
 
 
-def test_teacher_reference_accuracy(bench_run) -> None:
+def test_skipped_stages_give_skipped_records_with_their_reason(bench_run) -> None:
     _, doc, _ = bench_run
-    t = by_name(doc)["teacher_pytorch_fp32"]
-    assert t["accuracy"]["top1"] == pytest.approx(75.0) and t["accuracy"]["agreement"] == 100.0
-    assert t["accuracy"]["kl"] == pytest.approx(0.0, abs=1e-6)
-    assert t["params"] > 0 and t["macs"] > 0
-
-
-def test_skipped_artifact_keeps_its_reason(bench_run) -> None:
-    _, doc, _ = bench_run
-    a = by_name(doc)["student_tensorrt_fp16"]
-    assert a["status"] == "skipped" and a["reason"] == "TensorRT is not installed on this host"
-    assert a["latency"] == [] and a["accuracy"] is None
+    for art_id in ("student_trt_fp16", "teacher_trt_fp32", "student_qat_trt_int8"):
+        a = doc.get(art_id)
+        assert a.status == "skipped" and a.reason == "stage tensorrt skipped: TensorRT is not installed on this host"
+        assert a.path == f"tensorrt/local/{art_id}.engine" and a.latency == [] and a.accuracy is None
+    assert doc.get("student_dynamic_int8_onnx").reason == "stage dynamic_quant skipped: dynamic_quant.enabled is false"
+    # a row its finished stage did not make (student made by no recorded distill stage, PTQ off) is not listed
+    assert doc.get("student_ptq_onnx") is None and doc.get("student") is None
 
 
 def test_broken_artifact_is_recorded_as_failed(bench_run) -> None:
     _, doc, _ = bench_run
-    a = by_name(doc)["student_onnx_int8"]
-    assert a["status"] == "failed" and a["latency"] == [] and a["size_bytes"] == len(b"truncated")
-    assert "student_int8_qdq.onnx" in a["reason"] and "onnxruntime" in a["reason"] and "\n" not in a["reason"]
+    a = doc.get("student_qat_onnx")
+    assert a.status == "failed" and a.latency == [] and a.size_bytes == len(b"truncated")
+    assert a.reason.startswith("qat/student_int8_qdq.onnx: onnxruntime cannot load") and "\n" not in a.reason
+
+
+def test_only_what_the_manifest_vouches_for_is_timed(tmp_path: Path, build_tiny_onnx, stage_recorder) -> None:
+    manifest = Manifest(tmp_path, "t")
+    (tmp_path / "export").mkdir()
+    onnx = build_tiny_onnx(tmp_path / "export" / "student.onnx")
+    stage_recorder(manifest, "export", "done", {"student_onnx": onnx})
+    build_tiny_onnx(tmp_path / "export" / "teacher.onnx")  # on disk, but no stage vouches for it
+    assert plan_host(tmp_path, manifest, "local") == [Planned("student_onnx", "export/student.onnx")]
+    build_tiny_onnx(onnx, seed=1)  # changed after the stage recorded it
+    (changed,) = plan_host(tmp_path, manifest, "local")
+    assert changed.id == "student_onnx" and "changed since stage export made it" in changed.reason
+
+
+def test_every_runtime_is_closed_exactly_once(tmp_path: Path, build_tiny_onnx, monkeypatch, bench_run, fast) -> None:
+    """Runtimes that load and run, fail to load, and fail to run: each is released once, through open_runtime
+    (the path TensorRT engines take too)."""
+    run_dir, _, _ = bench_run
+    (tmp_path / "export").mkdir()
+    for name in ("teacher.pt", "student.ts.pt"):
+        (tmp_path / "export" / name).write_bytes(
+            (run_dir / ("teacher/model.pt" if name == "teacher.pt" else "export/student.ts.pt")).read_bytes()
+        )
+    build_tiny_onnx(tmp_path / "export" / "student.onnx")
+    (tmp_path / "export" / "teacher.onnx").write_bytes(b"garbage")  # load fails
+    build_tiny_onnx(tmp_path / "export" / "int8.onnx", batch=3)  # loads, then no batch size fits: fails after load
+    releases: Counter = Counter()
+    opened = []
+    real_open = benchmark.open_runtime
+
+    def counting_open(path, *args, **kwargs):
+        rt = real_open(path, *args, **kwargs)
+        release = rt._release
+
+        def counted() -> None:
+            releases[Path(path).name] += 1
+            release()
+
+        rt._release = counted
+        opened.append(rt)
+        return rt
+
+    monkeypatch.setattr(benchmark, "open_runtime", counting_open)
+    planned = [
+        Planned("teacher", "export/teacher.pt"),
+        Planned("student_ts", "export/student.ts.pt"),
+        Planned("student_onnx", "export/student.onnx"),
+        Planned("teacher_onnx", "export/teacher.onnx"),
+        Planned("student_qat_onnx", "export/int8.onnx"),
+    ]
+    images = np.random.default_rng(0).normal(size=(4, 1, 8, 8)).astype(np.float32)
+    doc = benchmark_artifacts(planned, images, np.zeros(4, np.int64), None, fast, "local", tmp_path)
+    assert [a.status for a in doc.artifacts] == ["done", "done", "done", "failed", "failed"]
+    assert "accepts only batch size 3" in doc.get("student_qat_onnx").reason
+    assert len(opened) == 5 and all(rt.closed for rt in opened)
+    assert releases == Counter({p.path.split("/")[1]: 1 for p in planned})
 
 
 def test_val_set_round_trip(tmp_path: Path) -> None:
@@ -98,32 +125,3 @@ def test_val_set_round_trip(tmp_path: Path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"nope")
     with pytest.raises(EdgekdError, match="bad.npz"):
         load_val_set(tmp_path / "bad.npz")
-
-
-def test_run_artifacts_from_files_and_manifest(tmp_path: Path) -> None:
-    for rel in ("teacher/model.pt", "distill/student.pt", "export/student.onnx", "tensorrt/xavier/student_int8.engine"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_bytes(b"x")
-    manifest = {
-        "stages": {
-            "export": {"status": "done"},
-            "qat": {"status": "skipped", "reason": "qat.enabled is false"},
-            "dynamic_quant": {"status": "failed", "error": "boom"},
-        }
-    }
-    from edgekd.bench.benchmark import run_artifacts
-
-    local = {e.name: e for e in run_artifacts(tmp_path, manifest, "local")}
-    assert local["teacher_pytorch_fp32"].status == "done" and local["student_onnx_fp32"].path == "export/student.onnx"
-    assert "teacher_onnx_fp32" not in local  # export finished without it (export.teacher off)
-    assert (
-        local["student_onnx_int8_qat"].status == "skipped"
-        and "qat.enabled is false" in local["student_onnx_int8_qat"].reason
-    )
-    assert local["student_onnx_int8-dynamic"].reason == "stage dynamic_quant failed: boom"
-    assert not any(e.format == "tensorrt" for e in local.values())
-    xavier = {e.name: e for e in run_artifacts(tmp_path, manifest, "xavier")}
-    engine = xavier["student_int8_tensorrt"]
-    assert (engine.precision, engine.format, engine.path) == ("int8", "tensorrt", "tensorrt/xavier/student_int8.engine")
-    skipped = run_artifacts(tmp_path, {"stages": {"tensorrt": {"status": "skipped", "reason": "no TensorRT"}}}, "local")
-    assert [e.name for e in skipped if e.format == "tensorrt"] == ["student_tensorrt_fp16", "student_tensorrt_int8"]

@@ -1,14 +1,46 @@
-from pathlib import Path
+"""The one latency harness (edgekd.ondevice.measure): statistics, interleaved rounds, stability marks, interference."""
+
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-from edgekd.bench.latency import LatencySettings, make_batch, measure_latency
-from edgekd.config import BenchmarkConfig
-from edgekd.ondevice.measure import percentile, summarize
-from edgekd.runtimes import runtime_for
+from edgekd.ondevice import measure, sysload
+from edgekd.ondevice.measure import Settings, Subject, bench_artifacts, percentile, summarize
+from edgekd.ondevice.runtime import Runtime
+from edgekd.runtimes import open_runtime
 
-FAST = LatencySettings(batch_sizes=(1, 3), warmup=1, min_runs=4, min_seconds=0.0, repeats=2, threads=1)
+
+class Recorded(Runtime):
+    """A real (numpy) runtime that notes every prepared call it runs: the harness is what is under test."""
+
+    name = "numpy"
+
+    def __init__(self, tag: str, calls: list, fixed_batch=None) -> None:
+        super().__init__()
+        self.tag, self.calls, self.fixed = tag, calls, fixed_batch
+
+    def _load(self) -> None:
+        self.fixed_batch = self.fixed
+
+    def run(self, batch):
+        return np.asarray(batch, np.float32).reshape(len(batch), -1)[:, :3]
+
+    def prepare(self, batch):
+        def call():
+            self.calls.append(self.tag)
+            return self.run(batch)
+
+        return call
+
+    def describe(self):
+        return {"name": "numpy", "version": np.__version__, "provider": "cpu", "threads": 1}
+
+    def _release(self) -> None:
+        pass
 
 
 @pytest.mark.parametrize("q", [0, 1, 10, 25, 50, 75, 90, 99, 100])
@@ -26,26 +58,84 @@ def test_summarize_known_samples() -> None:
     assert s["spread"] == pytest.approx((3.0 - 2.0) / 2.5)
 
 
+def test_judge_marks_spread_over_the_limit_and_load() -> None:
+    calm = summarize([1.0, 1.0], 1, [1.0, 1.05])  # 4.9% spread
+    assert measure.judge(calm, 0.1) is None and measure.judge(calm, None) is None
+    shaky = summarize([1.0, 1.2], 1, [1.0, 1.2])  # 18% spread
+    assert measure.judge(shaky, 0.0) == "rounds differ by 18% (limit 10%)"
+    assert measure.judge(calm, 1.4) == "other processes used 1.4 cores (limit 0.5)"
+
+
 def test_make_batch_repeats_images() -> None:
     images = np.arange(2 * 3, dtype=np.float64).reshape(2, 1, 1, 3)
-    batch = make_batch(images, 5)
+    batch = measure.make_batch(images, 5)
     assert batch.shape == (5, 1, 1, 3) and batch.dtype == np.float32 and batch.flags.c_contiguous
     np.testing.assert_array_equal(batch[2], images[0])
 
 
-def test_settings_from_config() -> None:
-    s = LatencySettings.from_config(BenchmarkConfig(batch_sizes=[2], warmup=0, min_runs=5, repeats=1, threads=None))
-    assert s.batch_sizes == (2,) and s.min_runs == 5 and s.as_dict()["threads"] >= 1
+def test_rounds_interleave_every_artifact_in_shuffled_order_after_warmup() -> None:
+    calls: list = []
+    subjects = [Subject(t, t, lambda t=t: Recorded(t, calls)) for t in ("teacher", "student_onnx", "student_ts")]
+    images = np.ones((4, 1, 2, 2), np.float32)
+    settings = Settings(batch_sizes=(1,), warmup=2, min_runs=3, min_seconds=0.0, repeats=4, threads=1)
+    records, conditions = bench_artifacts(subjects, images, np.zeros(4, int), None, settings)
+    assert [r.status for r in records] == ["done"] * 3
+    warmup, timed = calls[:6], calls[6:]
+    assert warmup == ["teacher"] * 2 + ["student_onnx"] * 2 + ["student_ts"] * 2
+    rounds = [timed[i : i + 9] for i in range(0, len(timed), 9)]
+    assert len(rounds) == 4
+    orders = [tuple(r[::3]) for r in rounds]
+    assert all(sorted(o) == ["student_onnx", "student_ts", "teacher"] for o in orders)  # each once per round
+    assert len(set(orders)) > 1  # shuffled, not fixed
+    assert all(len(r.latency[0].round_p50_ms) == 4 for r in records)
+    assert conditions["figures"][0]["artifacts"] == 3
 
 
-def test_measure_latency_on_a_real_session(onnx_path: Path, images: np.ndarray) -> None:
-    results = measure_latency(runtime_for(onnx_path, threads=1), images, FAST)
-    assert [r["batch_size"] for r in results] == [1, 3]
-    for r in results:
-        assert r["runs"] >= FAST.min_runs * FAST.repeats and len(r["round_p50_ms"]) == FAST.repeats
-        assert 0 < r["min_ms"] <= r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+def test_a_static_batch_artifact_is_timed_only_at_its_batch(make_onnx, images) -> None:
+    subjects = [Subject("student_onnx", "b3.onnx", lambda: open_runtime(make_onnx("b3.onnx", batch=3), threads=1))]
+    settings = Settings(batch_sizes=(1, 3), warmup=1, min_runs=3, min_seconds=0.0, repeats=2, threads=1)
+    (rec,), _ = bench_artifacts(subjects, images, np.zeros(5, int), None, settings)
+    assert rec.status == "done" and [lat.batch_size for lat in rec.latency] == [3]
+    assert rec.accuracy.n == 5  # padded to the fixed batch for the accuracy pass
 
 
-def test_static_batch_artifact_measures_only_its_batch(make_onnx, images: np.ndarray) -> None:
-    results = measure_latency(runtime_for(make_onnx("b3.onnx", batch=3), threads=1), images, FAST)
-    assert [r["batch_size"] for r in results] == [3]
+def _two_onnx(make_onnx):
+    a, b = make_onnx("a.onnx"), make_onnx("b.onnx")
+    return [
+        Subject("student_onnx", "a.onnx", lambda: open_runtime(a, threads=1)),
+        Subject("teacher_onnx", "b.onnx", lambda: open_runtime(b, threads=1)),
+    ]
+
+
+SETTLED = Settings(batch_sizes=(1,), warmup=20, min_runs=50, min_seconds=0.6, repeats=3, threads=1)
+
+
+@pytest.mark.slow
+def test_a_cpu_hog_on_the_same_cores_marks_the_figures(make_onnx, images) -> None:
+    """Done-when of issue 16: under a CPU-bound process the figures are marked (and the load is recorded)."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)
+    ]  # one per core: whatever core the benchmark runs on, a hog shares it
+    try:
+        time.sleep(0.5)
+        records, conditions = bench_artifacts(_two_onnx(make_onnx), images, np.zeros(5, int), None, SETTLED)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    hog_pids = {h.pid for h in hogs}
+    assert hog_pids <= {p["pid"] for p in conditions["before"]["busy_processes"]}
+    for rec in records:
+        (lat,) = rec.latency
+        assert not lat.stable and "other processes used" in lat.unstable and lat.others_cores > 0.5
+        assert len(lat.round_p50_ms) == 3 and lat.spread >= 0
+
+
+@pytest.mark.slow
+def test_a_quiet_run_marks_nothing(make_onnx, images) -> None:
+    busy = sysload.busy_processes(1.0)
+    if busy:
+        pytest.skip(f"machine not quiet, cannot check a quiet run: {busy}")
+    records, conditions = bench_artifacts(_two_onnx(make_onnx), images, np.zeros(5, int), None, SETTLED)
+    figures = [(r.id, lat.spread, lat.others_cores, lat.unstable) for r in records for lat in r.latency]
+    assert all(unstable is None for *_, unstable in figures), figures

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -11,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.ondevice import bench
 from edgekd.ondevice.measure import BENCH_SCHEMA
+from edgekd.ondevice.records import BenchDoc
 
 
 def linear_onnx(path, weight):
@@ -49,14 +51,16 @@ def job(tmp_path):
         "tensorrt": {},
         "onnx": [
             {
-                "name": "student_onnx_fp32",
+                "id": "student_onnx",
+                "name": "student_onnx",  # until the bundle's job drops "name" for "id"
                 "model": "student",
                 "precision": "fp32",
                 "source_stage": "export",
                 "path": "export/student.onnx",
             },
             {
-                "name": "broken_onnx_fp32",
+                "id": "teacher_onnx",
+                "name": "teacher_onnx",
                 "model": "student",
                 "precision": "fp32",
                 "source_stage": "export",
@@ -72,26 +76,36 @@ def job(tmp_path):
 def test_bench_writes_the_bench_file_and_keeps_going_after_a_failure(job, tmp_path):
     out = tmp_path / "results"
     assert bench.main([str(job), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
-    doc = json.loads((out / "bench" / "dev.json").read_text())
-    assert doc["schema"] == BENCH_SCHEMA and doc["device"]["kind"] == "test-host"
-    assert doc["settings"]["batch_sizes"] == [1, 4]
-    good, broken = doc["artifacts"]
-    assert (
-        good["status"] == "done"
-        and good["runtime"]["provider"] == "CPUExecutionProvider"
-        and good["runtime"]["threads"] == 1
-    )
-    assert [lat["batch_size"] for lat in good["latency"]] == [1, 4]
-    assert all(lat["runs"] >= 6 and len(lat["round_p50_ms"]) == 2 for lat in good["latency"])
+    doc = BenchDoc.from_dict(json.loads((out / "bench" / "dev.json").read_text()))
+    assert doc.schema == BENCH_SCHEMA and doc.kind == "test-host" and doc.reference == "teacher_onnx"
+    assert doc.settings["batch_sizes"] == [1, 4] and doc.settings["threads"] == 1
+    good, broken = doc.artifacts
+    assert good.id == "student_onnx" and good.status == "done" and good.path == "export/student.onnx"
+    assert good.runtime.provider == "CPUExecutionProvider" and good.runtime.threads == 1
+    assert good.sha256 and good.size_bytes == (tmp_path / "export" / "student.onnx").stat().st_size
+    assert [lat.batch_size for lat in good.latency] == [1, 4]
+    assert all(lat.runs >= 6 and len(lat.round_p50_ms) == 2 for lat in good.latency)
+    assert all(lat.power_w is None and lat.energy_mj is None for lat in good.latency)  # no rails here: n/a
     # labels are this very model's argmax: exact agreement, zero divergence
-    assert (
-        good["accuracy"]["top1"] == 100.0
-        and good["accuracy"]["n"] == 13
-        and good["accuracy"]["kl"] == pytest.approx(0.0, abs=1e-6)
-    )
-    assert broken["status"] == "failed" and broken["reason"] and broken["latency"] == []
-    assert "broken_onnx_fp32: failed" in (out / "tensorrt" / "dev" / "bench.log").read_text()
+    assert good.accuracy.top1 == 100.0 and good.accuracy.n == 13 and good.accuracy.kl == pytest.approx(0.0, abs=1e-6)
+    assert broken.status == "failed" and broken.reason and broken.latency == []
+    jetson = doc.conditions["jetson"]
+    assert set(jetson) == {"before", "during", "after", "lock_clocks"} and jetson["lock_clocks"]["requested"] is False
+    assert set(jetson["before"]) >= {"power_mode", "clocks", "clocks_locked", "temps_c", "throttling"}
+    assert doc.conditions["power"] is None and "loadavg" in doc.conditions["before"]
+    assert "teacher_onnx: failed" in (out / "tensorrt" / "dev" / "bench.log").read_text()
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+@pytest.mark.skipif(shutil.which("jetson_clocks") is not None, reason="a real jetson_clocks is installed")
+def test_lock_clocks_without_jetson_clocks_is_noted_not_fatal(job, tmp_path):
+    doc = json.loads(job.read_text())
+    doc["device"]["lock_clocks"] = True
+    job.write_text(json.dumps(doc))
+    out = tmp_path / "results"
+    assert bench.main([str(job), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    lock = json.loads((out / "bench" / "dev.json").read_text())["conditions"]["jetson"]["lock_clocks"]
+    assert lock == {"requested": True, "locked_by_bench": False, "error": "jetson_clocks not found"}
 
 
 def test_missing_validation_data_fails_the_job_and_leaves_no_results(job, tmp_path, capsys):

@@ -1,10 +1,11 @@
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 from edgekd.errors import EdgekdError
-from edgekd.runtimes import backend_for, runtime_for
+from edgekd.runtimes import backend_for, open_runtime, runtime_for
 
 
 @pytest.mark.parametrize(
@@ -38,3 +39,31 @@ def test_engine_without_tensorrt_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"not an engine")
     with pytest.raises(EdgekdError, match="student_fp16.engine"):
         runtime_for(path)
+
+
+def test_close_is_idempotent_and_a_closed_runtime_cannot_load(onnx_path: Path, images) -> None:
+    rt = open_runtime(onnx_path, "onnxruntime", threads=1)
+    assert not rt.loaded and rt.session is None  # constructing loads nothing
+    with rt:
+        assert rt.loaded and rt.run(images).shape == (5, 10)
+    assert rt.closed and rt.session is None
+    rt.close()  # again: nothing happens
+    with pytest.raises(RuntimeError, match="after close"):
+        rt.load()
+
+
+def test_a_failed_load_in_a_with_block_still_closes(tmp_path: Path) -> None:
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(b"not onnx")
+    rt = open_runtime(path, "onnxruntime")
+    with pytest.raises(EdgekdError, match="onnxruntime cannot load"), rt:
+        pass
+    assert rt.closed and not rt.loaded
+
+
+@pytest.mark.parametrize("threads", [None, 1])
+def test_threads_are_always_a_number(onnx_path: Path, threads) -> None:
+    with open_runtime(onnx_path, "onnxruntime", threads=threads) as rt:
+        used = rt.describe()["threads"]
+        assert isinstance(used, int) and used == (threads or os.cpu_count())
+        assert rt.session.get_session_options().intra_op_num_threads == used

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx.reference import ReferenceEvaluator
 
@@ -23,7 +24,7 @@ def test_describe_and_pinned_threads(onnx_path: Path) -> None:
     rt = runtime_for(onnx_path, threads=1)
     assert rt.describe() == {
         "name": "onnxruntime",
-        "version": rt.version,
+        "version": ort.__version__,
         "provider": "CPUExecutionProvider",
         "threads": 1,
     }

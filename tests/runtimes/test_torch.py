@@ -19,7 +19,7 @@ def tiny_net() -> nn.Module:
 
 def test_eager_runs_and_pins_threads(images: np.ndarray) -> None:
     net = tiny_net()
-    rt = torch_eager.load(net, threads=1)
+    rt = torch_eager.runtime(net, threads=1).load()
     with torch.no_grad():
         expected = net(torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(rt.run(images), expected, rtol=1e-6)
@@ -35,7 +35,7 @@ def test_torchscript_file_matches_eager(tmp_path: Path, images: np.ndarray) -> N
         torch.jit.save(torch.jit.trace(net, torch.from_numpy(images)), str(path))
     rt = runtime_for(path, threads=1)
     assert rt.describe()["name"] == "torchscript"
-    np.testing.assert_allclose(rt.run(images), torch_eager.load(net).run(images), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rt.run(images), torch_eager.runtime(net).load().run(images), rtol=1e-5, atol=1e-6)
     assert rt.prepare(images)().shape == (5, 10)
 
 
@@ -49,7 +49,7 @@ def test_corrupt_torchscript_names_file_and_backend(tmp_path: Path) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available")
 def test_cuda_without_gpu_is_a_clear_error() -> None:
     with pytest.raises(EdgekdError, match="no CUDA GPU"):
-        torch_eager.load(tiny_net(), device="cuda")
+        torch_eager.runtime(tiny_net(), device="cuda").load()
 
 
 def test_corrupt_checkpoint_names_file_and_backend(tmp_path: Path) -> None:

@@ -1,39 +1,10 @@
-"""Accuracy of an artifact on the validation images, and its size, parameter and MAC counts."""
+"""Multiply-accumulate count of a torch model (the bench record's `macs`)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-
-from edgekd.ondevice.measure import accuracy_metrics
-from edgekd.runtimes.base import Runtime
-
-
-def predict(runtime: Runtime, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Logits for all `images`, in chunks of `batch_size` (padded to the artifact's fixed batch when it has one)."""
-    step = runtime.fixed_batch or batch_size
-    out = []
-    for start in range(0, len(images), step):
-        chunk = np.ascontiguousarray(images[start : start + step], dtype=np.float32)
-        n = len(chunk)
-        if runtime.fixed_batch is not None and n < step:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
-        out.append(np.asarray(runtime.run(chunk), dtype=np.float32)[:n])
-    return np.concatenate(out)
-
-
-def evaluate(
-    runtime: Runtime, images: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray | None, batch_size: int = 32
-) -> dict[str, float]:
-    """edgekd.ondevice.measure.accuracy_metrics of the runtime's predictions (top1, top5, agreement, kl)."""
-    return accuracy_metrics(predict(runtime, images, batch_size), labels, teacher_logits)
-
-
-def file_size(path: str | Path) -> int:
-    return Path(path).stat().st_size
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:

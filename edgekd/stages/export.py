@@ -74,9 +74,9 @@ class ExportStage:
             made = self._export(ctx, cfg, staging, role, model, torch.from_numpy(images[:1]))
             try:
                 parities = check_parity(model, list(made.values()), images, cfg.atol, cfg.min_agreement)
-            except EdgekdError:
+            except EdgekdError as e:  # name the file where it now lies, kept for inspection
                 quarantine(made.values(), ctx.stage_dir / "failed")
-                raise
+                raise EdgekdError(str(e).replace(str(staging), str(ctx.stage_dir / "failed"))) from None
             for (name, staged), parity in zip(made.items(), parities):
                 path = ctx.stage_dir / staged.name
                 os.replace(staged, path)

@@ -158,8 +158,15 @@ def _timing(settings: dict[str, Any]) -> str:
     return ", ".join(fmt.format(settings[k]) for k, fmt in known.items() if settings.get(k) is not None)
 
 
-def _conditions(conditions: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in conditions.items() if isinstance(v, (str, int, float)))
+def _conditions(conditions: dict[str, Any], limit: int = 6) -> str:
+    """Scalar facts of the bench's `conditions`, one nesting level deep ("before load1 0.4"), at most `limit`."""
+    facts = []
+    for key, value in conditions.items():
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for sub, v in items:
+            if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+                facts.append(f"{key} {sub} {v:g}" if isinstance(v, float) else f"{key} {sub} {v}")
+    return ", ".join(f.replace("  ", " ") for f in facts[:limit])
 
 
 def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: BudgetConfig) -> DeviceSection:

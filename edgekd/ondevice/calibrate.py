@@ -28,12 +28,24 @@ def draw_indices(n_train: int, size: int, seed: int) -> np.ndarray:
 
 
 def calibration_bytes(images: np.ndarray, seed: int, split: str = "train") -> bytes:
-    """An .npz of NCHW float32 `images` with the seed and split they were drawn with."""
+    """A compressed .npz of NCHW `images` stored as uint8 with a per-channel scale and offset, plus the seed
+    and split they were drawn with.
+
+    uint8 keeps the file a quarter of float32 before compression (512 images of 3x224x224: 77 MB, not
+    308 MB); the rounding (at most half of 1/255 of a channel's range) is far below what the entropy
+    calibrator's histogram resolves. load_calibration_set restores float32.
+    """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"calibration images must be a non-empty NCHW batch, got shape {images.shape}")
+    if not np.isfinite(images).all():
+        raise ValueError("calibration images hold NaN or infinite values")
+    low = images.min(axis=(0, 2, 3)).astype(np.float32)  # (C,)
+    span = images.max(axis=(0, 2, 3)).astype(np.float32) - low
+    scale = np.where(span > 0, span / 255.0, 1.0).astype(np.float32)
+    quantized = np.rint((images - low[:, None, None]) / scale[:, None, None]).clip(0, 255).astype(np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, images=images, seed=np.int64(seed), split=np.array(split))
+    np.savez_compressed(buf, images=quantized, scale=scale, offset=low, seed=np.int64(seed), split=np.array(split))
     return buf.getvalue()
 
 
@@ -46,15 +58,22 @@ def load_calibration_set(path: str) -> np.ndarray:
     """The NCHW float32 images of a calibration set; ValueError naming the file when it is not one."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            images = np.asarray(data["images"], dtype=np.float32)
+            stored = data["images"]
             split = str(data["split"]) if "split" in data.files else None
+            scale = np.asarray(data["scale"], dtype=np.float32) if "scale" in data.files else None
+            offset = np.asarray(data["offset"], dtype=np.float32) if "offset" in data.files else None
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{path}: not a calibration set ({type(e).__name__}: {e})") from None
     if split != "train":
         raise ValueError(f"{path}: calibration images must come from the training split, this file says {split!r}")
-    if images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"{path}: calibration images must be a non-empty NCHW batch, got shape {images.shape}")
-    return images
+    if stored.ndim != 4 or len(stored) == 0:
+        raise ValueError(f"{path}: calibration images must be a non-empty NCHW batch, got shape {stored.shape}")
+    channels = (stored.shape[1],)
+    if stored.dtype != np.uint8 or scale is None or offset is None or not scale.shape == offset.shape == channels:
+        raise ValueError(
+            f"{path}: expected uint8 images with a scale and offset per channel, got {stored.dtype} images"
+        )
+    return stored.astype(np.float32) * scale[:, None, None] + offset[:, None, None]
 
 
 class CalibrationBatches:

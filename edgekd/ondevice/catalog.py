@@ -237,6 +237,7 @@ ARTIFACTS = (
     _row("distill_metrics", "distill", "distill/metrics.jsonl"),
     _row("distill_settings", "distill", "distill/settings.json"),
     _row("val_set", "benchmark", "bench/val.npz"),
+    _row("calib_set", "benchmark", "bench/calib.npz", label="training images that calibrate DLA int8"),
     _row("bench", "benchmark", "bench/{device}.json"),
     _row("report_md", "report", "report/report.md"),
     _row("report_html", "report", "report/report.html"),

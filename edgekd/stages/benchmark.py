@@ -11,6 +11,7 @@ from edgekd.bench.benchmark import (
     save_val_set,
     settings_from_config,
 )
+from edgekd.bench.calibration import write_training_calibration
 from edgekd.config import BenchmarkConfig, PipelineConfig
 from edgekd.distill.trainer import predict
 from edgekd.models import load_model
@@ -24,7 +25,15 @@ BENCHMARKED = tuple(a.id for a in catalog.benchmarked("host"))
 class BenchmarkStage:
     name = "benchmark"
     section = "benchmark"
-    reads = ("seed", "device", "data", "benchmark", "!benchmark.budget", "tensorrt.precisions")
+    reads = (
+        "seed",
+        "device",
+        "data",
+        "benchmark",
+        "!benchmark.budget",
+        "tensorrt.precisions",
+        "tensorrt.calibration_images",
+    )
     toolchain = ("torch", "onnxruntime")
     needs = ("teacher", "student")
     uses = tuple(a for a in BENCHMARKED if a not in ("teacher", "student"))
@@ -39,6 +48,8 @@ class BenchmarkStage:
         teacher_logits, _ = predict(teacher, ctx.data.val, ctx.config.data.eval_batch_size, "cpu")
         val_set = ctx.stage_dir.parent / "bench" / "val.npz"
         save_val_set(val_set, images, labels, teacher_logits.numpy())
+        calib_set = ctx.run_dir / catalog.path_of("calib_set")  # DLA int8 on a device calibrates with it
+        write_training_calibration(calib_set, ctx.data.train, ctx.config.tensorrt.calibration_images, ctx.config.seed)
         settings = settings_from_config(cfg, ctx.config.seed)
         planned = plan_host(ctx.run_dir, ctx.manifest, cfg.device_name)
         ctx.reporter.log(
@@ -82,6 +93,6 @@ class BenchmarkStage:
             }
         bench = ctx.run_dir / "bench" / f"{cfg.device_name}.json"
         return StageResult(
-            {"bench": bench, "val_set": val_set},
+            {"bench": bench, "val_set": val_set, "calib_set": calib_set},
             {"device": cfg.device_name, "artifacts": metrics, "unstable": doc.unstable},
         )

@@ -5,7 +5,9 @@ A bundle mirrors the run directory, so paths in the device's bench file are run-
     job.json                   what to build and measure (edgekd.job/1, read by edgekd_device.bench)
     edgekd_device/*.py         edgekd/ondevice/, copied alone (it imports nothing else from edgekd)
     bench/val.npz              fixed validation batch
-    export/*.onnx  qat/*_qdq.onnx  dynamic_quant/*.onnx   the ONNX files the device needs
+    bench/calib.npz            training images that calibrate int8 on the DLA (only for devices that build it)
+    export/*.onnx  qat/*_qdq.onnx  dynamic_quant/*.onnx   the ONNX files the device needs (fp16 engines name both
+                                                          the fp32 and the fp16 ONNX: the device's TensorRT picks)
     engines/<id>.engine + .json                           prebuilt engines (--engines-only)
 
 Only what the run's manifest vouches for ships (finished stage, sha256 unchanged); ids are catalogue ids.
@@ -30,6 +32,7 @@ from edgekd.ondevice.bench import JOB_SCHEMA
 from edgekd.ondevice.trt_options import BuildOptions, sha256_file
 
 VAL_PATH = catalog.path_of("val_set")
+CALIBRATION_PATH = catalog.path_of("calib_set")
 PACKAGE = "edgekd_device"
 
 
@@ -41,15 +44,20 @@ class EngineJob:
     precision: str
     onnx: str  # run-dir relative ONNX path
     onnx_sha256: str
+    fp16_onnx: str | None = None  # the fp16 ONNX a strongly typed fp16 build takes (TensorRT >= 10)
+    fp16_onnx_sha256: str | None = None
 
     def entry(self, prebuilt: str | None = None) -> dict:
-        return {
+        doc = {
             "id": self.id,
             "precision": self.precision,
             "onnx": self.onnx,
             "onnx_sha256": self.onnx_sha256,
             "prebuilt": prebuilt,
         }
+        if self.fp16_onnx:
+            doc.update(fp16_onnx=self.fp16_onnx, fp16_onnx_sha256=self.fp16_onnx_sha256)
+        return doc
 
 
 def shippable(run_dir: Path) -> dict[str, Path]:
@@ -63,15 +71,44 @@ def shippable(run_dir: Path) -> dict[str, Path]:
     return {a.id: vouched[a.id] for a in catalog.ARTIFACTS if a.ships and a.id in vouched}
 
 
-def plan_engines(run_dir: Path, sources: dict[str, Path], precisions: list[str]) -> list[EngineJob]:
-    """The catalogue's engine rows for `precisions` whose source ONNX is among `sources` (id -> path)."""
+def fp16_twin(onnx_id: str) -> str | None:
+    """The fp16 ONNX row its stage makes beside the fp32 ONNX `onnx_id` (same model), or None."""
+    row = catalog.get(onnx_id)
+    for a in catalog.ARTIFACTS:
+        if (a.stage, a.model, a.runtime, a.precision) == (row.stage, row.model, "onnxruntime", "fp16"):
+            return a.id
+    return None
+
+
+def plan_engines(
+    run_dir: Path, sources: dict[str, Path], precisions: list[str], dla: bool = False
+) -> list[EngineJob]:
+    """The catalogue's engine rows for `precisions` whose source ONNX is among `sources` (id -> path).
+
+    int8 engines come from Q/DQ ONNX files on the GPU and are calibrated from the fp32 ONNX on the
+    DLA (`dla`: TensorRT takes no Q/DQ there). An fp16 job also names its fp16 twin when `sources` holds
+    it: TensorRT >= 10 builds fp16 strongly typed from that file, 8.5 from the fp32 one with a flag.
+    """
     jobs = []
     for source, path in sources.items():
-        rows = catalog.engines_for(source, precisions)
+        calibrated = catalog.get(source).precision == "fp32"
+        rows = [r for r in catalog.engines_for(source, precisions) if r.precision != "int8" or calibrated == dla]
         digest = sha256_file(str(path)) if rows else ""
         rel = path.relative_to(run_dir).as_posix()
-        jobs += [EngineJob(row.id, row.precision, rel, digest) for row in rows]
+        for row in rows:
+            twin = sources.get(fp16_twin(source) or "") if row.precision == "fp16" else None
+            if twin is None:
+                jobs.append(EngineJob(row.id, row.precision, rel, digest))
+            else:
+                twin_rel = twin.relative_to(run_dir).as_posix()
+                jobs.append(EngineJob(row.id, row.precision, rel, digest, twin_rel, sha256_file(str(twin))))
     return jobs
+
+
+def dla_int8(device: DeviceConfig) -> bool:
+    """Whether `device` builds int8 engines on its DLA (calibrated: it needs bench/calib.npz)."""
+    t = device.tensorrt
+    return "tensorrt" in device.backends and t.enabled and t.dla_core is not None and "int8" in t.precisions
 
 
 def build_options(device: DeviceConfig, precision: str) -> BuildOptions:
@@ -117,7 +154,8 @@ def make_bundle(
     """
     run_dir = Path(run_dir)
     sources = shippable(run_dir)
-    val = Manifest(run_dir, "").vouched().get("val_set")
+    vouched = Manifest(run_dir, "").vouched()
+    val = vouched.get("val_set")
     if val is None:
         raise EdgekdError(
             f"{run_dir / VAL_PATH}: no validation batch the manifest vouches for; run the benchmark stage first"
@@ -130,19 +168,31 @@ def make_bundle(
 
     engines: list[dict] = []
     onnx: list[dict] = []
+    calibration = None
+    dla = device.tensorrt.dla_core is not None
     if prebuilt is not None:
-        for job in plan_engines(run_dir, sources, device.tensorrt.precisions):
+        for job in plan_engines(run_dir, sources, device.tensorrt.precisions, dla):
             engine = prebuilt[job.id]
             bundle.add(f"engines/{job.id}.engine", engine)
             bundle.add(f"engines/{job.id}.json", engine.with_suffix(".json"))
             engines.append(job.entry(prebuilt=f"engines/{job.id}.engine"))
     else:
         if "tensorrt" in device.backends and device.tensorrt.enabled:
-            for job in plan_engines(run_dir, sources, device.tensorrt.precisions):
-                bundle.add(job.onnx, run_dir / job.onnx)
+            for job in plan_engines(run_dir, sources, device.tensorrt.precisions, dla):
+                for rel in filter(None, (job.onnx, job.fp16_onnx)):
+                    bundle.add(rel, run_dir / rel)
                 engines.append(job.entry())
             if "int8" in device.tensorrt.precisions and not any(e["precision"] == "int8" for e in engines):
-                warnings.append(f"{run_dir}: the manifest vouches for no Q/DQ int8 ONNX (qat stage): no int8 engines")
+                needed = "fp32 student ONNX (export stage)" if dla else "Q/DQ int8 ONNX (qat stage)"
+                warnings.append(f"{run_dir}: the manifest vouches for no {needed}: no int8 engines")
+            if dla_int8(device) and "calib_set" in vouched:
+                bundle.add(CALIBRATION_PATH, vouched["calib_set"])
+                calibration = CALIBRATION_PATH
+            elif dla_int8(device):
+                warnings.append(
+                    f"{run_dir / CALIBRATION_PATH}: no calibration set the manifest vouches for (benchmark stage): "
+                    "int8 on the DLA cannot be calibrated"
+                )
         if "onnxruntime" in device.backends:
             for art_id, path in sources.items():
                 rel = path.relative_to(run_dir).as_posix()
@@ -158,8 +208,14 @@ def make_bundle(
     bundle.set_job(
         {
             "schema": JOB_SCHEMA,
-            "device": {"name": device.name, "kind": device.kind, "record_power_mode": device.record_power_mode},
+            "device": {
+                "name": device.name,
+                "kind": device.kind,
+                "record_power_mode": device.record_power_mode,
+                "lock_clocks": device.lock_clocks,
+            },
             "val": VAL_PATH,
+            "calibration": calibration,
             "settings": {
                 "batch_sizes": b.batch_sizes,
                 "warmup": b.warmup,

@@ -85,7 +85,10 @@ def check_job(job: Dict[str, object], root: str) -> None:
             fail(group, entries, "a list of objects")
         for i, entry in enumerate(entries):
             where = f"{group}[{i}]"
-            name(where + ".name", entry.get("name"))
+            row = catalog.BY_ID.get(entry.get("id"))  # type: ignore[arg-type]
+            runtime = "tensorrt" if group == "engines" else "onnxruntime"
+            if row is None or row.runtime != runtime:
+                fail(where + ".id", entry.get("id"), "a catalogue id of an artifact run by " + runtime)
             for field in fields:
                 if entry.get(field) is not None or field != "prebuilt":
                     path(f"{where}.{field}", entry.get(field))

@@ -50,22 +50,8 @@ def job(tmp_path):
         "ort_providers": ["CPUExecutionProvider"],
         "tensorrt": {},
         "onnx": [
-            {
-                "id": "student_onnx",
-                "name": "student_onnx",  # until the bundle's job drops "name" for "id"
-                "model": "student",
-                "precision": "fp32",
-                "source_stage": "export",
-                "path": "export/student.onnx",
-            },
-            {
-                "id": "teacher_onnx",
-                "name": "teacher_onnx",
-                "model": "student",
-                "precision": "fp32",
-                "source_stage": "export",
-                "path": "export/broken.onnx",
-            },
+            {"id": "student_onnx", "path": "export/student.onnx"},
+            {"id": "teacher_onnx", "path": "export/broken.onnx"},
         ],
         "engines": [],
     }
@@ -130,10 +116,8 @@ def test_complete_results_are_not_redone_and_dead_runs_are_cleared(job, tmp_path
 
 
 ENGINE = {
-    "name": "student_trt_fp16",
-    "model": "student",
+    "id": "student_trt_fp16",
     "precision": "fp16",
-    "source_stage": "tensorrt",
     "onnx": "export/student.onnx",
     "onnx_sha256": "a" * 64,
     "prebuilt": None,
@@ -148,14 +132,15 @@ ENGINE = {
         (lambda d: d["onnx"][0].update(path="/etc/passwd"), "onnx[0].path"),
         (lambda d: d["onnx"][0].update(path="export/../../x.onnx"), "onnx[0].path"),
         (lambda d: d["onnx"][0].update(path="export/link.onnx"), "onnx[0].path"),  # a symlink out of the bundle
-        (lambda d: d["onnx"][1].update(name="../../evil"), "onnx[1].name"),
+        (lambda d: d["onnx"][1].update(id="../../evil"), "onnx[1].id"),
+        (lambda d: d["onnx"][1].update(id="student_trt_fp16"), "onnx[1].id"),  # an engine id in the ONNX list
         (lambda d: d["device"].update(name=".."), "device.name"),
         (lambda d: d["device"].update(name="a/b"), "device.name"),
         (lambda d: d["device"].update(kind="../x"), "device.kind"),
         (lambda d: d.update(engines=[{**ENGINE, "onnx_sha256": "/tmp/x/y"}]), "engines[0].onnx_sha256"),
         (lambda d: d.update(engines=[{**ENGINE, "precision": "/../../p"}]), "engines[0].precision"),
         (lambda d: d.update(engines=[{**ENGINE, "prebuilt": "../engines/x.engine"}]), "engines[0].prebuilt"),
-        (lambda d: d.update(engines=[{**ENGINE, "name": "."}]), "engines[0].name"),
+        (lambda d: d.update(engines=[{**ENGINE, "id": "."}]), "engines[0].id"),
         (lambda d: d.update(tensorrt={"workspace_mb": "1/../../x"}), "tensorrt.workspace_mb"),
         (lambda d: d.update(tensorrt={"evil": 1}), "tensorrt.evil"),
     ],

@@ -21,11 +21,11 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from edgekd.bench.benchmark import ArtifactEntry, benchmark_artifacts
-from edgekd.bench.latency import LatencySettings
+from edgekd.bench.benchmark import Planned, benchmark_artifacts
 from edgekd.cli import app
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model
+from edgekd.ondevice.measure import Settings
 from edgekd.runtimes import runtime_for
 
 BASE = {
@@ -521,19 +521,14 @@ def test_unparsable_onnx_in_the_benchmark_fails_only_that_artifact(tmp_path):
             dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}},
             dynamo=False,
         )
-    entries = [
-        ArtifactEntry("student_onnx_fp32", "student", "onnx", "fp32", "export", "export/student.onnx"),
-        ArtifactEntry("teacher_onnx_fp32", "teacher", "onnx", "fp32", "export", "export/teacher.onnx"),
-    ]
+    planned = [Planned("student_onnx", "export/student.onnx"), Planned("teacher_onnx", "export/teacher.onnx")]
     images = np.random.default_rng(0).standard_normal((8, 1, 16, 16)).astype(np.float32)
-    settings = LatencySettings(batch_sizes=(1,), warmup=0, min_runs=1, min_seconds=0.0, repeats=1, threads=1)
-    doc = benchmark_artifacts(entries, images, np.zeros(8, np.int64), None, settings, "local", run_dir)
-    bad, ok = doc["artifacts"]
-    assert bad["status"] == "failed" and bad["reason"].startswith(
-        "export/student.onnx: onnxruntime cannot load this file:"
-    )
-    assert "\n" not in bad["reason"] and bad["sha256"] and not bad["latency"]
-    assert ok["status"] == "done" and ok["latency"] and ok["accuracy"] is not None
+    settings = Settings(batch_sizes=(1,), warmup=0, min_runs=1, min_seconds=0.0, repeats=1, threads=1)
+    doc = benchmark_artifacts(planned, images, np.zeros(8, np.int64), None, settings, "local", run_dir)
+    bad, ok = doc.get("student_onnx"), doc.get("teacher_onnx")
+    assert bad.status == "failed" and bad.reason.startswith("export/student.onnx: onnxruntime cannot load this file:")
+    assert "\n" not in bad.reason and bad.sha256 and not bad.latency
+    assert ok.status == "done" and ok.latency and ok.accuracy is not None
     assert (run_dir / "bench" / "local.json").is_file()
 
 

@@ -150,7 +150,7 @@ class Bench:
 
         from .trt_build import build_engine
 
-        target = os.path.join(self.engine_dir, entry["name"])
+        target = os.path.join(self.engine_dir, entry["id"])
         calibration = None
         if trt_options.build_plan(opts, trt.__version__).calibrate and not entry.get("prebuilt"):
             calibration = self.calibration_set()
@@ -162,9 +162,9 @@ class Bench:
             key = trt_options.engine_key(source_key, opts, self.device["kind"], trt.__version__)
             source = os.path.join(self.cache_dir, "engines", key)
             if os.path.exists(source + ".engine") and os.path.exists(source + ".json"):
-                self.log("{}: engine from the cache ({})".format(entry["name"], key))
+                self.log("{}: engine from the cache ({})".format(entry["id"], key))
             else:
-                self.log("{}: building {} engine from {}".format(entry["name"], opts.precision, entry["onnx"]))
+                self.log("{}: building {} engine from {}".format(entry["id"], opts.precision, entry["onnx"]))
                 os.makedirs(os.path.dirname(source), exist_ok=True)
                 build_engine(
                     os.path.join(self.root, entry["onnx"]),
@@ -172,7 +172,7 @@ class Bench:
                     opts,
                     self.device["kind"],
                     self.cache_dir,
-                    shown_paths=(entry["onnx"], "tensorrt/{}/{}.engine".format(self.device["name"], entry["name"])),
+                    shown_paths=(entry["onnx"], "tensorrt/{}/{}.engine".format(self.device["name"], entry["id"])),
                     calibration_images=calibration,
                 )
         for suffix in (".engine", ".json", ".build.log", ".trtexec.txt", ".layers.json", ".calib.cache"):

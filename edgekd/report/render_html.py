@@ -19,7 +19,7 @@ h1{{font-size:22px;margin:.3em 0}}h2{{font-size:18px;margin:1.4em 0 .4em;border-
 table{{border-collapse:collapse;font-size:13px;margin:.6em 0}}th,td{{border:1px solid #ccc;padding:3px 7px;text-align:right}}
 th{{background:#f3f3f3}}td:first-child,th:first-child,td:nth-child(2),th:nth-child(2){{text-align:left}}
 table.detail td,table.detail th,table.summary td,table.summary th{{white-space:nowrap}}
-table.stages td:last-child{{text-align:left}}.wide{{overflow-x:auto}}
+table.stages td,table.stages th{{white-space:nowrap}}table.stages td:last-child,table.stages th:last-child{{white-space:normal;text-align:left}}.wide{{overflow-x:auto}}
 code{{background:#f3f3f3;padding:1px 3px}}img{{max-width:100%}}.caption{{font-size:12px;color:#555}}
 .mark svg{{vertical-align:-2px;margin-right:3px}}"""
 

@@ -389,6 +389,30 @@ class QatConfig(OptimConfig):
     max_accuracy_drop: NonNegFloat = Field(
         1.0, description="Warn when int8 top-1 falls further than this (points) below fp32."
     )
+    calibration: Literal["max", "percentile", "entropy", "mse"] = Field(
+        "max",
+        description="How activation ranges are set from the calibration batches (training data), for QAT and PTQ: "
+        "max |x|, a percentile of |x|, or the histogram range with the least KL divergence (entropy) or MSE.",
+    )
+    percentile: float = Field(99.99, gt=50, le=100, description="`percentile` calibration: the percentile of |x|.")
+    freeze_bn_epochs: int = Field(
+        0, ge=0, description="Use BatchNorm running statistics (frozen) for the last N QAT epochs."
+    )
+    keep_float: list[str] = Field(
+        default_factory=list, description="Conv2d/Linear layers (module paths) left in float: no Q/DQ around them."
+    )
+    auto_keep_float: bool = Field(
+        False,
+        description="Keep the most sensitive layers float, one at a time, until the int8 drop on the sensitivity "
+        "split meets budget.max_drop_vs_student (at most max_keep_float layers).",
+    )
+    max_keep_float: int = Field(3, ge=1, description="`auto_keep_float`: most layers kept float.")
+    sensitivity: bool = Field(
+        False, description="Measure per-layer sensitivity (each layer left float in turn) into the stage metrics."
+    )
+    sensitivity_images: int = Field(
+        512, ge=16, description="Training images (never validation) that sensitivity and auto_keep_float score on."
+    )
 
 
 class DynamicQuantConfig(Section):

@@ -20,9 +20,10 @@ EPS = 1e-8
 class ActivationQuantizer(nn.Module):
     """Per-tensor fake quantization of an activation with a range `amax`.
 
-    Three phases: `calibrating` (observe the max |x| over batches, pass x through unquantized),
-    training (fake-quantize; `amax` follows an exponential moving average of the batch max),
-    `frozen` (fake-quantize with a fixed `amax`). In eval mode `amax` never changes.
+    Three phases: `calibrating` (observe the max |x| over batches, or fill `histogram` when one is
+    set, pass x through unquantized), training (fake-quantize; `amax` follows an exponential moving
+    average of the batch max), `frozen` (fake-quantize with a fixed `amax`). In eval mode `amax` never
+    changes. `enabled = False` passes x through (a layer measured or kept in float).
     """
 
     def __init__(self, momentum: float = 0.01) -> None:
@@ -30,13 +31,20 @@ class ActivationQuantizer(nn.Module):
         self.momentum = momentum
         self.calibrating = False
         self.frozen = False
+        self.enabled = True
+        self.histogram = None  # a calibration.Histogram while a histogram method calibrates
         self.register_buffer("amax", torch.zeros(()))
         self.register_buffer("scale", torch.ones(()), persistent=False)
         self.register_buffer("zero_point", torch.zeros((), dtype=torch.int32), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
         if self.calibrating:
-            self.amax.copy_(torch.maximum(self.amax, x.detach().abs().amax()))
+            if self.histogram is not None:
+                self.histogram.observe(x)
+            else:
+                self.amax.copy_(torch.maximum(self.amax, x.detach().abs().amax()))
             return x
         if not torch.onnx.is_in_onnx_export():  # exporting: the stored scale becomes a constant initializer
             if self.training and not self.frozen:
@@ -53,11 +61,14 @@ class WeightQuantizer(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
+        self.enabled = True
         self.register_buffer("amax", torch.zeros(channels))
         self.register_buffer("scale", torch.ones(channels), persistent=False)
         self.register_buffer("zero_point", torch.zeros(channels, dtype=torch.int32), persistent=False)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return w
         if not torch.onnx.is_in_onnx_export():  # exporting: the stored scales become a constant initializer
             self.amax.copy_(w.detach().abs().amax(dim=tuple(range(1, w.dim()))))
             self.scale.copy_((self.amax / BOUND).clamp(min=EPS))

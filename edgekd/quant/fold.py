@@ -6,19 +6,12 @@ import torch
 import torch.fx
 from torch import nn
 
-from edgekd.errors import EdgekdError
-from edgekd.export._errors import first_line
+from edgekd.quant.placement import trace
 
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv path, batchnorm path) where the BatchNorm2d reads only that Conv2d's output, found by torch.fx."""
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception as e:  # fx raises many types for untraceable Python
-        raise EdgekdError(
-            f"cannot fold BatchNorm in {type(model).__name__}: torch.fx cannot trace its forward "
-            f"({first_line(e)}); int8 quantization needs a traceable model"
-        ) from e
+    graph = (model if isinstance(model, torch.fx.GraphModule) else trace(model)).graph
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
     for node in graph.nodes:

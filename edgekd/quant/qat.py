@@ -11,25 +11,40 @@ ptq = calibrate_ptq(student, calib_batches)       # same format, calibration onl
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from edgekd.config import QatConfig
 from edgekd.errors import EdgekdError
+from edgekd.quant.calibration import Histogram
 from edgekd.quant.fake_quant import QUANT_LAYERS, ActivationQuantizer, QuantConv2d, QuantConvBn2d, QuantLinear
 from edgekd.quant.fold import conv_bn_pairs, replace_module
+from edgekd.quant.placement import place_quantizers, trace
 
 Batch = torch.Tensor | tuple | list
 
 
-def quantize_layers(model: nn.Module, momentum: float = 0.01) -> list[str]:
+def quantize_layers(model: nn.Module, momentum: float = 0.01, keep_float: Iterable[str] = ()) -> list[str]:
     """Replace every Conv2d (with the BatchNorm that follows it, if any) and Linear in place by its
-    fake-quantized twin; the absorbed BatchNorms become Identity. Returns the quantized layer paths."""
-    pairs = dict(conv_bn_pairs(model))
+    fake-quantized twin, except the layers named in `keep_float`; the absorbed BatchNorms become
+    Identity. Returns the quantized layer paths."""
+    keep = set(keep_float)
     targets = [(name, m) for name, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear) and name]
+    unknown = sorted(keep - {name for name, _ in targets})
+    if unknown:
+        valid = ", ".join(name for name, _ in targets[:8]) + (", ..." if len(targets) > 8 else "")
+        raise EdgekdError(
+            f"qat.keep_float: {unknown[0]!r} is not a Conv2d or Linear of {type(model).__name__}; valid: {valid}"
+        )
+    pairs = dict(conv_bn_pairs(model))
+    done = []
     for name, m in targets:
+        if name in keep:
+            continue
         if name in pairs:
             bn_path = pairs[name]
             q = QuantConvBn2d.from_conv_bn(m, model.get_submodule(bn_path), momentum)
@@ -39,7 +54,8 @@ def quantize_layers(model: nn.Module, momentum: float = 0.01) -> list[str]:
         else:
             q = QuantLinear.from_float(m, momentum)
         replace_module(model, name, q)
-    return [name for name, _ in targets]
+        done.append(name)
+    return done
 
 
 def activation_quantizers(model: nn.Module) -> list[ActivationQuantizer]:
@@ -51,64 +67,88 @@ def _images(batch: Batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches: Iterable[Batch], limit: int | None = None) -> int:
-    """Set every activation range to the max |x| seen over the batches (fp32 forward); returns batches used."""
+def calibrate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    limit: int | None = None,
+    method: str = "max",
+    percentile: float = 99.99,
+) -> int:
+    """Set every activation range from the batches (fp32 forward): their max |x| (`method="max"`), or
+    by `percentile`, `entropy` or `mse` from a histogram of |x| (see `calibration`); returns batches used."""
     quantizers = activation_quantizers(model)
     device = next(model.parameters()).device
+    images = [_images(b) for b in itertools.islice(batches, limit)]
+    if not images:
+        raise EdgekdError("quantization calibration got no batches: the calibration data loader is empty")
     was_training = model.training
     model.eval()
     for q in quantizers:
         q.amax.zero_()
         q.calibrating = True
-    used = 0
     try:
-        for batch in batches:
-            if limit is not None and used >= limit:
-                break
-            model(_images(batch).to(device))
-            used += 1
+        for x in images:
+            model(x.to(device))
+        if method != "max":
+            for q in quantizers:
+                q.histogram = Histogram(float(q.amax))
+            for x in images:
+                model(x.to(device))
+            for q in quantizers:
+                q.amax.fill_(q.histogram.amax_for(method, percentile))
     finally:
         for q in quantizers:
             q.calibrating = False
+            q.histogram = None
         model.train(was_training)
-    if used == 0:
-        raise EdgekdError("quantization calibration got no batches: the calibration data loader is empty")
-    dead = sum(float(q.amax) == 0.0 for q in quantizers)
-    if dead == len(quantizers):
+    if not any(float(q.amax) > 0 for q in quantizers):
         raise EdgekdError("quantization calibration saw only zeros at every quantized layer input: check the data")
-    return used
+    return len(images)
 
 
-def quantizable_copy(model: nn.Module, momentum: float = 0.01) -> nn.Module:
-    """A copy of `model` with fake-quantized Conv2d(+BatchNorm)/Linear layers, not yet calibrated.
+def quantizable_copy(model: nn.Module, momentum: float = 0.01, keep_float: Iterable[str] = ()) -> nn.Module:
+    """A GraphModule copy of `model` with fake-quantized Conv2d(+BatchNorm)/Linear layers (except
+    `keep_float`) and quantizers on skip-Add residuals and concat inputs (`placement`), not yet calibrated.
 
-    Also the skeleton to load a saved QAT state_dict into: `quantizable_copy(spec.build()).load_state_dict(sd)`.
+    Also the skeleton to load a saved QAT state_dict into:
+    `quantizable_copy(spec.build(), keep_float=kept).load_state_dict(sd)`.
     """
-    qmodel = copy.deepcopy(model).eval()
-    if not quantize_layers(qmodel, momentum):
+    qmodel = trace(copy.deepcopy(model).eval())
+    place_quantizers(qmodel, momentum)
+    if not quantize_layers(qmodel, momentum, keep_float) and not keep_float:
         raise EdgekdError(f"{type(model).__name__} has no Conv2d or Linear layer to quantize")
     return qmodel
 
 
-def prepare_qat(model: nn.Module, calib_batches: Iterable[Batch], cfg: QatConfig | None = None) -> nn.Module:
+def prepare_qat(
+    model: nn.Module, calib_batches: Iterable[Batch], cfg: QatConfig | None = None, keep_float: Iterable[str] = ()
+) -> nn.Module:
     """A copy of `model` ready for quantization-aware training, in train mode.
 
     Every Conv2d/Linear gets fake-quantized input (per tensor) and weight (per channel); a BatchNorm
     after a convolution is folded into its quantized weight while still normalising with batch
     statistics during training (see QuantConvBn2d); activation ranges start from `cfg.calibration_batches`
-    batches of `calib_batches` (images, or (images, labels)) and then follow an EMA while training.
+    batches of `calib_batches` (images, or (images, labels)) by `cfg.calibration`, then follow an EMA
+    while training. Layers in `keep_float` stay float.
     The result is a plain nn.Module: train it with any loss and optimizer.
     """
     cfg = cfg or QatConfig()
-    qmodel = quantizable_copy(model, cfg.ema_momentum)
-    calibrate(qmodel, calib_batches, cfg.calibration_batches)
+    qmodel = quantizable_copy(model, cfg.ema_momentum, keep_float)
+    calibrate(qmodel, calib_batches, cfg.calibration_batches, cfg.calibration, cfg.percentile)
     return qmodel.train()
 
 
-def calibrate_ptq(model: nn.Module, batches: Iterable[Batch], limit: int | None = None) -> nn.Module:
+def calibrate_ptq(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    limit: int | None = None,
+    method: str = "max",
+    percentile: float = 99.99,
+    keep_float: Iterable[str] = (),
+) -> nn.Module:
     """Post-training static int8: a calibrated, frozen copy of `model` in eval mode (same Q/DQ format as QAT)."""
-    qmodel = quantizable_copy(model, momentum=0.0)
-    calibrate(qmodel, batches, limit)
+    qmodel = quantizable_copy(model, 0.0, keep_float)
+    calibrate(qmodel, batches, limit, method, percentile)
     freeze_observers(qmodel)
     return qmodel.eval()
 
@@ -126,11 +166,21 @@ def freeze_observers(model: nn.Module) -> int:
 
 
 def fold_for_export(model: nn.Module) -> nn.Module:
-    """Replace every QuantConvBn2d in place by its folded QuantConv2d (running statistics)."""
+    """Replace every QuantConvBn2d in place by its folded QuantConv2d (running statistics), and fold the
+    BatchNorm of each float (kept) Conv2d too, so the exported weight keeps the layer's name."""
+    for conv_path, bn_path in conv_bn_pairs(model):
+        fused = fuse_conv_bn_eval(model.get_submodule(conv_path).eval(), model.get_submodule(bn_path).eval())
+        replace_module(model, conv_path, fused)
+        replace_module(model, bn_path, nn.Identity())
     for name, m in list(model.named_modules()):
         if isinstance(m, QuantConvBn2d):
             replace_module(model, name, m.folded())
     return model
+
+
+def float_layer_names(model: nn.Module) -> list[str]:
+    """Paths of the Conv2d/Linear layers left float (`keep_float`) in a quantized model."""
+    return [name for name, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
 
 
 def quantized_layer_names(model: nn.Module) -> list[str]:

@@ -16,6 +16,7 @@ import numpy as np
 import pycuda.driver as cuda
 import tensorrt as trt
 
+from .runtime import Runtime
 from .trt_options import numpy_dtype_name, sidecar_mismatch
 
 
@@ -132,7 +133,7 @@ def check_engine(engine_path: str) -> Dict[str, object]:
     return sidecar
 
 
-class TrtRunner:
+class TrtRunner(Runtime):
     """One engine with one image input and logits as its first output, on the primary CUDA context of GPU 0.
 
     The lifecycle of edgekd.ondevice.runtime.Runtime (Polygraphy's runners): constructing only
@@ -144,51 +145,27 @@ class TrtRunner:
     name = "tensorrt"
 
     def __init__(self, engine_path: str) -> None:
+        super().__init__()
         self.engine_path = engine_path
-        self.loaded = False
-        self.closed = False
         self.buffers = {}  # type: Dict[str, cuda.DeviceAllocation]
         self.context = None  # type: Optional[trt.IExecutionContext]
         self.engine = None  # type: Optional[trt.ICudaEngine]
         self.stream = None  # type: Optional[cuda.Stream]
         self.cuda_context = None  # type: Optional[cuda.Context]
         self.sidecar = {}  # type: Dict[str, object]
-        self.fixed_batch = None  # type: Optional[int]
-        self.min_batch, self.max_batch = 1, None  # type: Tuple[int, Optional[int]]
 
-    def load(self) -> "TrtRunner":
-        if self.closed:
-            raise RuntimeError("tensorrt runtime: load() after close()")
-        if self.loaded:
-            return self
+    def _load(self) -> None:
         self.sidecar = check_engine(self.engine_path)
         primary = cuda.Device(0).retain_primary_context()
         primary.push()
         self.cuda_context = primary  # set once pushed: _release() pops only what was pushed
         try:
-            self._load(self.engine_path)
+            self._load_engine(self.engine_path)
         except BaseException:
-            self._release()
-            raise
-        self.loaded = True
-        return self
-
-    def __enter__(self) -> "TrtRunner":
-        try:
-            return self.load()
-        except BaseException:
-            self.close()
+            self._release()  # pops the context: a later close() has nothing left to pop
             raise
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def accepts(self, batch_size: int) -> bool:
-        if self.fixed_batch is not None:
-            return batch_size == self.fixed_batch
-        return self.min_batch <= batch_size <= (self.max_batch or batch_size)
-
-    def _load(self, engine_path: str) -> None:
+    def _load_engine(self, engine_path: str) -> None:
         runtime = trt.Runtime(process_logger())
         dla = self.sidecar.get("dla_core")
         if dla is not None:
@@ -276,14 +253,7 @@ class TrtRunner:
         """The bench file's `runtime` record; the provider says where the engine runs (GPU, or DLA with GPU fallback)."""
         dla = self.sidecar.get("dla_core")
         provider = f"DLA{dla} + GPU fallback" if dla is not None else "GPU {}".format(self.sidecar.get("gpu"))
-        return {"name": "tensorrt", "version": trt.__version__, "provider": provider, "threads": None}
-
-    def close(self) -> None:
-        """Free the buffers and pop the CUDA context (also after a failed load); later calls do nothing."""
-        if self.closed:
-            return
-        self.closed = True
-        self._release()
+        return {"name": "tensorrt", "version": trt.__version__, "provider": provider, "threads": 1}  # one host thread
 
     def _release(self) -> None:
         if self.cuda_context is None:

@@ -80,9 +80,7 @@ def fp16_twin(onnx_id: str) -> str | None:
     return None
 
 
-def plan_engines(
-    run_dir: Path, sources: dict[str, Path], precisions: list[str], dla: bool = False
-) -> list[EngineJob]:
+def plan_engines(run_dir: Path, sources: dict[str, Path], precisions: list[str], dla: bool = False) -> list[EngineJob]:
     """The catalogue's engine rows for `precisions` whose source ONNX is among `sources` (id -> path).
 
     int8 engines come from Q/DQ ONNX files on the GPU and are calibrated from the fp32 ONNX on the

@@ -86,11 +86,19 @@ def check_options(doc: Any, what: str) -> BuildOptions:
 class Sidecar:
     """The checked fields of an engine's sidecar: safe to build the cache key and path from."""
 
-    def __init__(self, source_sha256: str, opts: BuildOptions, device_kind: str, tensorrt: str) -> None:
+    def __init__(
+        self,
+        source_sha256: str,
+        opts: BuildOptions,
+        device_kind: str,
+        tensorrt: str,
+        calibration_sha256: str | None = None,
+    ) -> None:
         self.source_sha256 = source_sha256
         self.opts = opts
         self.device_kind = device_kind
         self.tensorrt = tensorrt
+        self.calibration_sha256 = calibration_sha256  # the calibration set of a calibrated (DLA int8) engine
 
 
 def check_sidecar(engine: Path, device_kind: str) -> Sidecar:
@@ -110,6 +118,14 @@ def check_sidecar(engine: Path, device_kind: str) -> Sidecar:
         raise EdgekdError(f"{what}: device_kind is {kind!r} but the device is configured as {device_kind!r}; refused")
     trt = _field(doc, "tensorrt", TRT_VERSION, what, "a TensorRT version like `8.5.2.2`")
     opts = check_options(doc.get("options"), what)
+    calibration = doc.get("calibration")
+    if calibration is not None and not isinstance(calibration, dict):
+        raise EdgekdError(f"{what}: calibration is {str(calibration)[:80]!r}; expected an object or null")
+    calibration_sha = (
+        _field(calibration, "images", SHA256, what + ": calibration", "64 lowercase hex digits")
+        if calibration
+        else None
+    )
     if opts.precision != precision:
         raise EdgekdError(f"{what}: options.precision {opts.precision!r} differs from precision {precision!r}")
     info = engine.lstat()
@@ -117,7 +133,7 @@ def check_sidecar(engine: Path, device_kind: str) -> Sidecar:
         raise EdgekdError(f"{what}: {engine} is not a regular file; refused")
     if sha256_file(str(engine)) != engine_sha:
         raise EdgekdError(f"{what}: engine_sha256 does not match {engine.name}; refused")
-    return Sidecar(source, opts, kind, trt)
+    return Sidecar(source, opts, kind, trt, calibration_sha)
 
 
 def check_tree(root: Path, what: str) -> None:

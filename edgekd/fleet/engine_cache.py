@@ -1,5 +1,8 @@
 """Engines kept on this machine by (ONNX sha256, precision and build options, device kind, TensorRT version).
 
+A calibrated engine (int8 on the DLA) is keyed by its ONNX and its calibration set together
+(trt_options.calibrated_source), as the device's own cache keys it (edgekd_device.bench.build_source).
+
 Filled by every ship that builds engines and by local builds; read by `edgekd ship --engines-only`
 to deploy engines to another device of the same kind and TensorRT version without rebuilding.
 """
@@ -12,7 +15,7 @@ from pathlib import Path
 
 from edgekd.errors import EdgekdError
 from edgekd.fleet.device_results import check_sidecar, inside
-from edgekd.ondevice.trt_options import BuildOptions, engine_key
+from edgekd.ondevice.trt_options import BuildOptions, calibrated_source, engine_key
 
 
 def cache_root() -> Path:
@@ -31,8 +34,9 @@ def cached_engine(onnx_sha256: str, opts: BuildOptions, device_kind: str, trt_ve
     return path
 
 
-def lookup(onnx_sha256: str, opts: BuildOptions, device_kind: str, trt_version: str) -> Path | None:
-    path = cached_engine(onnx_sha256, opts, device_kind, trt_version)
+def lookup(source_sha256: str, opts: BuildOptions, device_kind: str, trt_version: str) -> Path | None:
+    """The cached engine built from `source_sha256` (an ONNX's hash, or calibrated_source's for a calibrated one)."""
+    path = cached_engine(source_sha256, opts, device_kind, trt_version)
     return path if path.is_file() and path.with_suffix(".json").is_file() else None
 
 
@@ -44,7 +48,8 @@ def store(engine: Path, device_kind: str) -> Path:
     the target is resolved and refused unless it lies in the cache's engines/ folder.
     """
     sidecar = check_sidecar(engine, device_kind)
-    target = cached_engine(sidecar.source_sha256, sidecar.opts, sidecar.device_kind, sidecar.tensorrt)
+    source = calibrated_source(sidecar.source_sha256, sidecar.calibration_sha256)
+    target = cached_engine(source, sidecar.opts, sidecar.device_kind, sidecar.tensorrt)
     target.parent.mkdir(parents=True, exist_ok=True)
     inside(target, cache_root() / "engines", "engine cache")
     for src, dst in ((engine, target), (engine.with_suffix(".json"), target.with_suffix(".json"))):

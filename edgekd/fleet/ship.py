@@ -31,6 +31,8 @@ from edgekd.fleet.bundle import Bundle, build_options, make_bundle, plan_engines
 from edgekd.fleet.check import assess, probe_device
 from edgekd.fleet.device_results import check_bench, check_sidecar, check_tree, inside
 from edgekd.fleet.ssh import Ssh, remote_command
+from edgekd.manifest import Manifest
+from edgekd.ondevice.bench import build_source
 from edgekd.ondevice.trt_options import sha256_file, validate_options
 
 SHIP_SCHEMA = "edgekd.ship/1"
@@ -207,13 +209,20 @@ def _download(ssh: Ssh, r: RemoteLayout, run_dir: Path, bundle: Bundle, scratch:
 
 
 def _prebuilt_engines(run_dir: Path, device: DeviceConfig, trt_version: str) -> dict[str, Path]:
-    """Cached engines for every planned engine of `device`, or an EdgekdError naming the first one missing."""
+    """Cached engines for every planned engine of `device`, or an EdgekdError naming the first one missing.
+
+    Each is looked up by the source the device built it from on `trt_version` (the fp16 ONNX of a strongly
+    typed fp16 build; the ONNX and the run's calibration set of a calibrated DLA int8 build)."""
     found = {}
-    for job in plan_engines(run_dir, shippable(run_dir), device.tensorrt.precisions):
-        path = engine_cache.lookup(job.onnx_sha256, build_options(device, job.precision), device.kind, trt_version)
+    calibration = Manifest(run_dir, "").vouched_sha256().get("calib_set")
+    dla = device.tensorrt.dla_core is not None
+    for job in plan_engines(run_dir, shippable(run_dir), device.tensorrt.precisions, dla):
+        opts = build_options(device, job.precision)
+        onnx, source = build_source(job.entry(), opts, trt_version, calibration)
+        path = engine_cache.lookup(source, opts, device.kind, trt_version)
         if path is None:
             raise EdgekdError(
-                f"--engines-only: no cached {job.precision} engine of {job.onnx} for {device.kind} with TensorRT "
+                f"--engines-only: no cached {job.precision} engine of {onnx} for {device.kind} with TensorRT "
                 f"{trt_version} in {engine_cache.cache_root() / 'engines'}; ship once without --engines-only "
                 f"to a device of this kind"
             )

@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -97,6 +97,29 @@ def check_job(job: Dict[str, object], root: str) -> None:
                     fail(where + ".precision", entry.get("precision"), "one of " + ", ".join(trt_options.PRECISIONS))
                 if not isinstance(entry.get("onnx_sha256"), str) or not _SHA256.match(entry["onnx_sha256"]):
                     fail(where + ".onnx_sha256", entry.get("onnx_sha256"), "64 lowercase hex digits")
+    if job.get("calibration") is not None:  # the DLA int8 calibration set
+        path("calibration", job["calibration"])
+    for i, entry in enumerate(job.get("engines", [])):  # the fp16 ONNX of strongly typed fp16 builds
+        if entry.get("fp16_onnx") is not None:
+            path(f"engines[{i}].fp16_onnx", entry["fp16_onnx"])
+            if not isinstance(entry.get("fp16_onnx_sha256"), str) or not _SHA256.match(entry["fp16_onnx_sha256"]):
+                fail(f"engines[{i}].fp16_onnx_sha256", entry.get("fp16_onnx_sha256"), "64 lowercase hex digits")
+
+
+def build_source(
+    entry: Dict[str, object], opts: trt_options.BuildOptions, trt_version: str, calibration_sha256: Optional[str] = None
+) -> Tuple[str, str]:
+    """(ONNX path, engine-cache source hash) of an engine entry built with `opts` on TensorRT `trt_version`.
+
+    A strongly typed fp16 build (TensorRT >= 10) takes the entry's fp16 ONNX when it has one; a calibrated
+    build (int8 on the DLA) folds the calibration set's hash into the key (trt_options.calibrated_source).
+    The host's engine cache keys engines the same way, so `--engines-only` finds what devices built.
+    """
+    plan = trt_options.build_plan(opts, trt_version)
+    onnx, sha = str(entry["onnx"]), str(entry["onnx_sha256"])
+    if plan.source == "fp16" and entry.get("fp16_onnx"):
+        onnx, sha = str(entry["fp16_onnx"]), str(entry["fp16_onnx_sha256"])
+    return onnx, trt_options.calibrated_source(sha, calibration_sha256 if plan.calibrate else None)
 
 
 class Bench:
@@ -136,13 +159,10 @@ class Bench:
         return OrtRuntime(os.path.join(self.root, entry["path"]), providers, self.settings.get("threads"))
 
     def calibration_set(self) -> Optional[str]:
-        """The bundle's calibration images for DLA int8 (job `calibration`, inside the bundle), or None."""
+        """The bundle's calibration images for DLA int8 (job `calibration`, checked by check_job), or None."""
         rel = self.job.get("calibration")
-        if not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/"):
-            return None
-        path = os.path.realpath(os.path.join(self.root, rel))
-        inside = os.path.commonpath([path, os.path.realpath(self.root)]) == os.path.realpath(self.root)
-        return path if inside and os.path.isfile(path) else None
+        path = os.path.join(self.root, rel) if rel else None
+        return path if path and os.path.isfile(path) else None
 
     def engine_files(self, entry: Dict[str, object], opts: trt_options.BuildOptions) -> str:
         """The engine for `entry` in the results folder: prebuilt, from the engine cache, or built now."""
@@ -158,21 +178,21 @@ class Bench:
             source = os.path.join(self.root, os.path.splitext(entry["prebuilt"])[0])
         else:
             digest = trt_options.sha256_file(calibration) if calibration else None
-            source_key = trt_options.calibrated_source(entry["onnx_sha256"], digest)
+            onnx, source_key = build_source(entry, opts, trt.__version__, digest)
             key = trt_options.engine_key(source_key, opts, self.device["kind"], trt.__version__)
             source = os.path.join(self.cache_dir, "engines", key)
             if os.path.exists(source + ".engine") and os.path.exists(source + ".json"):
                 self.log("{}: engine from the cache ({})".format(entry["id"], key))
             else:
-                self.log("{}: building {} engine from {}".format(entry["id"], opts.precision, entry["onnx"]))
+                self.log("{}: building {} engine from {}".format(entry["id"], opts.precision, onnx))
                 os.makedirs(os.path.dirname(source), exist_ok=True)
                 build_engine(
-                    os.path.join(self.root, entry["onnx"]),
+                    os.path.join(self.root, onnx),
                     source + ".engine",
                     opts,
                     self.device["kind"],
                     self.cache_dir,
-                    shown_paths=(entry["onnx"], "tensorrt/{}/{}.engine".format(self.device["name"], entry["id"])),
+                    shown_paths=(onnx, "tensorrt/{}/{}.engine".format(self.device["name"], entry["id"])),
                     calibration_images=calibration,
                 )
         for suffix in (".engine", ".json", ".build.log", ".trtexec.txt", ".layers.json", ".calib.cache"):

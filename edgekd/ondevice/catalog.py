@@ -122,6 +122,28 @@ ARTIFACTS = (
         "any",
         label="student, ONNX fp32",
     ),
+    _row(
+        "teacher_onnx_fp16",
+        "export",
+        "export/teacher_fp16.onnx",
+        "teacher",
+        "onnxruntime",
+        "fp16",
+        True,
+        "any",
+        label="teacher, ONNX fp16",
+    ),
+    _row(
+        "student_onnx_fp16",
+        "export",
+        "export/student_fp16.onnx",
+        "student",
+        "onnxruntime",
+        "fp16",
+        True,
+        "any",
+        label="student, ONNX fp16",
+    ),
     # int8
     _row(
         "student_qat_onnx",
@@ -166,7 +188,8 @@ ARTIFACTS = (
         "any",
         label="student, dynamic int8 ONNX",
     ),
-    # TensorRT engines: fp32/fp16 from fp32 ONNX, int8 from Q/DQ ONNX
+    # TensorRT engines: fp32/fp16 from fp32 ONNX (fp16 from the fp16 ONNX on TensorRT >= 10), int8 from Q/DQ ONNX
+    # on the GPU; int8 on the DLA is calibrated from the fp32 ONNX (student_trt_int8)
     _row(
         "teacher_trt_fp32",
         "tensorrt",
@@ -232,6 +255,17 @@ ARTIFACTS = (
         bench="built",
         source="student_ptq_onnx",
         label="student, PTQ int8 TensorRT",
+    ),
+    _row(
+        "student_trt_int8",
+        "tensorrt",
+        "tensorrt/{device}/student_trt_int8.engine",
+        "student",
+        "tensorrt",
+        "int8",
+        bench="built",
+        source="student_onnx",
+        label="student, int8 TensorRT calibrated (DLA)",
     ),
     # what the benchmark and report stages write
     _row("distill_metrics", "distill", "distill/metrics.jsonl"),

@@ -143,6 +143,13 @@ ENGINE = {
         (lambda d: d.update(engines=[{**ENGINE, "id": "."}]), "engines[0].id"),
         (lambda d: d.update(tensorrt={"workspace_mb": "1/../../x"}), "tensorrt.workspace_mb"),
         (lambda d: d.update(tensorrt={"evil": 1}), "tensorrt.evil"),
+        (lambda d: d.update(calibration="../calib.npz"), "calibration"),
+        (lambda d: d.update(calibration="/etc/passwd"), "calibration"),
+        (
+            lambda d: d.update(engines=[{**ENGINE, "fp16_onnx": "../x.onnx", "fp16_onnx_sha256": "a" * 64}]),
+            "engines[0].fp16_onnx",
+        ),
+        (lambda d: d.update(engines=[{**ENGINE, "fp16_onnx": "export/student.onnx"}]), "engines[0].fp16_onnx_sha256"),
     ],
 )
 def test_a_job_naming_paths_outside_the_bundle_is_refused(job, tmp_path, capsys, change, field):

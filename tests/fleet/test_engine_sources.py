@@ -1,0 +1,165 @@
+"""Where each engine is built from: the calibration set ships to DLA int8 devices only, fp16 jobs name the fp16 ONNX,
+and the host's engine cache keys calibrated and strongly typed engines as the device does, so --engines-only finds them."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from fleet_helpers import vouch
+
+from edgekd.config import DeviceConfig
+from edgekd.fleet import engine_cache
+from edgekd.fleet.bundle import CALIBRATION_PATH, make_bundle
+from edgekd.fleet.ship import _prebuilt_engines
+from edgekd.ondevice import trt_options
+from edgekd.ondevice.bench import build_source
+from edgekd.ondevice.calibrate import write_calibration_set
+from edgekd.ondevice.trt_options import BuildOptions
+
+KIND = "jetson-agx-xavier"
+DLA = {"dla_core": 0, "static_shapes": True}
+
+
+def device(backends=("tensorrt",), **tensorrt) -> DeviceConfig:
+    d = DeviceConfig(host="jetson", kind=KIND, backends=list(backends), tensorrt=tensorrt)
+    d.name = "xav"
+    return d
+
+
+@pytest.fixture
+def run(run_dir_template, tmp_path):
+    """The shared run plus a Q/DQ stand-in, an fp16 student ONNX stand-in and bench/calib.npz, all vouched for."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir_template, run)
+    (run / "qat").mkdir()
+    shutil.copyfile(run / "export" / "student.onnx", run / "qat" / "student_int8_qdq.onnx")
+    (run / "export" / "student_fp16.onnx").write_bytes(b"fp16 stand-in")
+    write_calibration_set(str(run / CALIBRATION_PATH), np.ones((4, 1, 8, 8)), seed=0)
+    vouch(run, "qat", {"student_qat_onnx": "qat/student_int8_qdq.onnx"})
+    vouch(
+        run,
+        "export",
+        {
+            "student_onnx": "export/student.onnx",
+            "teacher_onnx": "export/teacher.onnx",
+            "student_onnx_fp16": "export/student_fp16.onnx",
+        },
+    )
+    vouch(run, "benchmark", {"val_set": "bench/val.npz", "calib_set": CALIBRATION_PATH})
+    return run
+
+
+def job_of(run, dev):
+    bundle, warnings = make_bundle(run, dev)
+    return bundle, json.loads(bundle.job), warnings
+
+
+def test_dla_int8_devices_get_the_calibration_set_and_a_calibrated_engine_from_the_fp32_onnx(run):
+    bundle, job, warnings = job_of(run, device(precisions=["fp16", "int8"], **DLA))
+    assert warnings == [] and job["calibration"] == CALIBRATION_PATH == "bench/calib.npz"
+    assert bundle.digests[CALIBRATION_PATH] == trt_options.sha256_file(str(run / CALIBRATION_PATH))
+    int8 = [(e["id"], e["onnx"]) for e in job["engines"] if e["precision"] == "int8"]
+    assert int8 == [("student_trt_int8", "export/student.onnx")]  # the DLA takes no Q/DQ: never the QAT file
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"precisions": ["fp16", "int8"]},
+        {"precisions": ["fp16"], **DLA},
+        {"precisions": ["int8"], **DLA, "backends": ["onnxruntime"]},
+    ],
+)
+def test_other_devices_get_no_calibration_set(run, settings):
+    bundle, job, _ = job_of(run, device(**settings))
+    assert job["calibration"] is None and CALIBRATION_PATH not in bundle.digests
+    if settings.get("dla_core") is None:  # GPU int8 stays the Q/DQ engine
+        assert [e["id"] for e in job["engines"] if e["precision"] == "int8"] == ["student_qat_trt_int8"]
+
+
+def test_a_dla_int8_device_without_a_vouched_calibration_set_is_warned(run):
+    vouch(run, "benchmark", {"val_set": "bench/val.npz"})
+    _, job, warnings = job_of(run, device(precisions=["int8"], **DLA))
+    assert job["calibration"] is None
+    assert warnings == [
+        f"{run / CALIBRATION_PATH}: no calibration set the manifest vouches for (benchmark stage): "
+        "int8 on the DLA cannot be calibrated"
+    ]
+
+
+def test_fp16_jobs_name_the_fp16_onnx_and_the_device_picks_by_its_tensorrt(run):
+    bundle, job, _ = job_of(run, device(precisions=["fp16"]))
+    entries = {e["id"]: e for e in job["engines"]}
+    student, teacher = entries["student_trt_fp16"], entries["teacher_trt_fp16"]
+    assert student["fp16_onnx"] == "export/student_fp16.onnx" and "export/student_fp16.onnx" in bundle.digests
+    assert "fp16_onnx" not in teacher  # no teacher fp16 ONNX vouched for: TensorRT >= 10 will say it needs one
+    fp16_sha = trt_options.sha256_file(str(run / "export" / "student_fp16.onnx"))
+    assert student["fp16_onnx_sha256"] == fp16_sha
+    opts = BuildOptions("fp16")
+    assert build_source(student, opts, "8.5.2.2") == ("export/student.onnx", student["onnx_sha256"])
+    assert build_source(student, opts, "10.16.0") == ("export/student_fp16.onnx", fp16_sha)
+    assert build_source(student, opts, "11.1.0") == ("export/student_fp16.onnx", fp16_sha)
+    assert build_source(teacher, opts, "10.16.0") == ("export/teacher.onnx", teacher["onnx_sha256"])
+
+
+def test_calibration_changes_the_key_of_calibrated_builds_only():
+    entry = {"onnx": "export/student.onnx", "onnx_sha256": "a" * 64}
+    dla = BuildOptions("int8", dla_core=0, static_shapes=True)
+    _, calibrated = build_source(entry, dla, "8.5.2.2", "c" * 64)
+    assert calibrated == trt_options.calibrated_source("a" * 64, "c" * 64) != "a" * 64
+    assert build_source(entry, dla, "8.5.2.2", "d" * 64)[1] != calibrated  # another calibration set, another engine
+    assert (
+        build_source(entry, BuildOptions("int8"), "8.5.2.2", "c" * 64)[1] == "a" * 64
+    )  # GPU int8: Q/DQ, no calibrator
+
+
+def cached(tmp_path, name, source_sha, opts, trt="8.5.2.2", calibration=None):
+    """An engine with the sidecar a device writes, stored in the host's engine cache."""
+    engine = tmp_path / f"{name}.engine"
+    engine.write_bytes(name.encode())
+    sidecar = trt_options.make_sidecar(
+        opts, trt, "Xavier", "7.2", KIND, "student.onnx", source_sha, trt_options.sha256_file(str(engine)),
+        inputs=[], outputs=[], dla=None, build_seconds=0.0, created="", calibration=calibration,
+    )  # fmt: skip
+    engine.with_suffix(".json").write_text(json.dumps(sidecar))
+    return engine_cache.store(engine, KIND)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_engines_only_finds_a_calibrated_dla_engine_by_its_calibration_set(run, tmp_path, cache):
+    dev = device(precisions=["int8"], **DLA)
+    opts = BuildOptions("int8", dla_core=0, static_shapes=True)
+    onnx_sha = trt_options.sha256_file(str(run / "export" / "student.onnx"))
+    calib_sha = trt_options.sha256_file(str(run / CALIBRATION_PATH))
+    stored = cached(tmp_path, "student_trt_int8", onnx_sha, opts, calibration={"images": calib_sha, "batches": 1})
+    assert engine_cache.lookup(onnx_sha, opts, KIND, "8.5.2.2") is None  # not under the bare ONNX's key
+    assert _prebuilt_engines(run, dev, "8.5.2.2") == {"student_trt_int8": stored}
+
+    write_calibration_set(str(run / CALIBRATION_PATH), np.zeros((4, 1, 8, 8)), seed=1)  # a new calibration set
+    vouch(run, "benchmark", {"val_set": "bench/val.npz", "calib_set": CALIBRATION_PATH})
+    with pytest.raises(Exception, match="no cached int8 engine of export/student.onnx"):
+        _prebuilt_engines(run, dev, "8.5.2.2")
+
+
+def test_engines_only_finds_a_tensorrt_10_fp16_engine_by_its_fp16_onnx(run, tmp_path, cache):
+    dev = device(precisions=["fp16"])
+    fp16_sha = trt_options.sha256_file(str(run / "export" / "student_fp16.onnx"))
+    teacher_sha = trt_options.sha256_file(str(run / "export" / "teacher.onnx"))
+    student = cached(tmp_path, "student_trt_fp16", fp16_sha, BuildOptions("fp16"), trt="10.16.0")
+    teacher = cached(tmp_path, "teacher_trt_fp16", teacher_sha, BuildOptions("fp16"), trt="10.16.0")
+    assert _prebuilt_engines(run, dev, "10.16.0") == {"student_trt_fp16": student, "teacher_trt_fp16": teacher}
+    with pytest.raises(Exception, match=r"no cached fp16 engine of export/(student|teacher)\.onnx .* TensorRT 8.5.2.2"):
+        _prebuilt_engines(run, dev, "8.5.2.2")  # 8.5 builds fp16 from the fp32 ONNX: another key
+
+
+def test_a_sidecar_whose_calibration_is_not_a_hash_is_refused(tmp_path, cache):
+    opts = BuildOptions("int8", dla_core=0, static_shapes=True)
+    with pytest.raises(Exception, match=r"calibration: images is '\.\./x'; expected 64 lowercase hex digits"):
+        cached(tmp_path, "e", "a" * 64, opts, calibration={"images": "../x"})
+    with pytest.raises(Exception, match="calibration is 'yes'; expected an object or null"):
+        cached(tmp_path, "e", "a" * 64, opts, calibration="yes")

@@ -52,43 +52,35 @@ def _runner(pipeline: Path, run_dir: Path | None) -> Runner:
 
 
 def _summary(cfg: PipelineConfig, manifest: Manifest) -> Table:
-    """One row per model (teacher, student, baseline), then one per benchmarked artifact."""
-    table = Table(title=f"edgekd · {cfg.name}")
-    for col in ("artifact", "val top-1", "Δ vs teacher", "p50 b=1", "speed-up", "params", "size"):
+    """One row per benchmarked artifact of this machine's bench file, by catalogue id, against the named reference."""
+    import json
+
+    from edgekd.ondevice import catalog
+    from edgekd.ondevice.records import BenchDoc
+
+    path = manifest.vouched().get("bench")
+    doc = BenchDoc.from_dict(json.loads(path.read_text()), str(path)) if path else None
+    reference = doc.get(catalog.REFERENCE) if doc else None
+    ref_ms = reference.latency_at(1).p50_ms if reference and reference.latency_at(1) else None
+    teacher = manifest.done("teacher").get("metrics", {}).get("val_top1")
+    table = Table(title=f"edgekd · {cfg.name} · speed-up vs {catalog.REFERENCE} at batch 1")
+    for col in ("artifact", "val top-1", "Δ vs teacher", "p50 b=1", "speed-up", "size"):
         table.add_column(col, justify="left" if col == "artifact" else "right", no_wrap=True)
     table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=50)
-    teacher = manifest.stage("teacher").get("metrics", {})
-    for stage, role in (("teacher", "teacher"), ("distill", "student"), ("baseline", "student, hard labels only")):
-        m = manifest.stage(stage).get("metrics", {})
-        if m.get("val_top1") is not None:
-            delta = m["val_top1"] - teacher.get("val_top1", m["val_top1"])
-            table.add_row(
-                f"{m['model']} ({role})",
-                f"{m['val_top1']:.2f}%",
-                f"{delta:+.2f}",
-                "",
-                "",
-                f"{m['params']:,}",
-                f"{m['size_bytes'] / 1e6:.2f} MB",
-                "",
-            )
-    bench = manifest.stage("benchmark").get("metrics", {}).get("artifacts", {})
-    ref = bench.get("teacher_pytorch_fp32", {}).get("p50_ms")
-    for name, b in bench.items():
-        if b["status"] != "done":
-            table.add_row(name, "", "", "", "", "", "", escape(f"{b['status']}: {b['reason']}"[:90]))
+    for art in doc.artifacts if doc else []:
+        if art.status != "done":
+            table.add_row(art.id, "", "", "", "", "", escape(f"{art.status}: {art.reason}"[:90]))
             continue
-        delta = b["top1"] - teacher["val_top1"] if b["top1"] is not None and teacher else None
-        speed = f"{ref / b['p50_ms']:.2f}×" if ref and b["p50_ms"] else ""
+        top1 = art.accuracy.top1 if art.accuracy else None
+        lat = art.latency_at(1)
         table.add_row(
-            name,
-            f"{b['top1']:.2f}%" if b["top1"] is not None else "",
-            f"{delta:+.2f}" if delta is not None else "",
-            f"{b['p50_ms']:.2f} ms" if b["p50_ms"] else "",
-            speed,
-            f"{b['params']:,}" if b.get("params") else "",
-            f"{b['size_bytes'] / 1e6:.2f} MB" if b.get("size_bytes") else "",
-            "",
+            art.id,
+            f"{top1:.2f}%" if top1 is not None else "",
+            f"{top1 - teacher:+.2f}" if top1 is not None and teacher is not None else "",
+            f"{lat.p50_ms:.2f} ms" if lat else "",
+            f"{ref_ms / lat.p50_ms:.2f}×" if lat and ref_ms else "",
+            f"{art.size_bytes / 1e6:.2f} MB" if art.size_bytes else "",
+            escape(f"unstable: {lat.unstable}") if lat and lat.unstable else "",
         )
     return table
 
@@ -119,6 +111,9 @@ def run(
         None, "--master-addr", help="torchrun: rank 0's address (static rendezvous)."
     ),
     master_port: int | None = typer.Option(None, "--master-port", help="torchrun: rank 0's port (static rendezvous)."),
+    allow_download: bool = typer.Option(
+        False, "--allow-download", help="Let torchvision/timm download pretrained `weights:` missing from their cache."
+    ),
 ) -> None:
     """Run a pipeline: stages whose config and inputs are unchanged are cached."""
     from edgekd import distributed
@@ -150,7 +145,13 @@ def run(
             return
         raise typer.Exit(code)
     try:
+        if allow_download:  # read by edgekd.models.weights, here and in torchrun's processes
+            os.environ["EDGEKD_ALLOW_DOWNLOAD"] = "1"
         runner = _runner(pipeline, run_dir)
+        from edgekd.preflight import check_files, check_pipeline
+
+        check_files(runner.cfg)  # weights, feature layers and every image checked before the first stage
+        check_pipeline(runner.cfg, local_files=True)
         if distributed.init_from_env(torch_device(runner.cfg.device)) and not distributed.is_main():
             runner.reporter.quiet = True
             runner.reporter.console = Console(stderr=True, quiet=True)
@@ -210,7 +211,7 @@ def plan(
     table.add_column("stage")
     table.add_column("action")
     table.add_column("why")
-    colour = {"run": "bold", "cached": "green", "skip": "yellow", "leave": "dim"}
+    colour = {"run": "bold", "cached": "green", "skip": "yellow", "leave": "dim", "check": "cyan"}
     for e in entries:
         table.add_row(e.stage, f"[{colour[e.action]}]{e.action}[/]", escape(e.why))
     out.print(table)
@@ -388,12 +389,80 @@ def reference() -> None:
 
 
 @app.command()
+def artifacts() -> None:
+    """The artifact catalogue: every file a pipeline makes, with the id it has everywhere."""
+    from edgekd.ondevice import catalog
+
+    table = Table(title="edgekd artifacts")
+    for col in ("id", "stage", "file", "runtime", "precision", "ships", "benchmarked"):
+        table.add_column(col, no_wrap=True)
+    for a in catalog.ARTIFACTS:
+        where = {"host": "host", "any": "host + devices", "built": "where built"}.get(a.bench, "")
+        table.add_row(a.id, a.stage, a.file, a.runtime, a.precision, "yes" if a.ships else "", where)
+    out.print(table)
+
+
+@app.command()
 def models() -> None:
     """List the model names a pipeline can use."""
     from edgekd.models import model_names
 
     for name in model_names():
         out.print(name)
+
+
+quant_app = typer.Typer(help="Int8 quantization tools.", no_args_is_help=True)
+app.add_typer(quant_app, name="quant")
+
+
+@quant_app.command("sensitivity")
+def quant_sensitivity(
+    pipeline: Path = typer.Argument(..., help="pipeline.yaml"),
+    run_dir: Path | None = typer.Option(None, "--run-dir"),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the record as JSON here."),
+) -> None:
+    """Per-layer int8 sensitivity of the run's distilled student (each layer float in turn), on training images."""
+    import json
+
+    from edgekd.data.datasets import load_data
+    from edgekd.models import load_model
+    from edgekd.quant import calibrate_ptq
+    from edgekd.quant.sensitivity import sensitivity_record, sensitivity_split
+
+    try:
+        runner = _runner(pipeline, run_dir)
+        cfg, q = runner.cfg, runner.cfg.qat
+        student_path = runner.run_dir / "distill" / "student.pt"
+        if not student_path.is_file():
+            raise EdgekdError(f"{student_path}: no distilled student; run `edgekd run {pipeline}` first")
+        student, _ = load_model(student_path)
+        data = load_data(cfg.data, cfg.seed)
+        calib = data.train.batches(cfg.data.batch_size, shuffle=True, generator=_generator(cfg.seed))
+        ptq = calibrate_ptq(student, calib, q.calibration_batches, q.calibration, q.percentile, q.keep_float)
+        x, y = sensitivity_split(data.train, q.sensitivity_images, cfg.seed)
+        record, ranking = sensitivity_record(student, ptq, x, y, q.calibration)
+    except EdgekdError as e:
+        _fail(e)
+        return
+    table = Table(
+        title=escape(
+            f"int8 sensitivity · {len(y)} training images · fp32 {record['fp32_top1']:.2f}% · "
+            f"all int8 {record['int8_top1']:.2f}%"
+        )
+    )
+    for col in ("layer (float, rest int8)", "top-1 %", "gain", "KL to fp32"):
+        table.add_column(col)
+    for r in ranking:
+        table.add_row(escape(r.layer), f"{r.top1:.2f}", f"{r.top1_gain:+.2f}", f"{r.kl:.4f}")
+    out.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(record, indent=2))
+
+
+def _generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(seed)
 
 
 @app.command()

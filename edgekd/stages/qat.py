@@ -1,8 +1,16 @@
-"""`qat` stage: int8 quantization-aware fine-tuning of the distilled student (and PTQ), to Q/DQ ONNX.
+"""`qat` stage: int8 post-training quantization (PTQ) and quantization-aware fine-tuning (QAT) of the
+distilled student, to Q/DQ ONNX with TensorRT's placement (`edgekd.quant.placement`).
 
-QAT trains with the distill stage's loop and, when `qat.distill`, its KD loss against the teacher
-(logit distillation only: feature pairs and the teacher cache are not used here). Activation ranges
-are frozen for the last `qat.freeze_observers_epochs` epochs.
+QAT trains with the distill stage's loop and objective (KD loss with its feature pairs and the teacher
+cache, when `qat.distill`). Activation ranges are frozen for the last `qat.freeze_observers_epochs`
+epochs and BatchNorm statistics for the last `qat.freeze_bn_epochs`. Layers in `qat.keep_float` (and,
+with `qat.auto_keep_float`, the most sensitive ones until the budget is met on training images) stay
+float. A PTQ artifact that fails its checks is recorded as failed with the reason; QAT goes on.
+
+Metrics: `artifacts.<id>` per artifact (or `{"status": "failed", "reason"}`), `keep_float`, and with
+`qat.sensitivity` or `qat.auto_keep_float` a `sensitivity` record:
+`{"split": "train", "images", "calibration", "measure": "layer float, rest int8", "fp32_top1",
+"int8_top1", "layers": [{"layer", "top1", "kl", "top1_gain"}, ...]}`, most sensitive first.
 """
 
 from __future__ import annotations
@@ -14,31 +22,44 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgekd.artifacts import sha256_file
 from edgekd.config import PipelineConfig, QatConfig
+from edgekd.data.datasets import data_fingerprint
+from edgekd.distill.features import FeatureDistiller
 from edgekd.distill.objectives import CrossEntropy, Distillation
+from edgekd.distill.teacher_cache import CACHE_FILE, TeacherCache, cache_key
 from edgekd.distill.trainer import Objective, evaluate, predict, train
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.quant import calibrate_ptq, check_qdq_parity, export_qdq_onnx, freeze_observers, prepare_qat
+from edgekd.quant.sensitivity import choose_keep_float, sensitivity_record, sensitivity_split
 from edgekd.stages.export import artifact_metrics, preprocessing_of
 
-QAT_FORMAT = "edgekd.qat/1"  # a QAT state_dict: load it into quantizable_copy(spec.build())
+QAT_FORMAT = (
+    "edgekd.qat/1"  # a QAT state_dict: load it into quantizable_copy(spec.build(), keep_float=sd["keep_float"])
+)
 
 
-class _FreezeRangesLate:
-    """The training objective, plus: activation ranges frozen from epoch `freeze_from` on (also after a resume)."""
+class _FreezeLate:
+    """The training objective, plus: activation ranges frozen from epoch `ranges_from` on and BatchNorm
+    running statistics used (not updated) from epoch `bn_from` on (also after a resume)."""
 
-    def __init__(self, objective: Objective, model: nn.Module, freeze_from: int) -> None:
+    def __init__(self, objective: Objective, model: nn.Module, ranges_from: int, bn_from: int) -> None:
         self.objective = objective
         self.model = model
-        self.freeze_from = freeze_from
+        self.ranges_from = ranges_from
+        self.bn_from = bn_from
 
     def begin_epoch(self, epoch: int, num_epochs: int) -> dict:
-        frozen = epoch >= self.freeze_from
-        if frozen:
+        if epoch >= self.ranges_from:
             freeze_observers(self.model)
-        return {**self.objective.begin_epoch(epoch, num_epochs), "ranges_frozen": frozen}
+        if epoch >= self.bn_from:  # the trainer's evaluation puts the model back in train mode every epoch
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        used = {"ranges_frozen": epoch >= self.ranges_from, "bn_frozen": epoch >= self.bn_from}
+        return {**self.objective.begin_epoch(epoch, num_epochs), **used}
 
     def __getattr__(self, name: str):  # modules, loss, end_epoch, state_dict, load_state_dict
         return getattr(self.objective, name)
@@ -47,7 +68,17 @@ class _FreezeRangesLate:
 class QatStage:
     name = "qat"
     section = "qat"
-    reads = ("seed", "device", "data", "qat", "distill", "export.opset", "export.dynamic_batch", "export.parity_batch")
+    reads = (
+        "seed",
+        "device",
+        "data",
+        "qat",
+        "distill",
+        "export.opset",
+        "export.dynamic_batch",
+        "export.parity_batch",
+        "budget.max_drop_vs_student",
+    )
     toolchain = ("torch", "onnx", "onnxruntime")
     needs = ("student",)
     uses = ("teacher", "distill_settings")
@@ -66,16 +97,24 @@ class QatStage:
         example = torch.from_numpy(images[:1])
         fp32_top1 = self._top1(ctx, student)
         artifacts: dict[str, Path] = {}
-        metrics: dict = {"fp32_val_top1": fp32_top1, "artifacts": {}}
+        metrics: dict = {"fp32_val_top1": fp32_top1, "calibration": cfg.calibration, "artifacts": {}}
+        keep = list(cfg.keep_float)
+        if cfg.sensitivity or cfg.auto_keep_float:
+            keep, metrics["sensitivity"] = self._sensitivity(ctx, cfg, student, keep)
+        metrics["keep_float"] = keep
         if cfg.ptq:
-            ptq = calibrate_ptq(student, self._calibration(ctx), cfg.calibration_batches)
-            path = self._export(ctx, ptq, "student_ptq_int8_qdq.onnx", example)
-            metrics["artifacts"]["student_ptq_onnx"] = self._record(ctx, ptq, path, images, fp32_top1, cfg)
-            artifacts["student_ptq_onnx"] = path
+            try:
+                ptq = self._calibrated(ctx, cfg, student, keep)
+                path = self._export(ctx, ptq, "student_ptq_int8_qdq.onnx", example)
+                metrics["artifacts"]["student_ptq_onnx"] = self._record(ctx, ptq, path, images, fp32_top1, cfg)
+                artifacts["student_ptq_onnx"] = path
+            except EdgekdError as e:  # the PTQ file is a comparison: its failure must not cost the QAT file
+                metrics["artifacts"]["student_ptq_onnx"] = {"status": "failed", "reason": str(e)}
+                ctx.reporter.log(f"[yellow]  qat: PTQ artifact failed, QAT goes on: {e}[/]")
         if cfg.epochs > 0:
-            qat = self._train(ctx, cfg, student, inputs)
+            qat = self._train(ctx, cfg, student, inputs, keep)
             model_path = ctx.stage_dir / "student_qat.pt"
-            save_model(model_path, qat, spec, format=QAT_FORMAT, data=ctx.data.info.to_dict())
+            save_model(model_path, qat, spec, format=QAT_FORMAT, data=ctx.data.info.to_dict(), keep_float=keep)
             path = self._export(ctx, qat, "student_int8_qdq.onnx", example)
             metrics["artifacts"]["student_qat_onnx"] = self._record(ctx, qat, path, images, fp32_top1, cfg)
             artifacts.update(student_qat=model_path, student_qat_onnx=path)
@@ -85,20 +124,37 @@ class QatStage:
         generator = torch.Generator().manual_seed(ctx.config.seed)
         return ctx.data.train.batches(ctx.config.data.batch_size, shuffle=True, generator=generator)
 
-    def _train(self, ctx: RunContext, cfg: QatConfig, student: nn.Module, inputs: dict[str, Path]) -> nn.Module:
-        qat = prepare_qat(student, self._calibration(ctx), cfg)
+    def _calibrated(self, ctx: RunContext, cfg: QatConfig, student: nn.Module, keep: list[str]) -> nn.Module:
+        return calibrate_ptq(
+            student, self._calibration(ctx), cfg.calibration_batches, cfg.calibration, cfg.percentile, keep
+        )
+
+    def _sensitivity(self, ctx: RunContext, cfg: QatConfig, student: nn.Module, keep: list[str]):
+        """Per-layer sensitivity of the PTQ model on training images; with auto_keep_float, the layers to keep."""
+        x, y = sensitivity_split(ctx.data.train, cfg.sensitivity_images, ctx.config.seed)
+        ptq = self._calibrated(ctx, cfg, student, keep)
+        record, _ = sensitivity_record(student, ptq, x, y, cfg.calibration)
+        if cfg.auto_keep_float:
+            budget = ctx.config.budget.max_drop_vs_student
+            extra, drop, _ = choose_keep_float(student, ptq, x, y, budget, cfg.max_keep_float)
+            keep = keep + extra
+            record["auto_keep_float"] = {"kept": extra, "drop": drop, "budget": budget, "met": drop <= budget}
+            note = "" if drop <= budget else f", over budget {budget:g} with max_keep_float {cfg.max_keep_float}"
+            ctx.reporter.log(
+                f"  qat: keep float {extra or 'nothing'} (int8 drop {drop:.2f} points on training images{note})"
+            )
+        return keep, record
+
+    def _train(
+        self, ctx: RunContext, cfg: QatConfig, student: nn.Module, inputs: dict[str, Path], keep: list[str]
+    ) -> nn.Module:
+        qat = prepare_qat(student, self._calibration(ctx), cfg, keep)
         if cfg.distill:
-            teacher_path = inputs.get("teacher")
-            if teacher_path is None:
-                raise EdgekdError("qat.distill is true but there is no teacher artifact; set qat.distill: false")
-            teacher, _ = load_model(teacher_path)
-            settings = inputs.get("distill_settings")  # the sweep's winner, if any
-            best = json.loads(settings.read_text())["overrides"] if settings else {}
-            kd = ctx.config.distill.model_copy(update={"features": [], "teacher_cache": False, **best})
-            objective: Objective = Distillation(teacher.to(ctx.device), kd, seed=ctx.config.seed)
+            objective: Objective = self._distillation(ctx, qat, inputs)
         else:
             objective = CrossEntropy(cfg.label_smoothing)
-        objective = _FreezeRangesLate(objective, qat, cfg.epochs - cfg.freeze_observers_epochs)
+        epochs = cfg.epochs
+        objective = _FreezeLate(objective, qat, epochs - cfg.freeze_observers_epochs, epochs - cfg.freeze_bn_epochs)
         train(
             qat,
             ctx.data.train,
@@ -115,6 +171,44 @@ class QatStage:
             label="qat",
         )
         return qat.cpu().eval()
+
+    def _distillation(self, ctx: RunContext, qat: nn.Module, inputs: dict[str, Path]) -> Distillation:
+        """The distill stage's objective (the sweep's winner, feature pairs, teacher cache) for the QAT model."""
+        teacher_path = inputs.get("teacher")
+        if teacher_path is None:
+            raise EdgekdError("qat.distill is true but there is no teacher artifact; set qat.distill: false")
+        teacher, _ = load_model(teacher_path)
+        teacher.to(ctx.device)
+        settings = inputs.get("distill_settings")  # the sweep's winner, if any
+        best = json.loads(settings.read_text())["overrides"] if settings else {}
+        kd = ctx.config.distill.model_copy(update=best)
+        info = ctx.data.info
+        features = None
+        if kd.features:
+            features = FeatureDistiller(kd.features, teacher, qat, (info.in_channels, info.image_size, info.image_size))
+        cache = None
+        if kd.teacher_cache and not kd.augment.active:
+            layers = features.teacher_layers if features else []
+            transforms = {
+                "image_size": info.image_size,
+                "channels": info.in_channels,
+                "mean": info.mean,
+                "std": info.std,
+                "augment": kd.augment.model_dump(mode="json"),
+            }
+            key = cache_key(
+                sha256_file(teacher_path), data_fingerprint(ctx.config.data, ctx.config.seed), transforms, layers
+            )
+            cache = TeacherCache.load_or_compute(
+                ctx.stage_dir / CACHE_FILE,
+                key,
+                teacher,
+                ctx.data.train,
+                layers,
+                ctx.config.data.eval_batch_size,
+                ctx.device,
+            )
+        return Distillation(teacher, kd, features=features, cache=cache, seed=ctx.config.seed)
 
     def _export(self, ctx: RunContext, model: nn.Module, filename: str, example: torch.Tensor) -> Path:
         export = ctx.config.export

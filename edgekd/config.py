@@ -366,6 +366,14 @@ class ExportConfig(Section):
     parity_batch: int = Field(32, ge=1, description="Validation images used for the parity check.")
     atol: PositiveFloat = Field(1e-3, description="Maximum allowed absolute logit difference from the eager model.")
     min_agreement: float = Field(0.99, ge=0, le=1, description="Minimum top-1 agreement with the eager model.")
+    fp16_onnx: bool = Field(
+        True,
+        description="Also write an fp16 copy of each ONNX (fp32 inputs and outputs), which TensorRT >= 10 builds "
+        "fp16 engines from; checked against the fp32 ONNX in ONNX Runtime.",
+    )
+    fp16_rtol: PositiveFloat = Field(
+        0.01, description="Maximum |Δlogit| of the fp16 ONNX from the fp32 one, as a share of its largest |logit|."
+    )
 
 
 class QatConfig(OptimConfig):

@@ -1,10 +1,12 @@
-"""`export` stage: TorchScript and ONNX of the student (and teacher), each checked for parity and accuracy."""
+"""`export` stage: TorchScript and ONNX of the student (and teacher), each checked for parity and accuracy;
+an fp16 copy of each ONNX (TensorRT >= 10 builds fp16 engines from it), checked against the fp32 ONNX."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -12,8 +14,10 @@ from edgekd.artifacts import quarantine
 from edgekd.config import ExportConfig, PipelineConfig
 from edgekd.data.datasets import DataInfo
 from edgekd.errors import EdgekdError
-from edgekd.export import Preprocessing, check_parity, export_onnx, save_torchscript, top1_accuracy
+from edgekd.export import Parity, Preprocessing, check_parity, export_onnx, save_torchscript, top1_accuracy
+from edgekd.export.fp16 import check_fp16_parity, write_fp16_onnx
 from edgekd.models import count_params, load_model
+from edgekd.ondevice import catalog
 from edgekd.pipeline import RunContext, StageResult
 
 
@@ -89,9 +93,31 @@ class ExportStage:
                     for p, r in zip(made.values(), parities)
                 )
             )
+            if cfg.onnx and cfg.fp16_onnx:
+                path, parity = self._fp16(ctx, cfg, staging, role, artifacts[f"{role}_onnx"], images)
+                artifacts[f"{role}_onnx_fp16"] = path
+                metrics[f"{role}_onnx_fp16"] = {**artifact_metrics(path, ctx, parity), "params": count_params(model)}
         return StageResult(
             artifacts, {"artifacts": metrics, "opset": cfg.opset, "exporter": "torch.onnx (dynamo=False)"}
         )
+
+    def _fp16(
+        self, ctx: RunContext, cfg: ExportConfig, staging: Path, role: str, fp32: Path, images: np.ndarray
+    ) -> tuple[Path, Parity]:
+        """The fp16 copy of `fp32`, moved into place once it matches the fp32 file in ONNX Runtime."""
+        staged = write_fp16_onnx(fp32, staging / Path(catalog.path_of(f"{role}_onnx_fp16")).name)
+        try:
+            parity = check_fp16_parity(fp32, staged, images, cfg.fp16_rtol, cfg.min_agreement)
+        except EdgekdError as e:  # name the file where it now lies, kept for inspection
+            quarantine([staged], ctx.stage_dir / "failed")
+            raise EdgekdError(str(e).replace(str(staging), str(ctx.stage_dir / "failed"))) from None
+        path = ctx.stage_dir / staged.name
+        os.replace(staged, path)
+        ctx.reporter.log(
+            f"  export: {role}: {path.name} max |Δlogit| {parity.max_abs_diff:.2g} from the fp32 ONNX, "
+            f"top-1 agreement {parity.top1_agreement:.1%}"
+        )
+        return path, parity
 
     def _export(
         self, ctx: RunContext, cfg: ExportConfig, out: Path, role: str, model: nn.Module, example: torch.Tensor

@@ -40,19 +40,23 @@ def build_local_engines(
 ) -> LocalEngines:
     """Build the catalogue engines for `cfg.precisions` from `sources` (ONNX id -> path) into run_dir/tensorrt/<device>/.
 
-    fp32/fp16 engines come from fp32 ONNX files, int8 from Q/DQ ONNX files. The timing and
+    fp32/fp16 engines come from fp32 ONNX files (fp16 from the fp16 ONNX on TensorRT >= 10: bench.build_source),
+    int8 from Q/DQ ONNX files. The timing and
     engine caches live under the user cache dir, keyed by this GPU (device kind `host-<gpu>`).
     """
     run_dir = Path(run_dir)
     gpu, why = local_gpu()
     if gpu is None:
         return LocalEngines(skipped=why)
+    import tensorrt
+
+    from edgekd.ondevice.bench import build_source
     from edgekd.ondevice.trt_build import BuildError, build_engine
 
     kind = "host-" + slug(gpu)
     out_dir = run_dir / "tensorrt" / device
     result = LocalEngines()
-    for job in plan_engines(run_dir, sources, list(cfg.precisions)):
+    for job in plan_engines(run_dir, sources, list(cfg.precisions), cfg.dla_core is not None):
         opts = BuildOptions(
             job.precision,
             cfg.dla_core,
@@ -63,14 +67,15 @@ def build_local_engines(
             cfg.max_batch,
         )
         engine = out_dir / f"{job.id}.engine"
+        onnx, _ = build_source(job.entry(), opts, tensorrt.__version__)
         try:
             build_engine(
-                str(run_dir / job.onnx),
+                str(run_dir / onnx),
                 str(engine),
                 opts,
                 kind,
                 str(engine_cache.cache_root()),
-                shown_paths=(job.onnx, f"tensorrt/{device}/{job.id}.engine"),
+                shown_paths=(onnx, f"tensorrt/{device}/{job.id}.engine"),
             )
         except BuildError as e:
             result.failed[job.id] = str(e)

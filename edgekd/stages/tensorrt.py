@@ -16,7 +16,7 @@ class TensorRTStage:
     reads = ("tensorrt", "benchmark.device_name")
     toolchain = ("tensorrt",)
     needs = ("student_onnx",)
-    uses = ("teacher_onnx", "student_qat_onnx", "student_ptq_onnx")
+    uses = ("teacher_onnx", "student_qat_onnx", "student_ptq_onnx", "student_onnx_fp16", "teacher_onnx_fp16")
     distributed = False
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:

@@ -3,6 +3,7 @@
 import pytest
 
 from edgekd.config import TensorRTConfig
+from edgekd.export.fp16 import write_fp16_onnx
 from edgekd.fleet.local import build_local_engines, local_gpu
 
 
@@ -25,10 +26,12 @@ def test_builds_engines_into_the_run_dir_and_cache(run_dir, tmp_path, monkeypatc
         pytest.skip(why)
     monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
     cfg = TensorRTConfig(precisions=["fp32", "fp16"], max_batch=8, opt_batch=4)
-    result = build_local_engines(run_dir, {"student_onnx": run_dir / "export" / "student.onnx"}, cfg, "local")
+    fp32 = run_dir / "export" / "student.onnx"
+    fp16 = write_fp16_onnx(fp32, run_dir / "export" / "student_fp16.onnx")  # TensorRT >= 10 builds fp16 from it
+    result = build_local_engines(run_dir, {"student_onnx": fp32, "student_onnx_fp16": fp16}, cfg, "local")
     assert result.skipped is None and result.failed == {}
     assert set(result.engines) == {"student_trt_fp32", "student_trt_fp16"}
     for engine in result.engines.values():
         assert engine.parent == run_dir / "tensorrt" / "local" and engine.with_suffix(".json").is_file()
-        assert "--onnx=export/student.onnx" in engine.with_suffix(".trtexec.txt").read_text()
+        assert "--onnx=export/student" in engine.with_suffix(".trtexec.txt").read_text()
     assert len(list((tmp_path / "cache" / "engines").glob("*.engine"))) == 2

@@ -278,14 +278,14 @@ class _Folder:
 
     def __init__(self, root: Path, samples: list[tuple[str, int]], resize: int) -> None:
         self.samples = [(str(root / rel), label) for rel, label in samples]
-        self.draft = 2 * resize
+        self.draft = resize
 
     def loader(self, path: str):
         from PIL import Image
 
         with open(path, "rb") as f:
             image = Image.open(f)
-            image.draft("RGB", (self.draft, self.draft))  # JPEG: decode at 1/2..1/8 scale when still >= 2x the resize
+            image.draft("RGB", (self.draft, self.draft))  # JPEG: decode at 1/2..1/8 scale while still >= the resize
             return image.convert("RGB")
 
 

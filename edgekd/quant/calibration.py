@@ -59,16 +59,19 @@ def _best_mse_bin(counts: np.ndarray) -> int:
 
 def _best_entropy_bin(counts: np.ndarray) -> int:
     """Index of the upper bin edge whose LEVELS-level quantization has the least KL divergence (TensorRT)."""
+    counts = counts.copy()
+    counts[0] = counts[1]  # the zeros after ReLU would dominate the divergence (as pytorch-quantization does)
     best, best_kl = BINS - 1, np.inf
     for stop in range(LEVELS, BINS + 1, 8):
-        p = counts[:stop].copy()
-        p[-1] += counts[stop:].sum()  # clipped outliers go to the last bin
-        nonzero = p > 0
+        sliced = counts[:stop]
+        p = sliced.copy()
+        p[-1] += counts[stop:].sum()  # the reference keeps the clipped outliers in its last bin
+        nonzero = sliced > 0
         q = np.zeros(stop)
-        for chunk in np.array_split(np.arange(stop), LEVELS):  # merge into LEVELS bins, spread over non-empty ones
+        for chunk in np.array_split(np.arange(stop), LEVELS):  # the in-range part merged into LEVELS bins
             n = nonzero[chunk].sum()
             if n:
-                q[chunk] = np.where(nonzero[chunk], p[chunk].sum() / n, 0.0)
+                q[chunk] = np.where(nonzero[chunk], sliced[chunk].sum() / n, 0.0)
         p, q = p / p.sum(), q / q.sum()
         mask = p > 0
         kl = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))

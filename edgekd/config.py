@@ -412,7 +412,7 @@ class QatConfig(OptimConfig):
     auto_keep_float: bool = Field(
         False,
         description="Keep the most sensitive layers float, one at a time, until the int8 drop on the sensitivity "
-        "split meets budget.max_drop_vs_student (at most max_keep_float layers).",
+        "split meets benchmark.budget.max_drop_vs_student (at most max_keep_float layers).",
     )
     max_keep_float: int = Field(3, ge=1, description="`auto_keep_float`: most layers kept float.")
     sensitivity: bool = Field(

@@ -77,7 +77,7 @@ class QatStage:
         "export.opset",
         "export.dynamic_batch",
         "export.parity_batch",
-        "budget.max_drop_vs_student",
+        "benchmark.budget.max_drop_vs_student",
     )
     toolchain = ("torch", "onnx", "onnxruntime")
     needs = ("student",)
@@ -135,7 +135,7 @@ class QatStage:
         ptq = self._calibrated(ctx, cfg, student, keep)
         record, _ = sensitivity_record(student, ptq, x, y, cfg.calibration)
         if cfg.auto_keep_float:
-            budget = ctx.config.budget.max_drop_vs_student
+            budget = ctx.config.benchmark.budget.max_drop_vs_student
             extra, drop, _ = choose_keep_float(student, ptq, x, y, budget, cfg.max_keep_float)
             keep = keep + extra
             record["auto_keep_float"] = {"kept": extra, "drop": drop, "budget": budget, "met": drop <= budget}

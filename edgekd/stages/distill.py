@@ -71,6 +71,14 @@ class DistillStage:
             metrics["sweep"] = [{**o, "val_top1": v["val_top1"], "val_kl": v["val_kl"]} for o, _, _, _, v, _ in runs]
             metrics["sweep_best"] = overrides
             ctx.reporter.log(f"  distill sweep: best {trial_name(overrides)} at val top-1 {val['val_top1']:.2f}%")
+        chance = 100.0 / spec.num_classes
+        if val["val_top1"] < 1.5 * chance:  # a diverged student fails parity checks stages later otherwise
+            losses = ", ".join(f"{h.get('train_loss', float('nan')):.3g}" for h in result.history)
+            metrics["diverged"] = True
+            ctx.reporter.log(
+                f"[yellow]  distill: student val top-1 {val['val_top1']:.2f}% is near chance ({chance:.1f}%): "
+                f"diverged or under-trained at distill.lr {cfg.lr:g}; train loss by epoch: {losses}[/]"
+            )
         if result.history:  # the winner's curves, at the catalogue's place
             metrics_file = ctx.stage_dir / "metrics.jsonl"
             if work_dir != ctx.stage_dir:

@@ -7,7 +7,6 @@ that names the key, its line in the file and the nearest valid key
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import shlex
@@ -18,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.text import did_you_mean
 
 
 class Section(BaseModel):
@@ -669,8 +669,7 @@ def _format_error(err: dict, lines: dict[tuple, int], where: str) -> str:
         parent = _model_at(PipelineConfig, loc[:-1])
         valid = sorted(parent.model_fields) if parent else []
         valid = [v for v in valid if v != "source"]
-        near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-        hint = f"did you mean '{near[0]}'? " if near else ""
+        hint = did_you_mean(str(loc[-1]), valid)
         return f"{place}: unknown key '{dotted}'; {hint}valid keys here: {', '.join(valid)}"
     if err["type"] == "missing":
         return f"{place}: missing required key '{dotted}'"
@@ -897,8 +896,7 @@ class DevicesConfig(Section):
         if name in self.devices:
             return self.devices[name]
         where = self.source or "devices.yaml"
-        near = difflib.get_close_matches(name, list(self.devices), n=1)
-        hint = f"did you mean '{near[0]}'? " if near else ""
+        hint = did_you_mean(name, list(self.devices))
         defined = ", ".join(sorted(self.devices)) or "none"
         raise EdgekdError(f"{where}: no device named '{name}'; {hint}defined devices: {defined}")
 
@@ -950,8 +948,7 @@ def load_devices(path: str | Path) -> DevicesConfig:
             loc = tuple(err["loc"])
             parent = _devices_model_at(loc[:-1])
             valid = sorted(k for k in (parent.model_fields if parent else {}) if k not in ("source", "name"))
-            near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            hint = f"did you mean '{near[0]}'? " if near else ""
+            hint = did_you_mean(str(loc[-1]), valid)
             line = lines.get(loc)
             place = f"{path}:{line}" if line else str(path)
             dotted = ".".join(str(p) for p in loc)

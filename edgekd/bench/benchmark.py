@@ -24,9 +24,10 @@ from edgekd.config import BenchmarkConfig
 from edgekd.errors import EdgekdError
 from edgekd.models import count_params
 from edgekd.ondevice import catalog
-from edgekd.ondevice.measure import Settings, Subject, bench_artifacts, one_line, write_json_atomic
+from edgekd.ondevice.measure import Settings, Subject, bench_artifacts, write_json_atomic
 from edgekd.ondevice.records import ArtifactRecord, BenchDoc
 from edgekd.ondevice.runtime import Runtime
+from edgekd.ondevice.text import one_line
 from edgekd.runtimes.base import open_runtime
 from edgekd.runtimes.onnxruntime import DEFAULT_PROVIDERS
 from edgekd.runtimes.torch_eager import TorchRuntime

@@ -20,6 +20,7 @@ from edgekd.data.preprocessing import STATS
 from edgekd.data.scan import FolderScan, list_files, listing_digest, scan_imagefolder
 from edgekd.errors import EdgekdError
 from edgekd.models.inputs import InputSpec, default_resize
+from edgekd.ondevice.text import first_line
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images (N,C,S,S) float, labels (N,), sample indices (N,)
 
@@ -265,7 +266,7 @@ def _torchvision(cfg: DataConfig, train: bool):
         ds = cls(str(cfg.root), train=train, download=cfg.download)
     except RuntimeError as e:
         raise EdgekdError(
-            f"data.root: {cfg.dataset} not found under {cfg.root} ({str(e).splitlines()[0]}); "
+            f"data.root: {cfg.dataset} not found under {cfg.root} ({first_line(e)}); "
             f"point root at the folder holding it, or set data.download: true"
         ) from None
     images = torch.as_tensor(np.asarray(ds.data))

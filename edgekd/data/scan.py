@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.text import first_line
 
 SPLITS = ("train", "val")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
@@ -116,8 +117,7 @@ def check_image(path: Path) -> str | None:
     except UnidentifiedImageError:
         return "not an image (unknown format)"
     except (OSError, SyntaxError, ValueError) as e:  # truncated data, broken CRC, bad header
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return f"cannot decode ({first})"
+        return f"cannot decode ({first_line(e)})"
     except Exception as e:  # Pillow's decoders raise assorted types on damaged input
         return f"cannot decode ({type(e).__name__}: {e})"
     return None

@@ -17,13 +17,13 @@ pass it detached.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F
 
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.text import did_you_mean
 
 FeatureLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -45,8 +45,7 @@ def register_feature_loss(name: str) -> Callable[[FeatureLoss], FeatureLoss]:
 def get_feature_loss(name: str) -> FeatureLoss:
     """The registered loss called `name`; EdgekdError naming the valid ones otherwise."""
     if name not in FEATURE_LOSSES:
-        near = difflib.get_close_matches(name, FEATURE_LOSSES, n=1)
-        hint = f"did you mean '{near[0]}'? " if near else ""
+        hint = did_you_mean(name, FEATURE_LOSSES)
         raise EdgekdError(f"unknown feature loss '{name}'; {hint}valid losses: {', '.join(sorted(FEATURE_LOSSES))}")
     return FEATURE_LOSSES[name]
 

@@ -8,16 +8,13 @@ import warnings
 import torch
 from torch import nn
 
+from edgekd.ondevice.text import first_line
+
 _OP_PATTERNS = (
     re.compile(r"operator '?([\w:.]+)'? to ONNX"),  # UnsupportedOperatorError
     re.compile(r"Unsupported: ONNX export of ([\w:.]+)"),  # SymbolicValueError for a known op
     re.compile(r"(aten::\w+)"),
 )
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def failing_op(exc: BaseException) -> str | None:

@@ -24,7 +24,8 @@ from torch import nn
 
 from edgekd.artifacts import atomic_path
 from edgekd.errors import EdgekdError
-from edgekd.export._errors import describe_export_failure, first_line
+from edgekd.export._errors import describe_export_failure
+from edgekd.ondevice.text import first_line
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from edgekd.artifacts import write_bytes_atomic
 from edgekd.errors import EdgekdError
-from edgekd.export._errors import first_line
+from edgekd.ondevice.text import first_line
 
 
 def to_torchscript(

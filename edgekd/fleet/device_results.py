@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.text import first_line
 from edgekd.ondevice.trt_options import PRECISIONS, SIDECAR_SCHEMA, BuildOptions, sha256_file, validate_options
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -54,7 +55,7 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise EdgekdError(f"{what}: {path}: not valid JSON: {str(e).splitlines()[0]}") from None
+        raise EdgekdError(f"{what}: {path}: not valid JSON: {first_line(e)}") from None
     if not isinstance(doc, dict):
         raise EdgekdError(f"{what}: {path}: expected a JSON object, got {type(doc).__name__}")
     return doc

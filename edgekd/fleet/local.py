@@ -8,6 +8,7 @@ from pathlib import Path
 from edgekd.config import TensorRTConfig
 from edgekd.fleet import engine_cache
 from edgekd.fleet.bundle import plan_engines
+from edgekd.ondevice.text import first_line
 from edgekd.ondevice.trt_options import BuildOptions, slug
 
 
@@ -31,7 +32,7 @@ def local_gpu() -> tuple[str | None, str | None]:
     try:
         name, _ = gpu_identity()
     except Exception as e:  # pycuda raises its own errors when there is no driver or no device
-        return None, f"no CUDA GPU here ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
+        return None, f"no CUDA GPU here ({first_line(e)})"
     return name, None
 
 

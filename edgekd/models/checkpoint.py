@@ -14,6 +14,7 @@ from edgekd.artifacts import write_bytes_atomic
 from edgekd.errors import EdgekdError
 from edgekd.models.inputs import InputSpec, attach_input_adapter
 from edgekd.models.registry import build_model
+from edgekd.ondevice.text import first_line
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,7 @@ def _safe_load(path: Path) -> object:
     except (
         Exception
     ) as e:  # torch's unpickler raises IndexError, KeyError, ... on a damaged file: all mean "unreadable"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EdgekdError(f"{path}: not a readable PyTorch checkpoint: {first}") from None
+        raise EdgekdError(f"{path}: not a readable PyTorch checkpoint: {first_line(e)}") from None
 
 
 def _unpickler_detail(error: pickle.UnpicklingError) -> str:

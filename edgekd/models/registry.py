@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from functools import partial
 
@@ -11,6 +10,7 @@ from torch import nn
 
 from edgekd.errors import EdgekdError
 from edgekd.models.cifar_resnet import CifarResNet
+from edgekd.ondevice.text import did_you_mean
 
 _CIFAR = {f"resnet{d}": partial(CifarResNet, d) for d in (8, 14, 20, 32, 44, 56, 110)}
 _CIFAR["resnet8x4"] = partial(CifarResNet, 8, width=64)
@@ -57,8 +57,7 @@ def _timm_model(name: str, num_classes: int, in_channels: int) -> nn.Module:
     timm = timm_module()
     base = name.partition(".")[0]
     if not timm.is_model(base):
-        near = difflib.get_close_matches(base, timm.list_models(), n=1)
-        hint = f"did you mean 'timm/{near[0]}'? " if near else ""
+        hint = did_you_mean(base, timm.list_models(), prefix="timm/")
         raise EdgekdError(f"unknown timm model '{name}'; {hint}`timm.list_models()` lists them")
     return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
 
@@ -105,8 +104,7 @@ def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
         model = builder(weights=None, num_classes=num_classes)
         _adapt_in_channels(model, in_channels)
         return model
-    near = difflib.get_close_matches(name, model_names(), n=1)
-    hint = f"did you mean '{near[0]}'? " if near else ""
+    hint = did_you_mean(name, model_names())
     raise EdgekdError(f"unknown model '{name}'; {hint}valid models: {', '.join(model_names())}")
 
 

@@ -7,7 +7,6 @@ with FeatureTaps(model, ["layer2", "layer3"]) as taps:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from types import TracebackType
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.text import did_you_mean
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -29,8 +29,7 @@ def check_layer_names(model: nn.Module, names: Iterable[str], what: str = "model
     for name in names:
         if name in known:
             continue
-        near = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+        hint = did_you_mean(name, valid, n=3, cutoff=0.5)
         top = [n for n in valid if "." not in n]
         raise EdgekdError(
             f"{what} ({type(model).__name__}) has no layer '{name}'; {hint}"

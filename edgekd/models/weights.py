@@ -7,7 +7,6 @@ and a missing file is an EdgekdError naming the URL, the cache path and a comman
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from edgekd.errors import EdgekdError
 from edgekd.models.checkpoint import load_into, read_state_dict
 from edgekd.models.inputs import InputSpec
 from edgekd.models.registry import TIMM_PREFIX, build_model, first_conv, set_module, timm_module
+from edgekd.ondevice.text import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,7 @@ def _torchvision_weights(model: str, weights: str, field: str) -> Weights:
     names = list(enum.__members__)
     name = weights.rpartition(".")[2] if weights.startswith(enum.__name__ + ".") else weights
     if name not in names:
-        near = difflib.get_close_matches(name, names, n=1)
-        hint = f"did you mean '{near[0]}'? " if near else ""
+        hint = did_you_mean(name, names)
         raise EdgekdError(f"{field}: '{weights}' is not a weights name of {model}; {hint}valid: {', '.join(names)}")
     w = enum[name]
     t = w.transforms()

@@ -24,6 +24,7 @@ import numpy as np
 from . import sysload
 from .records import BENCH_SCHEMA, Accuracy, ArtifactRecord, Latency, RuntimeInfo
 from .runtime import Runtime
+from .text import one_line
 
 __all__ = ["BENCH_SCHEMA"]  # re-exported: bench files are written by whoever imports this module
 
@@ -183,15 +184,6 @@ def predict(runtime: Runtime, images: np.ndarray, chunk: int = 32) -> np.ndarray
             part = np.concatenate([part, np.repeat(part[-1:], least - n, axis=0)])
         out.append(np.asarray(runtime.run(part), dtype=np.float32)[:n])
     return np.concatenate(out)
-
-
-def one_line(error: BaseException) -> str:
-    """An error as one line, prefixed with its type unless it is a user-facing error that already says it all."""
-    lines = str(error).strip().splitlines()
-    text = lines[0] if lines else ""
-    if type(error).__name__ == "EdgekdError":
-        return text
-    return f"{type(error).__name__}: {text}".rstrip(": ")
 
 
 def judge(lat: Dict[str, Any], others_cores: Optional[float]) -> Optional[str]:

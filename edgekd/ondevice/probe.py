@@ -223,7 +223,7 @@ def libraries() -> Dict[str, Dict[str, Optional[str]]]:
             version = getattr(module, "__version__", None) or getattr(module, "VERSION_TEXT", None)
             found[name] = {"version": str(version) if version else "unknown", "error": None}
         except Exception as e:  # ImportError, or a library that fails while loading its native part
-            found[name] = {"version": None, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
+            found[name] = {"version": None, "error": f"{type(e).__name__}: {e}".splitlines()[0]}  # stdlib only here
     return found
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from edgekd.errors import EdgekdError
-from edgekd.export._errors import first_line
+from edgekd.ondevice.text import first_line
 from edgekd.quant.fake_quant import ActivationQuantizer, QuantConv2d, QuantLinear
 
 WEIGHTED = (nn.Conv2d, nn.Linear)

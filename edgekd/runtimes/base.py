@@ -14,6 +14,7 @@ from typing import Any
 
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.runtime import Runtime, Timer
+from edgekd.ondevice.text import first_line
 
 __all__ = ["Runtime", "Timer", "backend_for", "load_failed", "open_runtime", "runtime_for"]
 
@@ -71,6 +72,4 @@ def load_failed(path: str | Path, backend: str, error: BaseException) -> EdgekdE
     """The EdgekdError for an artifact a backend cannot load: names the file, the backend and the first error line."""
     if isinstance(error, EdgekdError):
         return error
-    lines = str(error).strip().splitlines()
-    detail = lines[0] if lines else type(error).__name__
-    return EdgekdError(f"{path}: {backend} cannot load this file: {detail}")
+    return EdgekdError(f"{path}: {backend} cannot load this file: {first_line(error)}")

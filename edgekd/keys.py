@@ -5,7 +5,8 @@ A stage's key hashes
   out), where every file a path field names is hashed by content (a moved checkpoint keeps its key,
   an edited one does not) and fields marked `json_schema_extra={"key": False}` (log-only switches)
   are left out;
-- data: the data set's fingerprint (its files, sizes and mtimes) when the stage reads `data`;
+- data: the data set's fingerprint (its files, sizes and mtimes) and the preprocessing every image gets
+  (the student's weights may set it) when the stage reads `data`;
 - inputs: the key of the stage that made each input artifact, so a change anywhere upstream
   reaches every stage downstream, and `plan` can tell without running anything;
 - toolchain: edgekd's version and the versions of the packages named in `toolchain`;
@@ -28,6 +29,7 @@ from edgekd import __version__
 from edgekd.artifacts import sha256_file
 from edgekd.config import PipelineConfig
 from edgekd.data.datasets import data_fingerprint
+from edgekd.data.preprocessing import data_inputs
 
 PART_NAMES = {
     "config": "its config changed",
@@ -96,8 +98,9 @@ def key_parts(stage: Any, cfg: PipelineConfig, run_dir: Path, input_keys: dict[s
         "inputs": digest(input_keys),
         "toolchain": digest(versions(tuple(stage.toolchain))),
     }
-    if any(p == "data" or p.startswith("data.") for p in reads):
-        parts["data"] = data_fingerprint(cfg.data, cfg.seed)
+    if any(p == "data" or p.startswith("data.") for p in reads):  # the files, and what every image is turned into
+        inputs = data_inputs(cfg.data, cfg.student).to_dict()
+        parts["data"] = digest({"files": data_fingerprint(cfg.data, cfg.seed), "inputs": inputs})
     environment = getattr(stage, "environment", None)
     if environment is not None:
         parts["environment"] = digest(environment(cfg, run_dir))

@@ -25,6 +25,7 @@ from edgekd import distributed, keys
 from edgekd.artifacts import sha256_file, write_text_atomic
 from edgekd.config import PipelineConfig
 from edgekd.data.datasets import DataBundle, load_data
+from edgekd.data.preprocessing import data_inputs
 from edgekd.distill.trainer import CHECKPOINT
 from edgekd.errors import EdgekdError
 from edgekd.manifest import Manifest, now
@@ -137,7 +138,8 @@ class RunContext:
 
     @cached_property
     def _data(self) -> DataBundle:
-        return load_data(self.pipeline.data, self.pipeline.seed)
+        cfg = self.pipeline  # the preprocessing the student's weights ask for is part of the key's data part
+        return load_data(cfg.data, cfg.seed, data_inputs(cfg.data, cfg.student))
 
 
 @dataclass

@@ -18,11 +18,11 @@ BASE = {
     "name": "keys",
     "seed": 0,
     "data": {"dataset": "digits", "image_size": 8, "batch_size": 64, "limit_train": 128, "limit_val": 64},
-    "teacher": {"model": "resnet8", "epochs": 1, "lr": 0.1},
+    "teacher": {"model": "resnet8", "epochs": 1, "lr": 0.1, "allow_weak": True},  # 1 epoch on 128 images
     "student": {"model": "resnet8"},
     "distill": {"epochs": 1, "lr": 0.1},
     "baseline": {"enabled": True},
-    "qat": {"epochs": 1, "calibration_batches": 1},
+    "qat": {"epochs": 1, "calibration_batches": 1, "ptq": False},
     "export": {"parity_batch": 16},
     "benchmark": {"batch_sizes": [1], "warmup": 0, "min_runs": 2, "min_seconds": 0.0, "repeats": 1},
 }

@@ -27,8 +27,7 @@ WEAK_FACTOR = 2.0  # the gate: val top-1 must reach this many times chance (100 
 class TeacherStage:
     name = "teacher"
     section = "teacher"
-    # the student's weights decide how the pipeline's images are prepared (edgekd.data.preprocessing)
-    reads = ("seed", "device", "data", "teacher", "student.model", "student.weights")
+    reads = ("seed", "device", "data", "teacher")
     toolchain = ("torch", "torchvision")
     needs: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()

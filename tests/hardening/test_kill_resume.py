@@ -22,9 +22,7 @@ PIPELINE = """\
 name: killed
 seed: 0
 data: {dataset: digits, image_size: 16, batch_size: 32, limit_train: 256, limit_val: 96}
-teacher:
-  model: resnet8
-  train: {epochs: 3, lr: 0.1}
+teacher: {model: resnet8, epochs: 3, lr: 0.1}
 student: {model: resnet8}
 distill: {epochs: 3, lr: 0.1}
 qat: {epochs: 2, calibration_batches: 2, ptq: false}

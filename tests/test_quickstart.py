@@ -53,8 +53,10 @@ def test_quickstart_end_to_end(tmp_path):
         "qat/student_ptq_int8_qdq.onnx",
         "dynamic_quant/student_dynamic_int8.ts.pt",
         "dynamic_quant/student_dynamic_int8.onnx",
+        "export/student_fp16.onnx",
         "bench/local.json",
         "bench/val.npz",
+        "bench/calib.npz",
         "report/report.md",
         "report/report.html",
         "report/report.json",
@@ -76,12 +78,23 @@ def test_quickstart_end_to_end(tmp_path):
             assert "parity" in art and art["val_top1"] is not None, (stage, name)
 
     bench = json.loads((run_dir / "bench" / "local.json").read_text())
-    rows = {a["name"]: a for a in bench["artifacts"]}
-    assert rows["teacher_pytorch_fp32"]["status"] == "done" and rows["student_onnx_int8_qat"]["status"] == "done"
-    assert all(r["latency"][0]["p50_ms"] > 0 for r in rows.values() if r["status"] == "done")
-    assert any(r["status"] == "skipped" and "TensorRT" in r["reason"] for r in rows.values())
+    assert bench["reference"] == "teacher_onnx"
+    rows = {a["id"]: a for a in bench["artifacts"]}
+    assert len(rows) == len(bench["artifacts"])  # one record per catalogue id
+    for art_id in (
+        "teacher",
+        "teacher_onnx",
+        "student",
+        "student_onnx",
+        "student_qat_onnx",
+        "student_dynamic_int8_onnx",
+    ):
+        assert rows[art_id]["status"] == "done", (art_id, rows[art_id]["reason"])
+    done = [r for r in rows.values() if r["status"] == "done"]
+    assert all(r["latency"][0]["p50_ms"] > 0 and isinstance(r["runtime"]["threads"], int) for r in done)
+    assert rows["student_trt_fp16"]["status"] == "skipped" and "TensorRT" in rows["student_trt_fp16"]["reason"]
     report = (run_dir / "report" / "report.md").read_text()
-    assert "student_onnx_int8_qat" in report and "SKIPPED" in report and "Recommendation" in report
+    assert "student_qat_onnx" in report and "Skipped stages" in report and "Speed-up vs teacher_onnx" in report
     assert "data:image/png;base64," in (run_dir / "report" / "report.html").read_text()
 
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

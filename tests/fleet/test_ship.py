@@ -44,18 +44,19 @@ def test_ship_onnxruntime_device_then_reship_copies_nothing(sshd, isolated_pytho
     assert first.uploaded_files > 0 and first.ran_bench and first.downloaded
     doc = json.loads((run_dir / "bench" / "loopback.json").read_text())
     assert doc["schema"] == BENCH_SCHEMA
-    assert doc["device"]["name"] == "loopback" and doc["device"]["kind"] == "test-host"
-    assert "torch" not in doc["device"]["libraries"]  # the device python could not import it
-    by_name = {a["name"]: a for a in doc["artifacts"]}
-    assert set(by_name) == {"teacher_onnx_fp32", "student_onnx_fp32"}
-    for art in by_name.values():
+    assert doc["device"] == "loopback" and doc["kind"] == "test-host" and doc["reference"] == "teacher_onnx"
+    assert "torch" not in doc["system"]["libraries"]  # the device python could not import it
+    by_id = {a["id"]: a for a in doc["artifacts"]}
+    assert set(by_id) == {"teacher_onnx", "student_onnx"}
+    assert len(doc["artifacts"]) == 2  # one record per catalogue id, the ids the host uses
+    for art in by_id.values():
         assert art["status"] == "done", art["reason"]
-        assert art["runtime"]["name"] == "onnxruntime"
+        assert art["runtime"]["name"] == "onnxruntime" and isinstance(art["runtime"]["threads"], int)
         assert [lat["batch_size"] for lat in art["latency"]] == [1, 4]
         assert art["sha256"] == hashlib.sha256((run_dir / art["path"]).read_bytes()).hexdigest()
     # val labels are the teacher's argmax, so the teacher scores 100 and agrees with itself
-    assert by_name["teacher_onnx_fp32"]["accuracy"]["top1"] == pytest.approx(100.0)
-    assert by_name["teacher_onnx_fp32"]["accuracy"]["agreement"] == pytest.approx(100.0)
+    assert by_id["teacher_onnx"]["accuracy"]["top1"] == pytest.approx(100.0)
+    assert by_id["teacher_onnx"]["accuracy"]["agreement"] == pytest.approx(100.0)
     assert (run_dir / "tensorrt" / "loopback" / "bench.log").is_file()
     assert not list(run_dir.glob(".ship-tmp-*"))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.text import did_you_mean
@@ -331,13 +331,27 @@ class DistillConfig(OptimConfig):
         return v
 
 
-class BaselineConfig(OptimConfig):
-    """The student trained on hard labels alone with the distillation budget, to measure what KD buys.
+def _inheriting(source: str) -> dict[str, Any]:
+    """OptimConfig's fields as optional ones whose default (None) means: the same field of `source`."""
+    return {
+        name: (
+            (Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation) | None,
+            Field(None, description=info.description, json_schema_extra={"inherits": f"{source}.{name}"}),
+        )
+        for name, info in OptimConfig.model_fields.items()
+    }
 
-    Optimizer settings not set here are taken from the `distill` section (same budget), as is its augmentation.
-    """
 
-    enabled: bool = Field(False, description="Run the `baseline` stage.")
+BaselineConfig = create_model(
+    "BaselineConfig",
+    __base__=Section,
+    __doc__="""The student trained on hard labels alone with the distillation budget, to measure what KD buys.
+
+    Optimizer settings not set here are the `distill` section's (same budget), as is its augmentation.
+    """,
+    enabled=(bool, Field(False, description="Run the `baseline` stage.")),
+    **_inheriting("distill"),
+)
 
 
 class SweepConfig(Section):

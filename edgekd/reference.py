@@ -203,6 +203,9 @@ def _description(model: type[BaseModel], name: str) -> str:
 def _default_text(info: FieldInfo) -> str:
     if info.is_required():
         return "**required**"
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    if "inherits" in extra:
+        return f"`{extra['inherits']}`"
     value = info.get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
         return "the section's defaults"

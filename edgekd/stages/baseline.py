@@ -21,10 +21,9 @@ from edgekd.stages.common import model_summary, spec_for
 
 
 def baseline_optim(cfg: PipelineConfig) -> OptimConfig:
-    """The distill section's optimizer settings, overridden by those set explicitly under `baseline:`."""
-    names = OptimConfig.model_fields
-    values = {k: getattr(cfg.distill, k) for k in names}
-    values.update({k: getattr(cfg.baseline, k) for k in cfg.baseline.model_fields_set if k in names})
+    """The distill section's optimizer settings, overridden by those set under `baseline:`."""
+    values = {k: getattr(cfg.distill, k) for k in OptimConfig.model_fields}
+    values.update({k: v for k in values if (v := getattr(cfg.baseline, k)) is not None})
     return OptimConfig(**values)
 
 

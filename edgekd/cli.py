@@ -96,7 +96,7 @@ def run(
         [], "--require", help="Fail if this stage is skipped, e.g. --require tensorrt (repeatable)."
     ),
     strict: bool = typer.Option(
-        False, "--strict", help="Exit 1 when no deployable artifact meets the accuracy budget."
+        False, "--strict", help="Exit 1 when no deployable artifact meets the accuracy budget or a figure is unstable."
     ),
     nproc: int = typer.Option(
         1, "--nproc", min=1, help="Training processes per machine (torchrun + DistributedDataParallel)."
@@ -175,12 +175,15 @@ def run(
             f"report: {runner.run_dir / report['artifacts']['report_html']['path']}", highlight=False, markup=False
         )
     out.print(f"manifest: {manifest.path}", highlight=False, markup=False)
-    if strict:
-        verdict = report.get("metrics", {})
-        if not verdict.get("meets_budget"):
-            why = "; ".join(verdict.get("unmet", []) + verdict.get("failed", [])) or "the report stage did not run"
-            err.print(f"[bold red]strict:[/] no deployable artifact meets the accuracy budget ({why})", highlight=False)
-            raise typer.Exit(1)
+    from edgekd.stages.report import strict_failures, unstable_message
+
+    metrics, local = report.get("metrics", {}), runner.cfg.benchmark.device_name
+    if strict and (problems := strict_failures(metrics, runner.run_dir, local)):
+        for problem in problems:  # budget and unstable figures, one line each
+            err.print(f"[bold red]strict:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    if warning := unstable_message(metrics.get("unstable") or [], runner.run_dir, local):
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def torch_device(want: str):
@@ -268,6 +271,11 @@ def bench(
         _fail(e)
         return
     out.print(_summary(runner.cfg, manifest))
+    from edgekd.stages.report import unstable_message
+
+    unstable = manifest.stage("report").get("metrics", {}).get("unstable") or []
+    if warning := unstable_message(unstable, run_dir, runner.cfg.benchmark.device_name, repeat_unstable):
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

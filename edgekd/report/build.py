@@ -14,6 +14,7 @@ from edgekd.config import BudgetConfig
 from edgekd.errors import EdgekdError
 from edgekd.ondevice import catalog
 from edgekd.ondevice.records import ArtifactRecord, BenchDoc
+from edgekd.report.conditions import clocks_note, measured_under
 from edgekd.report.load import load_benches, load_curves, load_manifest
 from edgekd.report.model import (
     DeviceSection,
@@ -95,7 +96,7 @@ def _runtime(rec: ArtifactRecord) -> str | None:
     if rec.runtime is None:
         return None
     provider = rec.runtime.provider.replace("ExecutionProvider", "")
-    return f"{rec.runtime.name} {rec.runtime.version}" + (f" ({provider})" if provider else "")
+    return rec.runtime.name + (f" ({provider})" if provider else "")
 
 
 def _row(rec: ArtifactRecord, ref: ArtifactRecord | None, teacher_top1: float | None) -> Row:
@@ -105,7 +106,18 @@ def _row(rec: ArtifactRecord, ref: ArtifactRecord | None, teacher_top1: float | 
         ref_lat = ref.latency_at(lat.batch_size) if ref is not None and ref.status == "done" else None
         speedup = ref_lat.p50_ms / lat.p50_ms if ref_lat is not None and lat.p50_ms > 0 else None
         figures.append(
-            Figure(lat.batch_size, lat.p50_ms, lat.p99_ms, lat.throughput_ips, speedup, lat.stable, lat.spread)
+            Figure(
+                lat.batch_size,
+                lat.p50_ms,
+                lat.p99_ms,
+                lat.throughput_ips,
+                speedup,
+                lat.stable,
+                lat.spread,
+                None if lat.stable else lat.unstable or f"rounds differ by {lat.spread:.0%}",
+                lat.power_w,
+                lat.energy_mj,
+            )
         )
     top1 = _top1(rec)
     acc = rec.accuracy if rec.status == "done" else None
@@ -117,6 +129,7 @@ def _row(rec: ArtifactRecord, ref: ArtifactRecord | None, teacher_top1: float | 
         status=rec.status,
         reason=rec.reason,
         runtime=_runtime(rec),
+        runtime_version=f"{rec.runtime.name} {rec.runtime.version}" if rec.runtime else None,
         threads=rec.runtime.threads if rec.runtime else None,
         size_bytes=rec.size_bytes,
         params=rec.params,
@@ -130,7 +143,7 @@ def _row(rec: ArtifactRecord, ref: ArtifactRecord | None, teacher_top1: float | 
     )
 
 
-def _describe(system: dict[str, Any]) -> str:
+def _describe(system: dict[str, Any], power_mode: bool = True) -> str:
     parts = [str(system.get("cpu") or "unknown CPU")]
     if system.get("cores"):
         parts.append(f"{system['cores']} cores")
@@ -138,7 +151,7 @@ def _describe(system: dict[str, Any]) -> str:
         parts.append(f"{system['memory_gb']} GB")
     if system.get("gpu"):
         parts.append(f"GPU {system['gpu']}")
-    if system.get("power_mode"):
+    if power_mode and system.get("power_mode"):  # a device bench says it in "Measured under"
         parts.append(f"power mode {system['power_mode']}")
     if system.get("os"):
         parts.append(str(system["os"]))
@@ -153,20 +166,8 @@ def _timing(settings: dict[str, Any]) -> str:
         "min_runs": "at least {} runs",
         "min_seconds": "at least {:g} s",
         "repeats": "{} rounds",
-        "threads": "{} CPU threads",
     }
     return ", ".join(fmt.format(settings[k]) for k, fmt in known.items() if settings.get(k) is not None)
-
-
-def _conditions(conditions: dict[str, Any], limit: int = 6) -> str:
-    """Scalar facts of the bench's `conditions`, one nesting level deep ("before load1 0.4"), at most `limit`."""
-    facts = []
-    for key, value in conditions.items():
-        items = value.items() if isinstance(value, dict) else [("", value)]
-        for sub, v in items:
-            if isinstance(v, (str, int, float)) and not isinstance(v, bool):
-                facts.append(f"{key} {sub} {v:g}" if isinstance(v, float) else f"{key} {sub} {v}")
-    return ", ".join(f.replace("  ", " ") for f in facts[:limit])
 
 
 def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: BudgetConfig) -> DeviceSection:
@@ -189,6 +190,11 @@ def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: Bud
     plotted = [r for r in rows if r.top1 is not None and r.at(primary) is not None]
     for row, flag in zip(plotted, pareto_front([r.at(primary).p50_ms for r in plotted], [r.top1 for r in plotted])):
         row.pareto = flag
+    energy = bool(plotted) and all(r.at(primary).energy_mj is not None for r in plotted)
+    if energy:
+        front = pareto_front([r.at(primary).energy_mj for r in plotted], [r.top1 for r in plotted])
+        for row, flag in zip(plotted, front):
+            row.pareto_energy = flag
     eligible = [r for r in plotted if r.budget == "within"]
     best = min(eligible, key=lambda r: r.at(primary).p50_ms) if eligible else None
     note = None
@@ -203,9 +209,10 @@ def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: Bud
         device=bench.device,
         kind=bench.kind,
         created=bench.created,
-        machine=_describe(bench.system),
+        machine=_describe(bench.system, power_mode="jetson" not in bench.conditions),
         timing=_timing(bench.settings),
-        conditions=_conditions(bench.conditions),
+        measured_under=measured_under(bench.conditions, bench.settings, bench.system),
+        clocks_note=clocks_note(bench.conditions, bench.kind),
         batch_sizes=batch_sizes,
         primary_batch=primary,
         reference_note=ref_note,
@@ -215,6 +222,7 @@ def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: Bud
         rows=rows,
         recommendation=best.id if best else None,
         recommendation_note=note,
+        energy=energy,
     )
 
 
@@ -272,7 +280,7 @@ def _summary_row(section: DeviceSection, key: str) -> SummaryRow:
     ref = section.row(catalog.REFERENCE)
     ref_top1 = ref.top1 if ref is not None else None
     cost = ref_top1 - row.top1 if row is not None and row.top1 is not None and ref_top1 is not None else None
-    notes = [n for n in (section.recommendation_note, section.reference_note) if n]
+    notes = [n for n in (section.recommendation_note, section.reference_note, section.clocks_note) if n]
     return SummaryRow(
         key=key,
         recommended=row.id if row else None,
@@ -284,6 +292,7 @@ def _summary_row(section: DeviceSection, key: str) -> SummaryRow:
         top1=row.top1 if row else None,
         cost=cost,
         note="; ".join(notes) or None,
+        unstable=sum(not f.stable for r in section.rows for f in r.latency),
     )
 
 
@@ -303,7 +312,7 @@ def build_report(run_dirs: list[Path], budget: BudgetConfig, omit_stage: str | N
             raise EdgekdError(f"{d}: run directory not found")
     labels = _labels(run_dirs)
     many = len(run_dirs) > 1
-    runs, devices, skipped, unmet = [], [], [], []
+    runs, devices, skipped, unmet, unstable = [], [], [], [], []
     for run_dir, label in zip(run_dirs, labels):
         manifest = load_manifest(run_dir)
         benches = load_benches(run_dir)
@@ -316,6 +325,7 @@ def build_report(run_dirs: list[Path], budget: BudgetConfig, omit_stage: str | N
         if not benches:
             unmet.append(f"{label}: no bench/*.json in {run_dir}")
         for b in benches:
+            unstable += [f"{label}/{u}" if many else u for u in b.unstable]
             section = device_section(b, benches, label, budget)
             section.key = f"{label}/{b.device}" if many else b.device
             devices.append(section)
@@ -344,4 +354,5 @@ def build_report(run_dirs: list[Path], budget: BudgetConfig, omit_stage: str | N
         failed=failed,
         over_budget=over,
         unmet=unmet,
+        unstable=unstable,
     )

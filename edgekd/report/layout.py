@@ -29,6 +29,10 @@ def scatter_name(section: DeviceSection) -> str:
     return f"accuracy-latency-{_slug(section.key)}"
 
 
+def energy_name(section: DeviceSection) -> str:
+    return f"accuracy-energy-{_slug(section.key)}"
+
+
 def sensitivity_name(run: RunSection) -> str:
     return f"sensitivity-{_slug(run.label)}"
 
@@ -75,7 +79,7 @@ def summary_blocks(report: Report) -> list[Block]:
         p50 = t.num(s.p50_ms) + ("" if s.stable else f" {t.UNSTABLE}")
         rows.append(
             [
-                s.key,
+                Mark("unstable", f"{s.key} {t.UNSTABLE}") if s.unstable else s.key,
                 s.recommended or "none within budget",
                 p50 if s.p50_ms is None else Mark("unstable", p50) if not s.stable else p50,
                 t.speedup(s.speedup),
@@ -95,11 +99,37 @@ def summary_blocks(report: Report) -> list[Block]:
     notes = [f"{s.key}: {s.note}" for s in report.summary if s.note]
     if notes:
         blocks.append(("ul", notes))
+    blocks += unstable_blocks(report)
     if report.skipped:
         blocks += [("p", "**Skipped stages:**"), ("ul", report.skipped)]
     else:
         blocks.append(("p", "No stage was skipped."))
     return blocks
+
+
+def unstable_blocks(report: Report, most: int = 4) -> list[Block]:
+    """The summary's warning when figures are unstable: how many, the first few, and how to re-measure them."""
+    if not report.unstable:
+        return []
+    n = len(report.unstable)
+    listed = report.unstable[:most]
+    if n > most:
+        listed.append(f"and {n - most} more (marked {t.UNSTABLE} in the device tables)")
+    run_dir = report.runs[0].path if len(report.runs) == 1 else "RUN_DIR"
+    how = f"`edgekd bench {run_dir} --repeat-unstable`"
+    shaky = [d.device for d in report.devices if any(not f.stable for r in d.rows for f in r.latency)]
+    devices = sorted({d.device for d in report.devices if d.kind != "host" and d.device in shaky})
+    if devices:  # device figures are re-measured on the device
+        how += f" (on {', '.join(devices)}: `edgekd bench {run_dir} --device NAME`)"
+    return [
+        (
+            "p",
+            f"**{t.UNSTABLE} {n} unstable figure{'s' if n > 1 else ''}**: rounds disagreed or the machine was busy, "
+            f"so these latencies (and speed-ups) may be wrong. Re-measure them with {how}; "
+            "`edgekd run --strict` fails while any remains.",
+        ),
+        ("ul", listed),
+    ]
 
 
 def side_by_side(report: Report) -> list[Block]:
@@ -129,12 +159,23 @@ def side_by_side(report: Report) -> list[Block]:
     ]
 
 
+def _energy(value: float | None, watts: bool = False) -> str:
+    """Watts with two decimals, mJ with three significant digits (no exponent); "n/a", never 0, without rails."""
+    if value is None:
+        return "n/a"
+    if watts:
+        return f"{value:.2f}"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+
+
 def device_blocks(section: DeviceSection, report: Report, figures: dict[str, FigureFile], many: bool) -> list[Block]:
     heading = f"{section.device} ({section.kind})" + (f" — {section.run}" if many else "")
     about = f"{section.machine}. Timing: {section.timing}; benchmarked {section.created}."
-    if section.conditions:
-        about += f" Conditions: {section.conditions}."
-    blocks: list[Block] = [("h2", f"Device {heading}"), ("p", about)]
+    blocks: list[Block] = [
+        ("h2", f"Device {heading}"),
+        ("p", about),
+        ("p", f"Measured under: {section.measured_under}."),
+    ]
     if section.reference_note:
         blocks.append(("p", f"**Reference missing:** {section.reference_note}."))
     blocks.append(
@@ -145,7 +186,7 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
     )
     headers = ["Artifact", "Runtime", "Threads"]
     for bs in section.batch_sizes:
-        headers += [f"b{bs} p50 / p99 (ms)", f"b{bs} img/s", f"b{bs} speed-up"]
+        headers += [f"b{bs} p50 / p99 (ms)", f"b{bs} speed-up", f"b{bs} W", f"b{bs} mJ/img"]
     lat_rows = []
     for r in section.rows:
         cells: list[t.Cell] = [
@@ -155,28 +196,28 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
         ]
         for bs in section.batch_sizes:
             fig = r.at(bs)
-            cells += [
-                _latency_cell(r, bs),
-                t.num(fig.throughput_ips if fig else None, ".1f"),
-                t.speedup(fig.speedup if fig else None),
-            ]
+            cells += [_latency_cell(r, bs), t.speedup(fig.speedup if fig else None)]
+            cells += [_energy(fig.power_w, watts=True), _energy(fig.energy_mj)] if fig else [t.DASH, t.DASH]
         lat_rows.append(cells)
-    blocks += [("h3", "Latency"), ("table", headers, lat_rows, "detail")]
-    unstable = [
-        f"{r.id} b{f.batch_size} (rounds differ by {f.spread:.0%})"
-        for r in section.rows
-        for f in r.latency
-        if not f.stable
-    ]
-    if unstable:
-        blocks.append(
-            (
-                "p",
-                f"{t.UNSTABLE} unstable figure (rounds disagreed or the machine was busy): "
-                + ", ".join(unstable)
-                + ".",
-            )
+    blocks += [("h3", "Latency and energy"), ("table", headers, lat_rows, "detail")]
+    if section.clocks_note:
+        blocks.append(("p", f"**{section.clocks_note[0].upper()}{section.clocks_note[1:]}.**"))
+    versions = sorted({r.runtime_version for r in section.rows if r.runtime_version})
+    rails = "; n/a: no power rails were read on this device" if any("n/a" in row for row in lat_rows) else ""
+    blocks.append(
+        (
+            "p",
+            (f"Runtimes: {', '.join(versions)}. " if versions else "")
+            + "W: mean board power during the artifact's timed rounds; mJ/img: W x mean latency / batch size"
+            + f"{rails}. Throughput (img/s) is in report.json.",
         )
+    )
+    unstable = [f"{r.id} b{f.batch_size}: {f.unstable}" for r in section.rows for f in r.latency if not f.stable]
+    if unstable:
+        blocks += [
+            ("p", f"**{t.UNSTABLE} unstable figures** (rounds disagreed or the machine was busy):"),
+            ("ul", unstable),
+        ]
     acc_rows = [
         [
             r.id,
@@ -210,10 +251,11 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
     notes += [f"over budget: `{r.id}`: {r.budget_note}" for r in section.rows if r.budget == "over"]
     if notes:
         blocks.append(("ul", notes))
-    fig = figures.get(scatter_name(section))
-    if fig is not None:
-        caption = f"Labels left out where points crowd: {', '.join(fig.dropped)}." if fig.dropped else ""
-        blocks.append(("img", scatter_name(section), f"accuracy vs latency on {section.key}", caption))
+    for name, alt in ((scatter_name(section), "latency"), (energy_name(section), "energy per image")):
+        fig = figures.get(name)
+        if fig is not None:
+            caption = f"Labels left out where points crowd: {', '.join(fig.dropped)}." if fig.dropped else ""
+            blocks.append(("img", name, f"accuracy vs {alt} on {section.key}", caption))
     return blocks
 
 
@@ -297,6 +339,7 @@ def document(report: Report, figures: dict[str, FigureFile]) -> list[Block]:
             ("img", CURVES, "student val top-1 and teacher-student KL per epoch", ""),
         ]
     problems = report.failed + report.over_budget + report.unmet
+    problems += [f"{t.UNSTABLE} unstable: {u}" for u in report.unstable]
     verdict = "meets the accuracy budget" if report.meets_budget else "does NOT meet the accuracy budget"
     blocks += [("h2", "Verdict"), ("p", f"**This report {verdict}.**")]
     if problems:

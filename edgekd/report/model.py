@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-REPORT_SCHEMA = "edgekd.report/2"
+REPORT_SCHEMA = "edgekd.report/3"
 
 
 @dataclass
@@ -24,6 +24,9 @@ class Figure:
     speedup: float | None
     stable: bool = True
     spread: float = 0.0
+    unstable: str | None = None  # why not stable (Latency.unstable)
+    power_w: float | None = None  # None: no power rails on this device ("n/a", never 0)
+    energy_mj: float | None = None  # millijoules per image
 
 
 @dataclass
@@ -36,7 +39,8 @@ class Row:
     precision: str
     status: str  # done | failed | skipped
     reason: str | None = None
-    runtime: str | None = None  # "onnxruntime 1.20.1 (CPU)"
+    runtime: str | None = None  # "onnxruntime (CPU)"
+    runtime_version: str | None = None  # "onnxruntime 1.20.1" (listed once per device, not in every row)
     threads: int | None = None
     size_bytes: int | None = None
     params: int | None = None
@@ -49,6 +53,7 @@ class Row:
     budget: str | None = None  # within | over | n/a | None (not measured)
     budget_note: str = ""
     pareto: bool = False
+    pareto_energy: bool = False  # on the accuracy-vs-energy front (only when the section has energy)
     reference: bool = False
     recommended: bool = False
 
@@ -65,8 +70,9 @@ class DeviceSection:
     kind: str
     created: str
     machine: str  # one line: CPU, cores, memory, GPU, power mode, OS
-    timing: str  # one line: warm-up, runs, rounds, threads
-    conditions: str  # one line: what may have disturbed the figures ("" when nothing was recorded)
+    timing: str  # one line: warm-up, runs, rounds
+    measured_under: str  # one line: load, other processes, governor, threads; Jetson power mode, clocks, heat
+    clocks_note: str | None  # set on a Jetson whose clocks were not locked: shown beside the figures
     batch_sizes: list[int]
     primary_batch: int
     reference_note: str | None  # set when the named reference was not measured on this device
@@ -76,6 +82,7 @@ class DeviceSection:
     rows: list[Row] = field(default_factory=list)
     recommendation: str | None = None
     recommendation_note: str | None = None
+    energy: bool = False  # every plotted artifact has energy at the primary batch: an accuracy-vs-energy plot
     key: str = ""  # how the report names this section: the device, or run/device when several runs are compared
 
     def row(self, artifact_id: str) -> Row | None:
@@ -145,6 +152,7 @@ class SummaryRow:
     top1: float | None
     cost: float | None  # reference top-1 minus the recommended artifact's, in points
     note: str | None
+    unstable: int = 0  # figures of this device marked unstable (the device is marked in the summary)
 
 
 @dataclass
@@ -161,6 +169,7 @@ class Report:
     failed: list[str]  # artifacts that failed to load or run
     over_budget: list[str]
     unmet: list[str]  # devices without a student within budget (or without a teacher to check against)
+    unstable: list[str]  # "<device>: <id> batch <n>: <why>" of every unstable figure (BenchDoc.unstable); --strict
     schema: str = REPORT_SCHEMA
 
     @property

@@ -1,5 +1,5 @@
-"""Report figures (matplotlib, Agg canvas, no global pyplot state): accuracy vs latency, distillation curves,
-per-layer quantization sensitivity.
+"""Report figures (matplotlib, Agg canvas, no global pyplot state): accuracy vs latency (or energy per image),
+distillation curves, per-layer quantization sensitivity.
 
 Point labels are placed so that none overlaps another label, a marker or the axes' edge; a label
 that finds no free place is dropped and returned, so the caller can list it beside the figure.
@@ -25,10 +25,10 @@ MARKER_PX = 6  # half the size of a marker's box, in pixels
 
 @dataclass
 class Point:
-    """One artifact on the accuracy-vs-latency plane."""
+    """One artifact on the accuracy-vs-cost plane; `cost` is p50 latency (ms) or energy per image (mJ)."""
 
     label: str
-    latency_ms: float
+    cost: float
     top1: float
     pareto: bool
     within_budget: bool | None
@@ -94,8 +94,8 @@ def place_labels(ax, xs: list[float], ys: list[float], labels: list[str], fontsi
     return placed
 
 
-def accuracy_latency_scatter(points: list[Point], title: str, xlabel: str, path: Path) -> tuple[bytes, list[str]]:
-    """Top-1 against p50 latency (log x), Pareto front joined by a line, over-budget points hollow.
+def accuracy_scatter(points: list[Point], title: str, xlabel: str, path: Path) -> tuple[bytes, list[str]]:
+    """Top-1 against a cost (latency or energy, log x), Pareto front joined by a line, over-budget points hollow.
 
     Returns the PNG and the labels that had no free place (the caller lists them under the figure).
     """
@@ -103,7 +103,7 @@ def accuracy_latency_scatter(points: list[Point], title: str, xlabel: str, path:
     ax = fig.add_subplot()
     for p in points:
         ax.scatter(
-            p.latency_ms,
+            p.cost,
             p.top1,
             s=40,
             marker="o" if p.pareto else "s",
@@ -112,10 +112,10 @@ def accuracy_latency_scatter(points: list[Point], title: str, xlabel: str, path:
             linewidths=1.5,
             zorder=3,
         )
-    front = sorted((p for p in points if p.pareto), key=lambda p: p.latency_ms)
+    front = sorted((p for p in points if p.pareto), key=lambda p: p.cost)
     if len(front) > 1:
-        ax.plot([p.latency_ms for p in front], [p.top1 for p in front], "--", color="tab:red", zorder=2)
-    if points and min(p.latency_ms for p in points) > 0:
+        ax.plot([p.cost for p in front], [p.top1 for p in front], "--", color="tab:red", zorder=2)
+    if points and min(p.cost for p in points) > 0:
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # labelled ticks on short ranges too
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
@@ -132,7 +132,7 @@ def accuracy_latency_scatter(points: list[Point], title: str, xlabel: str, path:
         "circle: on the Pareto front (red dashes), square: dominated; filled: within the accuracy budget, hollow: over",
         fontsize=7,
     )
-    placed = place_labels(ax, [p.latency_ms for p in points], [p.top1 for p in points], [p.label for p in points])
+    placed = place_labels(ax, [p.cost for p in points], [p.top1 for p in points], [p.label for p in points])
     dropped = [p.label for p, t in zip(points, placed) if t is None]
     return save_png(fig, path), dropped
 

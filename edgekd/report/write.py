@@ -10,7 +10,7 @@ from edgekd.artifacts import write_text_atomic
 from edgekd.config import BudgetConfig
 from edgekd.report import plots
 from edgekd.report.build import build_report
-from edgekd.report.layout import CURVES, FigureFile, document, scatter_name, sensitivity_name
+from edgekd.report.layout import CURVES, FigureFile, document, energy_name, scatter_name, sensitivity_name
 from edgekd.report.model import Report
 from edgekd.report.render_html import render_html
 from edgekd.report.render_md import render_markdown
@@ -30,24 +30,21 @@ def figures(report: Report, out_dir: Path) -> dict[str, FigureFile]:
     """Every figure of the report as a PNG in `out_dir`, by the name the layout refers to it."""
     out: dict[str, FigureFile] = {}
     for d in report.devices:
-        points = [
-            plots.Point(
-                r.id,
-                r.at(d.primary_batch).p50_ms,
-                r.top1,
-                r.pareto,
-                None if r.budget == "n/a" else r.budget == "within",
+        rows = [r for r in d.rows if r.top1 is not None and r.at(d.primary_batch) is not None]
+        budget = [None if r.budget == "n/a" else r.budget == "within" for r in rows]
+        figs = [r.at(d.primary_batch) for r in rows]
+        plots_of = [(scatter_name(d), [f.p50_ms for f in figs], [r.pareto for r in rows], "p50 latency", "ms")]
+        if d.energy:
+            plots_of.append(
+                (energy_name(d), [f.energy_mj for f in figs], [r.pareto_energy for r in rows], "energy", "mJ/img")
             )
-            for r in d.rows
-            if r.top1 is not None and r.at(d.primary_batch) is not None
-        ]
-        if points:
-            path = out_dir / f"{scatter_name(d)}.png"
-            title = f"{d.key}: top-1 vs p50 latency"
-            png, dropped = plots.accuracy_latency_scatter(
-                points, title, f"p50 latency at batch {d.primary_batch} (ms, log scale)", path
+        for name, costs, front, what, unit in plots_of if rows else []:
+            points = [plots.Point(r.id, c, r.top1, p, b) for r, c, p, b in zip(rows, costs, front, budget)]
+            path = out_dir / f"{name}.png"
+            png, dropped = plots.accuracy_scatter(
+                points, f"{d.key}: top-1 vs {what}", f"{what} at batch {d.primary_batch} ({unit}, log scale)", path
             )
-            out[scatter_name(d)] = FigureFile(path, png, dropped)
+            out[name] = FigureFile(path, png, dropped)
     for run in report.runs:
         if run.sensitivity:
             path = out_dir / f"{sensitivity_name(run)}.png"

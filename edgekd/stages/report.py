@@ -41,5 +41,38 @@ class ReportStage:
                 "unmet": report.unmet,
                 "over_budget": report.over_budget,
                 "failed": report.failed,
+                "unstable": report.unstable,
             },
         )
+
+
+def unstable_message(unstable: list[str], run_dir: Path, local: str, repeated: bool = False) -> str | None:
+    """One line naming the unstable figures ("<device>: <id> batch <n>: <why>") and how to re-measure them.
+
+    `local` is this machine's device name (benchmark.device_name): other devices are re-measured by
+    benchmarking on them again. None when there are no unstable figures.
+    """
+    if not unstable:
+        return None
+    named = f"{len(unstable)} unstable figure{'s' if len(unstable) > 1 else ''} ({'; '.join(unstable)})"
+    fix = f"`edgekd bench {run_dir} --repeat-unstable`"
+    remote = sorted({u.split(":", 1)[0] for u in unstable} - {local})
+    if remote:
+        fix += f" ({', '.join(remote)}: `edgekd bench {run_dir} --device NAME`)"
+    if repeated:
+        return f"{named} after re-measuring: stop other busy programs (on a Jetson lock the clocks) and run {fix} again"
+    return f"{named}; re-measure them with {fix}"
+
+
+def strict_failures(metrics: dict, run_dir: Path, local: str) -> list[str]:
+    """Why `edgekd run --strict` fails, one line each, from the report stage's metrics ([]: it passes).
+
+    It fails when no deployable artifact meets the accuracy budget (or an artifact failed, or the
+    report did not run) and when any figure is marked unstable.
+    """
+    problems = []
+    if not metrics.get("meets_budget"):
+        why = "; ".join(metrics.get("unmet", []) + metrics.get("failed", [])) or "the report stage did not run"
+        problems.append(f"no deployable artifact meets the accuracy budget ({why})")
+    unstable = unstable_message(metrics.get("unstable") or [], run_dir, local)
+    return problems + ([unstable] if unstable else [])

@@ -160,7 +160,7 @@ def test_host_and_device_side_by_side_from_measured_records(measured, tmp_path: 
     doc = json.loads(files.json.read_text())
     md, page = files.markdown.read_text(), files.html.read_text()
 
-    assert doc["schema"] == "edgekd.report/2" and doc["reference"] == catalog.REFERENCE
+    assert doc["schema"] == "edgekd.report/3" and doc["reference"] == catalog.REFERENCE
     for section, records in zip(doc["devices"], (host, [measured["student_onnx"], measured["teacher_onnx"]])):
         ids = [r["id"] for r in section["rows"]]
         assert sorted(ids) == sorted(r.id for r in records) and len(set(ids)) == len(ids)
@@ -281,7 +281,7 @@ def test_unstable_figures_carry_a_text_mark(tmp_path: Path) -> None:
     write_bench(run, bench("local", "host", recs))
     files = write_report([run], run / "report", BudgetConfig())
     md = files.markdown.read_text()
-    assert "4.00 / 4.00 †" in md and "student_onnx b1 (rounds differ by 31%)" in md
+    assert "4.00 / 4.00 †" in md and "student_onnx b1: rounds differ by 31%" in md
     assert "80.00 / 80.00 †" not in md  # batch 4 of the same artifact is stable
 
 

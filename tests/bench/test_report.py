@@ -338,3 +338,214 @@ def test_pareto_front() -> None:
     accuracies = [80.0, 90.0, 95.0, 85.0, 89.0]
     assert pareto_front(latencies, accuracies) == [True, True, True, False, False]
     assert pareto_front([1.0, 1.0], [90.0, 90.0]) == [True, True]
+
+
+def with_power(recs: list[ArtifactRecord], watts: dict[str, float | None]) -> list[ArtifactRecord]:
+    """Board power per artifact id as the harness records it (energy = W x mean ms / batch); None: no rails."""
+    for rec in recs:
+        w = watts.get(rec.id)
+        rec.latency = [
+            replace(lat, power_w=w, energy_mj=None if w is None else w * lat.mean_ms / lat.batch_size)
+            for lat in rec.latency
+        ]
+    return recs
+
+
+def latency_rows(md: str, device: str) -> dict[str, dict[str, str]]:
+    """Artifact id -> {header: cell} of a device's latency table in report.md."""
+    table = md_table(md[md.index(f"## Device {device} ") :], "### Latency")
+    return {row[0].split(" ")[0]: dict(zip(table[0], row)) for row in table[1:]}
+
+
+def test_energy_is_na_without_rails_and_plotted_when_every_point_has_it(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    specs = {"teacher_onnx": (92.0, 20.0), "student_onnx": (91.0, 4.0), "student_qat_onnx": (90.5, 2.0)}
+    write_bench(run, bench("local", "host", records(specs)))  # a host: no power rails
+    # on the Jetson the int8 student is fastest but draws so much power that the fp32 student costs less energy
+    watts = {"teacher_onnx": 10.0, "student_onnx": 5.0, "student_qat_onnx": 12.0}
+    write_bench(run, bench("orin", "jetson-orin-nano", with_power(records(specs), watts)))
+    files = write_report([run], run / "report", BudgetConfig())
+    md = files.markdown.read_text()
+
+    host = latency_rows(md, "local")
+    assert {row[h] for row in host.values() for h in ("b1 W", "b1 mJ/img", "b4 W", "b4 mJ/img")} == {"n/a"}
+    orin = latency_rows(md, "orin")
+    assert orin["student_onnx"]["b1 W"] == "5.00" and orin["student_onnx"]["b1 mJ/img"] == "20.0"  # 5 W x 4 ms
+    assert orin["teacher_onnx"]["b4 mJ/img"] == "200"  # 10 W x 80 ms / 4 images
+    assert orin["student_qat_onnx"]["b1 mJ/img"] == "24.0"
+    assert not any(re.fullmatch(r"0(\.0+)?", cell) for row in [*host.values(), *orin.values()] for cell in row.values())
+    assert not any("img/s" in header for header in host["teacher_onnx"])  # kept narrow: throughput is in the JSON
+
+    orin_section = next(d for d in files.report.devices if d.device == "orin")
+    local_section = next(d for d in files.report.devices if d.device == "local")
+    assert orin_section.energy and not local_section.energy
+    front = {r.id: (r.pareto, r.pareto_energy) for r in orin_section.rows}
+    assert front["student_qat_onnx"] == (True, False)  # fastest, but not the least energy per image
+    assert front["student_onnx"] == (True, True)
+    assert (run / "report" / "accuracy-energy-orin.png").is_file()
+    assert not (run / "report" / "accuracy-energy-local.png").exists()
+    assert "![accuracy vs energy per image on orin](accuracy-energy-orin.png)" in md
+
+    # one artifact without a power figure: its cells say n/a and no device-wide energy plot is drawn
+    watts["student_qat_onnx"] = None
+    write_bench(run, bench("orin", "jetson-orin-nano", with_power(records(specs), watts)))
+    files = write_report([run], tmp_path / "again", BudgetConfig())
+    assert latency_rows(files.markdown.read_text(), "orin")["student_qat_onnx"]["b1 W"] == "n/a"
+    assert not next(d for d in files.report.devices if d.device == "orin").energy
+    assert not (tmp_path / "again" / "accuracy-energy-orin.png").exists()
+
+
+SHOW_UNLOCKED = """cpu0: Online=1 Governor=schedutil MinFreq=1190400 MaxFreq=2265600 CurrentFreq=1190400 IdleStates: C1=1
+GPU MinFreq=114750000 MaxFreq=1377000000 CurrentFreq=114750000
+EMC MinFreq=204000000 MaxFreq=2133000000 CurrentFreq=2133000000 FreqOverride=0
+"""
+SHOW_LOCKED = """cpu0: Online=1 Governor=schedutil MinFreq=2265600 MaxFreq=2265600 CurrentFreq=2265600 IdleStates: C1=1
+GPU MinFreq=1377000000 MaxFreq=1377000000 CurrentFreq=1377000000
+EMC MinFreq=204000000 MaxFreq=2133000000 CurrentFreq=2133000000 FreqOverride=1
+"""
+
+
+def thermal_zones(root: Path, temps: dict[str, int], trip_mc: int = 50000) -> Path:
+    """A /sys/class/thermal tree: one zone per (type, millidegrees) with a passive trip point at `trip_mc`."""
+    for i, (kind, milli) in enumerate(temps.items()):
+        zone = root / f"thermal_zone{i}"
+        zone.mkdir(parents=True)
+        (zone / "type").write_text(kind + "\n")
+        (zone / "temp").write_text(f"{milli}\n")
+        (zone / "trip_point_0_type").write_text("passive\n")
+        (zone / "trip_point_0_temp").write_text(f"{trip_mc}\n")
+    return root
+
+
+def jetson_conditions(tmp_path: Path, show: str, lock: dict, during_show: str | None = None) -> dict:
+    """A device bench's `conditions` made by the producers themselves (sysload, probe) on recorded inputs."""
+    from edgekd.ondevice import probe, sysload
+
+    def state(show_text: str, temps: dict[str, int], mode: str | None) -> dict:
+        clocks = probe.parse_jetson_clocks(show_text)
+        zones = thermal_zones(tmp_path / f"thermal-{len(list(tmp_path.glob('thermal-*')))}", temps)
+        return {"power_mode": mode, "clocks": clocks, "clocks_locked": clocks["locked"], **probe.thermal(str(zones))}
+
+    before = state(show, {"CPU-therm": 41500, "GPU-therm": 43000}, "MODE_15W_6CORE (2)")
+    after = state(show, {"CPU-therm": 48000, "GPU-therm": 55500}, None)  # GPU past its passive trip point
+    during = state(during_show, {"GPU-therm": 45000}, None) if during_show else None
+    snap = sysload.snapshot(0.05)
+    return {
+        "before": snap,
+        "figures": [{"batch_size": 1, "artifacts": 2, "others_cores": 0.01}],
+        "after": snap,
+        "power": {"source": "tegrastats", "interval_ms": 100, "samples": 40, "power_w": 6.1, "basis": "VDD_IN"},
+        "jetson": {"before": before, "during": during, "after": after, "lock_clocks": lock},
+    }
+
+
+def test_unlocked_clocks_are_noted_beside_the_figures(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    specs = {"teacher_onnx": (92.0, 20.0), "student_onnx": (91.0, 4.0)}
+    write_bench(run, bench("local", "host", records(specs)))
+    unlocked = bench("xavier", "jetson-xavier-nx", records(specs))
+    unlocked.conditions = jetson_conditions(
+        tmp_path, SHOW_UNLOCKED, {"requested": False, "locked_by_bench": False, "error": None}
+    )
+    write_bench(run, unlocked)
+    files = write_report([run], run / "report", BudgetConfig())
+    md, page = files.markdown.read_text(), files.html.read_text()
+    xavier = md[md.index("## Device xavier") :].split("\n## ")[0]
+    table_end = xavier.index("\n\n", xavier.index("| Artifact | Runtime"))
+    note = "**Clocks not locked: figures may move with DVFS; set `lock_clocks: true` in devices.yaml.**"
+    assert xavier[table_end:].lstrip().startswith(note)  # right under the latency table
+    assert "xavier: clocks not locked" in html_summary(page)
+    under = next(line for line in xavier.splitlines() if line.startswith("Measured under:"))
+    assert "power mode MODE_15W_6CORE (2)" in under and "clocks NOT locked" in under
+    assert "hottest zone 43.0 °C (GPU-therm) before, 55.5 °C (GPU-therm) after" in under
+    assert "THROTTLING seen: GPU-therm (after)" in under and "power from tegrastats (VDD_IN)" in under
+    assert "CPU threads" in under and "load " in under and ("CPU governor" in under)
+    local = md[md.index("## Device local") :].split("\n## ")[0]
+    assert "Clocks not locked" not in local and "power mode" not in local  # a host has no Jetson facts
+
+    # the bench locked them (lock_clocks: true): no note, and the line says who locked them
+    locked = bench("xavier", "jetson-xavier-nx", records(specs))
+    locked.conditions = jetson_conditions(
+        tmp_path, SHOW_UNLOCKED, {"requested": True, "locked_by_bench": True, "error": None}, during_show=SHOW_LOCKED
+    )
+    write_bench(run, locked)
+    md = write_report([run], tmp_path / "locked", BudgetConfig()).markdown.read_text()
+    assert "Clocks not locked" not in md and "clocks not locked" not in md
+    assert "clocks locked by the bench (lock_clocks)" in md
+
+    # lock_clocks asked for but refused (no password-less sudo): not locked, and why
+    refused = bench("xavier", "jetson-xavier-nx", records(specs))
+    refused.conditions = jetson_conditions(
+        tmp_path, SHOW_UNLOCKED, {"requested": True, "locked_by_bench": False, "error": "sudo: a password is required"}
+    )
+    write_bench(run, refused)
+    md = write_report([run], tmp_path / "refused", BudgetConfig()).markdown.read_text()
+    assert "clocks NOT locked (lock_clocks failed: sudo: a password is required)" in md
+    assert "Clocks not locked: figures may move with DVFS" in md
+
+
+def test_unstable_figures_are_listed_in_the_summary_and_fail_strict(tmp_path: Path, tiny_pipeline) -> None:
+    from rich.console import Console
+
+    from edgekd.config import load_pipeline
+    from edgekd.manifest import Manifest
+    from edgekd.pipeline import RunContext
+    from edgekd.progress import Reporter
+    from edgekd.stages.report import ReportStage, strict_failures
+
+    run = tmp_path / "run"
+    specs = {"teacher_onnx": (92.0, 20.0), "student_onnx": (91.0, 4.0)}
+    write_bench(run, bench("local", "host", records(specs)))
+    shaky = records(specs)
+    why = "rounds differ by 14% (limit 10%); other processes used 1.2 cores (limit 0.5)"
+    shaky[0].latency[1] = replace(shaky[0].latency[1], stable=False, spread=0.14, unstable=why)
+    write_bench(run, bench("xavier", "jetson-xavier-nx", shaky))
+    cfg = load_pipeline(tiny_pipeline())
+    ctx = RunContext(cfg, run, Reporter(Console(quiet=True)), Manifest(run, "test"))
+    ctx.stage_name = "report"
+
+    metrics = ReportStage().run(ctx, cfg.benchmark, {}).metrics
+    assert metrics["unstable"] == [f"xavier: teacher_onnx batch 4: {why}"]
+    assert metrics["meets_budget"]  # the budget holds: only the figures are in doubt
+    problems = strict_failures(metrics, run, "local")
+    assert problems == [
+        f"1 unstable figure (xavier: teacher_onnx batch 4: {why}); re-measure them with "
+        f"`edgekd bench {run} --repeat-unstable` (xavier: `edgekd bench {run} --device NAME`)"
+    ]
+    md = (run / "report" / "report.md").read_text()
+    summary = md[: md.index("## Side by side")]
+    assert "**† 1 unstable figure**" in summary and f"- xavier: teacher_onnx batch 4: {why}" in summary
+    assert "| xavier † |" in summary and "| local |" in summary  # the device is marked in the summary table
+    assert f"`edgekd bench {run} --repeat-unstable`" in summary
+    assert json.loads((run / "report" / "report.json").read_text())["unstable"] == metrics["unstable"]
+
+    write_bench(run, bench("xavier", "jetson-xavier-nx", records(specs)))  # measured again, quietly
+    metrics = ReportStage().run(ctx, cfg.benchmark, {}).metrics
+    assert metrics["unstable"] == [] and strict_failures(metrics, run, "local") == []
+    assert "unstable" not in (run / "report" / "report.md").read_text()
+    # the budget condition still holds on its own
+    assert "accuracy budget" in strict_failures({**metrics, "meets_budget": False, "unmet": ["x"]}, run, "local")[0]
+
+
+@pytest.mark.slow
+def test_run_strict_exits_1_on_an_unstable_figure(tmp_path: Path, tiny_pipeline) -> None:
+    """`edgekd run --only report --strict` on a run whose bench file (vouched by the manifest) has an unstable figure."""
+    import subprocess
+    import sys
+
+    from edgekd.artifacts import sha256_file
+
+    run = tmp_path / "run"
+    recs = records({"teacher_onnx": (92.0, 20.0), "student_onnx": (91.0, 4.0)})
+    recs[1].latency[0] = replace(recs[1].latency[0], stable=False, spread=0.31, unstable="rounds differ by 31%")
+    write_bench(run, bench("local", "host", recs))
+    path = run / "bench" / "local.json"
+    art = {"path": "bench/local.json", "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest(run, benchmark={**stage("done"), "key": "hand-written", "artifacts": {"bench": art}})
+    cmd = [sys.executable, "-m", "edgekd.cli", "run", str(tiny_pipeline()), "--run-dir", str(run), "--only", "report"]
+    done = subprocess.run([*cmd, "--strict"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    message = " ".join(done.stderr.split())  # rich may wrap the line on a narrow terminal
+    assert "strict: 1 unstable figure (local: student_onnx batch 1: rounds differ by 31%)" in message
+    assert f"edgekd bench {run} --repeat-unstable" in message
+    assert "accuracy budget" not in message  # the budget is met: only the figure fails it

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from torch import nn
+
+from edgekd.artifacts import sha256_file
+from edgekd.config import DistillConfig
+from edgekd.data.datasets import data_fingerprint
+from edgekd.distill.features import FeatureDistiller
+from edgekd.distill.teacher_cache import CACHE_FILE, TeacherCache, cache_key
 from edgekd.models import ModelSpec, count_params, load_model
 from edgekd.pipeline import RunContext
 
@@ -17,3 +24,39 @@ def model_summary(path: Path) -> dict:
     """Parameters and size on disk of a saved model file."""
     model, spec = load_model(path)
     return {"model": spec.name, "params": count_params(model), "size_bytes": path.stat().st_size}
+
+
+def teacher_cache(
+    ctx: RunContext,
+    cfg: DistillConfig,
+    teacher_path: Path,
+    teacher: nn.Module,
+    features: FeatureDistiller | None,
+) -> tuple[TeacherCache | None, str]:
+    """The teacher's outputs per training sample, when allowed; and what happened, for the log."""
+    if not cfg.teacher_cache:
+        return None, "off (teacher_cache: false)"
+    if cfg.augment.active:
+        return None, "skipped: random augmentation shows the teacher new images every epoch"
+    info = ctx.data.info
+    layers = features.teacher_layers if features else []
+    transforms = {
+        "image_size": info.image_size,
+        "channels": info.in_channels,
+        "mean": info.mean,
+        "std": info.std,
+        "augment": cfg.augment.model_dump(mode="json"),
+    }
+    key = cache_key(sha256_file(teacher_path), data_fingerprint(ctx.config.data, ctx.config.seed), transforms, layers)
+    cache = TeacherCache.load_or_compute(
+        ctx.stage_dir / CACHE_FILE,
+        key,
+        teacher,
+        ctx.data.train,
+        layers,
+        ctx.config.data.eval_batch_size,
+        ctx.device,
+    )
+    if cache.nbytes <= 2**30:  # small enough to keep beside the model: lookups without copies
+        cache.to(ctx.device)
+    return cache, f"{'built' if cache.built else 'reused'} ({ctx.stage_dir.name}/{CACHE_FILE}, key {key[:12]})"

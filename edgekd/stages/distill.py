@@ -6,19 +6,17 @@ from pathlib import Path
 
 from torch import nn
 
-from edgekd.artifacts import sha256_file, write_bytes_atomic, write_json_atomic
+from edgekd.artifacts import write_bytes_atomic, write_json_atomic
 from edgekd.config import DistillConfig, PipelineConfig, SweepConfig
 from edgekd.data.augment import BatchAugment
-from edgekd.data.datasets import data_fingerprint
 from edgekd.distill.features import FeatureDistiller
 from edgekd.distill.objectives import Distillation
-from edgekd.distill.teacher_cache import CACHE_FILE, TeacherCache, cache_key
 from edgekd.distill.trainer import evaluate, predict, train
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model, load_state_dict_file, save_model
 from edgekd.models.weights import initial_model
 from edgekd.pipeline import RunContext, StageResult
-from edgekd.stages.common import model_summary, spec_for
+from edgekd.stages.common import model_summary, spec_for, teacher_cache
 
 
 class DistillStage:
@@ -113,7 +111,7 @@ class DistillStage:
         augment = (
             BatchAugment(cfg.augment, spec.num_classes, data.info.mean, data.info.std) if cfg.augment.active else None
         )
-        cache, cache_note = self._teacher_cache(ctx, cfg, teacher_path, teacher, features)
+        cache, cache_note = teacher_cache(ctx, cfg, teacher_path, teacher, features)
         ctx.reporter.log(f"  distill: teacher cache {cache_note}")
         objective = Distillation(teacher, cfg, features=features, augment=augment, cache=cache, seed=ctx.config.seed)
         result = train(
@@ -138,44 +136,6 @@ class DistillStage:
         student.cpu().eval()
         logits, labels = predict(student, data.val, ctx.config.data.eval_batch_size, "cpu")
         return student, result, {**evaluate(logits, labels, t_val), "student_init": init}, cache_note
-
-    def _teacher_cache(
-        self,
-        ctx: RunContext,
-        cfg: DistillConfig,
-        teacher_path: Path,
-        teacher: nn.Module,
-        features: FeatureDistiller | None,
-    ) -> tuple[TeacherCache | None, str]:
-        """The teacher's outputs per training sample, when allowed; and what happened, for the log."""
-        if not cfg.teacher_cache:
-            return None, "off (teacher_cache: false)"
-        if cfg.augment.active:
-            return None, "skipped: random augmentation shows the teacher new images every epoch"
-        info = ctx.data.info
-        layers = features.teacher_layers if features else []
-        transforms = {
-            "image_size": info.image_size,
-            "channels": info.in_channels,
-            "mean": info.mean,
-            "std": info.std,
-            "augment": cfg.augment.model_dump(mode="json"),
-        }
-        key = cache_key(
-            sha256_file(teacher_path), data_fingerprint(ctx.config.data, ctx.config.seed), transforms, layers
-        )
-        cache = TeacherCache.load_or_compute(
-            ctx.stage_dir / CACHE_FILE,
-            key,
-            teacher,
-            ctx.data.train,
-            layers,
-            ctx.config.data.eval_batch_size,
-            ctx.device,
-        )
-        if cache.nbytes <= 2**30:  # small enough to keep beside the model: lookups without copies
-            cache.to(ctx.device)
-        return cache, f"{'built' if cache.built else 'reused'} ({ctx.stage_dir.name}/{CACHE_FILE}, key {key[:12]})"
 
 
 def sweep_grid(sweep: SweepConfig | None) -> list[dict]:

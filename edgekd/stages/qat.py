@@ -22,18 +22,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgekd.artifacts import sha256_file
 from edgekd.config import PipelineConfig, QatConfig
-from edgekd.data.datasets import data_fingerprint
 from edgekd.distill.features import FeatureDistiller
 from edgekd.distill.objectives import CrossEntropy, Distillation
-from edgekd.distill.teacher_cache import CACHE_FILE, TeacherCache, cache_key
 from edgekd.distill.trainer import Objective, evaluate, predict, train
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.quant import calibrate_ptq, check_qdq_parity, export_qdq_onnx, freeze_observers, prepare_qat
 from edgekd.quant.sensitivity import choose_keep_float, sensitivity_record, sensitivity_split
+from edgekd.stages.common import teacher_cache
 from edgekd.stages.export import artifact_metrics, preprocessing_of
 
 QAT_FORMAT = (
@@ -186,28 +184,8 @@ class QatStage:
         features = None
         if kd.features:
             features = FeatureDistiller(kd.features, teacher, qat, (info.in_channels, info.image_size, info.image_size))
-        cache = None
-        if kd.teacher_cache and not kd.augment.active:
-            layers = features.teacher_layers if features else []
-            transforms = {
-                "image_size": info.image_size,
-                "channels": info.in_channels,
-                "mean": info.mean,
-                "std": info.std,
-                "augment": kd.augment.model_dump(mode="json"),
-            }
-            key = cache_key(
-                sha256_file(teacher_path), data_fingerprint(ctx.config.data, ctx.config.seed), transforms, layers
-            )
-            cache = TeacherCache.load_or_compute(
-                ctx.stage_dir / CACHE_FILE,
-                key,
-                teacher,
-                ctx.data.train,
-                layers,
-                ctx.config.data.eval_batch_size,
-                ctx.device,
-            )
+        cache, note = teacher_cache(ctx, kd, teacher_path, teacher, features)
+        ctx.reporter.log(f"  qat: teacher cache {note}")
         return Distillation(teacher, kd, features=features, cache=cache, seed=ctx.config.seed)
 
     def _export(self, ctx: RunContext, model: nn.Module, filename: str, example: torch.Tensor) -> Path:

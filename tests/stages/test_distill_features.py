@@ -19,7 +19,7 @@ BASE = """\
 name: feat
 seed: 0
 data: {{dataset: digits, image_size: 16, batch_size: 32, limit_train: 192, limit_val: 64}}
-teacher: {{model: resnet8, checkpoint: {teacher}}}
+teacher: {{model: resnet8, checkpoint: {teacher}, allow_weak: true}}  # an untrained stand-in teacher
 student: {{model: resnet8}}
 distill:
   epochs: {epochs}

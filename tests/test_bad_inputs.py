@@ -180,7 +180,7 @@ BAD_VALUES = [  # (path, value, fragments of the message)
     (("data", "val_fraction"), 1.5, ("data.val_fraction: Input should be less than 1",)),
     (("data", "dataset"), "imagenet", ("data.dataset: Input should be 'digits'", "(got 'imagenet')")),
     (("tensorrt", "precisions"), ["int4"], ("tensorrt.precisions.0: Input should be 'fp32', 'fp16' or 'int8'",)),
-    (("tensorrt", "min_batch"), 64, ("tensorrt: need min_batch <= opt_batch <= max_batch",)),
+    (("tensorrt", "min_batch"), 64, ("tensorrt: need 1 <= min_batch <= opt_batch <= max_batch",)),
     (
         ("benchmark", "budget", "max_drop_vs_teacher"),
         -2,
@@ -308,8 +308,8 @@ def _run(tmp_path: Path, pipeline: Path, *more: str) -> list[str]:
 @pytest.mark.parametrize(
     "layout, fragment",
     [
-        ("missing", "train does not exist; an imagefolder root holds train/<class>/*.jpg"),
-        ("empty", "train does not exist"),
+        ("missing", "images is not found; expected the folder holding the imagefolder data"),
+        ("empty", "train is not found; expected train/<class>/<images> under"),
         ("no_classes", "train has no class folders"),
         ("no_images", "train/a has no usable image (2 empty class folders: a, b)"),
         ("class_mismatch", "train/ and val/ under"),
@@ -427,7 +427,10 @@ def test_bad_teacher_checkpoint(tmp_path, kind, fragments):
 
 def test_missing_teacher_checkpoint(tmp_path):
     path = tmp_path / "nope.pt"
-    inproc_error(*_run(tmp_path, _teacher_ckpt(tmp_path, path)), fragments=(f"{path}: checkpoint file not found",))
+    inproc_error(
+        *_run(tmp_path, _teacher_ckpt(tmp_path, path)),
+        fragments=(f"teacher.checkpoint: {path}: a checkpoint file (.pt/.pth) not found",),
+    )
 
 
 def test_student_init_checkpoint_with_other_class_count(tmp_path):
@@ -438,6 +441,7 @@ def test_student_init_checkpoint_with_other_class_count(tmp_path):
     p = _pipeline(
         tmp_path,
         (("teacher", "checkpoint"), str(teacher)),
+        (("teacher", "allow_weak"), True),  # an untrained stand-in teacher
         (("student", "init_checkpoint"), str(student)),
         (("distill", "features"), []),
     )
@@ -486,7 +490,12 @@ def test_unknown_feature_layer_lists_nearest_names_before_training(tmp_path, sid
     p = _pipeline(tmp_path, (("teacher", "checkpoint"), str(teacher)), (("distill", "features"), [pair]))
     inproc_error(
         *_run(tmp_path, p),
-        fragments=(f"{side} (CifarResNet) has no layer '{name}'", "did you mean", nearest, "top-level layers: conv1"),
+        fragments=(
+            f"{side} resnet8 (CifarResNet) has no layer '{name}'",
+            "did you mean",
+            nearest,
+            "top-level layers: conv1",
+        ),
     )
     distill = tmp_path / "run" / "distill"
     assert not (distill / "checkpoint-last.pt").exists() and not (distill / "metrics.jsonl").exists()
@@ -603,4 +612,4 @@ def test_plan_quotes_bracketed_run_dirs_and_reasons_verbatim(tmp_path):
     )
     result = CliRunner().invoke(app, ["plan", str(_pipeline(tmp_path)), "--run-dir", str(run_dir)])
     assert result.exit_code == 0 and result.exception is None, repr(result.exception)
-    assert "last status: failed" in result.stdout
+    assert "last attempt failed" in result.stdout

@@ -110,7 +110,7 @@ def test_entrypoints():
     jetson = [json.loads(a) for w, a in stages["jetson"] if w == "ENTRYPOINT"]
     assert host[-1] == ["edgekd"]
     assert jetson[-1] == ["python3", "-m", "edgekd_device.bench"]
-    assert "def main(" in (ROOT / "edgekd" / "device" / "bench.py").read_text(encoding="utf-8")
+    assert "def main(" in (ROOT / "edgekd" / "ondevice" / "bench.py").read_text(encoding="utf-8")
 
 
 def test_host_installs_dependencies_before_copying_the_code():

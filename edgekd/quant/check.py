@@ -1,6 +1,7 @@
 """Check an exported Q/DQ ONNX file against the layout TensorRT needs to run it fast in int8.
 
-- every Conv/Gemm reads data and weight through int8 DequantizeLinear with zero point 0, the data
+- every Conv/Gemm (and MatMul with a weight, reached through a Transpose) reads data and weight through
+  int8 DequantizeLinear with zero point 0, the data
   per tensor, the weight per output channel (axis 0) — except the layers kept float, which have none;
 - every skip Add (two inputs computed from the model input) reads at least one input, its residual,
   through DequantizeLinear, so TensorRT can fuse the Add into the convolution before it;
@@ -57,9 +58,22 @@ class _Graph:
     def const(self, node: onnx.NodeProto, index: int) -> np.ndarray | None:
         return self.consts.get(node.input[index]) if len(node.input) > index else None
 
-    def weight_name(self, node: onnx.NodeProto) -> str:
-        """The initializer behind a Conv/Gemm weight (through DequantizeLinear/QuantizeLinear), e.g. `layer1.0.conv1`."""
+    def weight_input(self, node: onnx.NodeProto) -> str:
+        """The tensor a layer's weight arrives as: input 1, or the input of the Transpose before a MatMul
+        (a Linear applied to channels-last activations, as in ConvNeXt, exports as MatMul(x, Transpose(W)))."""
         src = node.input[1]
+        p = self.producer.get(src)
+        return p.input[0] if node.op_type == "MatMul" and p is not None and p.op_type == "Transpose" else src
+
+    def is_weighted(self, node: onnx.NodeProto) -> bool:
+        """Conv and Gemm, and a MatMul whose second input is a weight (constant behind Q/DQ and Transpose)."""
+        if node.op_type in ("Conv", "Gemm"):
+            return True
+        return node.op_type == "MatMul" and self.weight_name(node) != ""
+
+    def weight_name(self, node: onnx.NodeProto) -> str:
+        """The initializer behind a layer's weight (through DequantizeLinear/QuantizeLinear), e.g. `layer1.0.conv1`."""
+        src = self.weight_input(node)
         for op in ("DequantizeLinear", "QuantizeLinear"):
             p = self.producer.get(src)
             if p is not None and p.op_type == op:
@@ -80,11 +94,11 @@ def inspect_qdq(path: Path, keep_float: Iterable[str] = ()) -> QdqLayout:
     quantized = floats = adds = concats = 0
     for node in g.graph.node:
         where = f"{path}: {node.op_type} '{node.name}'"
-        if node.op_type in ("Conv", "Gemm"):
+        if g.is_weighted(node):
             layer = g.weight_name(node)
             where += f" (layer {layer})" if layer else ""
             if layer in keep:
-                if g.dq(node.input[0]) or g.dq(node.input[1]):
+                if g.dq(node.input[0]) or g.dq(g.weight_input(node)):
                     raise EdgekdError(f"{where}: kept float (qat.keep_float) but reads a DequantizeLinear")
                 floats += 1
                 continue
@@ -120,7 +134,7 @@ def inspect_qdq(path: Path, keep_float: Iterable[str] = ()) -> QdqLayout:
 
 
 def _check_layer(g: _Graph, node: onnx.NodeProto, where: str) -> None:
-    for role, tensor in (("input", node.input[0]), ("weight", node.input[1])):
+    for role, tensor in (("input", node.input[0]), ("weight", g.weight_input(node))):
         dq = g.dq(tensor)
         if dq is None:
             raise EdgekdError(

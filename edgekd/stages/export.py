@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
 from edgekd.artifacts import quarantine
@@ -93,8 +94,13 @@ class ExportStage:
                     for p, r in zip(made.values(), parities)
                 )
             )
-            if cfg.onnx and cfg.fp16_onnx:
-                path, parity = self._fp16(ctx, cfg, staging, role, artifacts[f"{role}_onnx"], images)
+            if cfg.onnx and cfg.fp16_onnx:  # an extra for TensorRT >= 10: its failure fails only itself
+                try:
+                    path, parity = self._fp16(ctx, cfg, staging, role, artifacts[f"{role}_onnx"], images)
+                except EdgekdError as e:
+                    metrics[f"{role}_onnx_fp16"] = {"status": "failed", "reason": str(e)}
+                    ctx.reporter.log(f"[yellow]  export: {role}: no fp16 ONNX: {escape(str(e))}[/]")
+                    continue
                 artifacts[f"{role}_onnx_fp16"] = path
                 metrics[f"{role}_onnx_fp16"] = {**artifact_metrics(path, ctx, parity), "params": count_params(model)}
         return StageResult(

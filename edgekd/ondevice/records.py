@@ -58,7 +58,7 @@ class Latency:
     round_p50_ms: List[float] = field(default_factory=list)
     spread: float = 0.0  # (slowest - fastest round median) / mean of round medians
     stable: bool = True  # False when rounds disagree or the machine was busy (see bench conditions)
-    unstable: Optional[str] = None  # why not stable, e.g. "rounds differ by 14% (limit 10%)"
+    unstable: Optional[str] = None  # why not stable, e.g. "rounds differ by 31% (limit 25%)"
     others_cores: Optional[float] = None  # CPU other processes used while this figure was taken (None: unknown)
     power_w: Optional[float] = None  # mean board power during this figure's rounds (None: no power rails)
     energy_mj: Optional[float] = None  # power_w x mean latency / batch size: millijoules per image

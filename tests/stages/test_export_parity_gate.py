@@ -25,4 +25,6 @@ def test_an_export_that_fails_parity_fails_the_stage_and_ships_nothing(tiny_pipe
     stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
     assert stages["export"]["status"] == "failed" and stages["distill"]["status"] == "done"
     assert not (run_dir / "export" / "student.onnx").exists()  # quarantined, not left where a later step looks
+    assert (run_dir / "export" / "failed" / "student.onnx").is_file()  # kept for inspection, and named so
+    assert "export/failed/student.onnx: max |Δlogit|" in proc.stderr
     assert not any(p.suffix == ".onnx" for p in shippable(run_dir).values())

@@ -23,18 +23,6 @@ def _runner(path, run_dir):
     return Runner(load_pipeline(path), STAGES, run_dir)
 
 
-def test_export_that_fails_parity_ships_nothing(tiny_pipeline, tmp_path):
-    run_dir = tmp_path / "run"
-    path = tiny_pipeline(distill_epochs=1, extra=NO_QUANT + "export:\n  atol: 1.0e-12\n  torchscript: 'off'\n")
-    with pytest.raises(EdgekdError, match=r"export/failed/student\.onnx: max \|Δlogit\| .* > atol 1e-12"):
-        _runner(path, run_dir).run()
-    record = _runner(path, run_dir).plan()
-    assert [e.action for e in record] == ["cached", "cached", "run"]
-    assert not (run_dir / "export" / "student.onnx").exists()
-    assert (run_dir / "export" / "failed" / "student.onnx").is_file()  # kept for inspection
-    assert shippable(run_dir) == {}
-
-
 def test_a_failed_attempt_keeps_the_last_done_record(tiny_pipeline, tmp_path):
     run_dir = tmp_path / "run"
     good = tiny_pipeline(distill_epochs=1, extra=NO_QUANT)

@@ -11,7 +11,7 @@ from edgekd.bench import benchmark
 from edgekd.bench.benchmark import Planned, benchmark_artifacts, load_val_set, plan_host, save_val_set
 from edgekd.errors import EdgekdError
 from edgekd.manifest import Manifest
-from edgekd.ondevice import catalog
+from edgekd.ondevice import catalog, measure
 from edgekd.ondevice.records import BenchDoc
 
 
@@ -19,7 +19,11 @@ def test_bench_file_is_a_valid_bench_document(bench_run) -> None:
     run_dir, doc, _ = bench_run
     on_disk = BenchDoc.from_dict(json.loads((run_dir / "bench" / "local.json").read_text()))
     assert on_disk == doc and doc.reference == catalog.REFERENCE and doc.created.endswith("Z")
-    assert doc.system["cores"] >= 1 and doc.settings["threads"] == 1 and doc.settings["spread_limit"] == 0.10
+    assert (
+        doc.system["cores"] >= 1
+        and doc.settings["threads"] == 1
+        and doc.settings["spread_limit"] == measure.SPREAD_LIMIT
+    )
     assert set(doc.conditions) >= {"before", "after", "figures"} and "loadavg" in doc.conditions["before"]
     ids = [a.id for a in doc.artifacts]
     assert ids == [a.id for a in catalog.benchmarked("host") if a.id in ids]  # catalogue order, catalogue ids

@@ -13,12 +13,7 @@ from edgekd.stages import all_stages
 
 pytestmark = [pytest.mark.slow, pytest.mark.ssh]
 
-EXTRA = """\
-qat:
-  epochs: 1
-  ptq: false
-  calibration_batches: 1
-"""
+EXTRA = "qat:\n  enabled: false\n"  # a near-chance tiny QAT student can miss its own parity gate; not what this tests
 
 
 def test_host_and_device_reports_share_ids_threads_and_reference(tiny_pipeline, sshd, isolated_python, tmp_path):

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "_edgekd_devices_conftest", Path(__file__).parents[1] / "fleet" / "conftest.py"
-)
+_fleet = Path(__file__).parents[1] / "fleet"
+if str(_fleet) not in sys.path:  # its conftest imports fleet_helpers, as pytest makes possible for tests/fleet itself
+    sys.path.insert(0, str(_fleet))
+_spec = importlib.util.spec_from_file_location("_edgekd_devices_conftest", _fleet / "conftest.py")
 _devices = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_devices)
 sshd = _devices.sshd  # a real OpenSSH server on 127.0.0.1 (skips when not installed)

@@ -3,7 +3,8 @@
 Random weights (no downloads): the figures are speed, size and parity with the eager model,
 not accuracy. Artifacts are made with the same library functions the pipeline uses
 (edgekd.models, edgekd.export, edgekd.quant.dynamic) plus an ONNX Runtime static int8 (QDQ)
-model calibrated on random images, then measured with edgekd.bench.benchmark_artifacts.
+model calibrated on random images, each at its catalogue path and id, then measured with
+edgekd.bench.benchmark.benchmark_artifacts (interleaved rounds, the pipeline's harness).
 Prints a table and saves JSON under benchmarks/results/ (gitignored).
 
     python benchmarks/formats.py                                  # resnet50 -> mobilenet_v2 at 224, batch 1
@@ -24,12 +25,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from edgekd.bench.accuracy import predict
-from edgekd.bench.benchmark import ArtifactEntry, benchmark_artifacts
-from edgekd.bench.latency import LatencySettings
+from edgekd.bench.benchmark import Planned, benchmark_artifacts
 from edgekd.errors import EdgekdError
 from edgekd.export import export_onnx, save_torchscript
 from edgekd.models import ModelSpec, build_model, save_model
+from edgekd.ondevice import catalog
+from edgekd.ondevice.measure import Settings, predict
 from edgekd.quant.dynamic import quantize_dynamic_onnx, quantize_dynamic_torchscript
 from edgekd.runtimes import runtime_for
 
@@ -73,60 +74,51 @@ def build(name: str, args: argparse.Namespace, example: torch.Tensor) -> torch.n
     return model
 
 
-def make_artifacts(
-    role: str, name: str, args: argparse.Namespace, run_dir: Path, images: np.ndarray
-) -> list[ArtifactEntry]:
-    """Every format of one model, made as the pipeline's stages make them; a format that cannot be made is `failed`."""
+def make_artifacts(role: str, name: str, args: argparse.Namespace, run_dir: Path, images: np.ndarray) -> list[Planned]:
+    """Every format of one model, made as the pipeline's stages make them, at its catalogue path; a format
+    that cannot be made is listed with the reason (catalogue ids, so the bench file reads like a run's)."""
     example = torch.from_numpy(images[:1])
     model = build(name, args, example)
     spec = ModelSpec(name, args.num_classes, 3, args.image_size)
-    onnx_path = run_dir / f"export/{role}.onnx"
+    onnx_path = run_dir / catalog.path_of(f"{role}_onnx")
     steps = [
-        ("pytorch", "fp32", role, f"{role}/model.pt", lambda p: save_model(p, model, spec)),
-        ("torchscript", "fp32", "export", f"export/{role}.ts.pt", lambda p: save_torchscript(model, p, example)),
-        ("onnx", "fp32", "export", f"export/{role}.onnx", lambda p: export_onnx(model, p, example)),
-        (
-            "torchscript",
-            "int8-dynamic",
-            "dynamic_quant",
-            f"dynamic_quant/{role}_dynamic_int8.ts.pt",
-            lambda p: quantize_dynamic_torchscript(model, p, example),
-        ),
-        (
-            "onnx",
-            "int8-dynamic",
-            "dynamic_quant",
-            f"dynamic_quant/{role}_dynamic_int8.onnx",
-            lambda p: quantize_dynamic_onnx(onnx_path, p),
-        ),
+        (role, lambda p: save_model(p, model, spec)),
+        (f"{role}_ts", lambda p: save_torchscript(model, p, example)),
+        (f"{role}_onnx", lambda p: export_onnx(model, p, example)),
     ]
-    if args.static_int8:
-        steps.append(
-            ("onnx", "int8", "ptq", f"ptq/{role}_int8_qdq.onnx", lambda p: quantize_static_onnx(onnx_path, p, images))
-        )
-    entries = []
-    for fmt, precision, stage, rel, make in steps:
-        status, reason = "done", None
+    if role == "student":  # the catalogue's int8 rows are the student's
+        steps += [
+            ("student_dynamic_int8_ts", lambda p: quantize_dynamic_torchscript(model, p, example)),
+            ("student_dynamic_int8_onnx", lambda p: quantize_dynamic_onnx(onnx_path, p)),
+        ]
+        if args.static_int8:
+            steps.append(("student_ptq_onnx", lambda p: quantize_static_onnx(onnx_path, p, images)))
+    planned = []
+    for art_id, make in steps:
+        rel = catalog.path_of(art_id)
+        reason = None
         try:
+            (run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             result = make(run_dir / rel)
             if getattr(result, "status", "done") == "skipped":  # dynamic int8 of a model without Linear layers
-                status, reason = "skipped", result.reason
+                reason = result.reason
         except EdgekdError as e:
-            status, reason = "failed", str(e)
-        entries.append(ArtifactEntry(f"{role}_{fmt}_{precision}", role, fmt, precision, stage, rel, status, reason))
-    return entries
+            reason = str(e)
+        planned.append(Planned(art_id, rel, reason))
+    return planned
 
 
-def parity(entries: list[ArtifactEntry], run_dir: Path, images: np.ndarray) -> dict[str, float]:
-    """Max |logit difference| of each artifact against its own model's eager fp32 logits."""
+def parity(planned: list[Planned], run_dir: Path, images: np.ndarray) -> dict[str, float]:
+    """Max |logit difference| of each artifact against its own model's eager fp32 logits (teacher, student)."""
     eager, out = {}, {}
-    for e in entries:
-        if e.status != "done":
+    for p in planned:
+        if p.reason is not None:
             continue
-        logits = predict(runtime_for(run_dir / e.path, threads=torch.get_num_threads()), images, batch_size=len(images))
-        if e.format == "pytorch":
-            eager[e.model] = logits
-        out[e.name] = float(np.abs(logits - eager[e.model]).max())
+        with runtime_for(run_dir / p.path, threads=torch.get_num_threads()) as runtime:
+            logits = predict(runtime, images, len(images))
+        role = catalog.get(p.id).model
+        eager.setdefault(role, logits)  # the eager checkpoint comes first in each role's list
+        out[p.id] = float(np.abs(logits - eager[role]).max())
     return out
 
 
@@ -158,16 +150,16 @@ def main() -> int:
     entries += make_artifacts("student", args.student, args, run_dir, images)
     diffs = parity(entries, run_dir, images)
 
-    settings = LatencySettings(
+    settings = Settings(
         tuple(args.batch_sizes), args.warmup, args.min_runs, args.min_seconds, args.repeats, args.threads
     )
-    with torch.no_grad():
-        teacher_logits = predict(runtime_for(run_dir / "teacher/model.pt", threads=args.threads), images, len(images))
+    with torch.no_grad(), runtime_for(run_dir / catalog.path_of("teacher"), threads=args.threads) as teacher:
+        teacher_logits = predict(teacher, images, len(images))
     labels = teacher_logits.argmax(1)
     doc = benchmark_artifacts(entries, images, labels, teacher_logits, settings, "local", run_dir)
 
     table = Table(
-        title=f"{args.teacher} -> {args.student} at {args.image_size}px, {args.threads} threads ({doc['device']['cpu']})"
+        title=f"{args.teacher} -> {args.student} at {args.image_size}px, {args.threads} threads ({doc.system['cpu']})"
     )
     for col in ("Artifact", "Runtime", "Size MB"):
         table.add_column(col)
@@ -178,30 +170,24 @@ def main() -> int:
         table.add_column(f"b{bs} vs teacher eager", justify="right")
     table.add_column("max |Δ logit| vs eager", justify="right")
     table.add_column("Status")
-    teacher = {r["batch_size"]: r["p50_ms"] for r in doc["artifacts"][0]["latency"]}
-    for a in doc["artifacts"]:
-        rt = a["runtime"]
+    reference = doc.get("teacher")
+    for a in doc.artifacts:
+        rt = a.runtime
         cells = [
-            a["name"],
-            f"{rt['name']} ({rt['provider']})" if rt else "—",
-            f"{a['size_bytes'] / 1e6:.1f}" if a["size_bytes"] else "—",
+            a.id,
+            f"{rt.name} ({rt.provider})" if rt else "—",
+            f"{a.size_bytes / 1e6:.1f}" if a.size_bytes else "—",
         ]
-        lat = {r["batch_size"]: r for r in a["latency"]}
         for bs in args.batch_sizes:
-            r = lat.get(bs)
+            r, ref = a.latency_at(bs), reference.latency_at(bs) if reference else None
             cells += (
-                [
-                    f"{r['p50_ms']:.2f}",
-                    f"{r['p99_ms']:.2f}",
-                    f"{r['throughput_ips']:.1f}",
-                    f"{teacher[bs] / r['p50_ms']:.2f}x",
-                ]
-                if r and bs in teacher
+                [f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.throughput_ips:.1f}", f"{ref.p50_ms / r.p50_ms:.2f}x"]
+                if r and ref
                 else ["—"] * 4
             )
         cells += [
-            f"{diffs[a['name']]:.2e}" if a["name"] in diffs else "—",
-            a["status"] if a["status"] == "done" else f"{a['status']}: {a['reason']}",
+            f"{diffs[a.id]:.2e}" if a.id in diffs else "—",
+            a.status if a.status == "done" else f"{a.status}: {a.reason}",
         ]
         table.add_row(*cells)
     Console(width=220).print(table)
@@ -210,7 +196,7 @@ def main() -> int:
         "command": ["python", *sys.argv],
         "seconds": time.perf_counter() - started,
         "max_abs_logit_diff": diffs,
-        "bench": doc,
+        "bench": doc.to_dict(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"{tag}.json"

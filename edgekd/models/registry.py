@@ -75,22 +75,27 @@ def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(parent, leaf, new)
 
 
-def _adapt_in_channels(model: nn.Module, in_channels: int) -> None:
-    """Replace the first convolution when the data has other than 3 channels."""
-    name, conv = first_conv(model)
-    if conv.in_channels == in_channels:
-        return
-    new = nn.Conv2d(
+def conv_with_inputs(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A freshly initialised copy of `conv`'s geometry that takes `in_channels` (a depthwise conv stays depthwise)."""
+    groups = conv.groups if conv.groups == 1 else in_channels
+    return nn.Conv2d(
         in_channels,
         conv.out_channels,
         conv.kernel_size,
         conv.stride,
         conv.padding,
         conv.dilation,
-        conv.groups if conv.groups == 1 else in_channels,
+        groups,
         conv.bias is not None,
+        conv.padding_mode,
     )
-    set_module(model, name, new)
+
+
+def _adapt_in_channels(model: nn.Module, in_channels: int) -> None:
+    """Replace the first convolution when the data has other than 3 channels."""
+    name, conv = first_conv(model)
+    if conv.in_channels != in_channels:
+        set_module(model, name, conv_with_inputs(conv, in_channels))
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:

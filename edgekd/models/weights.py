@@ -19,7 +19,7 @@ from edgekd.config import is_weights_file
 from edgekd.errors import EdgekdError
 from edgekd.models.checkpoint import load_into, read_state_dict
 from edgekd.models.inputs import InputSpec
-from edgekd.models.registry import TIMM_PREFIX, build_model, first_conv, set_module, timm_module
+from edgekd.models.registry import TIMM_PREFIX, build_model, conv_with_inputs, first_conv, set_module, timm_module
 from edgekd.ondevice.text import did_you_mean
 
 
@@ -203,17 +203,7 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> str:
         return f"{name}: kept ({have} input channels)"
     if conv.groups != 1 or 1 not in (have, in_channels):
         raise EdgekdError(f"{name}: cannot adapt a {have}-channel first convolution to {in_channels} channels")
-    new = nn.Conv2d(
-        in_channels,
-        conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
-        1,
-        conv.bias is not None,
-        conv.padding_mode,
-    )
+    new = conv_with_inputs(conv, in_channels)
     with torch.no_grad():
         if in_channels == 1:  # a gray image x seen as (x, x, x): sum_c W_c * x
             new.weight.copy_(conv.weight.sum(1, keepdim=True))

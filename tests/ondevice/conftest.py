@@ -1,51 +1,14 @@
-"""A tiny real ONNX classifier (fp32, and a Q/DQ int8 copy made by ONNX Runtime) and images for the TensorRT tests."""
+"""The tiny real ONNX classifier of tests/conftest.py, and a Q/DQ int8 copy made by ONNX Runtime, for the TensorRT tests."""
 
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
-
-def conv_onnx(path: Path) -> Path:
-    """Conv(1->8, 3x3) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(8->10) on Nx1x8x8 images, dynamic batch."""
-    rng = np.random.default_rng(0)
-    inits = [
-        numpy_helper.from_array(rng.normal(size=(8, 1, 3, 3)).astype(np.float32), "w"),
-        numpy_helper.from_array(rng.normal(size=8).astype(np.float32), "b"),
-        numpy_helper.from_array(rng.normal(size=(10, 8)).astype(np.float32), "fc_w"),
-        numpy_helper.from_array(rng.normal(size=10).astype(np.float32), "fc_b"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["images", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"]),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "conv",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
 
 
 @pytest.fixture
-def images() -> np.ndarray:
-    return np.random.default_rng(1).normal(size=(5, 1, 8, 8)).astype(np.float32)
-
-
-@pytest.fixture
-def fp32_onnx(tmp_path: Path) -> Path:
-    return conv_onnx(tmp_path / "student.onnx")
+def fp32_onnx(tmp_path: Path, build_tiny_onnx) -> Path:
+    return build_tiny_onnx(tmp_path / "student.onnx")  # tests/conftest.py: one tiny model for every test
 
 
 @pytest.fixture
@@ -55,7 +18,7 @@ def qdq_onnx(tmp_path: Path, fp32_onnx: Path, images: np.ndarray) -> Path:
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([{"images": images}])
+            self.batches = iter([{"input": images}])
 
         def get_next(self):
             return next(self.batches, None)

@@ -25,7 +25,7 @@ def gpu():
 
 
 def ort_logits(path, images):
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": images})[0]
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": images})[0]
 
 
 def build(tmp_path, onnx_path, opts, name="engine"):

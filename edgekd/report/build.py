@@ -263,8 +263,10 @@ def run_section(run_dir: Path, label: str, manifest: dict[str, Any], omit_stage:
 
 
 def sensitivity(records: dict[str, dict[str, Any]]) -> list[SensitivityRow]:
-    """qat metrics `sensitivity` ([{layer, top1, kl}]) when the quantization stage wrote it; [] otherwise."""
-    raw = ((finished(records.get("qat")) or {}).get("metrics") or {}).get("sensitivity")
+    """The layers of the qat stage's `sensitivity` record (edgekd.quant.sensitivity.sensitivity_record:
+    {split, images, ..., layers: [{layer, top1, kl, top1_gain}]}) when it wrote one; [] otherwise."""
+    record = ((finished(records.get("qat")) or {}).get("metrics") or {}).get("sensitivity")
+    raw = record.get("layers") if isinstance(record, dict) else None
     if not isinstance(raw, list):
         return []
     rows = []

@@ -9,14 +9,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from edgekd.artifacts import write_json_atomic
 from edgekd.config import BudgetConfig
 from edgekd.errors import EdgekdError
+from edgekd.models import build_model
 from edgekd.ondevice import catalog
 from edgekd.ondevice.records import Accuracy, ArtifactRecord, BenchDoc, Latency, RuntimeInfo
+from edgekd.quant import calibrate_ptq
+from edgekd.quant.sensitivity import sensitivity_record
 from edgekd.report import write_report
 from edgekd.report.build import pareto_front
 from edgekd.report.load import load_bench
@@ -288,13 +292,17 @@ def test_unstable_figures_carry_a_text_mark(tmp_path: Path) -> None:
 def test_sensitivity_rendered_when_the_qat_stage_wrote_it(tmp_path: Path) -> None:
     run = tmp_path / "run"
     write_bench(run, bench("local", "host", records({"teacher_onnx": (92.0, 20.0), "student_onnx": (91.0, 4.0)})))
-    layers = [{"layer": "conv1", "top1": 90.1, "kl": 0.02}, {"layer": "layer3.0.conv2", "top1": 85.0, "kl": 0.3}]
-    manifest(run, qat=stage("done", sensitivity=layers))
+    torch.manual_seed(0)  # the record as the qat stage writes it, from the real producer
+    student = build_model("resnet8", 10, 1).eval()
+    images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    record, ranking = sensitivity_record(student, calibrate_ptq(student, [images]), images, labels, "max")
+    manifest(run, qat=stage("done", sensitivity=record))
     files = write_report([run], run / "report", BudgetConfig())
     md = files.markdown.read_text()
-    assert md.index("| layer3.0.conv2 |") < md.index("| conv1 |")  # most sensitive first
+    rows = [md.index(f"| {r.layer} |") for r in ranking]
+    assert len(ranking) > 1 and rows == sorted(rows)  # every layer, most sensitive first
     assert (run / "report" / "sensitivity-run.png").is_file()
-    manifest(run, qat=stage("done", sensitivity="not a list"))
+    manifest(run, qat=stage("done", sensitivity="not a record"))
     files = write_report([run], run / "report", BudgetConfig())
     assert "sensitivity" not in files.markdown.read_text().lower()
 

@@ -378,7 +378,12 @@ class ExportConfig(Section):
     simplify: bool = Field(False, description="Simplify the ONNX graph with onnxslim when installed.")
     teacher: bool = Field(True, description="Export the teacher too, so benchmarks compare like with like.")
     parity_batch: int = Field(32, ge=1, description="Validation images used for the parity check.")
-    atol: PositiveFloat = Field(1e-3, description="Maximum allowed absolute logit difference from the eager model.")
+    atol: PositiveFloat = Field(
+        1e-3, description="Allowed logit difference from the eager model: atol + rtol x max |logit|."
+    )
+    rtol: NonNegFloat = Field(
+        1e-4, description="Share of the largest |logit| added to atol (float rounding grows with the logits' scale)."
+    )
     min_agreement: float = Field(0.99, ge=0, le=1, description="Minimum top-1 agreement with the eager model.")
     fp16_onnx: bool = Field(
         True,

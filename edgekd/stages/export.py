@@ -78,7 +78,7 @@ class ExportStage:
             model, _ = load_model(source)
             made = self._export(ctx, cfg, staging, role, model, torch.from_numpy(images[:1]))
             try:
-                parities = check_parity(model, list(made.values()), images, cfg.atol, cfg.min_agreement)
+                parities = check_parity(model, list(made.values()), images, cfg.atol, cfg.min_agreement, cfg.rtol)
             except EdgekdError as e:  # name the file where it now lies, kept for inspection
                 quarantine(made.values(), ctx.stage_dir / "failed")
                 raise EdgekdError(str(e).replace(str(staging), str(ctx.stage_dir / "failed"))) from None

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_an_export_that_fails_parity_fails_the_stage_and_ships_nothing(tiny_pipeline, tmp_path):
-    extra = "qat: {enabled: false}\ndynamic_quant: {enabled: false}\nexport: {atol: 1.0e-30, teacher: false}\n"
+    extra = (
+        "qat: {enabled: false}\ndynamic_quant: {enabled: false}\nexport: {atol: 1.0e-30, rtol: 0.0, teacher: false}\n"
+    )
     path = tiny_pipeline(distill_epochs=1, extra=extra)  # no exporter matches eager logits to 1e-30
     run_dir = tmp_path / "run"
     proc = subprocess.run(

@@ -31,7 +31,7 @@ def test_a_failed_attempt_keeps_the_last_done_record(tiny_pipeline, tmp_path):
     onnx = run_dir / done["artifacts"]["student_onnx"]["path"]
     before = onnx.read_bytes()
 
-    bad = tiny_pipeline(distill_epochs=1, name="bad.yaml", extra=NO_QUANT + "export:\n  atol: 1.0e-12\n")
+    bad = tiny_pipeline(distill_epochs=1, name="bad.yaml", extra=NO_QUANT + "export:\n  atol: 1.0e-12\n  rtol: 0.0\n")
     with pytest.raises(EdgekdError):
         _runner(bad, run_dir).run()
     record = Manifest(run_dir, "tiny").stage("export")

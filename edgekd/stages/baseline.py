@@ -14,10 +14,9 @@ from edgekd.config import BaselineConfig, OptimConfig, PipelineConfig
 from edgekd.data.augment import BatchAugment
 from edgekd.distill.objectives import CrossEntropy
 from edgekd.distill.trainer import evaluate, predict, train
-from edgekd.models import load_state_dict_file, save_model
-from edgekd.models.weights import initial_model
+from edgekd.models import save_model
 from edgekd.pipeline import RunContext, StageResult
-from edgekd.stages.common import model_summary, spec_for
+from edgekd.stages.common import initial_student, model_summary, spec_for
 
 
 def baseline_optim(cfg: PipelineConfig) -> OptimConfig:
@@ -51,17 +50,7 @@ class BaselineStage:
         data, config = ctx.data, ctx.config
         spec = spec_for(ctx, config.student.model)
         torch.manual_seed(config.seed)
-        student, init = initial_model(
-            spec.name,
-            config.student.weights,
-            spec.num_classes,
-            spec.in_channels,
-            download=config.student.download,
-            field="student.weights",
-            class_names=data.info.class_names,
-        )
-        if config.student.init_checkpoint:
-            load_state_dict_file(student, config.student.init_checkpoint)
+        student, init = initial_student(ctx, spec)
         optim = baseline_optim(config)
         augment = None
         if config.distill.augment.active:

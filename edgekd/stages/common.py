@@ -11,7 +11,8 @@ from edgekd.config import DistillConfig
 from edgekd.data.datasets import data_fingerprint
 from edgekd.distill.features import FeatureDistiller
 from edgekd.distill.teacher_cache import CACHE_FILE, TeacherCache, cache_key
-from edgekd.models import ModelSpec, count_params, load_model
+from edgekd.models import ModelSpec, count_params, load_model, load_state_dict_file
+from edgekd.models.weights import initial_model
 from edgekd.pipeline import RunContext
 
 
@@ -60,3 +61,21 @@ def teacher_cache(
     if cache.nbytes <= 2**30:  # small enough to keep beside the model: lookups without copies
         cache.to(ctx.device)
     return cache, f"{'built' if cache.built else 'reused'} ({ctx.stage_dir.name}/{CACHE_FILE}, key {key[:12]})"
+
+
+def initial_student(ctx: RunContext, spec: ModelSpec) -> tuple[nn.Module, dict]:
+    """The student a training stage starts from: `student.weights` adapted to the data (or a fresh model),
+    then `student.init_checkpoint` when given; and the choices made, for the manifest."""
+    cfg = ctx.config.student
+    student, init = initial_model(
+        spec.name,
+        cfg.weights,
+        spec.num_classes,
+        spec.in_channels,
+        download=cfg.download,
+        field="student.weights",
+        class_names=ctx.data.info.class_names,
+    )
+    if cfg.init_checkpoint:
+        load_state_dict_file(student, cfg.init_checkpoint)
+    return student, init

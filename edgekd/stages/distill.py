@@ -13,10 +13,9 @@ from edgekd.distill.features import FeatureDistiller
 from edgekd.distill.objectives import Distillation
 from edgekd.distill.trainer import evaluate, predict, train
 from edgekd.errors import EdgekdError
-from edgekd.models import load_model, load_state_dict_file, save_model
-from edgekd.models.weights import initial_model
+from edgekd.models import load_model, save_model
 from edgekd.pipeline import RunContext, StageResult
-from edgekd.stages.common import model_summary, spec_for, teacher_cache
+from edgekd.stages.common import initial_student, model_summary, spec_for, teacher_cache
 
 
 class DistillStage:
@@ -90,19 +89,8 @@ class DistillStage:
         """Distil one student with `cfg` in `work_dir`: (student, TrainResult, val metrics, teacher-cache note)."""
         data = ctx.data
         spec = spec_for(ctx, ctx.config.student.model)
-        student_cfg = ctx.config.student
-        student, init = initial_model(
-            spec.name,
-            student_cfg.weights,
-            spec.num_classes,
-            spec.in_channels,
-            download=student_cfg.download,
-            field="student.weights",
-            class_names=data.info.class_names,
-        )
+        student, init = initial_student(ctx, spec)
         ctx.reporter.log(f"  distill: student from {init['weights']}")
-        if ctx.config.student.init_checkpoint:
-            load_state_dict_file(student, ctx.config.student.init_checkpoint)
         features = None
         if cfg.features:  # checks the layer names before any training
             features = FeatureDistiller(

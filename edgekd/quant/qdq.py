@@ -13,6 +13,7 @@ from edgekd.errors import EdgekdError
 from edgekd.export.onnx import Preprocessing, export_onnx
 from edgekd.export.parity import Parity, check_parity
 from edgekd.quant.check import check_qdq
+from edgekd.quant.fake_quant import snap_biases
 from edgekd.quant.qat import float_layer_names, fold_for_export, quantized_layer_names
 
 # A Q/DQ file cannot match its fake-quant torch twin to float precision: a different summation order
@@ -46,6 +47,7 @@ def export_qdq_onnx(
     frozen = fold_for_export(copy.deepcopy(model).eval().cpu())
     with torch.no_grad():
         frozen(example.cpu())  # refresh each weight's per-channel range from its current values
+    snap_biases(frozen)
     export_onnx(frozen, path, example, opset=opset, dynamic_batch=dynamic_batch, preprocessing=preprocessing)
     check_qdq(path, keep_float=float_layer_names(frozen))
     return path

@@ -2,6 +2,7 @@
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
@@ -59,6 +60,35 @@ def test_onnxruntime_matches_the_fake_quant_model(ptq_onnx, digits_data):
     got = run_exported(path, xv[:128].numpy())
     assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.98
+
+
+def test_every_bias_is_the_int32_grid_value_that_int8_kernels_add(ptq_onnx, digits_data):
+    """ONNX Runtime rounds each Conv/Gemm bias to int32 steps of input scale x weight scale
+    (`WeightBiasQuantization`, on from its `basic` optimizations up); the exported bias already is that
+    value, so the rewrite changes nothing, and the fake-quant model adds the same bias."""
+    ptq, path = ptq_onnx
+    graph = onnx.load(str(path)).graph
+    consts, producer = _consts(graph), {o: n for n in graph.node for o in n.output}
+    biased = [n for n in graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2]
+    assert biased
+    for node in biased:
+        x_scale = consts[producer[node.input[0]].input[1]]
+        w_scale = consts[producer[node.input[1]].input[1]]
+        steps = consts[node.input[2]] / (x_scale * w_scale)
+        assert np.abs(steps - np.round(steps)).max() < 1e-3, node.name
+
+    x = digits_data[2][:64].numpy()
+    outs = []
+    for disabled in ([], ["WeightBiasQuantization"]):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        session = ort.InferenceSession(str(path), options, ["CPUExecutionProvider"], disabled_optimizers=disabled)
+        outs.append(session.run(None, {session.get_inputs()[0].name: x})[0])
+    np.testing.assert_array_equal(outs[0], outs[1])
+    with torch.no_grad():
+        want = ptq(torch.from_numpy(x)).numpy()
+    assert (outs[0].argmax(1) == want.argmax(1)).all()  # summation order still flips a rounding now and then:
+    assert np.abs(outs[0] - want).max() <= 0.02 * np.abs(want).max()  # measured 0.5% of the logit range
 
 
 def test_check_qdq_rejects_a_float_graph(trained_resnet8, digits_data, tmp_path):

@@ -40,6 +40,7 @@ class TeacherCache:
     def __init__(self, key: str, logits: torch.Tensor, features: dict[str, torch.Tensor]) -> None:
         self.key, self.logits, self.features = key, logits, features
         self.built = False  # True when this run computed it, False when read from disk
+        self.source: Path | None = None  # the file it was read from or written to
 
     @classmethod
     @torch.no_grad()
@@ -72,6 +73,16 @@ class TeacherCache:
         return cache
 
     @classmethod
+    def load(cls, path: Path, key: str, samples: int) -> TeacherCache | None:
+        """The cache at `path` if it exists with this key and one row per training sample, else None."""
+        if not Path(path).is_file():
+            return None
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("key") != key or len(blob["logits"]) != samples:
+            return None
+        return cls(key, blob["logits"], blob["features"])
+
+    @classmethod
     def load_or_compute(
         cls,
         path: Path,
@@ -81,15 +92,18 @@ class TeacherCache:
         layers: list[str],
         batch_size: int,
         device: torch.device | str,
+        elsewhere: tuple[Path, ...] = (),
     ) -> TeacherCache:
-        """The cache at `path` when its key matches, else a fresh one (written to `path`, replacing the old)."""
-        path = Path(path)
-        if path.is_file():
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            if blob.get("key") == key and len(blob["logits"]) == len(train_set):
-                return cls(key, blob["logits"], blob["features"])
+        """The cache at `path` (or, read only, at one of `elsewhere`) when its key matches, else a fresh one
+        (written to `path`, replacing the old)."""
+        for candidate in (Path(path), *elsewhere):
+            cache = cls.load(candidate, key, len(train_set))
+            if cache is not None:
+                cache.source = candidate
+                return cache
         cache = cls.compute(key, teacher, train_set, layers, batch_size, device)
         atomic_torch_save({"key": key, "logits": cache.logits, "features": cache.features}, path)
+        cache.source = Path(path)
         return cache
 
     @property

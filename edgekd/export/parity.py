@@ -58,15 +58,22 @@ def run_exported(path: Path, images: np.ndarray) -> np.ndarray:
     return load_runner(path)(images)
 
 
+def predicted_classes(path: Path, batches: Iterable[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """(top-1 class, label) per image of a file over (images, labels, ...) tensor batches, in order."""
+    run = load_runner(path)
+    preds, labels = [], []
+    for batch in batches:
+        preds.append(run(batch[0].cpu().numpy()).argmax(1))
+        labels.append(batch[1].cpu().numpy())
+    if not preds:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(preds), np.concatenate(labels)
+
+
 def top1_accuracy(path: Path, batches: Iterable[tuple]) -> float:
     """Top-1 accuracy in percent of a file over (images, labels, ...) tensor batches."""
-    run = load_runner(path)
-    correct = total = 0
-    for batch in batches:
-        x, y = batch[0], batch[1]
-        correct += int((run(x.cpu().numpy()).argmax(1) == y.cpu().numpy()).sum())
-        total += len(y)
-    return 100.0 * correct / max(total, 1)
+    preds, labels = predicted_classes(path, batches)
+    return 100.0 * float((preds == labels).sum()) / max(len(labels), 1)
 
 
 def reference_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:

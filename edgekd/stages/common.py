@@ -33,8 +33,10 @@ def teacher_cache(
     teacher_path: Path,
     teacher: nn.Module,
     features: FeatureDistiller | None,
+    reuse_from: tuple[str, ...] = (),
 ) -> tuple[TeacherCache | None, str]:
-    """The teacher's outputs per training sample, when allowed; and what happened, for the log."""
+    """The teacher's outputs per training sample, when allowed; and what happened, for the log. A cache
+    with the same key in the directory of a stage in `reuse_from` is read instead of computed again."""
     if not cfg.teacher_cache:
         return None, "off (teacher_cache: false)"
     if cfg.augment.active:
@@ -57,10 +59,12 @@ def teacher_cache(
         layers,
         ctx.config.data.eval_batch_size,
         ctx.device,
+        elsewhere=tuple(ctx.stage_dir.parent / stage / CACHE_FILE for stage in reuse_from),
     )
     if cache.nbytes <= 2**30:  # small enough to keep beside the model: lookups without copies
         cache.to(ctx.device)
-    return cache, f"{'built' if cache.built else 'reused'} ({ctx.stage_dir.name}/{CACHE_FILE}, key {key[:12]})"
+    where = f"{cache.source.parent.name}/{cache.source.name}"
+    return cache, f"{'built' if cache.built else 'reused'} ({where}, key {key[:12]})"
 
 
 def initial_student(ctx: RunContext, spec: ModelSpec) -> tuple[nn.Module, dict]:

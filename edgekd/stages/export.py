@@ -15,7 +15,7 @@ from edgekd.artifacts import quarantine
 from edgekd.config import ExportConfig, PipelineConfig
 from edgekd.data.datasets import DataInfo
 from edgekd.errors import EdgekdError
-from edgekd.export import Parity, Preprocessing, check_parity, export_onnx, save_torchscript, top1_accuracy
+from edgekd.export import Parity, Preprocessing, check_parity, export_onnx, predicted_classes, save_torchscript
 from edgekd.export.fp16 import check_fp16_parity, write_fp16_onnx
 from edgekd.models import count_params, load_model
 from edgekd.ondevice import catalog
@@ -38,13 +38,19 @@ def val_batches(ctx: RunContext) -> object:
     return ctx.data.val.batches(ctx.config.data.eval_batch_size)
 
 
-def artifact_metrics(path: Path, ctx: RunContext, parity: object | None = None) -> dict:
-    """size, val top-1 of the file itself, and its parity record."""
+def artifact_metrics(
+    path: Path, ctx: RunContext, parity: object | None = None, fp32_classes: np.ndarray | None = None
+) -> dict:
+    """size, val top-1 of the file itself, and its parity record; with the fp32 model's top-1 class per
+    validation image, `agreement_vs_fp32` (percent of images where the file picks the same class)."""
+    preds, labels = predicted_classes(path, val_batches(ctx))
     out = {
         "path": str(path.relative_to(ctx.run_dir)),
         "size_bytes": path.stat().st_size,
-        "val_top1": top1_accuracy(path, val_batches(ctx)),
+        "val_top1": 100.0 * float((preds == labels).sum()) / max(len(labels), 1),
     }
+    if fp32_classes is not None:
+        out["agreement_vs_fp32"] = 100.0 * float((preds == fp32_classes).sum()) / max(len(labels), 1)
     if parity is not None:
         out["parity"] = {k: v for k, v in parity.as_dict().items() if k != "path"}
     return out

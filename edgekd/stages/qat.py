@@ -1,13 +1,15 @@
 """`qat` stage: int8 post-training quantization (PTQ) and quantization-aware fine-tuning (QAT) of the
 distilled student, to Q/DQ ONNX with TensorRT's placement (`edgekd.quant.placement`).
 
-QAT trains with the distill stage's loop and objective (KD loss with its feature pairs and the teacher
-cache, when `qat.distill`). Activation ranges are frozen for the last `qat.freeze_observers_epochs`
+QAT trains with the distill stage's loop and objective (KD loss with its feature pairs and the distill
+stage's teacher cache, when `qat.distill`). Activation ranges are frozen for the last `qat.freeze_observers_epochs`
 epochs and BatchNorm statistics for the last `qat.freeze_bn_epochs`. Layers in `qat.keep_float` (and,
 with `qat.auto_keep_float`, the most sensitive ones until the budget is met on training images) stay
 float. A PTQ artifact that fails its checks is recorded as failed with the reason; QAT goes on.
 
-Metrics: `artifacts.<id>` per artifact (or `{"status": "failed", "reason"}`), `keep_float`, and with
+Metrics: `artifacts.<id>` per artifact (val top-1 of the file, `agreement_vs_fp32`: percent of validation
+images where it picks the fp32 student's class, parity, or `{"status": "failed", "reason"}`),
+`keep_float`, `teacher_cache` (built or reused, and where), and with
 `qat.sensitivity` or `qat.auto_keep_float` a `sensitivity` record:
 `{"split": "train", "images", "calibration", "measure": "layer float, rest int8", "fp32_top1",
 "int8_top1", "layers": [{"layer", "top1", "kl", "top1_gain"}, ...]}`, most sensitive first.
@@ -93,9 +95,9 @@ class QatStage:
         student, spec = load_model(inputs["student"])
         images, _ = ctx.data.val_arrays(ctx.config.export.parity_batch)
         example = torch.from_numpy(images[:1])
-        fp32_top1 = self._top1(ctx, student)
+        fp32 = self._val_logits(ctx, student)
         artifacts: dict[str, Path] = {}
-        metrics: dict = {"fp32_val_top1": fp32_top1, "calibration": cfg.calibration, "artifacts": {}}
+        metrics: dict = {"fp32_val_top1": fp32["val_top1"], "calibration": cfg.calibration, "artifacts": {}}
         keep = list(cfg.keep_float)
         if cfg.sensitivity or cfg.auto_keep_float:
             keep, metrics["sensitivity"] = self._sensitivity(ctx, cfg, student, keep)
@@ -104,17 +106,17 @@ class QatStage:
             try:
                 ptq = self._calibrated(ctx, cfg, student, keep)
                 path = self._export(ctx, ptq, "student_ptq_int8_qdq.onnx", example)
-                metrics["artifacts"]["student_ptq_onnx"] = self._record(ctx, ptq, path, images, fp32_top1, cfg)
+                metrics["artifacts"]["student_ptq_onnx"] = self._record(ctx, ptq, path, images, fp32, cfg)
                 artifacts["student_ptq_onnx"] = path
             except EdgekdError as e:  # the PTQ file is a comparison: its failure must not cost the QAT file
                 metrics["artifacts"]["student_ptq_onnx"] = {"status": "failed", "reason": str(e)}
                 ctx.reporter.log(f"[yellow]  qat: PTQ artifact failed, QAT goes on: {e}[/]")
         if cfg.epochs > 0:
-            qat = self._train(ctx, cfg, student, inputs, keep)
+            qat = self._train(ctx, cfg, student, inputs, keep, metrics)
             model_path = ctx.stage_dir / "student_qat.pt"
             save_model(model_path, qat, spec, format=QAT_FORMAT, data=ctx.data.info.to_dict(), keep_float=keep)
             path = self._export(ctx, qat, "student_int8_qdq.onnx", example)
-            metrics["artifacts"]["student_qat_onnx"] = self._record(ctx, qat, path, images, fp32_top1, cfg)
+            metrics["artifacts"]["student_qat_onnx"] = self._record(ctx, qat, path, images, fp32, cfg)
             artifacts.update(student_qat=model_path, student_qat_onnx=path)
         return StageResult(artifacts, metrics)
 
@@ -144,11 +146,17 @@ class QatStage:
         return keep, record
 
     def _train(
-        self, ctx: RunContext, cfg: QatConfig, student: nn.Module, inputs: dict[str, Path], keep: list[str]
+        self,
+        ctx: RunContext,
+        cfg: QatConfig,
+        student: nn.Module,
+        inputs: dict[str, Path],
+        keep: list[str],
+        metrics: dict,
     ) -> nn.Module:
         qat = prepare_qat(student, self._calibration(ctx), cfg, keep)
         if cfg.distill:
-            objective: Objective = self._distillation(ctx, qat, inputs)
+            objective: Objective = self._distillation(ctx, qat, inputs, metrics)
         else:
             objective = CrossEntropy(cfg.label_smoothing)
         epochs = cfg.epochs
@@ -170,8 +178,8 @@ class QatStage:
         )
         return qat.cpu().eval()
 
-    def _distillation(self, ctx: RunContext, qat: nn.Module, inputs: dict[str, Path]) -> Distillation:
-        """The distill stage's objective (the sweep's winner, feature pairs, teacher cache) for the QAT model."""
+    def _distillation(self, ctx: RunContext, qat: nn.Module, inputs: dict[str, Path], metrics: dict) -> Distillation:
+        """The distill stage's objective (the sweep's winner, feature pairs, its teacher cache) for the QAT model."""
         teacher_path = inputs.get("teacher")
         if teacher_path is None:
             raise EdgekdError("qat.distill is true but there is no teacher artifact; set qat.distill: false")
@@ -184,8 +192,9 @@ class QatStage:
         features = None
         if kd.features:
             features = FeatureDistiller(kd.features, teacher, qat, (info.in_channels, info.image_size, info.image_size))
-        cache, note = teacher_cache(ctx, kd, teacher_path, teacher, features)
+        cache, note = teacher_cache(ctx, kd, teacher_path, teacher, features, reuse_from=("distill",))
         ctx.reporter.log(f"  qat: teacher cache {note}")
+        metrics["teacher_cache"] = note
         return Distillation(teacher, kd, features=features, cache=cache, seed=ctx.config.seed)
 
     def _export(self, ctx: RunContext, model: nn.Module, filename: str, example: torch.Tensor) -> Path:
@@ -199,13 +208,16 @@ class QatStage:
             preprocessing=preprocessing_of(ctx.data.info),
         )
 
-    def _top1(self, ctx: RunContext, model: nn.Module) -> float:
+    def _val_logits(self, ctx: RunContext, model: nn.Module) -> dict:
+        """Validation logits of a torch model on the CPU: {"val_top1", "classes"}."""
         logits, labels = predict(copy.deepcopy(model).cpu(), ctx.data.val, ctx.config.data.eval_batch_size, "cpu")
-        return evaluate(logits, labels)["val_top1"]
+        return {"val_top1": evaluate(logits, labels)["val_top1"], "classes": logits.argmax(1).numpy()}
 
-    def _record(self, ctx: RunContext, model: nn.Module, path: Path, images, fp32_top1: float, cfg: QatConfig) -> dict:
+    def _record(self, ctx: RunContext, model: nn.Module, path: Path, images, fp32: dict, cfg: QatConfig) -> dict:
         parity = check_qdq_parity(model, path, images)
-        out = {**artifact_metrics(path, ctx, parity), "fake_quant_val_top1": self._top1(ctx, model)}
+        out = artifact_metrics(path, ctx, parity, fp32_classes=fp32["classes"])
+        out["fake_quant_val_top1"] = self._val_logits(ctx, model)["val_top1"]
+        fp32_top1 = fp32["val_top1"]
         out["drop_vs_fp32"] = fp32_top1 - out["val_top1"]
         if out["drop_vs_fp32"] > cfg.max_accuracy_drop:
             ctx.reporter.log(
@@ -213,5 +225,8 @@ class QatStage:
                 f"below fp32 ({fp32_top1:.2f}%), more than qat.max_accuracy_drop {cfg.max_accuracy_drop:g}[/]"
             )
         else:
-            ctx.reporter.log(f"  qat: {path.name} top-1 {out['val_top1']:.2f}% (fp32 {fp32_top1:.2f}%)")
+            ctx.reporter.log(
+                f"  qat: {path.name} top-1 {out['val_top1']:.2f}% (fp32 {fp32_top1:.2f}%, "
+                f"same class as fp32 on {out['agreement_vs_fp32']:.2f}%)"
+            )
         return out

@@ -1,4 +1,5 @@
-"""qat stage: residual Q/DQ in both files, sensitivity in the manifest, a failed PTQ file does not fail QAT."""
+"""qat stage: residual Q/DQ in both files, sensitivity in the manifest, a failed PTQ file does not fail QAT,
+the distill stage's teacher cache reused."""
 
 import pytest
 
@@ -31,6 +32,10 @@ def test_ptq_failure_is_recorded_and_qat_goes_on(tiny_pipeline, tmp_path, monkey
     ptq = qat["metrics"]["artifacts"]["student_ptq_onnx"]
     assert ptq["status"] == "failed" and "top-1 agreement 50.0%" in ptq["reason"]
     assert "student_ptq_onnx" not in qat["artifacts"]
+    # QAT distils with the distill stage's teacher cache instead of building a second one
+    assert qat["metrics"]["teacher_cache"].startswith("reused (distill/teacher_cache.pt")
+    assert not (run_dir / "qat" / "teacher_cache.pt").exists()
+    assert 0.0 <= qat["metrics"]["artifacts"]["student_qat_onnx"]["agreement_vs_fp32"] <= 100.0
     layout = inspect_qdq(run_dir / qat["artifacts"]["student_qat_onnx"]["path"])
     assert layout.quantized_layers == 10 and layout.residual_adds == 3
     sens = qat["metrics"]["sensitivity"]

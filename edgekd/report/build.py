@@ -23,6 +23,7 @@ from edgekd.report.model import (
     Report,
     Row,
     RunSection,
+    Sensitivity,
     SensitivityRow,
     StageRow,
     SummaryRow,
@@ -262,18 +263,30 @@ def run_section(run_dir: Path, label: str, manifest: dict[str, Any], omit_stage:
     return section
 
 
-def sensitivity(records: dict[str, dict[str, Any]]) -> list[SensitivityRow]:
-    """The layers of the qat stage's `sensitivity` record (edgekd.quant.sensitivity.sensitivity_record:
-    {split, images, ..., layers: [{layer, top1, kl, top1_gain}]}) when it wrote one; [] otherwise."""
+def sensitivity(records: dict[str, dict[str, Any]]) -> Sensitivity | None:
+    """The qat stage's `sensitivity` record (edgekd.quant.sensitivity.sensitivity_record: {split, images,
+    fp32_top1, int8_top1, layers: [{layer, top1, kl, top1_gain}], auto_keep_float?}) when it wrote one."""
     record = ((finished(records.get("qat")) or {}).get("metrics") or {}).get("sensitivity")
     raw = record.get("layers") if isinstance(record, dict) else None
     if not isinstance(raw, list):
-        return []
+        return None
     rows = []
     for item in raw:
         if isinstance(item, dict) and isinstance(item.get("layer"), str) and _num(item.get("top1")) is not None:
             rows.append(SensitivityRow(item["layer"], float(item["top1"]), _num(item.get("kl"))))
-    return rows
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (-r.top1, r.kl if r.kl is not None else 0.0))  # most sensitive first
+    auto = record.get("auto_keep_float")
+    kept = auto.get("kept") if isinstance(auto, dict) else None
+    images = record.get("images")
+    return Sensitivity(
+        images if isinstance(images, int) and not isinstance(images, bool) else None,
+        _num(record.get("fp32_top1")),
+        _num(record.get("int8_top1")),
+        rows,
+        [k for k in kept if isinstance(k, str)] if isinstance(kept, list) else [],
+    )
 
 
 def _summary_row(section: DeviceSection, key: str) -> SummaryRow:

@@ -310,13 +310,31 @@ def run_blocks(run: RunSection, figures: dict[str, FigureFile], many: bool) -> l
         ]
     if kd:
         blocks += [("h2", "What distillation bought" + suffix), *kd]
-    if run.sensitivity:
-        rows = [[s.layer, t.num(s.top1), t.num(s.kl, ".4f")] for s in sorted(run.sensitivity, key=lambda s: s.top1)]
-        blocks += [
-            ("h2", "Quantization sensitivity" + suffix),
-            ("p", "Top-1 with one layer alone quantized to int8, most sensitive first:"),
-            ("table", ["Layer", "Top-1 (%)", "KL"], rows, "detail"),
+    sens = run.sensitivity
+    if sens:
+        rows = [
+            [
+                s.layer,
+                t.num(s.top1),
+                t.num(s.top1 - sens.int8_top1 if sens.int8_top1 is not None else None, "+.2f"),
+                t.num(s.kl, ".4f"),
+            ]
+            for s in sens.layers
         ]
+        images = f"{sens.images} training images" if sens.images else "training images"
+        scores = ", ".join(
+            f"{what} {t.num(v)}%"
+            for what, v in (("fp32", sens.fp32_top1), ("all int8", sens.int8_top1))
+            if v is not None
+        )
+        intro = (
+            f"Top-1 on {images} (never the validation split) with one layer alone left float, every other "
+            f"layer int8{f' ({scores})' if scores else ''}; most sensitive first."
+        )
+        blocks += [("h2", "Quantization sensitivity" + suffix), ("p", intro)]
+        if sens.kept:
+            blocks.append(("p", "Kept float by qat.auto_keep_float: " + ", ".join(sens.kept) + "."))
+        blocks.append(("table", ["Layer", "Top-1 (%)", "Gain (points)", "KL"], rows, "detail"))
         if sensitivity_name(run) in figures:
             blocks.append(("img", sensitivity_name(run), "per-layer quantization sensitivity", ""))
     if run.stages:

@@ -119,11 +119,23 @@ class SweepRow:
 
 @dataclass
 class SensitivityRow:
-    """Top-1 and KL when one layer alone is quantized (qat stage metrics `sensitivity`)."""
+    """One quantized layer: top-1 and KL to fp32 with this layer alone left float, every other layer int8."""
 
     layer: str
     top1: float
     kl: float | None
+
+
+@dataclass
+class Sensitivity:
+    """The qat stage's `sensitivity` record: layers most sensitive first (floating it recovers the most),
+    scored on `images` training images; `kept` are the layers `qat.auto_keep_float` left float."""
+
+    images: int | None
+    fp32_top1: float | None
+    int8_top1: float | None
+    layers: list[SensitivityRow]
+    kept: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -135,7 +147,7 @@ class RunSection:
     kd_note: str | None = None  # why there is no KD-vs-baseline figure
     sweep: list[SweepRow] = field(default_factory=list)
     curves: list[dict[str, Any]] = field(default_factory=list)  # distill/metrics.jsonl epochs
-    sensitivity: list[SensitivityRow] = field(default_factory=list)
+    sensitivity: Sensitivity | None = None
 
 
 @dataclass

@@ -18,6 +18,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
 from edgekd.artifacts import write_bytes_atomic
+from edgekd.report.model import Sensitivity
 
 DPI = 110
 MARKER_PX = 6  # half the size of a marker's box, in pixels
@@ -157,17 +158,22 @@ def distillation_curves(curves: dict[str, list[dict]], path: Path) -> bytes:
     return save_png(fig, path)
 
 
-def sensitivity_bars(layers: list[str], top1: list[float], reference_top1: float | None, path: Path) -> bytes:
-    """Per-layer quantization sensitivity: top-1 with only that layer quantized, most sensitive layer on top."""
-    order = sorted(range(len(layers)), key=lambda i: top1[i], reverse=True)
+def sensitivity_bars(sens: Sensitivity, path: Path) -> bytes:
+    """Per-layer quantization sensitivity: top-1 with that layer alone float (the rest int8), most
+    sensitive layer on top, with the fp32 and all-int8 top-1 as lines."""
+    layers = sens.layers[::-1]  # barh draws the first bar at the bottom
     fig = Figure(figsize=(7.5, 0.8 + 0.28 * len(layers)), dpi=DPI)
     ax = fig.add_subplot()
-    ax.barh([layers[i] for i in order], [top1[i] for i in order], color="tab:blue")
-    if reference_top1 is not None:
-        ax.axvline(reference_top1, color="tab:red", linestyle="--", lw=1)
-    low = min(top1 + ([reference_top1] if reference_top1 is not None else []))
+    ax.barh([s.layer for s in layers], [s.top1 for s in layers], color="tab:blue")
+    lines = [(sens.fp32_top1, "tab:red", "--", "fp32"), (sens.int8_top1, "tab:gray", ":", "all int8")]
+    shown = [(v, c, ls, label) for v, c, ls, label in lines if v is not None]
+    for value, color, style, label in shown:
+        ax.axvline(value, color=color, linestyle=style, lw=1, label=f"{label} {value:.2f}%")
+    low = min([s.top1 for s in layers] + [v for v, *_ in shown])
     ax.set_xlim(max(0.0, low - 2.0), 100.0)
-    ax.set_xlabel("val top-1 (%) with this layer alone in int8" + (" (red: fp32)" if reference_top1 else ""))
+    ax.set_xlabel("top-1 (%) on training images with this layer alone float, the rest int8")
+    if shown:
+        ax.legend(fontsize=7, loc="lower right")
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title("Quantization sensitivity per layer", fontsize=10)
     fig.tight_layout()

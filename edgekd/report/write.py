@@ -48,10 +48,7 @@ def figures(report: Report, out_dir: Path) -> dict[str, FigureFile]:
     for run in report.runs:
         if run.sensitivity:
             path = out_dir / f"{sensitivity_name(run)}.png"
-            fp32 = next((d.student_top1 for d in report.devices if d.run == run.label), None)
-            png = plots.sensitivity_bars(
-                [s.layer for s in run.sensitivity], [s.top1 for s in run.sensitivity], fp32, path
-            )
+            png = plots.sensitivity_bars(run.sensitivity, path)
             out[sensitivity_name(run)] = FigureFile(path, png, [])
     curves = {run.label: run.curves for run in report.runs if run.curves}
     if curves:

@@ -296,11 +296,22 @@ def test_sensitivity_rendered_when_the_qat_stage_wrote_it(tmp_path: Path) -> Non
     student = build_model("resnet8", 10, 1).eval()
     images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     record, ranking = sensitivity_record(student, calibrate_ptq(student, [images]), images, labels, "max")
+    # a random model scores every layer alike: give them distinct scores, in the ranking's order
+    for i, row in enumerate(reversed(record["layers"])):
+        row["top1"], row["top1_gain"] = 80.0 + i, 10.0 + i
+    record["fp32_top1"], record["int8_top1"] = 95.0, 70.0
+    record["auto_keep_float"] = {"kept": [ranking[0].layer], "drop": 1.0, "budget": 2.0, "met": True}
     manifest(run, qat=stage("done", sensitivity=record))
     files = write_report([run], run / "report", BudgetConfig())
     md = files.markdown.read_text()
     rows = [md.index(f"| {r.layer} |") for r in ranking]
-    assert len(ranking) > 1 and rows == sorted(rows)  # every layer, most sensitive first
+    assert len(ranking) > 1 and rows == sorted(rows)  # every layer, the highest top-1 when float first
+    top = record["layers"][0]
+    assert f"| {top['layer']} | {top['top1']:.2f} | +{top['top1'] - 70:.2f} |" in md
+    assert "one layer alone left float" in md and "16 training images" in md and "(fp32 95.00%, all int8 70.00%)" in md
+    assert f"Kept float by qat.auto_keep_float: {ranking[0].layer}." in md
+    data = json.loads(files.json.read_text())
+    assert [row["layer"] for row in data["runs"][0]["sensitivity"]["layers"]] == [r.layer for r in ranking]
     assert (run / "report" / "sensitivity-run.png").is_file()
     manifest(run, qat=stage("done", sensitivity="not a record"))
     files = write_report([run], run / "report", BudgetConfig())

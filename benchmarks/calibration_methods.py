@@ -8,29 +8,19 @@ split, for the torch fake-quant model and for its Q/DQ ONNX in ONNX Runtime.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from run_student import run_student
 
-from edgekd.config import load_pipeline
-from edgekd.data.datasets import load_data
 from edgekd.export.parity import top1_accuracy
-from edgekd.models import load_model
 from edgekd.quant import calibrate_ptq, export_qdq_onnx
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("pipeline", type=Path)
-    p.add_argument("--run-dir", type=Path)
-    args = p.parse_args()
-    cfg = load_pipeline(args.pipeline)
-    run_dir = args.run_dir or cfg.run_dir or Path("runs") / cfg.name
-    student, _ = load_model(run_dir / "distill" / "student.pt")
-    data = load_data(cfg.data, cfg.seed)
+    cfg, student, _, data = run_student(__doc__.splitlines()[0])
     val = list(data.val.batches(cfg.data.eval_batch_size))
     fp32 = top1(student, val)
     print(

@@ -10,17 +10,14 @@ fake-quant model, max |Δlogit| as a share of the largest |logit|, and the file'
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
+from run_student import run_student
 
-from edgekd.config import load_pipeline
-from edgekd.data.datasets import load_data
-from edgekd.models import load_model
 from edgekd.quant import calibrate_ptq, export_qdq_onnx
 
 LEVELS = {
@@ -32,14 +29,7 @@ LEVELS = {
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("pipeline", type=Path)
-    p.add_argument("--run-dir", type=Path)
-    args = p.parse_args()
-    cfg = load_pipeline(args.pipeline)
-    run_dir = args.run_dir or cfg.run_dir or Path("runs") / cfg.name
-    student, spec = load_model(run_dir / "distill" / "student.pt")
-    data = load_data(cfg.data, cfg.seed)
+    cfg, student, spec, data = run_student(__doc__.splitlines()[0])
     x, y = (torch.cat(t) for t in zip(*((b[0], b[1]) for b in data.val.batches(cfg.data.eval_batch_size))))
     calib = data.train.batches(cfg.data.batch_size, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed))
     ptq = calibrate_ptq(student, calib, cfg.qat.calibration_batches, cfg.qat.calibration, cfg.qat.percentile)

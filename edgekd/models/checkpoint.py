@@ -33,7 +33,10 @@ class ModelSpec:
     input_adapter: dict | None = None
 
     def build(self) -> nn.Module:
-        model = build_model(self.name, self.num_classes, self.in_channels)
+        return self.adapt_inputs(build_model(self.name, self.num_classes, self.in_channels))
+
+    def adapt_inputs(self, model: nn.Module) -> nn.Module:
+        """`model` with this spec's input adapter attached (unchanged when it has none)."""
         if self.input_adapter:
             given, wanted = (InputSpec.from_dict(self.input_adapter[k]) for k in ("given", "wanted"))
             attach_input_adapter(model, given, wanted)

@@ -16,8 +16,8 @@ from edgekd.distill.trainer import evaluate, predict, train
 from edgekd.errors import EdgekdError
 from edgekd.models import ModelSpec, load_state_dict_file, save_model
 from edgekd.models.finetune import FineTune, param_groups
-from edgekd.models.inputs import InputSpec, attach_input_adapter, default_resize
-from edgekd.models.weights import check_class_names, pretrained_model
+from edgekd.models.inputs import InputSpec, default_resize
+from edgekd.models.weights import check_class_names, initial_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.stages.common import model_summary
 
@@ -99,10 +99,8 @@ class TeacherStage:
 
     def _initial(self, ctx: RunContext, cfg: TeacherConfig, spec: ModelSpec, info: DataInfo) -> tuple[nn.Module, dict]:
         """The model training starts from: pretrained weights adapted to the data, or a fresh one."""
-        if not cfg.weights:
-            return spec.build(), {"weights": "none (random initialisation)"}
-        model, choices = pretrained_model(
-            cfg.model,
+        model, choices = initial_model(
+            spec.name,
             cfg.weights,
             spec.num_classes,
             spec.in_channels,
@@ -110,10 +108,7 @@ class TeacherStage:
             field="teacher.weights",
             class_names=info.class_names,
         )
-        if spec.input_adapter:
-            given, wanted = (InputSpec.from_dict(spec.input_adapter[k]) for k in ("given", "wanted"))
-            attach_input_adapter(model, given, wanted)
-        return model, choices
+        return spec.adapt_inputs(model), choices
 
 
 def pipeline_input_spec(info: DataInfo) -> InputSpec:

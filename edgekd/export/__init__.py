@@ -1,15 +1,7 @@
 """TorchScript and ONNX export with parity checks."""
 
 from edgekd.export.onnx import INPUT_NAME, OUTPUT_NAME, Preprocessing, export_onnx, read_metadata
-from edgekd.export.parity import (
-    Parity,
-    check_parity,
-    load_runner,
-    measure_parity,
-    predicted_classes,
-    run_exported,
-    top1_accuracy,
-)
+from edgekd.export.parity import Parity, check_parity, load_runner, measure_parity, run_exported, top1_accuracy
 from edgekd.export.torchscript import save_torchscript, to_torchscript
 
 __all__ = [
@@ -21,7 +13,6 @@ __all__ = [
     "export_onnx",
     "load_runner",
     "measure_parity",
-    "predicted_classes",
     "read_metadata",
     "run_exported",
     "save_torchscript",

@@ -70,10 +70,14 @@ def predicted_classes(path: Path, batches: Iterable[tuple]) -> tuple[np.ndarray,
     return np.concatenate(preds), np.concatenate(labels)
 
 
+def percent_equal(a: np.ndarray, b: np.ndarray) -> float:
+    """Percent of positions where two class arrays agree (0 for empty arrays)."""
+    return 100.0 * float((a == b).sum()) / max(len(a), 1)
+
+
 def top1_accuracy(path: Path, batches: Iterable[tuple]) -> float:
     """Top-1 accuracy in percent of a file over (images, labels, ...) tensor batches."""
-    preds, labels = predicted_classes(path, batches)
-    return 100.0 * float((preds == labels).sum()) / max(len(labels), 1)
+    return percent_equal(*predicted_classes(path, batches))
 
 
 def reference_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:

@@ -15,8 +15,9 @@ from edgekd.artifacts import quarantine
 from edgekd.config import ExportConfig, PipelineConfig
 from edgekd.data.datasets import DataInfo
 from edgekd.errors import EdgekdError
-from edgekd.export import Parity, Preprocessing, check_parity, export_onnx, predicted_classes, save_torchscript
+from edgekd.export import Parity, Preprocessing, check_parity, export_onnx, save_torchscript
 from edgekd.export.fp16 import check_fp16_parity, write_fp16_onnx
+from edgekd.export.parity import percent_equal, predicted_classes
 from edgekd.models import count_params, load_model
 from edgekd.ondevice import catalog
 from edgekd.pipeline import RunContext, StageResult
@@ -47,10 +48,10 @@ def artifact_metrics(
     out = {
         "path": str(path.relative_to(ctx.run_dir)),
         "size_bytes": path.stat().st_size,
-        "val_top1": 100.0 * float((preds == labels).sum()) / max(len(labels), 1),
+        "val_top1": percent_equal(preds, labels),
     }
     if fp32_classes is not None:
-        out["agreement_vs_fp32"] = 100.0 * float((preds == fp32_classes).sum()) / max(len(labels), 1)
+        out["agreement_vs_fp32"] = percent_equal(preds, fp32_classes)
     if parity is not None:
         out["parity"] = {k: v for k, v in parity.as_dict().items() if k != "path"}
     return out

@@ -16,9 +16,10 @@ from edgekd import __version__
 from edgekd.config import PipelineConfig, load_pipeline
 from edgekd.errors import EdgekdError
 from edgekd.progress import Reporter
+from edgekd.rundir import RunDir
 
 if TYPE_CHECKING:  # edgekd.pipeline imports torch (seconds): only the commands that run stages load it
-    from edgekd.pipeline import Manifest, Runner
+    from edgekd.pipeline import Runner
 
 app = typer.Typer(
     add_completion=False,
@@ -51,38 +52,20 @@ def _runner(pipeline: Path, run_dir: Path | None) -> Runner:
     return Runner(cfg, all_stages(), run_dir, Reporter(err))
 
 
-def _summary(cfg: PipelineConfig, manifest: Manifest) -> Table:
-    """One row per benchmarked artifact of this machine's bench file, by catalogue id, against the named reference."""
-    import json
+def _summary(cfg: PipelineConfig, run_dir: Path) -> Table | None:
+    """This machine's rows of the run's report (the same rows, figures and speed-ups the report shows)."""
+    from edgekd.report.build import build_report
+    from edgekd.report.terminal import summary_table
 
-    from edgekd.ondevice import catalog
-    from edgekd.ondevice.records import BenchDoc
+    report = build_report([run_dir], cfg.benchmark.budget)
+    local = next((d for d in report.devices if d.device == cfg.benchmark.device_name), None)
+    return summary_table(f"edgekd · {cfg.name}", local) if local else None
 
-    path = manifest.vouched().get("bench")
-    doc = BenchDoc.from_dict(json.loads(path.read_text()), str(path)) if path else None
-    reference = doc.get(catalog.REFERENCE) if doc else None
-    ref_ms = reference.latency_at(1).p50_ms if reference and reference.latency_at(1) else None
-    teacher = manifest.done("teacher").get("metrics", {}).get("val_top1")
-    table = Table(title=f"edgekd · {cfg.name} · speed-up vs {catalog.REFERENCE} at batch 1")
-    for col in ("artifact", "val top-1", "Δ vs teacher", "p50 b=1", "speed-up", "size"):
-        table.add_column(col, justify="left" if col == "artifact" else "right", no_wrap=True)
-    table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=50)
-    for art in doc.artifacts if doc else []:
-        if art.status != "done":
-            table.add_row(art.id, "", "", "", "", "", escape(f"{art.status}: {art.reason}"[:90]))
-            continue
-        top1 = art.accuracy.top1 if art.accuracy else None
-        lat = art.latency_at(1)
-        table.add_row(
-            art.id,
-            f"{top1:.2f}%" if top1 is not None else "",
-            f"{top1 - teacher:+.2f}" if top1 is not None and teacher is not None else "",
-            f"{lat.p50_ms:.2f} ms" if lat else "",
-            f"{ref_ms / lat.p50_ms:.2f}×" if lat and ref_ms else "",
-            f"{art.size_bytes / 1e6:.2f} MB" if art.size_bytes else "",
-            escape(f"unstable: {lat.unstable}") if lat and lat.unstable else "",
-        )
-    return table
+
+def _print_summary(cfg: PipelineConfig, run_dir: Path) -> None:
+    table = _summary(cfg, run_dir)
+    if table is not None:
+        out.print(table)
 
 
 @app.command()
@@ -168,16 +151,14 @@ def run(
         return
     if not distributed.is_main():
         return
-    out.print(_summary(runner.cfg, manifest))
+    _print_summary(runner.cfg, runner.run_dir)
     report = manifest.stage("report")
-    if report.get("artifacts"):
-        out.print(
-            f"report: {runner.run_dir / report['artifacts']['report_html']['path']}", highlight=False, markup=False
-        )
+    if report is not None and "report_html" in report.artifacts:
+        out.print(f"report: {runner.rundir.path('report_html')}", highlight=False, markup=False)
     out.print(f"manifest: {manifest.path}", highlight=False, markup=False)
-    from edgekd.stages.report import strict_failures, unstable_message
+    from edgekd.report.terminal import strict_failures, unstable_message
 
-    metrics, local = report.get("metrics", {}), runner.cfg.benchmark.device_name
+    metrics, local = report.metrics if report else {}, runner.cfg.benchmark.device_name
     if strict and (problems := strict_failures(metrics, runner.run_dir, local)):
         for problem in problems:  # budget and unstable figures, one line each
             err.print(f"[bold red]strict:[/] {escape(problem)}", highlight=False, soft_wrap=True)
@@ -270,10 +251,11 @@ def bench(
     except EdgekdError as e:
         _fail(e)
         return
-    out.print(_summary(runner.cfg, manifest))
-    from edgekd.stages.report import unstable_message
+    _print_summary(runner.cfg, runner.run_dir)
+    from edgekd.report.terminal import unstable_message
 
-    unstable = manifest.stage("report").get("metrics", {}).get("unstable") or []
+    report_rec = manifest.stage("report")
+    unstable = (report_rec.metrics.get("unstable") if report_rec else None) or []
     if warning := unstable_message(unstable, run_dir, runner.cfg.benchmark.device_name, repeat_unstable):
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
@@ -291,7 +273,7 @@ def report(
 
     try:
         budget = load_pipeline(pipeline or _run_pipeline(run_dirs[0])).benchmark.budget
-        summary = write_report(run_dirs, out_dir or run_dirs[0] / "report", budget)
+        summary = write_report(run_dirs, out_dir or RunDir(run_dirs[0]).stage_dir("report"), budget)
     except EdgekdError as e:
         _fail(e)
         return
@@ -301,7 +283,7 @@ def report(
 
 
 def _run_pipeline(run_dir: Path) -> Path:
-    path = run_dir / "pipeline.yaml"
+    path = RunDir(run_dir).config
     if not path.is_file():
         raise EdgekdError(f"{run_dir}: no pipeline.yaml in this run directory; pass --pipeline")
     return path
@@ -323,7 +305,7 @@ def _ship(run_dir: Path, device: str, devices_file: Path, engines_only: bool, fo
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     if result.bench_json:
         budget = load_pipeline(_run_pipeline(run_dir)).benchmark.budget
-        summary = write_report([run_dir], run_dir / "report", budget)
+        summary = write_report([run_dir], RunDir(run_dir).stage_dir("report"), budget)
         out.print(f"bench: {result.bench_json}\nreport: {summary.html}", highlight=False)
 
 
@@ -432,23 +414,25 @@ def quant_sensitivity(
     """Per-layer int8 sensitivity of the run's distilled student (each layer float in turn), on training images."""
     import json
 
-    from edgekd.data.datasets import load_data
+    from edgekd.manifest import read_manifest
     from edgekd.models import load_model
-    from edgekd.quant import calibrate_ptq
-    from edgekd.quant.sensitivity import sensitivity_record, sensitivity_split
+    from edgekd.pipeline import RunContext
+    from edgekd.quant.sensitivity import measure_sensitivity
 
     try:
         runner = _runner(pipeline, run_dir)
         cfg, q = runner.cfg, runner.cfg.qat
-        student_path = runner.run_dir / "distill" / "student.pt"
-        if not student_path.is_file():
-            raise EdgekdError(f"{student_path}: no distilled student; run `edgekd run {pipeline}` first")
+        student_path = read_manifest(runner.rundir).vouched().get("student")
+        if student_path is None:
+            raise EdgekdError(
+                f"{runner.run_dir}: no distilled student the manifest vouches for; run `edgekd run {pipeline}` first"
+            )
         student, _ = load_model(student_path)
-        data = load_data(cfg.data, cfg.seed)
-        calib = data.train.batches(cfg.data.batch_size, shuffle=True, generator=_generator(cfg.seed))
-        ptq = calibrate_ptq(student, calib, q.calibration_batches, q.calibration, q.percentile, q.keep_float)
-        x, y = sensitivity_split(data.train, q.sensitivity_images, cfg.seed)
-        record, ranking = sensitivity_record(student, ptq, x, y, q.calibration)
+        data = RunContext(
+            cfg, runner.rundir, runner.reporter, read_manifest(runner.rundir)
+        ).data  # the run's preprocessing
+        rec, _, _, y = measure_sensitivity(student, data.train, q, cfg.data.batch_size, cfg.seed, list(q.keep_float))
+        record, ranking = rec.to_dict(), rec.layers
     except EdgekdError as e:
         _fail(e)
         return
@@ -465,12 +449,6 @@ def quant_sensitivity(
     out.print(table)
     if json_out:
         json_out.write_text(json.dumps(record, indent=2))
-
-
-def _generator(seed: int):
-    import torch
-
-    return torch.Generator().manual_seed(seed)
 
 
 @app.command()

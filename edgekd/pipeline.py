@@ -9,6 +9,8 @@ stages resume from their last epoch checkpoint when they run again with the same
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,16 +28,17 @@ from edgekd.artifacts import sha256_file, write_text_atomic
 from edgekd.config import PipelineConfig
 from edgekd.data.datasets import DataBundle, load_data
 from edgekd.data.preprocessing import data_inputs
-from edgekd.distill.trainer import CHECKPOINT
+from edgekd.distill.trainer import TrainEnv
 from edgekd.errors import EdgekdError
-from edgekd.manifest import Manifest, now
+from edgekd.manifest import ArtifactEntry, Manifest, StageRecord, now
 from edgekd.ondevice import catalog
 from edgekd.progress import Reporter
+from edgekd.rundir import RunDir
 
 
 @dataclass
 class StageResult:
-    """What a stage made: artifacts by catalogue id (absolute paths inside the run dir) and metrics."""
+    """What a stage made: artifacts by catalogue id (the paths `ctx.out(id)` gave it) and metrics."""
 
     artifacts: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -95,24 +98,65 @@ def undeclared_reads(stage: Stage, seen: set[str]) -> list[str]:
 
 
 class RunContext:
-    """What a running stage may use: the run directory, the device, the data, the reporter."""
+    """What a running stage may use: its output paths, its folder, the device, the data, the reporter."""
 
-    def __init__(self, config: PipelineConfig, run_dir: Path, reporter: Reporter, manifest: Manifest) -> None:
+    def __init__(self, config: PipelineConfig, run: RunDir, reporter: Reporter, manifest: Manifest) -> None:
         self.pipeline = config  # the whole config; stages read it through `config`, a traced view
         self.config = config
-        self.run_dir = run_dir
+        self.rundir = run
         self.reporter = reporter
         self.manifest = manifest
         self.stage_name = ""
         self.key = ""
+        self.resume = True  # False when the stage was forced: training starts afresh
+
+    @property
+    def run_dir(self) -> Path:
+        return self.rundir.root
 
     @property
     def stage_dir(self) -> Path:
-        """Where the running stage writes; processes other than rank 0 write to a scratch copy."""
-        root = self.run_dir if distributed.is_main() else self.run_dir / ".ranks" / str(distributed.rank())
-        path = root / self.stage_name
+        """The running stage's own folder (checkpoints, caches); processes other than rank 0 get a scratch copy."""
+        if distributed.is_main():
+            path = self.rundir.stage_dir(self.stage_name)
+        else:
+            path = self.rundir.scratch_dir(distributed.rank(), self.stage_name)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def out(self, artifact_id: str) -> Path:
+        """Where the running stage writes one of its artifacts. The runner promotes the file to its catalogue
+        path once the stage succeeds; a failed attempt never touches the last finished files."""
+        if artifact_id not in catalog.made_by(self.stage_name):
+            raise RuntimeError(
+                f"stage {self.stage_name} asked for {artifact_id!r}, which is not one of its catalogue rows"
+            )
+        device = self.pipeline.benchmark.device_name
+        if distributed.is_main():
+            path = self.rundir.staged(self.stage_name, artifact_id, device)
+        else:
+            path = self.stage_dir / Path(catalog.path_of(artifact_id, device)).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def failed_dir(self) -> Path:
+        """Where the running stage keeps files that failed its checks, for inspection."""
+        return self.rundir.failed_dir(self.stage_name)
+
+    def train_env(self, label: str, work_dir: Path | None = None) -> TrainEnv:
+        """What the trainer needs of the run: folder, key, seed, batch sizes, device, reporter, resume."""
+        cfg = self.config
+        return TrainEnv(
+            work_dir=work_dir or self.stage_dir,
+            key=self.key,
+            seed=cfg.seed,
+            batch_size=cfg.data.batch_size,
+            eval_batch_size=cfg.data.eval_batch_size,
+            device=self.device,
+            reporter=self.reporter,
+            label=label,
+            resume=self.resume,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -193,7 +237,8 @@ class Runner:
     ) -> None:
         self.cfg = cfg
         self.stages = stages
-        self.run_dir = (run_dir or cfg.run_dir or Path("runs") / cfg.name).resolve()
+        self.rundir = RunDir(run_dir or cfg.run_dir or Path("runs") / cfg.name)
+        self.run_dir = self.rundir.root
         self.reporter = reporter or Reporter()
         self.producer = {art: s.name for s in stages for art in makes(s)}
 
@@ -208,7 +253,7 @@ class Runner:
                 if producer is None:
                     return {}, f"needs '{need}', which no stage makes"
                 old = manifest.stage(producer)
-                why = f"{old.get('status')}: {old.get('reason') or old.get('error')}" if old else "not run"
+                why = f"{old.status}: {old.why}" if old else "not run"
                 return {}, f"needs '{need}' from stage '{producer}' ({why})"
             inputs[need] = state.available[need]
         inputs.update({u: state.available[u] for u in stage.uses if u in state.available})
@@ -231,10 +276,10 @@ class Runner:
             return PlanEntry(stage.name, "run", "forced", key), inputs, parts
         if not old:
             last = manifest.stage(stage.name)
-            why = f"last attempt {last['status']}" if last.get("status") in ("failed", "running") else "not run yet"
+            why = f"last attempt {last.status}" if last and last.status in ("failed", "running") else "not run yet"
             return PlanEntry(stage.name, "run", why, key), inputs, parts
-        if old.get("key") != key:
-            changed = keys.changed_parts(old.get("key_parts", {}), parts) or ["its key changed"]
+        if old.key != key:
+            changed = keys.changed_parts(old.key_parts, parts) or ["its key changed"]
             return PlanEntry(stage.name, "run", ", ".join(changed), key), inputs, parts
         if art := manifest.changed_artifact(stage.name):
             return PlanEntry(stage.name, "run", f"artifact '{art}' is missing or changed on disk", key), inputs, parts
@@ -247,7 +292,7 @@ class Runner:
                 inputs,
                 parts,
             )
-        consumed = old.get("inputs", {})
+        consumed = old.inputs
         for name, path in sorted(inputs.items()):
             if consumed.get(name) != sha256_file(path):
                 return (
@@ -266,7 +311,7 @@ class Runner:
             state.running.add(stage.name)
         if planning and entry.action == "run":  # predicted: the catalogue's rows, at their usual paths
             device = self.cfg.benchmark.device_name
-            state.available.update({a: self.run_dir / catalog.path_of(a, device) for a in makes(stage)})
+            state.available.update({a: self.rundir.path(a, device) for a in makes(stage)})
         else:
             vouched = manifest.vouched()
             state.available.update({a: vouched[a] for a in makes(stage) if a in vouched})
@@ -277,14 +322,12 @@ class Runner:
         """What `run` would do now, without doing it."""
         names = [s.name for s in self.stages]
         selection.validate(names)
-        manifest = Manifest(self.run_dir, self.cfg.name)
+        manifest = Manifest(self.rundir, self.cfg.name, writes=False)
         state = _State()
         out = []
         for stage in self.stages:
             if selection.only and stage.name != selection.only:
-                entry = PlanEntry(
-                    stage.name, "leave", "not selected by --only", manifest.done(stage.name).get("key", "")
-                )
+                entry = PlanEntry(stage.name, "leave", "not selected by --only", _key(manifest.done(stage.name)))
                 self._offer(stage, manifest, state, PlanEntry(stage.name, "cached", "", entry.key), planning=False)
                 out.append(entry)
                 continue
@@ -301,13 +344,13 @@ class Runner:
         except OSError as e:  # a file in the way, no permission, read-only disk
             raise EdgekdError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
         if distributed.is_main():  # what the user's file meant, paths resolved: `edgekd bench/report/ship RUN_DIR`
-            write_text_atomic(self.run_dir / "pipeline.yaml", saved_config(self.cfg))
-        manifest = Manifest(self.run_dir, self.cfg.name)
-        ctx = RunContext(self.cfg, self.run_dir, self.reporter, manifest)
+            write_text_atomic(self.rundir.config, saved_config(self.cfg))
+        manifest = Manifest(self.rundir, self.cfg.name, writes=distributed.is_main())
+        ctx = RunContext(self.cfg, self.rundir, self.reporter, manifest)
         state = _State()
         for stage in self.stages:
             if selection.only and stage.name != selection.only:
-                keep = PlanEntry(stage.name, "cached", "", manifest.done(stage.name).get("key", ""))
+                keep = PlanEntry(stage.name, "cached", "", _key(manifest.done(stage.name)))
                 self._offer(stage, manifest, state, keep, planning=False)
                 continue
             entry = None
@@ -319,12 +362,10 @@ class Runner:
                 entry, _, _ = self._decide(stage, manifest, state, False, planning=False)
             self._offer(stage, manifest, state, entry, planning=False)
             record = manifest.stage(stage.name)
-            if stage.name in selection.require and record.get("status") == "skipped":
-                raise EdgekdError(f"--require {stage.name}: the stage was skipped: {record.get('reason')}")
-        if (
-            distributed.world_size() > 1 and distributed.is_main()
-        ):  # the other ranks' scratch, once every stage is through
-            shutil.rmtree(self.run_dir / ".ranks", ignore_errors=True)
+            if stage.name in selection.require and record is not None and record.status == "skipped":
+                raise EdgekdError(f"--require {stage.name}: the stage was skipped: {record.why}")
+        if distributed.world_size() > 1 and distributed.is_main():  # the other ranks' scratch, once all is through
+            shutil.rmtree(self.rundir.scratch_root, ignore_errors=True)
         return manifest
 
     def _run_stage(
@@ -338,75 +379,91 @@ class Runner:
             if selection.only == stage.name and not stage.skip_reason(self.cfg):
                 raise EdgekdError(f"--only {stage.name}: {entry.why}; run the pipeline without --only first")
             manifest.record(
-                stage.name,
-                {"status": "skipped", "reason": entry.why, "started": started, "ended": now(), "seconds": 0.0}
-                | {"artifacts": {}, "metrics": {}},
+                stage.name, StageRecord("skipped", reason=entry.why, started=started, ended=now(), seconds=0.0)
             )
             log(f"[yellow]- {stage.name}: skipped[/] ({escape(entry.why)})")  # reasons may quote paths holding "[...]"
             return entry
         if entry.action == "cached":
-            manifest.record(stage.name, {**manifest.done(stage.name), "status": "cached", "cached_at": now()})
+            done = manifest.done(stage.name)
+            assert done is not None
+            manifest.record(stage.name, dataclasses.replace(done, status="cached", cached_at=now(), last_done=None))
             log(f"[green]✓ {stage.name}: cached[/] (key {entry.key}, nothing to do)")
             return entry
         log(f"[bold]▶ {stage.name}[/] ({escape(entry.why)})")
-        ctx.stage_name, ctx.key = stage.name, entry.key
-        if forced:  # a forced stage starts afresh rather than resuming its last epoch checkpoint
-            (ctx.stage_dir / CHECKPOINT).unlink(missing_ok=True)
+        ctx.stage_name, ctx.key, ctx.resume = stage.name, entry.key, not forced
+        staging = self.rundir.staging_dir(stage.name)
+        shutil.rmtree(staging, ignore_errors=True)  # what an interrupted attempt left
         t0 = time.perf_counter()
         consumed = {name: sha256_file(path) for name, path in sorted(inputs.items())}
-        attempt = {"status": "running", "key": entry.key, "key_parts": parts, "inputs": consumed, "started": started}
-        manifest.attempt(stage.name, attempt)
+        attempt = StageRecord("running", key=entry.key, key_parts=parts, inputs=consumed, started=started)
+        manifest.record(stage.name, attempt)
         torch.manual_seed(self.cfg.seed)  # model initialisation depends on the seed alone, not on earlier stages
         seen: set[str] = set()
         ctx.config = TracedConfig(self.cfg, tuple(stage.reads), seen)  # type: ignore[assignment]
         try:
             result = stage.run(ctx, getattr(ctx.config, stage.section), inputs)
-            self._check_result(stage, result)
             if leaked := undeclared_reads(stage, seen):
                 raise RuntimeError(
                     f"stage {stage.name} read {', '.join(leaked)}, which its key does not hash: add to its `reads`"
                 )
+            artifacts = self._promote(stage, ctx, result) if distributed.is_main() else {}
         except BaseException as e:
             error = str(e) if isinstance(e, EdgekdError) else f"{type(e).__name__}: {e}"
-            failed = {**attempt, "status": "failed", "error": error, "ended": now()}
-            manifest.attempt(stage.name, failed | {"seconds": round(time.perf_counter() - t0, 3)})
+            seconds = round(time.perf_counter() - t0, 3)
+            failed = dataclasses.replace(attempt, status="failed", error=error, ended=now(), seconds=seconds)
+            manifest.record(stage.name, failed)
+            self._keep_failed(stage.name)
             raise
         if not distributed.is_main():  # rank 0 records what the stage made
             return entry
-        artifacts = {}
-        for art_id, path in result.artifacts.items():
-            path = Path(path)
-            artifacts[art_id] = {
-                "path": path.relative_to(self.run_dir).as_posix(),
-                "sha256": sha256_file(path),
-                "bytes": path.stat().st_size,
-            }
         manifest.record(
             stage.name,
-            {
-                **attempt,
-                "status": result.status,
-                "ended": now(),
-                "seconds": round(time.perf_counter() - t0, 3),
-                "artifacts": artifacts,
-                "metrics": result.metrics,
-                "reason": result.reason,
-            },
+            dataclasses.replace(
+                attempt,
+                status=result.status,
+                ended=now(),
+                seconds=round(time.perf_counter() - t0, 3),
+                artifacts=artifacts,
+                metrics=result.metrics,
+                reason=result.reason,
+                last_done=None,
+            ),
         )
         note = f" ({escape(result.reason)})" if result.reason else ""
         log(f"[green]✓ {stage.name}: {result.status}[/] in {time.perf_counter() - t0:.1f}s{note}")
         return PlanEntry(stage.name, "run", entry.why, entry.key)
 
-    def _check_result(self, stage: Stage, result: StageResult) -> None:
-        """Every artifact a stage returns is one of its catalogue rows, at the catalogue's file name."""
+    def _promote(self, stage: Stage, ctx: RunContext, result: StageResult) -> dict[str, ArtifactEntry]:
+        """Move everything the stage staged to the same place in the run directory (each file an atomic
+        rename: its artifacts, and the files beside them such as sidecars and figures); describe its artifacts."""
+        device = self.cfg.benchmark.device_name
+        made = {}
         for art_id, path in result.artifacts.items():
-            if art_id not in makes(stage):
-                raise RuntimeError(
-                    f"stage {stage.name} returned artifact {art_id!r}, which is not one of its catalogue rows"
-                )
-            expected = self.run_dir / catalog.path_of(art_id, self.cfg.benchmark.device_name)
-            if Path(path).resolve() != expected.resolve() and distributed.is_main():
-                raise RuntimeError(f"stage {stage.name} wrote {art_id} to {path}, not to the catalogue's {expected}")
+            if Path(path) != ctx.out(art_id):
+                raise RuntimeError(f"stage {stage.name} returned {art_id} at {path}, not at ctx.out({art_id!r})")
+            final = self.rundir.path(art_id, device)
+            made[art_id] = ArtifactEntry(self.rundir.relative(final), sha256_file(path), Path(path).stat().st_size)
+        staging = self.rundir.staging_dir(stage.name)
+        for staged in sorted(p for p in staging.rglob("*") if p.is_file()):
+            final = self.rundir.inside(staged.relative_to(staging), f"stage {stage.name}")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, final)
+        shutil.rmtree(staging, ignore_errors=True)
+        return made
+
+    def _keep_failed(self, stage: str) -> None:
+        """Files a failed attempt staged go to the stage's failed/ folder, for inspection; the finished ones stay."""
+        staging = self.rundir.staging_dir(stage)
+        if distributed.is_main() and staging.is_dir():
+            for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+                folder = self.rundir.failed_dir(stage)
+                folder.mkdir(parents=True, exist_ok=True)
+                os.replace(path, folder / path.name)
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _key(record: StageRecord | None) -> str:
+    return record.key if record else ""
 
 
 def saved_config(cfg: PipelineConfig) -> str:

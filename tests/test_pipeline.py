@@ -24,15 +24,15 @@ def _runner(path, run_dir):
 
 
 def _statuses(manifest):
-    return {name: entry["status"] for name, entry in manifest.doc["stages"].items()}
+    return {name: entry["status"] for name, entry in manifest.to_dict()["stages"].items()}
 
 
 def test_cache_and_invalidation(tiny_pipeline, tmp_path):
     run_dir = tmp_path / "run"
     m = _runner(tiny_pipeline(), run_dir).run()
     assert _statuses(m) == {"teacher": "done", "distill": "done"}
-    assert m.stage("distill")["metrics"]["val_top1"] > 0
-    art = m.stage("teacher")["artifacts"]["teacher"]
+    assert m.stage("distill").to_dict()["metrics"]["val_top1"] > 0
+    art = m.stage("teacher").to_dict()["artifacts"]["teacher"]
     assert len(art["sha256"]) == 64 and (run_dir / art["path"]).is_file()
 
     again = _runner(tiny_pipeline(), run_dir)

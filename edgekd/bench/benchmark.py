@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -22,24 +22,19 @@ from edgekd.bench.macs import count_macs
 from edgekd.bench.sysinfo import describe_system
 from edgekd.config import BenchmarkConfig
 from edgekd.errors import EdgekdError
+from edgekd.manifest import Manifest
 from edgekd.models import count_params
 from edgekd.ondevice import catalog
 from edgekd.ondevice.measure import Settings, Subject, bench_artifacts, write_json_atomic
 from edgekd.ondevice.records import ArtifactRecord, BenchDoc
 from edgekd.ondevice.runtime import Runtime
 from edgekd.ondevice.text import one_line
+from edgekd.rundir import RunDir
 from edgekd.runtimes.base import open_runtime
 from edgekd.runtimes.onnxruntime import DEFAULT_PROVIDERS
 from edgekd.runtimes.torch_eager import TorchRuntime
 
 log = logging.getLogger(__name__)
-
-
-class RunManifest(Protocol):
-    """What the benchmark needs of edgekd.manifest.Manifest."""
-
-    def vouched(self) -> dict[str, Path]: ...
-    def stage(self, name: str) -> dict: ...
 
 
 @dataclass
@@ -55,7 +50,7 @@ def settings_from_config(cfg: BenchmarkConfig, seed: int = 0) -> Settings:
     return Settings(tuple(cfg.batch_sizes), cfg.warmup, cfg.min_runs, cfg.min_seconds, cfg.repeats, cfg.threads, seed)
 
 
-def plan_host(run_dir: Path, manifest: RunManifest, device_name: str) -> list[Planned]:
+def plan_host(run_dir: Path, manifest: Manifest, device_name: str) -> list[Planned]:
     """The host's catalogue rows: vouched ones to time, those of skipped/failed stages with the stage's reason.
 
     A row its finished stage did not make (an option turned it off) is left out; a vouched-for
@@ -69,11 +64,11 @@ def plan_host(run_dir: Path, manifest: RunManifest, device_name: str) -> list[Pl
             planned.append(Planned(row.id, Path(vouched[row.id]).relative_to(run_dir).as_posix()))
             continue
         rec = manifest.stage(row.stage)
-        status = rec.get("status")
-        if status in ("skipped", "failed"):
-            why = rec.get("reason") or rec.get("error") or "no reason recorded"
-            planned.append(Planned(row.id, rel, f"stage {row.stage} {status}: {why}"))
-        elif row.id in (rec.get("artifacts") or {}):
+        if rec is None:
+            continue
+        if rec.status in ("skipped", "failed"):
+            planned.append(Planned(row.id, rel, f"stage {row.stage} {rec.status}: {rec.why}"))
+        elif row.id in rec.artifacts:
             planned.append(Planned(row.id, rel, f"{rel} changed since stage {row.stage} made it; re-run the stage"))
     return planned
 
@@ -108,8 +103,10 @@ def benchmark_artifacts(
     device_kind: str = "host",
     torch_device: str = "cpu",
     ort_providers: Sequence[str] = DEFAULT_PROVIDERS,
+    out: Path | None = None,
 ) -> BenchDoc:
-    """Latency and accuracy of every planned artifact; writes and returns run_dir/bench/<device_name>.json."""
+    """Latency and accuracy of every planned artifact; writes it to `out` (default: the run's bench file of
+    `device_name`) and returns it."""
     run_dir = Path(run_dir)
     subjects, records = [], {}
     for item in planned:
@@ -143,7 +140,7 @@ def benchmark_artifacts(
         conditions=conditions,
         artifacts=[records[p.id] for p in planned],
     )
-    write_json_atomic(str(run_dir / "bench" / f"{device_name}.json"), doc.to_dict())
+    write_json_atomic(str(out or RunDir(run_dir).bench_file(device_name)), doc.to_dict())
     return doc
 
 
@@ -157,9 +154,10 @@ def remeasure_unstable(
     run_dir: Path,
     torch_device: str = "cpu",
     ort_providers: Sequence[str] = DEFAULT_PROVIDERS,
+    out: Path | None = None,
 ) -> BenchDoc:
     """Time the artifacts with unstable figures again (up to `rounds` times, interleaved with each other),
-    keeping a new figure when it is stable; rewrites the bench file."""
+    keeping a new figure when it is stable; rewrites the bench file (`out`, default: the run's bench file)."""
     for attempt in range(rounds):
         shaky = [a for a in doc.artifacts if a.status == "done" and any(not lat.stable for lat in a.latency)]
         if not shaky:
@@ -180,7 +178,7 @@ def remeasure_unstable(
                 if not lat.stable and fresh is not None and (fresh.stable or fresh.spread < lat.spread):
                     old.latency[i] = fresh
         doc.conditions.setdefault("repeats_of_unstable", []).append(conditions)
-    write_json_atomic(str(run_dir / "bench" / f"{doc.device}.json"), doc.to_dict())
+    write_json_atomic(str(out or RunDir(run_dir).bench_file(doc.device)), doc.to_dict())
     return doc
 
 

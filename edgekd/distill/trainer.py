@@ -112,28 +112,86 @@ def _write_history(path: Path, history: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class TrainEnv:
+    """What a training call needs of the run it is part of (the run context builds it: `ctx.train_env`)."""
+
+    work_dir: Path  # checkpoint-last.pt and metrics.jsonl
+    key: str  # a checkpoint resumes only under the same key
+    seed: int
+    batch_size: int
+    eval_batch_size: int = 256
+    device: torch.device | str = "cpu"
+    reporter: Reporter = field(default_factory=lambda: Reporter(quiet=True))
+    label: str = "train"
+    resume: bool = True  # False: start afresh even when a checkpoint with the same key exists
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.work_dir / CHECKPOINT
+
+
+@dataclass
+class _Loop:
+    """The pieces one training call holds together: model, the objective's extra modules, optimizer."""
+
+    model: nn.Module
+    extra: list[nn.Module]
+    optimizer: torch.optim.Optimizer
+    objective: Objective
+
+
+def _resume(loop: _Loop, env: TrainEnv, epochs: int, result: TrainResult) -> int:
+    """Load the last epoch checkpoint when its key matches (and resuming is allowed); the epoch to start at."""
+    path = env.checkpoint
+    if not env.resume:
+        path.unlink(missing_ok=True)
+        return 0
+    if not path.is_file():
+        return 0
+    ckpt = torch.load(path, map_location=env.device, weights_only=True)
+    if ckpt.get("key") != env.key:
+        return 0
+    loop.model.load_state_dict(ckpt["model"])
+    for m, state in zip(loop.extra, ckpt["extra"]):
+        m.load_state_dict(state)
+    loop.optimizer.load_state_dict(ckpt["optimizer"])
+    loop.objective.load_state_dict(ckpt["objective"])
+    result.history = ckpt["history"]
+    result.resumed_from = ckpt["epoch"] + 1
+    env.reporter.log(f"  {env.label}: resuming after epoch {result.resumed_from} of {epochs} from {path.name}")
+    return result.resumed_from
+
+
+def _save_checkpoint(loop: _Loop, env: TrainEnv, epoch: int, history: list[dict]) -> None:
+    state = {
+        "key": env.key,
+        "epoch": epoch,
+        "model": loop.model.state_dict(),
+        "extra": [m.state_dict() for m in loop.extra],
+        "optimizer": loop.optimizer.state_dict(),
+        "objective": loop.objective.state_dict(),
+        "history": history,
+    }
+    atomic_torch_save(state, env.checkpoint)
+    _write_history(env.work_dir / METRICS, history)
+
+
 def train(
     model: nn.Module,
     train_set: ImageSet,
     val_set: ImageSet,
     cfg: OptimConfig,
     objective: Objective,
+    env: TrainEnv,
     *,
-    work_dir: Path,
-    key: str,
-    seed: int,
-    batch_size: int,
-    eval_batch_size: int = 256,
-    device: torch.device | str = "cpu",
     reference_val_logits: torch.Tensor | None = None,
-    reporter: Reporter | None = None,
-    label: str = "train",
     tensorboard_dir: Path | None = None,
     amp: str = "off",
     channels_last: bool = False,
     param_groups: list[dict] | None = None,
 ) -> TrainResult:
-    """Train `model` in place for `cfg.epochs`, resuming from `work_dir/checkpoint-last.pt` when its key matches.
+    """Train `model` in place for `cfg.epochs`, resuming from `env.work_dir/checkpoint-last.pt` when its key matches.
 
     Under torchrun every process trains on its slice of each global batch (DistributedDataParallel),
     so the global batch, and the result up to floating-point differences, match a single process.
@@ -142,9 +200,9 @@ def train(
     On CUDA, `amp` ("bf16"/"fp16") runs forward passes under autocast (fp16 with a gradient scaler)
     and `channels_last` trains in NHWC memory format; on the CPU both are ignored, and the log says so.
     """
-    reporter = reporter or Reporter(quiet=True)
-    device = torch.device(device)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    reporter, label = env.reporter, env.label
+    device = torch.device(env.device)
+    env.work_dir.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
     on_cuda = device.type == "cuda"
     if (amp != "off" or channels_last) and not on_cuda:
@@ -156,22 +214,9 @@ def train(
     extra = [m.to(device).train() for m in objective.modules()]
     # param_groups: the model's parameters in optimizer groups, each with an "lr_scale" (fine-tuning a backbone slower)
     params = param_groups or [p for m in [model, *extra] for p in m.parameters() if p.requires_grad]
-    optimizer = make_optimizer(cfg, params)
+    loop = _Loop(model, extra, make_optimizer(cfg, params), objective)
     result = TrainResult()
-    start = 0
-    ckpt_path = work_dir / CHECKPOINT
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt.get("key") == key:
-            model.load_state_dict(ckpt["model"])
-            for m, state in zip(extra, ckpt["extra"]):
-                m.load_state_dict(state)
-            optimizer.load_state_dict(ckpt["optimizer"])
-            objective.load_state_dict(ckpt["objective"])
-            result.history = ckpt["history"]
-            start = result.resumed_from = ckpt["epoch"] + 1
-            reporter.log(f"  {label}: resuming after epoch {start} of {cfg.epochs} from {ckpt_path.name}")
-    steps = math.ceil(len(train_set) / batch_size)
+    start = _resume(loop, env, cfg.epochs, result)
     tensorboard = TensorBoardLog(tensorboard_dir) if tensorboard_dir is not None and distributed.is_main() else None
     shard = (distributed.rank(), distributed.world_size())
     # under torchrun: DDP averages the model's gradients; the objective's extra modules (adapters) are averaged by hand
@@ -180,62 +225,20 @@ def train(
         if shard[1] > 1
         else model
     )
-    extra_params = [p for m in extra for p in m.parameters() if p.requires_grad]
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        torch.manual_seed(seed * 100_003 + epoch)  # dropout, augmentation: a function of (seed, epoch) alone
-        shuffle = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        torch.manual_seed(env.seed * 100_003 + epoch)  # dropout, augmentation: a function of (seed, epoch) alone
         lr = lr_at(cfg, epoch)
-        for group in optimizer.param_groups:
+        for group in loop.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         used = objective.begin_epoch(epoch, cfg.epochs)
-        sums: dict[str, float] = {}
-        seen = 0
-        with reporter.task(f"  {label} epoch {epoch + 1}/{cfg.epochs}", steps) as bar:
-            for x, y, idx in train_set.batches(batch_size, shuffle=True, generator=shuffle, device=device, shard=shard):
-                x = x.contiguous(memory_format=memory_format)
-                with torch.autocast(
-                    device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-                ):
-                    loss, parts = objective.loss(net, x, y, idx)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                distributed.average_gradients(extra_params)
-                scaler.step(optimizer)
-                scaler.update()
-                n = len(y)
-                seen += n
-                for name, value in {"train_loss": loss.item(), **parts}.items():
-                    sums[name] = sums.get(name, 0.0) + value * n
-                bar.advance()
-        names = sorted(sums)
-        *totals, seen = distributed.all_reduce_sum([sums[k] for k in names] + [seen], device)
-        sums = dict(zip(names, totals))
-        logits, labels = predict(model, val_set, eval_batch_size, device)
+        sums = _epoch(loop, net, train_set, env, epoch, cfg.epochs, shard, scaler, memory_format, autocast_dtype)
+        logits, labels = predict(model, val_set, env.eval_batch_size, device)
         val = evaluate(logits, labels, reference_val_logits)
         objective.end_epoch(val)
-        entry = {
-            "epoch": epoch + 1,
-            **{k: v / max(seen, 1) for k, v in sums.items()},
-            **val,
-            "lr": lr,
-            **used,
-            "seconds": time.perf_counter() - t0,
-        }
+        entry = {"epoch": epoch + 1, **sums, **val, "lr": lr, **used, "seconds": time.perf_counter() - t0}
         result.history.append(entry)
-        atomic_torch_save(
-            {
-                "key": key,
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "extra": [m.state_dict() for m in extra],
-                "optimizer": optimizer.state_dict(),
-                "objective": objective.state_dict(),
-                "history": result.history,
-            },
-            ckpt_path,
-        )
-        _write_history(work_dir / METRICS, result.history)
+        _save_checkpoint(loop, env, epoch, result.history)
         if tensorboard is not None:
             tensorboard.write(entry, model)
         kl = f" kl {val['val_kl']:.3f}" if "val_kl" in val else ""
@@ -247,3 +250,42 @@ def train(
         tensorboard.close()
     model.eval()
     return result
+
+
+def _epoch(
+    loop: _Loop,
+    net: nn.Module,
+    train_set: ImageSet,
+    env: TrainEnv,
+    epoch: int,
+    epochs: int,
+    shard: tuple[int, int],
+    scaler: torch.amp.GradScaler,
+    memory_format: torch.memory_format,
+    autocast_dtype: torch.dtype | None,
+) -> dict[str, float]:
+    """One pass over the training set (this process's shard of every batch); mean losses over all processes."""
+    shuffle = torch.Generator().manual_seed(env.seed * 100_003 + epoch)
+    extra_params = [p for m in loop.extra for p in m.parameters() if p.requires_grad]
+    sums: dict[str, float] = {}
+    seen = 0
+    steps = math.ceil(len(train_set) / env.batch_size)
+    device = torch.device(env.device)
+    with env.reporter.task(f"  {env.label} epoch {epoch + 1}/{epochs}", steps) as bar:
+        for x, y, idx in train_set.batches(env.batch_size, shuffle=True, generator=shuffle, device=device, shard=shard):
+            x = x.contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                loss, parts = loop.objective.loss(net, x, y, idx)
+            loop.optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            distributed.average_gradients(extra_params)
+            scaler.step(loop.optimizer)
+            scaler.update()
+            n = len(y)
+            seen += n
+            for name, value in {"train_loss": loss.item(), **parts}.items():
+                sums[name] = sums.get(name, 0.0) + value * n
+            bar.advance()
+    names = sorted(sums)
+    *totals, seen = distributed.all_reduce_sum([sums[k] for k in names] + [seen], device)
+    return {k: v / max(seen, 1) for k, v in zip(names, totals)}

@@ -26,10 +26,11 @@ from pathlib import Path
 import edgekd.ondevice as device_package
 from edgekd.config import DeviceConfig
 from edgekd.errors import EdgekdError
-from edgekd.manifest import MANIFEST, Manifest
+from edgekd.manifest import Manifest, read_manifest
 from edgekd.ondevice import catalog
 from edgekd.ondevice.bench import JOB_SCHEMA
 from edgekd.ondevice.trt_options import BuildOptions, sha256_file
+from edgekd.rundir import RunDir
 
 VAL_PATH = catalog.path_of("val_set")
 CALIBRATION_PATH = catalog.path_of("calib_set")
@@ -60,15 +61,21 @@ class EngineJob:
         return doc
 
 
-def shippable(run_dir: Path) -> dict[str, Path]:
+def shippable(run_dir: Path, manifest: Manifest | None = None) -> dict[str, Path]:
     """The ONNX artifacts the run's manifest vouches for (finished stage, sha256 unchanged): what may ship.
 
     A file that failed a check, or one an earlier config left behind, is on disk but not vouched for.
     """
-    if not (run_dir / MANIFEST).is_file():
-        raise EdgekdError(f"{run_dir}: no {MANIFEST}; not a run directory made by `edgekd run`")
-    vouched = Manifest(run_dir, "").vouched()
+    vouched = (manifest or run_manifest(run_dir)).vouched()
     return {a.id: vouched[a.id] for a in catalog.ARTIFACTS if a.ships and a.id in vouched}
+
+
+def run_manifest(run_dir: Path) -> Manifest:
+    """The manifest of a run directory made by `edgekd run` (an EdgekdError when there is none)."""
+    run = RunDir(run_dir)
+    if not run.manifest.is_file():
+        raise EdgekdError(f"{run_dir}: no {run.manifest.name}; not a run directory made by `edgekd run`")
+    return read_manifest(run)
 
 
 def fp16_twin(onnx_id: str) -> str | None:
@@ -150,13 +157,14 @@ def make_bundle(
     `prebuilt` maps engine names to engine files (their .json sidecar beside them) for
     --engines-only: then no ONNX is shipped and the device only measures those engines.
     """
-    run_dir = Path(run_dir)
-    sources = shippable(run_dir)
-    vouched = Manifest(run_dir, "").vouched()
+    run = RunDir(run_dir)
+    manifest = run_manifest(run_dir)
+    sources = shippable(run_dir, manifest)
+    vouched = manifest.vouched()
     val = vouched.get("val_set")
     if val is None:
         raise EdgekdError(
-            f"{run_dir / VAL_PATH}: no validation batch the manifest vouches for; run the benchmark stage first"
+            f"{run.path('val_set')}: no validation batch the manifest vouches for; run the benchmark stage first"
         )
     bundle, warnings = Bundle(), []
     package = Path(device_package.__file__).parent
@@ -178,7 +186,7 @@ def make_bundle(
         if "tensorrt" in device.backends and device.tensorrt.enabled:
             for job in plan_engines(run_dir, sources, device.tensorrt.precisions, dla):
                 for rel in filter(None, (job.onnx, job.fp16_onnx)):
-                    bundle.add(rel, run_dir / rel)
+                    bundle.add(rel, run.inside(rel, "manifest"))
                 engines.append(job.entry())
             if "int8" in device.tensorrt.precisions and not any(e["precision"] == "int8" for e in engines):
                 needed = "fp32 student ONNX (export stage)" if dla else "Q/DQ int8 ONNX (qat stage)"
@@ -188,12 +196,12 @@ def make_bundle(
                 calibration = CALIBRATION_PATH
             elif dla_int8(device):
                 warnings.append(
-                    f"{run_dir / CALIBRATION_PATH}: no calibration set the manifest vouches for (benchmark stage): "
+                    f"{run.path('calib_set')}: no calibration set the manifest vouches for (benchmark stage): "
                     "int8 on the DLA cannot be calibrated"
                 )
         if "onnxruntime" in device.backends:
             for art_id, path in sources.items():
-                rel = path.relative_to(run_dir).as_posix()
+                rel = run.relative(path)
                 bundle.add(rel, path)
                 onnx.append({"id": art_id, "path": rel})
     if not engines and not onnx:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekd.config import TensorRTConfig
 from edgekd.fleet import engine_cache
 from edgekd.fleet.bundle import plan_engines
+from edgekd.ondevice import catalog
 from edgekd.ondevice.text import first_line
 from edgekd.ondevice.trt_options import BuildOptions, slug
+from edgekd.rundir import RunDir
 
 
 @dataclass
@@ -37,9 +40,10 @@ def local_gpu() -> tuple[str | None, str | None]:
 
 
 def build_local_engines(
-    run_dir: str | Path, sources: dict[str, Path], cfg: TensorRTConfig, device: str
+    run_dir: str | Path, sources: dict[str, Path], cfg: TensorRTConfig, device: str, out: Callable[[str], Path]
 ) -> LocalEngines:
-    """Build the catalogue engines for `cfg.precisions` from `sources` (ONNX id -> path) into run_dir/tensorrt/<device>/.
+    """Build the catalogue engines for `cfg.precisions` from `sources` (ONNX id -> path), each to `out(engine id)`
+    with its sidecar and logs beside it.
 
     fp32/fp16 engines come from fp32 ONNX files (fp16 from the fp16 ONNX on TensorRT >= 10: bench.build_source),
     int8 from Q/DQ ONNX files. The timing and
@@ -55,7 +59,6 @@ def build_local_engines(
     from edgekd.ondevice.trt_build import BuildError, build_engine
 
     kind = "host-" + slug(gpu)
-    out_dir = run_dir / "tensorrt" / device
     result = LocalEngines()
     for job in plan_engines(run_dir, sources, list(cfg.precisions), cfg.dla_core is not None):
         opts = BuildOptions(
@@ -67,16 +70,16 @@ def build_local_engines(
             cfg.opt_batch,
             cfg.max_batch,
         )
-        engine = out_dir / f"{job.id}.engine"
+        engine = out(job.id)
         onnx, _ = build_source(job.entry(), opts, tensorrt.__version__)
         try:
             build_engine(
-                str(run_dir / onnx),
+                str(RunDir(run_dir).inside(onnx, "engine source")),
                 str(engine),
                 opts,
                 kind,
                 str(engine_cache.cache_root()),
-                shown_paths=(onnx, f"tensorrt/{device}/{job.id}.engine"),
+                shown_paths=(onnx, catalog.path_of(job.id, device)),
             )
         except BuildError as e:
             result.failed[job.id] = str(e)

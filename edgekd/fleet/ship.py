@@ -31,9 +31,10 @@ from edgekd.fleet.bundle import Bundle, build_options, make_bundle, plan_engines
 from edgekd.fleet.check import assess, probe_device
 from edgekd.fleet.device_results import check_bench, check_sidecar, check_tree, inside
 from edgekd.fleet.ssh import Ssh, remote_command
-from edgekd.manifest import Manifest
+from edgekd.manifest import read_manifest
 from edgekd.ondevice.bench import build_source
 from edgekd.ondevice.trt_options import sha256_file, validate_options
+from edgekd.rundir import RunDir
 
 SHIP_SCHEMA = "edgekd.ship/1"
 
@@ -151,18 +152,18 @@ def _bench(ssh: Ssh, r: RemoteLayout, bundle_id: str) -> list[str]:
     ]
 
 
-def _local_record(run_dir: Path, device: str) -> dict | None:
-    path = run_dir / "tensorrt" / device / "ship.json"
+def _local_record(run: RunDir, device: str) -> dict | None:
+    path = run.ship_record(device)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
-def _is_current(run_dir: Path, device: str, bundle_id: str) -> bool:
+def _is_current(run: RunDir, device: str, bundle_id: str) -> bool:
     """True when this run dir already holds the results of `bundle_id` on `device`, untouched."""
-    record = _local_record(run_dir, device)
-    bench = run_dir / "bench" / f"{device}.json"
+    record = _local_record(run, device)
+    bench = run.bench_file(device)
     return bool(
         record
         and record.get("bundle_id") == bundle_id
@@ -171,18 +172,21 @@ def _is_current(run_dir: Path, device: str, bundle_id: str) -> bool:
     )
 
 
-def _download(ssh: Ssh, r: RemoteLayout, run_dir: Path, bundle: Bundle, scratch: Path, engines_only: bool) -> None:
-    """Fetch results/<id> into `scratch`, then rename it into tensorrt/<device>/ and bench/<device>.json."""
+def _download(ssh: Ssh, r: RemoteLayout, run: RunDir, bundle: Bundle, scratch: Path, engines_only: bool) -> None:
+    """Fetch results/<id> into `scratch` (laid out like a run directory), then rename its engine folder and
+    bench file into the run's."""
     name = ssh.device.name
     ssh.download(r.result(bundle.id), scratch)
-    fetched = inside(scratch / bundle.id, scratch, "download")
-    bench = fetched / "bench" / f"{name}.json"
-    engines = fetched / "tensorrt" / name
+    fetched = RunDir(inside(scratch / bundle.id, scratch, "download"))
+    bench = fetched.bench_file(name)
+    engines = fetched.engine_dir(name)
     if not bench.is_file():
         raise EdgekdError(
-            f"{ssh.where()}: {r.result(bundle.id)} holds no bench/{name}.json; remove that folder on the device and ship again"
+            f"{ssh.where()}: {r.result(bundle.id)} holds no {fetched.relative(bench)}; remove that folder on the device and ship again"
         )
-    check_tree(fetched, f"results from {ssh.where()}")  # device output is untrusted: no links, odd names or devices
+    check_tree(
+        fetched.root, f"results from {ssh.where()}"
+    )  # device output is untrusted: no links, odd names or devices
     check_bench(bench, name)
     engines.mkdir(parents=True, exist_ok=True)
     for engine in sorted(engines.glob("*.engine")):
@@ -198,14 +202,14 @@ def _download(ssh: Ssh, r: RemoteLayout, run_dir: Path, bundle: Bundle, scratch:
         "bench_sha256": sha256_file(str(bench)),
         "shipped": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    (engines / "ship.json").write_text(json.dumps(record, indent=2))
-    dest = run_dir / "tensorrt" / name
+    fetched.ship_record(name).write_text(json.dumps(record, indent=2))
+    dest = run.engine_dir(name)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    (run_dir / "bench").mkdir(exist_ok=True)
+    run.bench_file(name).parent.mkdir(exist_ok=True)
     if dest.exists():
         os.rename(dest, scratch / "previous")
     os.rename(engines, dest)
-    os.replace(bench, run_dir / "bench" / f"{name}.json")
+    os.replace(bench, run.bench_file(name))
 
 
 def _prebuilt_engines(run_dir: Path, device: DeviceConfig, trt_version: str) -> dict[str, Path]:
@@ -214,7 +218,7 @@ def _prebuilt_engines(run_dir: Path, device: DeviceConfig, trt_version: str) -> 
     Each is looked up by the source the device built it from on `trt_version` (the fp16 ONNX of a strongly
     typed fp16 build; the ONNX and the run's calibration set of a calibrated DLA int8 build)."""
     found = {}
-    calibration = Manifest(run_dir, "").vouched_sha256().get("calib_set")
+    calibration = read_manifest(run_dir).vouched_sha256().get("calib_set")
     dla = device.tensorrt.dla_core is not None
     for job in plan_engines(run_dir, shippable(run_dir), device.tensorrt.precisions, dla):
         opts = build_options(device, job.precision)
@@ -244,6 +248,7 @@ def ship(run_dir: str | Path, device: DeviceConfig, engines_only: bool = False, 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise EdgekdError(f"{run_dir}: run directory not found")
+    run = RunDir(run_dir)
     for precision in device.tensorrt.precisions if "tensorrt" in device.backends else []:
         problems = validate_options(build_options(device, precision))
         if problems:
@@ -264,7 +269,7 @@ def ship(run_dir: str | Path, device: DeviceConfig, engines_only: bool = False, 
     bundle, warnings = make_bundle(run_dir, device, prebuilt)
     result = ShipResult(device.name, bundle.id, warnings=warnings + report.warnings)
 
-    scratch = Path(run_dir) / f".ship-tmp-{secrets.token_hex(4)}"
+    scratch = run.root / f".ship-tmp-{secrets.token_hex(4)}"
     scratch.mkdir()
     try:
         steps: list[list[str]] = []
@@ -286,14 +291,14 @@ def ship(run_dir: str | Path, device: DeviceConfig, engines_only: bool = False, 
                 remote_command(*steps),
                 "placing the bundle and running the benchmark" if result.ran_bench else "placing the bundle",
             )
-        if result.ran_bench or not _is_current(run_dir, device.name, bundle.id):
-            _download(ssh, r, run_dir, bundle, scratch, engines_only)
+        if result.ran_bench or not _is_current(run, device.name, bundle.id):
+            _download(ssh, r, run, bundle, scratch, engines_only)
             result.downloaded = True
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    result.bench_json = run_dir / "bench" / f"{device.name}.json"
-    result.engine_dir = run_dir / "tensorrt" / device.name
+    result.bench_json = run.bench_file(device.name)
+    result.engine_dir = run.engine_dir(device.name)
     result.artifacts = json.loads(result.bench_json.read_text())["artifacts"]
     if not engines_only:
         for engine in sorted(result.engine_dir.glob("*.engine")):

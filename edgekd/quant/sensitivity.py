@@ -12,30 +12,22 @@ import copy
 import itertools
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekd.config import QatConfig
 from edgekd.quant.fake_quant import QUANT_LAYERS
+from edgekd.quant.qat import calibrate_ptq
+from edgekd.run_records import LayerScore, SensitivityRecord
 
 
 @dataclass(frozen=True)
 class Score:
     top1: float  # percent
     kl: float  # mean KL(fp32 ‖ int8) in nats
-
-
-@dataclass(frozen=True)
-class LayerSensitivity:
-    layer: str
-    top1: float  # int8 top-1 with this layer float
-    kl: float
-    top1_gain: float  # points recovered over all-int8
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def sample_images(batches: Iterable, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +60,7 @@ def layers_float(model: nn.Module, layers: Iterable[str]) -> Iterator[None]:
 
 def layer_sensitivity(
     fp32: nn.Module, qmodel: nn.Module, images: torch.Tensor, labels: torch.Tensor
-) -> tuple[Score, Score, list[LayerSensitivity]]:
+) -> tuple[Score, Score, list[LayerScore]]:
     """(fp32 score, all-int8 score, one entry per quantized layer, most sensitive first) of a calibrated
     `qmodel` (eval mode) against its float `fp32` model."""
     fp32, qmodel = copy.deepcopy(fp32).eval().cpu(), copy.deepcopy(qmodel).eval().cpu()
@@ -81,7 +73,7 @@ def layer_sensitivity(
         if isinstance(m, QUANT_LAYERS):
             with layers_float(qmodel, [name]):
                 s = score(qmodel, images, labels, ref)
-            rows.append(LayerSensitivity(name, s.top1, s.kl, s.top1 - int8.top1))
+            rows.append(LayerScore(name, s.top1, s.kl, s.top1 - int8.top1))
     rows.sort(key=lambda r: (-r.top1, r.kl))
     return base, int8, rows
 
@@ -93,7 +85,7 @@ def choose_keep_float(
     labels: torch.Tensor,
     max_drop: float,
     max_layers: int,
-) -> tuple[list[str], float, list[LayerSensitivity]]:
+) -> tuple[list[str], float, list[LayerScore]]:
     """Layers to keep float, most sensitive first, added one at a time until the int8 top-1 is within
     `max_drop` points of fp32 on `images` or `max_layers` are kept. Returns (layers, final drop, ranking)."""
     base, int8, ranking = layer_sensitivity(fp32, qmodel, images, labels)
@@ -119,16 +111,28 @@ def sensitivity_split(train_set, n: int, seed: int) -> tuple[torch.Tensor, torch
 
 def sensitivity_record(
     student: nn.Module, ptq: nn.Module, images: torch.Tensor, labels: torch.Tensor, calibration: str
-) -> tuple[dict, list[LayerSensitivity]]:
-    """The `sensitivity` metrics record of the qat stage (documented in edgekd/stages/qat.py) and the ranking."""
+) -> tuple[SensitivityRecord, list[LayerScore]]:
+    """The qat stage's `sensitivity` record and the ranking."""
     base, int8, ranking = layer_sensitivity(student, ptq, images, labels)
-    record = {
-        "split": "train",
-        "images": len(labels),
-        "calibration": calibration,
-        "measure": "top-1 and KL to fp32 with only this layer float, every other layer int8",
-        "fp32_top1": base.top1,
-        "int8_top1": int8.top1,
-        "layers": [r.as_dict() for r in ranking],
-    }
-    return record, ranking
+    return SensitivityRecord(len(labels), calibration, base.top1, int8.top1, ranking), ranking
+
+
+def calibration_batches(train_set, batch_size: int, seed: int) -> Iterator:
+    """The shuffled training batches PTQ calibrates on (drawn with `seed`)."""
+    return train_set.batches(batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+
+def calibrated(student: nn.Module, train_set, cfg: QatConfig, batch_size: int, seed: int, keep: list[str]) -> nn.Module:
+    """The PTQ model of `student` as the qat stage calibrates it."""
+    batches = calibration_batches(train_set, batch_size, seed)
+    return calibrate_ptq(student, batches, cfg.calibration_batches, cfg.calibration, cfg.percentile, keep)
+
+
+def measure_sensitivity(
+    student: nn.Module, train_set, cfg: QatConfig, batch_size: int, seed: int, keep: list[str]
+) -> tuple[SensitivityRecord, nn.Module, torch.Tensor, torch.Tensor]:
+    """What the qat stage and `edgekd quant sensitivity` measure: the record, the PTQ model and the images scored."""
+    ptq = calibrated(student, train_set, cfg, batch_size, seed, keep)
+    x, y = sensitivity_split(train_set, cfg.sensitivity_images, seed)
+    record, _ = sensitivity_record(student, ptq, x, y, cfg.calibration)
+    return record, ptq, x, y

@@ -6,16 +6,18 @@ recommendation, what distillation bought); the renderers only format the result.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edgekd.config import BudgetConfig
 from edgekd.errors import EdgekdError
+from edgekd.manifest import Manifest, read_manifest
 from edgekd.ondevice import catalog
-from edgekd.ondevice.records import ArtifactRecord, BenchDoc
+from edgekd.ondevice.records import ArtifactRecord, BenchDoc, RecordError
 from edgekd.report.conditions import clocks_note, measured_under
-from edgekd.report.load import load_benches, load_curves, load_manifest
+from edgekd.report.load import load_benches, load_curves
 from edgekd.report.model import (
     DeviceSection,
     Figure,
@@ -29,7 +31,10 @@ from edgekd.report.model import (
     SummaryRow,
     SweepRow,
 )
-from edgekd.report.stages import finished, stage_records
+from edgekd.run_records import SensitivityRecord, SweepTrial
+from edgekd.rundir import RunDir
+
+T = TypeVar("T")
 
 _ORDER = {a.id: i for i, a in enumerate(catalog.ARTIFACTS)}
 STUDENT_FP32 = ("student_onnx", "student", "student_ts")
@@ -231,62 +236,58 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def run_section(run_dir: Path, label: str, manifest: dict[str, Any], omit_stage: str | None) -> RunSection:
+def run_section(run: RunDir, label: str, manifest: Manifest, omit_stage: str | None) -> RunSection:
     """Stages, what distillation bought, the sweep, the curves and per-layer sensitivity of one run."""
-    records = stage_records(manifest)
-    section = RunSection(label, str(run_dir), curves=load_curves(run_dir / "distill" / "metrics.jsonl"))
-    for name, rec in records.items():
+    section = RunSection(label, str(run.root), curves=load_curves(run.path("distill_metrics")))
+    for name, rec in manifest.stages.items():
         if name == omit_stage:  # the stage rendering this report is still running: leave it out
             continue
-        note = rec.get("reason") or rec.get("error") or ""
-        section.stages.append(StageRow(name, str(rec.get("status", "?")), _num(rec.get("seconds")), str(note)))
-    distill = finished(records.get("distill"))
-    baseline_rec = records.get("baseline") or {}
-    baseline = finished(baseline_rec)
-    d_top1 = _num((distill or {}).get("metrics", {}).get("val_top1"))
-    b_top1 = _num((baseline or {}).get("metrics", {}).get("val_top1"))
+        note = rec.reason or rec.error or ""
+        section.stages.append(StageRow(name, rec.status, rec.seconds, note))
+    distill = manifest.done("distill")
+    baseline_rec = manifest.stage("baseline")
+    baseline = manifest.done("baseline")
+    d_top1 = _num(distill.metrics.get("val_top1")) if distill else None
+    b_top1 = _num(baseline.metrics.get("val_top1")) if baseline else None
     if d_top1 is not None and b_top1 is not None:
         section.kd = KdGain(d_top1, b_top1)
-    elif baseline_rec.get("status") == "skipped":
-        section.kd_note = f"no hard-label baseline: {baseline_rec.get('reason')}"
-    elif baseline_rec.get("status") == "failed":
-        section.kd_note = f"the hard-label baseline failed: {baseline_rec.get('error')}"
-    metrics = (distill or {}).get("metrics") or {}
-    sweep, best = metrics.get("sweep"), metrics.get("sweep_best") or {}
-    if isinstance(sweep, list) and sweep and all(isinstance(r, dict) for r in sweep):
-        keys = [k for k in ("temperature", "soft_weight", "hard_weight") if k in sweep[0]]
-        for r in sweep:
-            settings = {k: float(r[k]) for k in keys if _num(r.get(k)) is not None}
-            is_best = bool(best) and all(r.get(k) == best.get(k) for k in keys)
-            section.sweep.append(SweepRow(settings, _num(r.get("val_top1")), _num(r.get("val_kl")), is_best))
-    section.sensitivity = sensitivity(records)
+    elif baseline_rec is not None and baseline_rec.status == "skipped":
+        section.kd_note = f"no hard-label baseline: {baseline_rec.reason}"
+    elif baseline_rec is not None and baseline_rec.status == "failed":
+        section.kd_note = f"the hard-label baseline failed: {baseline_rec.error}"
+    metrics = distill.metrics if distill else {}
+    where = f"{manifest.path}: stages.distill.metrics"
+    trials = _typed(
+        lambda: [SweepTrial.from_dict(t, f"sweep[{i}]") for i, t in enumerate(metrics.get("sweep") or [])], where
+    )
+    best = metrics.get("sweep_best") or {}
+    for t in trials:
+        is_best = bool(best) and all(t.settings.get(k) == best.get(k) for k in t.settings)
+        section.sweep.append(SweepRow(t.settings, t.val_top1, t.val_kl, is_best))
+    qat = manifest.done("qat")
+    record = qat.metrics.get("sensitivity") if qat else None
+    if record is not None:
+        sens = _typed(lambda: SensitivityRecord.from_dict(record), f"{manifest.path}: stages.qat.metrics")
+        section.sensitivity = sensitivity(sens)
     return section
 
 
-def sensitivity(records: dict[str, dict[str, Any]]) -> Sensitivity | None:
-    """The qat stage's `sensitivity` record (edgekd.quant.sensitivity.sensitivity_record: {split, images,
-    fp32_top1, int8_top1, layers: [{layer, top1, kl, top1_gain}], auto_keep_float?}) when it wrote one."""
-    record = ((finished(records.get("qat")) or {}).get("metrics") or {}).get("sensitivity")
-    raw = record.get("layers") if isinstance(record, dict) else None
-    if not isinstance(raw, list):
-        return None
-    rows = []
-    for item in raw:
-        if isinstance(item, dict) and isinstance(item.get("layer"), str) and _num(item.get("top1")) is not None:
-            rows.append(SensitivityRow(item["layer"], float(item["top1"]), _num(item.get("kl"))))
+def _typed(read: Callable[[], T], where: str) -> T:
+    """A typed record read from a manifest; a record of another shape is a one-line EdgekdError naming the field."""
+    try:
+        return read()
+    except RecordError as e:
+        raise EdgekdError(f"{where}.{e}") from None
+
+
+def sensitivity(record: SensitivityRecord) -> Sensitivity | None:
+    """The report's view of the qat stage's sensitivity record: layers most sensitive first."""
+    rows = [SensitivityRow(r.layer, r.top1, r.kl) for r in record.layers]
     if not rows:
         return None
     rows.sort(key=lambda r: (-r.top1, r.kl if r.kl is not None else 0.0))  # most sensitive first
-    auto = record.get("auto_keep_float")
-    kept = auto.get("kept") if isinstance(auto, dict) else None
-    images = record.get("images")
-    return Sensitivity(
-        images if isinstance(images, int) and not isinstance(images, bool) else None,
-        _num(record.get("fp32_top1")),
-        _num(record.get("int8_top1")),
-        rows,
-        [k for k in kept if isinstance(k, str)] if isinstance(kept, list) else [],
-    )
+    kept = record.auto_keep_float.kept if record.auto_keep_float else []
+    return Sensitivity(record.images, record.fp32_top1, record.int8_top1, rows, list(kept))
 
 
 def _summary_row(section: DeviceSection, key: str) -> SummaryRow:
@@ -329,9 +330,9 @@ def build_report(run_dirs: list[Path], budget: BudgetConfig, omit_stage: str | N
     many = len(run_dirs) > 1
     runs, devices, skipped, unmet, unstable = [], [], [], [], []
     for run_dir, label in zip(run_dirs, labels):
-        manifest = load_manifest(run_dir)
+        manifest = read_manifest(run_dir)
         benches = load_benches(run_dir)
-        run = run_section(run_dir, label, manifest, omit_stage)
+        run = run_section(RunDir(run_dir), label, manifest, omit_stage)
         runs.append(run)
         prefix = f"{label}: " if many else ""
         for stage in run.stages:

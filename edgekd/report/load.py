@@ -1,4 +1,5 @@
-"""Reading what a report is made from: bench records, the manifest and the distillation curves of a run."""
+"""Reading what a report is made from: bench records and the distillation curves of a run (the manifest:
+edgekd.manifest.read_manifest)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.records import BenchDoc, RecordError
+from edgekd.rundir import RunDir
 
 
 def load_bench(path: Path) -> BenchDoc:
@@ -24,25 +26,11 @@ def load_bench(path: Path) -> BenchDoc:
 
 def load_benches(run_dir: Path) -> list[BenchDoc]:
     """Every bench/<device>.json of a run, sorted by file name."""
-    return [load_bench(p) for p in sorted((Path(run_dir) / "bench").glob("*.json"))]
-
-
-def load_manifest(run_dir: Path) -> dict[str, Any]:
-    """The run's manifest.json, or {} when the directory has none (e.g. bench files brought back from a device)."""
-    path = Path(run_dir) / "manifest.json"
-    if not path.is_file():
-        return {}
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EdgekdError(f"{path}: malformed manifest: {e}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("stages", {}), dict):
-        raise EdgekdError(f"{path}: not an edgekd manifest (expected an object with a `stages` mapping)")
-    return doc
+    return [load_bench(p) for p in RunDir(run_dir).bench_files()]
 
 
 def load_curves(path: Path) -> list[dict[str, Any]]:
-    """Per-epoch records of distill/metrics.jsonl ([] when absent)."""
+    """Per-epoch records of the distill stage's curves (`distill_metrics`; [] when absent)."""
     if not path.is_file():
         return []
     rows = []

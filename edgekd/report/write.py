@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgekd.artifacts import write_text_atomic
 from edgekd.config import BudgetConfig
+from edgekd.ondevice import catalog
 from edgekd.report import plots
 from edgekd.report.build import build_report
 from edgekd.report.layout import CURVES, FigureFile, document, energy_name, scatter_name, sensitivity_name
@@ -66,7 +67,10 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     figs = figures(report, out_dir)
     blocks = document(report, figs)
-    files = ReportFiles(report, out_dir / "report.md", out_dir / "report.html", out_dir / "report.json")
+    name = {a: Path(catalog.path_of(a)).name for a in ("report_md", "report_html", "report_json")}
+    files = ReportFiles(
+        report, out_dir / name["report_md"], out_dir / name["report_html"], out_dir / name["report_json"]
+    )
     write_text_atomic(files.json, json.dumps(report.to_dict(), indent=2) + "\n")
     write_text_atomic(files.markdown, render_markdown(blocks, figs))
     write_text_atomic(files.html, render_html(blocks, figs, report.title))

@@ -56,25 +56,11 @@ class BaselineStage:
         if config.distill.augment.active:
             augment = BatchAugment(config.distill.augment, spec.num_classes, data.info.mean, data.info.std)
         objective = CrossEntropy(optim.label_smoothing, augment=augment, seed=config.seed)
-        result = train(
-            student,
-            data.train,
-            data.val,
-            optim,
-            objective,
-            work_dir=ctx.stage_dir,
-            key=ctx.key,
-            seed=config.seed,
-            batch_size=config.data.batch_size,
-            eval_batch_size=config.data.eval_batch_size,
-            device=ctx.device,
-            reporter=ctx.reporter,
-            label="baseline",
-        )
+        result = train(student, data.train, data.val, optim, objective, ctx.train_env("baseline"))
         student.cpu().eval()
         logits, labels = predict(student, data.val, config.data.eval_batch_size, "cpu")
         val = evaluate(logits, labels)
-        out = ctx.stage_dir / "student.pt"
+        out = ctx.out("baseline_student")
         save_model(out, student, spec, data=data.info.to_dict())
         metrics = {
             **val,

@@ -46,9 +46,9 @@ class BenchmarkStage:
         images, labels = ctx.data.val_arrays()
         teacher, _ = load_model(inputs["teacher"])
         teacher_logits, _ = predict(teacher, ctx.data.val, ctx.config.data.eval_batch_size, "cpu")
-        val_set = ctx.stage_dir.parent / "bench" / "val.npz"
+        val_set = ctx.out("val_set")
         save_val_set(val_set, images, labels, teacher_logits.numpy())
-        calib_set = ctx.run_dir / catalog.path_of("calib_set")  # DLA int8 on a device calibrates with it
+        calib_set = ctx.out("calib_set")  # DLA int8 on a device calibrates with it
         write_training_calibration(calib_set, ctx.data.train, ctx.config.tensorrt.calibration_images, ctx.config.seed)
         settings = settings_from_config(cfg, ctx.config.seed)
         planned = plan_host(ctx.run_dir, ctx.manifest, cfg.device_name)
@@ -56,6 +56,7 @@ class BenchmarkStage:
             f"  benchmark: {sum(p.reason is None for p in planned)} artifacts on {cfg.device_name}, "
             f"batch sizes {cfg.batch_sizes}, {cfg.repeats} interleaved rounds"
         )
+        bench = ctx.out("bench")
         doc = benchmark_artifacts(
             planned,
             images,
@@ -65,6 +66,7 @@ class BenchmarkStage:
             cfg.device_name,
             ctx.run_dir,
             torch_device=str(ctx.device),
+            out=bench,
         )
         if cfg.repeat_unstable and doc.unstable:
             doc = remeasure_unstable(
@@ -76,6 +78,7 @@ class BenchmarkStage:
                 settings,
                 ctx.run_dir,
                 torch_device=str(ctx.device),
+                out=bench,
             )
         for line in doc.unstable:
             ctx.reporter.log(f"  unstable: {line}")
@@ -91,7 +94,6 @@ class BenchmarkStage:
                 "size_bytes": art.size_bytes,
                 "reason": art.reason,
             }
-        bench = ctx.run_dir / "bench" / f"{cfg.device_name}.json"
         return StageResult(
             {"bench": bench, "val_set": val_set, "calib_set": calib_set},
             {"device": cfg.device_name, "artifacts": metrics, "unstable": doc.unstable},

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from edgekd.artifacts import sha256_file
 from edgekd.config import DistillConfig
-from edgekd.data.datasets import data_fingerprint
+from edgekd.data.datasets import DataInfo, data_fingerprint
 from edgekd.distill.features import FeatureDistiller
 from edgekd.distill.teacher_cache import CACHE_FILE, TeacherCache, cache_key
+from edgekd.export import Preprocessing
+from edgekd.export.parity import percent_equal, predicted_classes
 from edgekd.models import ModelSpec, count_params, load_model, load_state_dict_file
 from edgekd.models.weights import initial_model
+from edgekd.ondevice import catalog
 from edgekd.pipeline import RunContext
 
 
@@ -59,7 +63,7 @@ def teacher_cache(
         layers,
         ctx.config.data.eval_batch_size,
         ctx.device,
-        elsewhere=tuple(ctx.stage_dir.parent / stage / CACHE_FILE for stage in reuse_from),
+        elsewhere=tuple(ctx.rundir.stage_dir(stage) / CACHE_FILE for stage in reuse_from),
     )
     if cache.nbytes <= 2**30:  # small enough to keep beside the model: lookups without copies
         cache.to(ctx.device)
@@ -83,3 +87,34 @@ def initial_student(ctx: RunContext, spec: ModelSpec) -> tuple[nn.Module, dict]:
     if cfg.init_checkpoint:
         load_state_dict_file(student, cfg.init_checkpoint)
     return student, init
+
+
+def preprocessing_of(info: DataInfo) -> Preprocessing:
+    """What an exported file records about the images it expects."""
+    return Preprocessing(
+        image_size=info.image_size,
+        channels=info.in_channels,
+        mean=tuple(info.mean),
+        std=tuple(info.std),
+        class_names=tuple(info.class_names),
+        resize_size=info.resize_size,
+    )
+
+
+def artifact_metrics(
+    ctx: RunContext, artifact_id: str, parity: object | None = None, fp32_classes: np.ndarray | None = None
+) -> dict:
+    """size, val top-1 of the file the stage just wrote for `artifact_id`, and its parity record; with the fp32
+    model's top-1 class per validation image, `agreement_vs_fp32` (percent of images with the same class)."""
+    path = ctx.out(artifact_id)
+    preds, labels = predicted_classes(path, ctx.data.val.batches(ctx.config.data.eval_batch_size))
+    out = {
+        "path": catalog.path_of(artifact_id),
+        "size_bytes": path.stat().st_size,
+        "val_top1": percent_equal(preds, labels),
+    }
+    if fp32_classes is not None:
+        out["agreement_vs_fp32"] = percent_equal(preds, fp32_classes)
+    if parity is not None:
+        out["parity"] = {k: v for k, v in parity.as_dict().items() if k != "path"}
+    return out

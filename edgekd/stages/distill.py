@@ -6,15 +6,16 @@ from pathlib import Path
 
 from torch import nn
 
-from edgekd.artifacts import write_bytes_atomic, write_json_atomic
+from edgekd.artifacts import write_bytes_atomic
 from edgekd.config import DistillConfig, PipelineConfig, SweepConfig
 from edgekd.data.augment import BatchAugment
 from edgekd.distill.features import FeatureDistiller
 from edgekd.distill.objectives import Distillation
-from edgekd.distill.trainer import evaluate, predict, train
+from edgekd.distill.trainer import METRICS, evaluate, predict, train
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model
 from edgekd.pipeline import RunContext, StageResult
+from edgekd.run_records import SWEPT, DistillChoice, SweepTrial
 from edgekd.stages.common import initial_student, model_summary, spec_for, teacher_cache
 
 
@@ -43,14 +44,14 @@ class DistillStage:
         t_val, labels = predict(teacher, data.val, ctx.config.data.eval_batch_size, ctx.device)
         teacher_val = evaluate(t_val, labels)
         runs = []
-        for overrides in sweep_grid(ctx.config.sweep):
-            trial = cfg.model_copy(update=overrides)
-            work_dir = ctx.stage_dir / "sweep" / trial_name(overrides) if overrides else ctx.stage_dir
-            if overrides:
-                ctx.reporter.log(f"  distill sweep: {trial_name(overrides)}")
-            runs.append((overrides, work_dir, *self._train(ctx, trial, inputs["teacher"], teacher, t_val, work_dir)))
-        overrides, work_dir, student, result, val, cache_note = max(runs, key=lambda r: r[4]["val_top1"])
-        out = ctx.stage_dir / "student.pt"
+        for choice in sweep_grid(ctx.config.sweep):
+            trial = cfg.model_copy(update=choice.overrides)
+            work_dir = ctx.stage_dir / "sweep" / choice.name if choice.overrides else ctx.stage_dir
+            if choice.overrides:
+                ctx.reporter.log(f"  distill sweep: {choice.name}")
+            runs.append((choice, work_dir, *self._train(ctx, trial, inputs["teacher"], teacher, t_val, work_dir)))
+        choice, work_dir, student, result, val, cache_note = max(runs, key=lambda r: r[4]["val_top1"])
+        out = ctx.out("student")
         save_model(out, student, spec, data=data.info.to_dict())
         metrics = {
             **val,
@@ -61,13 +62,14 @@ class DistillStage:
             "teacher_cache": cache_note,
             "feature_pairs": len(cfg.features),
         }
-        settings = ctx.stage_dir / "settings.json"  # the winning settings, for qat's KD
-        write_json_atomic(settings, {"overrides": overrides})
+        settings = ctx.out("distill_settings")  # the winning settings, for qat's KD
+        choice.write(settings)
         artifacts = {"student": out, "distill_settings": settings}
-        if overrides:
-            metrics["sweep"] = [{**o, "val_top1": v["val_top1"], "val_kl": v["val_kl"]} for o, _, _, _, v, _ in runs]
-            metrics["sweep_best"] = overrides
-            ctx.reporter.log(f"  distill sweep: best {trial_name(overrides)} at val top-1 {val['val_top1']:.2f}%")
+        if choice.overrides:
+            trials = [SweepTrial(c.overrides, v["val_top1"], v["val_kl"]) for c, _, _, _, v, _ in runs]
+            metrics["sweep"] = [t.to_dict() for t in trials]
+            metrics["sweep_best"] = choice.overrides
+            ctx.reporter.log(f"  distill sweep: best {choice.name} at val top-1 {val['val_top1']:.2f}%")
         chance = 100.0 / spec.num_classes
         if val["val_top1"] < 1.5 * chance:  # a diverged student fails parity checks stages later otherwise
             losses = ", ".join(f"{h.get('train_loss', float('nan')):.3g}" for h in result.history)
@@ -76,10 +78,9 @@ class DistillStage:
                 f"[yellow]  distill: student val top-1 {val['val_top1']:.2f}% is near chance ({chance:.1f}%): "
                 f"diverged or under-trained at distill.lr {cfg.lr:g}; train loss by epoch: {losses}[/]"
             )
-        if result.history:  # the winner's curves, at the catalogue's place
-            metrics_file = ctx.stage_dir / "metrics.jsonl"
-            if work_dir != ctx.stage_dir:
-                write_bytes_atomic(metrics_file, (work_dir / "metrics.jsonl").read_bytes())
+        if result.history:  # the winner's curves
+            metrics_file = ctx.out("distill_metrics")
+            write_bytes_atomic(metrics_file, (work_dir / METRICS).read_bytes())
             artifacts["distill_metrics"] = metrics_file
         return StageResult(artifacts, metrics)
 
@@ -108,15 +109,8 @@ class DistillStage:
             data.val,
             cfg,
             objective,
-            work_dir=work_dir,
-            key=ctx.key,
-            seed=ctx.config.seed,
-            batch_size=ctx.config.data.batch_size,
-            eval_batch_size=ctx.config.data.eval_batch_size,
-            device=ctx.device,
+            ctx.train_env("distill", work_dir),
             reference_val_logits=t_val,
-            reporter=ctx.reporter,
-            label="distill",
             tensorboard_dir=work_dir / "tb" if cfg.tensorboard else None,
             amp=cfg.amp,
             channels_last=cfg.channels_last,
@@ -126,15 +120,10 @@ class DistillStage:
         return student, result, {**evaluate(logits, labels, t_val), "student_init": init}, cache_note
 
 
-def sweep_grid(sweep: SweepConfig | None) -> list[dict]:
-    """Every combination of the swept values, as overrides of the distill section ([{}] without a sweep)."""
+def sweep_grid(sweep: SweepConfig | None) -> list[DistillChoice]:
+    """Every combination of the swept values, as overrides of the distill section (one empty choice without a sweep)."""
     grid: list[dict] = [{}]
-    for name in ("temperature", "soft_weight", "hard_weight"):
+    for name in SWEPT:
         values = getattr(sweep, name) if sweep else []
         grid = [{**g, name: v} for g in grid for v in values] if values else grid
-    return grid
-
-
-def trial_name(overrides: dict) -> str:
-    short = {"temperature": "T", "soft_weight": "soft", "hard_weight": "hard"}
-    return "_".join(f"{short[k]}{v:g}" for k, v in overrides.items())
+    return [DistillChoice(g) for g in grid]

@@ -16,7 +16,7 @@ from edgekd.export.parity import reference_logits
 from edgekd.models import load_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.quant.dynamic import DynamicQuantResult, quantize_dynamic_onnx, quantize_dynamic_torchscript
-from edgekd.stages.export import artifact_metrics
+from edgekd.stages.common import artifact_metrics
 
 
 class DynamicQuantStage:
@@ -42,14 +42,12 @@ class DynamicQuantStage:
         results: dict[str, DynamicQuantResult] = {}
         if cfg.torch:
             results["student_dynamic_int8_ts"] = quantize_dynamic_torchscript(
-                student, ctx.stage_dir / "student_dynamic_int8.ts.pt", example
+                student, ctx.out("student_dynamic_int8_ts"), example
             )
         if cfg.onnx:
             with tempfile.TemporaryDirectory(dir=ctx.stage_dir) as tmp:
                 fp32 = export_onnx(student, Path(tmp) / "student_fp32.onnx", example, opset=ctx.config.export.opset)
-                results["student_dynamic_int8_onnx"] = quantize_dynamic_onnx(
-                    fp32, ctx.stage_dir / "student_dynamic_int8.onnx"
-                )
+                results["student_dynamic_int8_onnx"] = quantize_dynamic_onnx(fp32, ctx.out("student_dynamic_int8_onnx"))
         reference = reference_logits(student, images)
         artifacts, metrics = {}, {}
         for name, result in results.items():
@@ -57,7 +55,7 @@ class DynamicQuantStage:
             if result.status == "done":
                 path = Path(result.path)
                 artifacts[name] = path
-                entry.update(artifact_metrics(path, ctx, measure_parity(path, images, reference)))
+                entry.update(artifact_metrics(ctx, name, measure_parity(path, images, reference)))
                 ctx.reporter.log(
                     f"  dynamic_quant: {path.name}: {len(result.layers)} layer(s) int8 "
                     f"({', '.join(result.layers)}), val top-1 {entry['val_top1']:.2f}%"

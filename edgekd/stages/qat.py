@@ -18,7 +18,7 @@ images where it picks the fp32 student's class, parity, or `{"status": "failed",
 from __future__ import annotations
 
 import copy
-import json
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -31,10 +31,10 @@ from edgekd.distill.trainer import Objective, evaluate, predict, train
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model
 from edgekd.pipeline import RunContext, StageResult
-from edgekd.quant import calibrate_ptq, check_qdq_parity, export_qdq_onnx, freeze_observers, prepare_qat
-from edgekd.quant.sensitivity import choose_keep_float, sensitivity_record, sensitivity_split
-from edgekd.stages.common import teacher_cache
-from edgekd.stages.export import artifact_metrics, preprocessing_of
+from edgekd.quant import check_qdq_parity, export_qdq_onnx, freeze_observers, prepare_qat
+from edgekd.quant.sensitivity import calibrated, calibration_batches, choose_keep_float, measure_sensitivity
+from edgekd.run_records import DistillChoice, KeptFloat
+from edgekd.stages.common import artifact_metrics, preprocessing_of, teacher_cache
 
 QAT_FORMAT = (
     "edgekd.qat/1"  # a QAT state_dict: load it into quantizable_copy(spec.build(), keep_float=sd["keep_float"])
@@ -105,45 +105,38 @@ class QatStage:
         if cfg.ptq:
             try:
                 ptq = self._calibrated(ctx, cfg, student, keep)
-                path = self._export(ctx, ptq, "student_ptq_int8_qdq.onnx", example)
-                metrics["artifacts"]["student_ptq_onnx"] = self._record(ctx, ptq, path, images, fp32, cfg)
+                path = self._export(ctx, ptq, "student_ptq_onnx", example)
+                metrics["artifacts"]["student_ptq_onnx"] = self._record(ctx, ptq, "student_ptq_onnx", images, fp32, cfg)
                 artifacts["student_ptq_onnx"] = path
             except EdgekdError as e:  # the PTQ file is a comparison: its failure must not cost the QAT file
                 metrics["artifacts"]["student_ptq_onnx"] = {"status": "failed", "reason": str(e)}
                 ctx.reporter.log(f"[yellow]  qat: PTQ artifact failed, QAT goes on: {e}[/]")
         if cfg.epochs > 0:
             qat = self._train(ctx, cfg, student, inputs, keep, metrics)
-            model_path = ctx.stage_dir / "student_qat.pt"
+            model_path = ctx.out("student_qat")
             save_model(model_path, qat, spec, format=QAT_FORMAT, data=ctx.data.info.to_dict(), keep_float=keep)
-            path = self._export(ctx, qat, "student_int8_qdq.onnx", example)
-            metrics["artifacts"]["student_qat_onnx"] = self._record(ctx, qat, path, images, fp32, cfg)
+            path = self._export(ctx, qat, "student_qat_onnx", example)
+            metrics["artifacts"]["student_qat_onnx"] = self._record(ctx, qat, "student_qat_onnx", images, fp32, cfg)
             artifacts.update(student_qat=model_path, student_qat_onnx=path)
         return StageResult(artifacts, metrics)
 
-    def _calibration(self, ctx: RunContext):
-        generator = torch.Generator().manual_seed(ctx.config.seed)
-        return ctx.data.train.batches(ctx.config.data.batch_size, shuffle=True, generator=generator)
-
     def _calibrated(self, ctx: RunContext, cfg: QatConfig, student: nn.Module, keep: list[str]) -> nn.Module:
-        return calibrate_ptq(
-            student, self._calibration(ctx), cfg.calibration_batches, cfg.calibration, cfg.percentile, keep
-        )
+        return calibrated(student, ctx.data.train, cfg, ctx.config.data.batch_size, ctx.config.seed, keep)
 
     def _sensitivity(self, ctx: RunContext, cfg: QatConfig, student: nn.Module, keep: list[str]):
         """Per-layer sensitivity of the PTQ model on training images; with auto_keep_float, the layers to keep."""
-        x, y = sensitivity_split(ctx.data.train, cfg.sensitivity_images, ctx.config.seed)
-        ptq = self._calibrated(ctx, cfg, student, keep)
-        record, _ = sensitivity_record(student, ptq, x, y, cfg.calibration)
+        train_set, batch_size, seed = ctx.data.train, ctx.config.data.batch_size, ctx.config.seed
+        record, ptq, x, y = measure_sensitivity(student, train_set, cfg, batch_size, seed, keep)
         if cfg.auto_keep_float:
             budget = ctx.config.benchmark.budget.max_drop_vs_student
             extra, drop, _ = choose_keep_float(student, ptq, x, y, budget, cfg.max_keep_float)
             keep = keep + extra
-            record["auto_keep_float"] = {"kept": extra, "drop": drop, "budget": budget, "met": drop <= budget}
+            record = dataclasses.replace(record, auto_keep_float=KeptFloat(extra, drop, budget, drop <= budget))
             note = "" if drop <= budget else f", over budget {budget:g} with max_keep_float {cfg.max_keep_float}"
             ctx.reporter.log(
                 f"  qat: keep float {extra or 'nothing'} (int8 drop {drop:.2f} points on training images{note})"
             )
-        return keep, record
+        return keep, record.to_dict()
 
     def _train(
         self,
@@ -154,28 +147,16 @@ class QatStage:
         keep: list[str],
         metrics: dict,
     ) -> nn.Module:
-        qat = prepare_qat(student, self._calibration(ctx), cfg, keep)
+        qat = prepare_qat(
+            student, calibration_batches(ctx.data.train, ctx.config.data.batch_size, ctx.config.seed), cfg, keep
+        )
         if cfg.distill:
             objective: Objective = self._distillation(ctx, qat, inputs, metrics)
         else:
             objective = CrossEntropy(cfg.label_smoothing)
         epochs = cfg.epochs
         objective = _FreezeLate(objective, qat, epochs - cfg.freeze_observers_epochs, epochs - cfg.freeze_bn_epochs)
-        train(
-            qat,
-            ctx.data.train,
-            ctx.data.val,
-            cfg,
-            objective,
-            work_dir=ctx.stage_dir,
-            key=ctx.key,
-            seed=ctx.config.seed,
-            batch_size=ctx.config.data.batch_size,
-            eval_batch_size=ctx.config.data.eval_batch_size,
-            device=ctx.device,
-            reporter=ctx.reporter,
-            label="qat",
-        )
+        train(qat, ctx.data.train, ctx.data.val, cfg, objective, ctx.train_env("qat"))
         return qat.cpu().eval()
 
     def _distillation(self, ctx: RunContext, qat: nn.Module, inputs: dict[str, Path], metrics: dict) -> Distillation:
@@ -186,7 +167,7 @@ class QatStage:
         teacher, _ = load_model(teacher_path)
         teacher.to(ctx.device)
         settings = inputs.get("distill_settings")  # the sweep's winner, if any
-        best = json.loads(settings.read_text())["overrides"] if settings else {}
+        best = DistillChoice.read(settings).overrides if settings else {}
         kd = ctx.config.distill.model_copy(update=best)
         info = ctx.data.info
         features = None
@@ -197,11 +178,11 @@ class QatStage:
         metrics["teacher_cache"] = note
         return Distillation(teacher, kd, features=features, cache=cache, seed=ctx.config.seed)
 
-    def _export(self, ctx: RunContext, model: nn.Module, filename: str, example: torch.Tensor) -> Path:
+    def _export(self, ctx: RunContext, model: nn.Module, artifact_id: str, example: torch.Tensor) -> Path:
         export = ctx.config.export
         return export_qdq_onnx(
             model,
-            ctx.stage_dir / filename,
+            ctx.out(artifact_id),
             example,
             export.opset,
             dynamic_batch=export.dynamic_batch,
@@ -213,9 +194,10 @@ class QatStage:
         logits, labels = predict(copy.deepcopy(model).cpu(), ctx.data.val, ctx.config.data.eval_batch_size, "cpu")
         return {"val_top1": evaluate(logits, labels)["val_top1"], "classes": logits.argmax(1).numpy()}
 
-    def _record(self, ctx: RunContext, model: nn.Module, path: Path, images, fp32: dict, cfg: QatConfig) -> dict:
+    def _record(self, ctx: RunContext, model: nn.Module, art_id: str, images, fp32: dict, cfg: QatConfig) -> dict:
+        path = ctx.out(art_id)
         parity = check_qdq_parity(model, path, images)
-        out = artifact_metrics(path, ctx, parity, fp32_classes=fp32["classes"])
+        out = artifact_metrics(ctx, art_id, parity, fp32_classes=fp32["classes"])
         out["fake_quant_val_top1"] = self._val_logits(ctx, model)["val_top1"]
         fp32_top1 = fp32["val_top1"]
         out["drop_vs_fp32"] = fp32_top1 - out["val_top1"]

@@ -57,29 +57,14 @@ class TeacherStage:
             objective = FineTune(model, cfg.freeze_backbone_epochs, cfg.label_smoothing)
             if cfg.weights and cfg.backbone_lr_factor != 1.0:
                 groups = param_groups(model, cfg.backbone_lr_factor)
-            result = train(
-                model,
-                data.train,
-                data.val,
-                cfg,
-                objective,
-                work_dir=ctx.stage_dir,
-                key=ctx.key,
-                seed=ctx.config.seed,
-                batch_size=ctx.config.data.batch_size,
-                eval_batch_size=ctx.config.data.eval_batch_size,
-                device=ctx.device,
-                reporter=ctx.reporter,
-                label="teacher",
-                param_groups=groups,
-            )
+            result = train(model, data.train, data.val, cfg, objective, ctx.train_env("teacher"), param_groups=groups)
             history = result.history
             source = f"fine-tuned from {cfg.weights}" if cfg.weights else "trained"
         model.cpu().eval()
         logits, labels = predict(model, data.val, ctx.config.data.eval_batch_size, "cpu")
         val = evaluate(logits, labels)
         check_teacher(val["val_top1"], info.num_classes, cfg, source)
-        out = ctx.stage_dir / "model.pt"
+        out = ctx.out("teacher")
         save_model(out, model, spec, data=info.to_dict())
         metrics = {
             **val,

@@ -34,7 +34,7 @@ class TensorRTStage:
         return {"gpu": local_gpu()[0]}
 
     def run(self, ctx: RunContext, cfg: TensorRTConfig, inputs: dict[str, Path]) -> StageResult:
-        built = build_local_engines(ctx.run_dir, inputs, cfg, ctx.config.benchmark.device_name)
+        built = build_local_engines(ctx.run_dir, inputs, cfg, ctx.config.benchmark.device_name, ctx.out)
         if built.skipped:
             return StageResult(status="skipped", reason=built.skipped)
         if not built.engines:

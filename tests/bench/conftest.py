@@ -11,16 +11,13 @@ FAST = Settings(batch_sizes=(1, 4), warmup=1, min_runs=3, min_seconds=0.0, repea
 def record_stage(manifest, stage: str, status: str, artifacts: dict, reason: str | None = None) -> None:
     """Write a stage record the way the runner does (artifact id -> path, sha256, bytes)."""
     from edgekd.artifacts import sha256_file
+    from edgekd.manifest import ArtifactEntry, StageRecord
 
     arts = {
-        art_id: {
-            "path": path.relative_to(manifest.run_dir).as_posix(),
-            "sha256": sha256_file(path),
-            "bytes": path.stat().st_size,
-        }
+        art_id: ArtifactEntry(path.relative_to(manifest.run_dir).as_posix(), sha256_file(path), path.stat().st_size)
         for art_id, path in artifacts.items()
     }
-    manifest.record(stage, {"status": status, "artifacts": arts, "reason": reason})
+    manifest.record(stage, StageRecord(status, artifacts=arts, reason=reason))
 
 
 @pytest.fixture

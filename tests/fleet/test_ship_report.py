@@ -19,7 +19,7 @@ EXTRA = "qat:\n  enabled: false\n"  # a near-chance tiny QAT student can miss it
 def test_host_and_device_reports_share_ids_threads_and_reference(tiny_pipeline, sshd, isolated_python, tmp_path):
     run_dir = tmp_path / "run"
     manifest = Runner(load_pipeline(tiny_pipeline(distill_epochs=1, extra=EXTRA)), all_stages(), run_dir).run()
-    assert manifest.stage("benchmark")["status"] == "done"
+    assert manifest.stage("benchmark").to_dict()["status"] == "done"
     device = sshd.device(tmp_path / "remote", isolated_python, ["onnxruntime"])
     result = ship(run_dir, device)
 

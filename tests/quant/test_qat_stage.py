@@ -27,7 +27,7 @@ def test_ptq_failure_is_recorded_and_qat_goes_on(tiny_pipeline, tmp_path, monkey
     path = tiny_pipeline(distill_epochs=1, extra=extra)
     run_dir = tmp_path / "run"
     manifest = Runner(load_pipeline(path), [TeacherStage(), DistillStage(), qat_stage.QatStage()], run_dir).run()
-    qat = manifest.stage("qat")
+    qat = manifest.stage("qat").to_dict()
     assert qat["status"] == "done"
     ptq = qat["metrics"]["artifacts"]["student_ptq_onnx"]
     assert ptq["status"] == "failed" and "top-1 agreement 50.0%" in ptq["reason"]

@@ -27,7 +27,7 @@ def test_baseline_trains_the_student_without_the_teacher(tiny_pipeline, tmp_path
     path = tiny_pipeline(distill_epochs=2, extra="  augment: {hflip: true}\nbaseline: {enabled: true}\n")
     stages = [TeacherStage(), DistillStage(), BaselineStage()]
     m = Runner(load_pipeline(path), stages, run_dir).run()
-    entry = m.stage("baseline")
+    entry = m.stage("baseline").to_dict()
     assert entry["status"] == "done" and entry["metrics"]["epochs"] == 2
     history = [json.loads(line) for line in (run_dir / "baseline" / "metrics.jsonl").read_text().splitlines()]
     assert set(history[0]) >= {"hard_loss", "val_top1"} and "soft_loss" not in history[0]

@@ -70,15 +70,15 @@ def test_feature_pairs_schedules_adapters_and_tensorboard(tmp_path):
     assert adapters["1.proj.0.weight"].shape == (64, 32, 1, 1)  # hint pair: 1x1 conv 32 -> 64 channels
     assert not any(k.startswith("0.") for k in adapters)  # attention pair: no parameters
     assert list((run_dir / "distill" / "tb").glob("events.out.tfevents.*"))
-    assert m.stage("distill")["metrics"]["feature_pairs"] == 2
+    assert m.stage("distill").to_dict()["metrics"]["feature_pairs"] == 2
 
 
 def test_teacher_cache_gives_the_live_teacher_result_and_follows_the_checkpoint(tmp_path):
     features = "  features: [{teacher: layer3, student: layer3, loss: hint}]\n"
     cached = _run(tmp_path, tmp_path / "cached", features, epochs=1)
-    assert cached.stage("distill")["metrics"]["teacher_cache"].startswith("built")
+    assert cached.stage("distill").to_dict()["metrics"]["teacher_cache"].startswith("built")
     live = _run(tmp_path, tmp_path / "live", features + "  teacher_cache: false\n", epochs=1)
-    assert live.stage("distill")["metrics"]["teacher_cache"].startswith("off")
+    assert live.stage("distill").to_dict()["metrics"]["teacher_cache"].startswith("off")
     a = torch.load(tmp_path / "cached" / "distill" / "student.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "live" / "distill" / "student.pt", weights_only=True)["state_dict"]
     for name in a:
@@ -88,14 +88,14 @@ def test_teacher_cache_gives_the_live_teacher_result_and_follows_the_checkpoint(
     )
 
     again = _run(tmp_path, tmp_path / "cached", features, epochs=1, selection=Selection(force=("distill",)))
-    assert again.stage("distill")["metrics"]["teacher_cache"].startswith("reused")
+    assert again.stage("distill").to_dict()["metrics"]["teacher_cache"].startswith("reused")
     new_teacher = _run(tmp_path, tmp_path / "cached", features, epochs=1, teacher_seed=1)  # same path, other weights
-    assert new_teacher.stage("distill")["metrics"]["teacher_cache"].startswith("built")
+    assert new_teacher.stage("distill").to_dict()["metrics"]["teacher_cache"].startswith("built")
 
 
 def test_mixup_skips_the_cache_and_trains_on_mixed_targets(tmp_path):
     m = _run(tmp_path, tmp_path / "run", "  augment: {mixup_alpha: 0.4, random_crop: true}\n", epochs=1)
-    assert m.stage("distill")["metrics"]["teacher_cache"].startswith("skipped: random augmentation")
+    assert m.stage("distill").to_dict()["metrics"]["teacher_cache"].startswith("skipped: random augmentation")
     assert not (tmp_path / "run" / "distill" / "teacher_cache.pt").exists()
     h = _history(tmp_path / "run")[0]
     assert h["hard_loss"] > 0 and h["soft_loss"] > 0

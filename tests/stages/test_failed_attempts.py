@@ -27,14 +27,14 @@ def test_a_failed_attempt_keeps_the_last_done_record(tiny_pipeline, tmp_path):
     run_dir = tmp_path / "run"
     good = tiny_pipeline(distill_epochs=1, extra=NO_QUANT)
     first = _runner(good, run_dir).run()
-    done = first.stage("export")
+    done = first.stage("export").to_dict()
     onnx = run_dir / done["artifacts"]["student_onnx"]["path"]
     before = onnx.read_bytes()
 
     bad = tiny_pipeline(distill_epochs=1, name="bad.yaml", extra=NO_QUANT + "export:\n  atol: 1.0e-12\n  rtol: 0.0\n")
     with pytest.raises(EdgekdError):
         _runner(bad, run_dir).run()
-    record = Manifest(run_dir, "tiny").stage("export")
+    record = Manifest(run_dir, "tiny").stage("export").to_dict()
     assert record["status"] == "failed" and "> atol 1e-12" in record["error"]
     assert record["last_done"]["key"] == done["key"]
     assert onnx.read_bytes() == before  # the failed attempt wrote beside it, not over it
@@ -42,4 +42,4 @@ def test_a_failed_attempt_keeps_the_last_done_record(tiny_pipeline, tmp_path):
 
     again = _runner(good, run_dir)
     assert [e.action for e in again.plan()] == ["cached", "cached", "cached"]
-    assert [again.run().stage(s.name)["status"] for s in STAGES] == ["cached", "cached", "cached"]
+    assert [again.run().stage(s.name).to_dict()["status"] for s in STAGES] == ["cached", "cached", "cached"]

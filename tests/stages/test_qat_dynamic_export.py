@@ -35,10 +35,10 @@ def test_quantize_and_export_the_distilled_student(tiny_pipeline, tmp_path, one_
         distill_epochs=1, extra="qat: {epochs: 1, calibration_batches: 2}\nexport: {parity_batch: 16}\n"
     )
     manifest = Runner(load_pipeline(path), STAGES, run_dir).run()
-    status = {name: manifest.stage(name)["status"] for name in ("qat", "dynamic_quant", "export")}
+    status = {name: manifest.stage(name).to_dict()["status"] for name in ("qat", "dynamic_quant", "export")}
     assert status == {"qat": "done", "dynamic_quant": "done", "export": "done"}
 
-    qat = manifest.stage("qat")
+    qat = manifest.stage("qat").to_dict()
     for name in ("student_qat_onnx", "student_ptq_onnx"):
         onnx_path = run_dir / qat["artifacts"][name]["path"]
         assert check_qdq(onnx_path) == 10  # 9 convolutions and the fc of resnet8
@@ -47,10 +47,10 @@ def test_quantize_and_export_the_distilled_student(tiny_pipeline, tmp_path, one_
     saved = torch.load(run_dir / qat["artifacts"]["student_qat"]["path"], weights_only=True)
     quantizable_copy(build_model("resnet8", 10, 1)).load_state_dict(saved["state_dict"])  # reloads exactly
 
-    dyn = manifest.stage("dynamic_quant")["metrics"]["artifacts"]
+    dyn = manifest.stage("dynamic_quant").to_dict()["metrics"]["artifacts"]
     assert dyn["student_dynamic_int8_ts"]["layers"] == ["fc"] and dyn["student_dynamic_int8_onnx"]["status"] == "done"
 
-    export = manifest.stage("export")
+    export = manifest.stage("export").to_dict()
     fp16 = {"student_onnx_fp16", "teacher_onnx_fp16"}
     assert set(export["artifacts"]) == {"student_ts", "student_onnx", "teacher_ts", "teacher_onnx", *fp16}
     for name, record in export["metrics"]["artifacts"].items():
@@ -60,7 +60,7 @@ def test_quantize_and_export_the_distilled_student(tiny_pipeline, tmp_path, one_
         export["metrics"]["artifacts"]["student_onnx"]["val_top1"], abs=1.1
     )
     assert export["metrics"]["artifacts"]["student_onnx"]["val_top1"] == pytest.approx(
-        manifest.stage("distill")["metrics"]["val_top1"], abs=1.1
+        manifest.stage("distill").to_dict()["metrics"]["val_top1"], abs=1.1
     )
     student_onnx = run_dir / export["artifacts"]["student_onnx"]["path"]
     assert read_metadata(student_onnx)["class_names"] == [str(i) for i in range(10)]

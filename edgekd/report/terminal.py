@@ -1,0 +1,79 @@
+"""What the terminal shows of a report: the summary table of one device, the unstable-figures warning and
+the verdicts of `edgekd run --strict`. Built from the report model (edgekd.report.model), never recomputed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from edgekd.ondevice import catalog
+from edgekd.report.model import DeviceSection
+
+WORST_SHOWN = 3
+"""How many unstable figures the terminal names; the report lists them all."""
+
+
+def summary_table(title: str, section: DeviceSection) -> Table:
+    """One row per artifact of a device section: top-1, Δ vs teacher, p50 and speed-up at batch 1, size, note."""
+    table = Table(title=escape(f"{title} · speed-up vs {catalog.REFERENCE} at batch 1"))
+    for col in ("artifact", "val top-1", "Δ vs teacher", "p50 b=1", "speed-up", "size"):
+        table.add_column(col, justify="left" if col == "artifact" else "right", no_wrap=True)
+    table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=50)
+    for row in section.rows:
+        if row.status != "done":
+            table.add_row(row.id, "", "", "", "", "", escape(f"{row.status}: {row.reason}"[:90]))
+            continue
+        fig = row.at(1)
+        table.add_row(
+            row.id,
+            f"{row.top1:.2f}%" if row.top1 is not None else "",
+            f"{row.top1_delta:+.2f}" if row.top1_delta is not None else "",
+            f"{fig.p50_ms:.2f} ms" if fig else "",
+            f"{fig.speedup:.2f}×" if fig and fig.speedup else "",
+            f"{row.size_bytes / 1e6:.2f} MB" if row.size_bytes else "",
+            escape(f"unstable: {fig.unstable}") if fig and fig.unstable else "",
+        )
+    return table
+
+
+def _spread(line: str) -> float:
+    """The percentage an unstable figure's rounds differ by ("... differ by 31% ..."), for ordering; 0 if none."""
+    found = re.search(r"(\d+(?:\.\d+)?)%", line)
+    return float(found.group(1)) if found else 0.0
+
+
+def unstable_message(unstable: list[str], run_dir: Path, local: str, repeated: bool = False) -> str | None:
+    """One short line: how many figures are unstable, the worst few, and how to re-measure them.
+
+    `local` is this machine's device name (benchmark.device_name): other devices are re-measured by
+    benchmarking on them again. None when there are no unstable figures.
+    """
+    if not unstable:
+        return None
+    worst = sorted(unstable, key=_spread, reverse=True)[:WORST_SHOWN]
+    more = f"; {len(unstable) - len(worst)} more in the report" if len(unstable) > len(worst) else ""
+    named = f"{len(unstable)} unstable figure{'s' if len(unstable) > 1 else ''} (worst: {'; '.join(worst)}{more})"
+    fix = f"`edgekd bench {run_dir} --repeat-unstable`"
+    remote = sorted({u.split(":", 1)[0] for u in unstable} - {local})
+    if remote:
+        fix += f" ({', '.join(remote)}: `edgekd bench {run_dir} --device NAME`)"
+    if repeated:
+        return f"{named} after re-measuring: stop other busy programs (on a Jetson lock the clocks) and run {fix} again"
+    return f"{named}; re-measure them with {fix}"
+
+
+def strict_failures(metrics: dict, run_dir: Path, local: str) -> list[str]:
+    """Why `edgekd run --strict` fails, one line each, from the report stage's metrics ([]: it passes).
+
+    It fails when no deployable artifact meets the accuracy budget (or an artifact failed, or the
+    report did not run) and when any figure is marked unstable.
+    """
+    problems = []
+    if not metrics.get("meets_budget"):
+        why = "; ".join(metrics.get("unmet", []) + metrics.get("failed", [])) or "the report stage did not run"
+        problems.append(f"no deployable artifact meets the accuracy budget ({why})")
+    unstable = unstable_message(metrics.get("unstable") or [], run_dir, local)
+    return problems + ([unstable] if unstable else [])

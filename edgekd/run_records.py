@@ -1,0 +1,162 @@
+"""Typed records that one stage writes and another part of edgekd reads: the producer and every reader use
+the same class, and `from_dict` is the one validating reader (a RecordError names the bad field).
+
+- `DistillChoice`: distill/settings.json, the distill settings the sweep chose (qat's KD reads it).
+- `SweepTrial`: one trial of the distill sweep, in the distill stage's `sweep` metrics.
+- `SensitivityRecord`: the qat stage's per-layer int8 sensitivity, in its `sensitivity` metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd.artifacts import write_json_atomic
+from edgekd.errors import EdgekdError
+from edgekd.ondevice.records import RecordError, _check
+
+SWEPT = ("temperature", "soft_weight", "hard_weight")
+"""The distill settings a sweep varies, in the order trials are named."""
+
+
+def _num(doc: dict, key: str, where: str, optional: bool = False) -> float | None:
+    value = _check(doc.get(key), (int, float), f"{where}.{key}", optional)
+    return None if value is None else float(value)
+
+
+def _settings(doc: Any, where: str) -> dict[str, float]:
+    _check(doc, (dict,), where)
+    unknown = sorted(set(doc) - set(SWEPT))
+    if unknown:
+        raise RecordError(f"{where}.{unknown[0]}: not a swept setting ({', '.join(SWEPT)})")
+    return {k: float(_check(doc[k], (int, float), f"{where}.{k}")) for k in SWEPT if k in doc}
+
+
+@dataclass(frozen=True)
+class DistillChoice:
+    """The distill settings the run chose: the sweep's winner as overrides of the distill section ({}: none)."""
+
+    overrides: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "settings") -> DistillChoice:
+        _check(doc, (dict,), where)
+        return cls(_settings(doc.get("overrides", {}), f"{where}.overrides"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"overrides": dict(self.overrides)}
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: Path) -> DistillChoice:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecordError) as e:
+            raise EdgekdError(f"{path}: not a distill settings file: {e}") from None
+
+    @property
+    def name(self) -> str:
+        """A trial's short name: T4_soft0.9_hard0.1."""
+        short = {"temperature": "T", "soft_weight": "soft", "hard_weight": "hard"}
+        return "_".join(f"{short[k]}{v:g}" for k, v in self.overrides.items())
+
+
+@dataclass(frozen=True)
+class SweepTrial:
+    """One distill sweep trial: the settings it overrode and the student's validation figures."""
+
+    settings: dict[str, float]
+    val_top1: float
+    val_kl: float | None = None
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "sweep[]") -> SweepTrial:
+        _check(doc, (dict,), where)
+        settings = {k: doc[k] for k in SWEPT if k in doc}
+        return cls(
+            _settings(settings, where), _num(doc, "val_top1", where) or 0.0, _num(doc, "val_kl", where, optional=True)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.settings, "val_top1": self.val_top1, "val_kl": self.val_kl}
+
+
+@dataclass(frozen=True)
+class LayerScore:
+    """One quantized layer: int8 top-1 and KL to fp32 with this layer alone float, and the gain over all-int8."""
+
+    layer: str
+    top1: float
+    kl: float
+    top1_gain: float
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str) -> LayerScore:
+        _check(doc, (dict,), where)
+        return cls(
+            _check(doc.get("layer"), (str,), f"{where}.layer"),
+            _num(doc, "top1", where) or 0.0,
+            _num(doc, "kl", where) or 0.0,
+            _num(doc, "top1_gain", where) or 0.0,
+        )
+
+
+@dataclass(frozen=True)
+class KeptFloat:
+    """What `qat.auto_keep_float` chose: the layers kept float, the int8 drop then, the budget, and whether met."""
+
+    kept: list[str]
+    drop: float
+    budget: float
+    met: bool
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str) -> KeptFloat:
+        _check(doc, (dict,), where)
+        kept = _check(doc.get("kept"), (list,), f"{where}.kept")
+        return cls(
+            [_check(k, (str,), f"{where}.kept[]") for k in kept],
+            _num(doc, "drop", where) or 0.0,
+            _num(doc, "budget", where) or 0.0,
+            _check(doc.get("met"), (bool,), f"{where}.met"),
+        )
+
+
+@dataclass(frozen=True)
+class SensitivityRecord:
+    """Per-layer int8 sensitivity on training images: layers most sensitive first."""
+
+    images: int
+    calibration: str
+    fp32_top1: float
+    int8_top1: float
+    layers: list[LayerScore]
+    auto_keep_float: KeptFloat | None = None
+    split: str = "train"
+    measure: str = "top-1 and KL to fp32 with only this layer float, every other layer int8"
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "sensitivity") -> SensitivityRecord:
+        _check(doc, (dict,), where)
+        layers = _check(doc.get("layers"), (list,), f"{where}.layers")
+        auto = doc.get("auto_keep_float")
+        return cls(
+            images=_check(doc.get("images"), (int,), f"{where}.images"),
+            calibration=_check(doc.get("calibration"), (str,), f"{where}.calibration"),
+            fp32_top1=_num(doc, "fp32_top1", where) or 0.0,
+            int8_top1=_num(doc, "int8_top1", where) or 0.0,
+            layers=[LayerScore.from_dict(x, f"{where}.layers[{i}]") for i, x in enumerate(layers)],
+            auto_keep_float=None if auto is None else KeptFloat.from_dict(auto, f"{where}.auto_keep_float"),
+            split=_check(doc.get("split", "train"), (str,), f"{where}.split"),
+            measure=_check(doc.get("measure", cls.measure), (str,), f"{where}.measure"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.auto_keep_float is None:
+            del out["auto_keep_float"]
+        return out

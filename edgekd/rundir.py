@@ -1,0 +1,138 @@
+"""The one owner of a run directory's layout: where every file of a run lives.
+
+    <root>/manifest.json            the stage records (edgekd.manifest)
+    <root>/pipeline.yaml            the config the run used
+    <root>/<stage>/                 a stage's folder: its catalogue files, checkpoints, caches, `failed/`
+    <root>/.staging/<stage>/...     a running stage's outputs, promoted to their catalogue paths when it succeeds
+    <root>/bench/<device>.json      one bench record per device (local, or brought back by `edgekd ship`)
+    <root>/tensorrt/<device>/       engines, sidecars and the ship record of one device
+
+Artifact paths come from the catalogue (edgekd.ondevice.catalog); every path that is built from a
+config value, a manifest entry or a device's answer goes through `RunDir.inside`, so it cannot leave
+the root. Nothing else in edgekd joins run-directory names.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from edgekd.errors import EdgekdError
+from edgekd.ondevice import catalog
+
+MANIFEST = "manifest.json"
+CONFIG = "pipeline.yaml"
+STAGING = ".staging"
+SCRATCH = ".ranks"
+LOCK = ".lock"
+SHIP_RECORD = "ship.json"
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A device or stage name: it becomes one path component, so no separators and no leading dot."""
+
+
+def check_name(name: str, field: str) -> str:
+    """`name` when it is a plain name (NAME, whole string); else a one-line EdgekdError naming `field`."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise EdgekdError(
+            f"{field}: {name!r} is not a plain name: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+            f"letter or digit (it names a file and a folder of the run directory)"
+        )
+    return name
+
+
+class RunDir:
+    """A run directory: catalogue paths per device, stage folders, bench files, engine folders, staging."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.root)!r})"
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    # ------------------------------------------------------------------ fixed files
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK
+
+    # ------------------------------------------------------------------ containment
+
+    def inside(self, relative: str | Path, what: str = "path") -> Path:
+        """root / relative, refused (one-line EdgekdError naming `what`) when it would lie outside the root."""
+        rel = Path(relative)
+        if rel.is_absolute():
+            raise EdgekdError(f"{what}: {str(relative)!r} is absolute; run-directory paths are relative to {self.root}")
+        path = Path(os.path.normpath(self.root / rel))
+        if path != self.root and self.root not in path.parents:
+            raise EdgekdError(f"{what}: {str(relative)!r} lies outside the run directory {self.root}")
+        return path
+
+    def relative(self, path: Path) -> str:
+        """The run-dir relative, POSIX form of a path inside the root (ValueError for one outside)."""
+        return Path(path).resolve().relative_to(self.root).as_posix()
+
+    # ------------------------------------------------------------------ catalogue paths
+
+    def path(self, artifact_id: str, device: str = "") -> Path:
+        """Where the artifact lives in this run (engines and bench files: on `device`'s behalf)."""
+        if device:
+            check_name(device, "device name")
+        return self.inside(catalog.path_of(artifact_id, device), f"artifact {artifact_id}")
+
+    def staged(self, stage: str, artifact_id: str, device: str = "") -> Path:
+        """Where a running stage writes the artifact before the runner promotes it to `path()`."""
+        return self.staging_dir(stage) / self.path(artifact_id, device).relative_to(self.root)
+
+    def staging_dir(self, stage: str) -> Path:
+        return self.root / STAGING / check_name(stage, "stage")
+
+    def stage_dir(self, stage: str) -> Path:
+        """A stage's own folder (checkpoints, caches, logs); its catalogue files also live there."""
+        return self.root / check_name(stage, "stage")
+
+    @property
+    def scratch_root(self) -> Path:
+        """Where processes other than rank 0 write (removed once a distributed run is through)."""
+        return self.root / SCRATCH
+
+    def scratch_dir(self, rank: int, stage: str) -> Path:
+        """Where a process other than rank 0 writes a distributed stage's files (never recorded)."""
+        return self.scratch_root / str(rank) / check_name(stage, "stage")
+
+    def failed_dir(self, stage: str) -> Path:
+        """Files of a failed attempt, kept for inspection, never vouched for or shipped."""
+        return self.stage_dir(stage) / "failed"
+
+    # ------------------------------------------------------------------ devices
+
+    def bench_file(self, device: str) -> Path:
+        return self.path("bench", device)
+
+    def bench_files(self) -> list[Path]:
+        """Every bench/<device>.json of the run (the local one and those brought back from devices)."""
+        folder = self.bench_file("local").parent
+        return sorted(p for p in folder.glob("*.json") if NAME.fullmatch(p.stem)) if folder.is_dir() else []
+
+    def engine_dir(self, device: str) -> Path:
+        """tensorrt/<device>/: the engines, sidecars and build logs of one device."""
+        return self.path("student_trt_fp32", device).parent
+
+    def engine(self, device: str, artifact_id: str) -> Path:
+        return self.path(artifact_id, device)
+
+    def ship_record(self, device: str) -> Path:
+        """tensorrt/<device>/ship.json: what the last `edgekd ship` to that device did."""
+        return self.engine_dir(device) / SHIP_RECORD

@@ -88,7 +88,7 @@ class RunDir:
 
     def path(self, artifact_id: str, device: str = "") -> Path:
         """Where the artifact lives in this run (engines and bench files: on `device`'s behalf)."""
-        if device:
+        if "{device}" in catalog.get(artifact_id).file:
             check_name(device, "device name")
         return self.inside(catalog.path_of(artifact_id, device), f"artifact {artifact_id}")
 

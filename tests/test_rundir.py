@@ -1,0 +1,155 @@
+"""The run directory has one owner (edgekd/rundir.py): nobody else spells its file names, paths stay inside
+it, a failed attempt never touches the last finished files, and the manifest and report need no torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import edgekd
+from edgekd.config import load_pipeline
+from edgekd.errors import EdgekdError
+from edgekd.manifest import Manifest
+from edgekd.ondevice import catalog
+from edgekd.pipeline import Runner, StageResult
+from edgekd.rundir import MANIFEST, SHIP_RECORD, RunDir, check_name
+
+PACKAGE = Path(edgekd.__file__).parent
+OWNED_ELSEWHERE = ["stages", "bench", "fleet", "report", "cli.py"]
+"""Where no run-directory file name may be spelled out or joined by hand."""
+
+
+def _run_dir_names() -> set[str]:
+    names = {MANIFEST, SHIP_RECORD}
+    for row in catalog.ARTIFACTS:
+        names.add(row.file)
+        if "{device}" not in row.file:
+            names.add(Path(row.file).name)
+    return names
+
+
+def _folders() -> set[str]:
+    return {Path(row.file).parts[0] for row in catalog.ARTIFACTS}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                ids.add(id(first.value))
+    return ids
+
+
+def run_dir_spellings(source: str) -> list[str]:
+    """String constants that are run-directory file names, and `/` joins with a run-directory folder name."""
+    tree = ast.parse(source)
+    skip = _docstrings(tree)
+    names, folders = _run_dir_names(), _folders()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            if node.value in names or any(node.value.startswith(f"{f}/") for f in folders):
+                found.append(f"line {node.lineno}: {node.value!r}")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            for side in (node.left, node.right):
+                if isinstance(side, ast.Constant) and side.value in folders:
+                    found.append(f"line {node.lineno}: joins {side.value!r}")
+    return found
+
+
+def test_the_scan_finds_what_it_looks_for():
+    assert run_dir_spellings('p = run_dir / "bench" / f"{d}.json"') == ["line 1: joins 'bench'"]
+    assert run_dir_spellings('out = ctx.stage_dir / "student.pt"') == ["line 1: 'student.pt'"]
+    assert run_dir_spellings('m = root / "manifest.json"') == ["line 1: 'manifest.json'"]
+    assert run_dir_spellings('def f():\n    """bench/<device>.json in prose"""\n    return ctx.out("bench")') == []
+
+
+@pytest.mark.parametrize("place", OWNED_ELSEWHERE)
+def test_no_module_spells_out_a_run_directory_path(place):
+    files = [PACKAGE / place] if place.endswith(".py") else sorted((PACKAGE / place).rglob("*.py"))
+    found = {str(f.relative_to(PACKAGE)): run_dir_spellings(f.read_text()) for f in files}
+    assert not {k: v for k, v in found.items() if v}, "ask edgekd.rundir.RunDir (or ctx.out) for these paths"
+
+
+def test_manifest_and_report_import_without_torch():
+    code = "import sys; sys.modules['torch'] = None; import edgekd.manifest, edgekd.report, edgekd.rundir"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "relative", ["../x.onnx", "export/../../x.onnx", "/etc/passwd", "a/../../../b"], ids=["up", "nested", "abs", "deep"]
+)
+def test_paths_from_outside_stay_inside(tmp_path, relative):
+    with pytest.raises(EdgekdError, match="outside the run directory|is absolute"):
+        RunDir(tmp_path).inside(relative, "manifest")
+
+
+@pytest.mark.parametrize("name", ["../../elsewhere/x", "/abs", "a/b", ".hidden", "", "x\n", "x" * 65, "a b"])
+def test_device_names_are_plain_names(name, tmp_path):
+    with pytest.raises(EdgekdError, match="device name: .* is not a plain name"):
+        RunDir(tmp_path).bench_file(name)
+    with pytest.raises(EdgekdError):
+        check_name(name, "benchmark.device_name")
+
+
+def test_a_manifest_path_outside_the_run_is_never_vouched_for(tmp_path):
+    outside = tmp_path / "elsewhere" / "x.onnx"
+    outside.parent.mkdir()
+    outside.write_bytes(b"payload")
+    run = tmp_path / "run"
+    run.mkdir()
+    from edgekd.artifacts import sha256_file
+
+    entry = {"path": "../elsewhere/x.onnx", "sha256": sha256_file(outside), "bytes": 7}
+    (run / MANIFEST).write_text(
+        '{"stages": {"export": {"status": "done", "artifacts": {"student_onnx": %s}}}}'
+        % __import__("json").dumps(entry)
+    )
+    with pytest.raises(EdgekdError, match="outside the run directory"):
+        Manifest(run).vouched()
+
+
+class _Teacher:
+    """A stage that writes the teacher artifact through ctx.out, then fails when told to."""
+
+    name = section = "teacher"
+    reads = ("seed", "teacher")
+    needs: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
+    toolchain: tuple[str, ...] = ()
+    distributed = False
+
+    def __init__(self, payload: bytes, fail: bool) -> None:
+        self.payload, self.fail = payload, fail
+
+    def skip_reason(self, cfg):
+        return None
+
+    def run(self, ctx, cfg, inputs):
+        out = ctx.out("teacher")
+        out.write_bytes(self.payload)
+        (out.parent / "notes.txt").write_text("beside the artifact")  # promoted with it
+        if self.fail:
+            raise EdgekdError("teacher: the check after writing failed")
+        return StageResult({"teacher": out})
+
+
+def test_a_failed_attempt_leaves_the_finished_files_alone(tiny_pipeline, tmp_path):
+    cfg = load_pipeline(tiny_pipeline())
+    run = RunDir(tmp_path / "run")
+    Runner(cfg, [_Teacher(b"good", fail=False)], run.root).run()
+    assert run.path("teacher").read_bytes() == b"good" and (run.stage_dir("teacher") / "notes.txt").is_file()
+    with pytest.raises(EdgekdError):
+        Runner(cfg.model_copy(update={"seed": 1}), [_Teacher(b"bad", fail=True)], run.root).run()
+    assert run.path("teacher").read_bytes() == b"good"  # untouched
+    assert (run.failed_dir("teacher") / "model.pt").read_bytes() == b"bad"  # kept for inspection
+    manifest = Manifest(run)
+    assert manifest.stage("teacher").status == "failed" and manifest.done("teacher").status == "done"
+    assert manifest.vouched()["teacher"] == run.path("teacher")
+    assert not (run.root / ".staging").exists() or not any((run.root / ".staging").rglob("*.pt"))

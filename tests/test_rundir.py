@@ -4,6 +4,7 @@ it, a failed attempt never touches the last finished files, and the manifest and
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -53,9 +54,9 @@ def run_dir_spellings(source: str) -> list[str]:
     names, folders = _run_dir_names(), _folders()
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
-            if node.value in names or any(node.value.startswith(f"{f}/") for f in folders):
-                found.append(f"line {node.lineno}: {node.value!r}")
+        text = node.value if isinstance(node, ast.Constant) and id(node) not in skip else None
+        if isinstance(text, str) and (text in names or any(text.startswith(f"{f}/") for f in folders)):
+            found.append(f"line {node.lineno}: {text!r}")
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
             for side in (node.left, node.right):
                 if isinstance(side, ast.Constant) and side.value in folders:
@@ -107,10 +108,8 @@ def test_a_manifest_path_outside_the_run_is_never_vouched_for(tmp_path):
     from edgekd.artifacts import sha256_file
 
     entry = {"path": "../elsewhere/x.onnx", "sha256": sha256_file(outside), "bytes": 7}
-    (run / MANIFEST).write_text(
-        '{"stages": {"export": {"status": "done", "artifacts": {"student_onnx": %s}}}}'
-        % __import__("json").dumps(entry)
-    )
+    doc = {"stages": {"export": {"status": "done", "artifacts": {"student_onnx": entry}}}}
+    (run / MANIFEST).write_text(json.dumps(doc))
     with pytest.raises(EdgekdError, match="outside the run directory"):
         Manifest(run).vouched()
 

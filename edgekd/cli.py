@@ -135,7 +135,7 @@ def run(
 
         check_files(runner.cfg)  # weights, feature layers and every image checked before the first stage
         check_pipeline(runner.cfg, local_files=True)
-        if distributed.init_from_env(torch_device(runner.cfg.device)) and not distributed.is_main():
+        if distributed.init_from_env(distributed.choose_device(runner.cfg.device)) and not distributed.is_main():
             runner.reporter.quiet = True
             runner.reporter.console = Console(stderr=True, quiet=True)
         if distributed.is_main():
@@ -165,13 +165,6 @@ def run(
         raise typer.Exit(1)
     if warning := unstable_message(metrics.get("unstable") or [], runner.run_dir, local):
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-
-
-def torch_device(want: str):
-    """The device `auto`/`cpu`/`cuda` resolves to here."""
-    import torch
-
-    return torch.device("cuda" if want in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
 @app.command()

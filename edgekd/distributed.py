@@ -47,6 +47,16 @@ def init_from_env(device: torch.device) -> bool:
     return True
 
 
+def choose_device(want: str) -> torch.device:
+    """The device the `device:` setting names here: `cuda` without a visible GPU is a user error, `auto` takes
+    the GPU when there is one."""
+    if want == "cuda" and not torch.cuda.is_available():
+        raise EdgekdError("device: 'cuda' was asked for but no CUDA GPU is visible to PyTorch; use 'auto' or 'cpu'")
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(want)
+
+
 def local_device(device: torch.device) -> torch.device:
     """This process's device: its own GPU under torchrun (LOCAL_RANK), else `device`."""
     if device.type == "cuda" and world_size() > 1:

@@ -173,12 +173,7 @@ class RunContext:
 
     @cached_property
     def _device(self) -> torch.device:
-        want = self.pipeline.device
-        if want == "cuda" and not torch.cuda.is_available():
-            raise EdgekdError("device: 'cuda' was asked for but no CUDA GPU is visible to PyTorch; use 'auto' or 'cpu'")
-        if want == "auto":
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-        return distributed.local_device(torch.device(want))
+        return distributed.local_device(distributed.choose_device(self.pipeline.device))
 
     @cached_property
     def _data(self) -> DataBundle:

@@ -33,7 +33,7 @@ from edgekd.config import DataConfig, DistillConfig
 from edgekd.data.datasets import load_data
 from edgekd.distill.objectives import Distillation
 from edgekd.distill.teacher_cache import TeacherCache
-from edgekd.distill.trainer import train
+from edgekd.distill.trainer import TrainEnv, train
 from edgekd.models import build_model
 
 
@@ -128,11 +128,7 @@ def main() -> None:
             data.val,
             cfg,
             objective,
-            work_dir=work,
-            key="bench",
-            seed=0,
-            batch_size=args.batch_size,
-            device=device,
+            TrainEnv(work_dir=work, key="bench", seed=0, batch_size=args.batch_size, device=device),
         )
 
     def hand(with_teacher: bool, work: Path) -> None:

@@ -16,7 +16,7 @@ from edgekd.cli import app
 from edgekd.config import DataConfig, OptimConfig
 from edgekd.data.datasets import load_data
 from edgekd.distill.objectives import CrossEntropy
-from edgekd.distill.trainer import train
+from edgekd.distill.trainer import TrainEnv, train
 from edgekd.models import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,8 +137,8 @@ def test_teacher_trained_without_normalisation_trips_the_gate_until_its_mean_std
     raw = load_data(DataConfig(image_size=16, mean=[0.0], std=[1.0], limit_train=512), 0)
     torch.manual_seed(0)
     model = build_model("resnet8", 10, 1)
-    train(model, raw.train, raw.val, OptimConfig(epochs=3, lr=0.1), CrossEntropy(), work_dir=tmp_path / "t",
-          key="raw", seed=0, batch_size=32)  # fmt: skip
+    env = TrainEnv(work_dir=tmp_path / "t", key="raw", seed=0, batch_size=32)
+    train(model, raw.train, raw.val, OptimConfig(epochs=3, lr=0.1), CrossEntropy(), env)
     torch.save(model.state_dict(), tmp_path / "raw_teacher.pt")
     path = tiny_pipeline("", name="gate.yaml")
     cfg = yaml.safe_load(path.read_text())

@@ -184,6 +184,8 @@ def plan(
     except EdgekdError as e:
         _fail(e)
         return
+    if holder := runner.rundir.lock_holder():
+        err.print(f"[yellow]in use:[/] {escape(str(runner.run_dir))} is locked by {escape(holder)}", highlight=False)
     table = Table(title=escape(f"plan · {runner.run_dir}"))
     table.add_column("stage")
     table.add_column("action")

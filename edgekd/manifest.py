@@ -207,7 +207,8 @@ class Manifest:
         return None
 
     def vouched(self) -> dict[str, Path]:
-        """Artifact id -> path for every artifact of a finished stage whose file still has the recorded sha256.
+        """Artifact id -> path for every artifact of a finished, current stage whose file still has the recorded
+        sha256 (`stale()` names the stages that are not current, and why).
 
         This is what later stages, the benchmark and the bundle take: never whatever happens to be on disk.
         """
@@ -217,17 +218,31 @@ class Manifest:
         """Artifact id -> recorded sha256, for the artifacts `vouched()` returns."""
         return {art_id: sha for art_id, (_, sha) in self._vouched().items()}
 
+    def stale(self) -> dict[str, str]:
+        """Stages whose finished record is not current, and why: it was made from an input that is no longer the
+        one the run vouches for (an upstream stage ran again since, and this one did not)."""
+        return self._walk()[1]
+
     def _vouched(self) -> dict[str, tuple[Path, str]]:
-        out = {}
+        return self._walk()[0]
+
+    def _walk(self) -> tuple[dict[str, tuple[Path, str]], dict[str, str]]:
+        """In pipeline order: what each finished stage offers, unless an input it consumed has changed since."""
+        out: dict[str, tuple[Path, str]] = {}
+        stale: dict[str, str] = {}
         for name, rec in self.stages.items():
-            if rec.status == "skipped":  # kept for when the stage runs again, not offered meanwhile
-                continue
             done = self.done(name)
-            for art_id, art in (done.artifacts if done else {}).items():
+            if rec.status == "skipped" or done is None:  # kept for when the stage runs again, not offered meanwhile
+                continue
+            changed = [i for i, sha in done.inputs.items() if i not in out or out[i][1] != sha]
+            if changed:
+                stale[name] = f"made from an earlier {', '.join(sorted(changed))}; run the pipeline again"
+                continue
+            for art_id, art in done.artifacts.items():
                 path = self.artifact_path(art, art_id)
                 if path.is_file() and sha256_file(path) == art.sha256:
                     out[art_id] = (path, art.sha256)
-        return out
+        return out, stale
 
 
 def read_manifest(run_dir: RunDir | Path) -> Manifest:

@@ -9,6 +9,7 @@ stages resume from their last epoch checkpoint when they run again with the same
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -338,6 +339,10 @@ class Runner:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a file in the way, no permission, read-only disk
             raise EdgekdError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
+        with self.rundir.locked("edgekd run") if distributed.is_main() else contextlib.nullcontext():
+            return self._run(selection, names)
+
+    def _run(self, selection: Selection, names: list[str]) -> Manifest:
         if distributed.is_main():  # what the user's file meant, paths resolved: `edgekd bench/report/ship RUN_DIR`
             write_text_atomic(self.rundir.config, saved_config(self.cfg))
         manifest = Manifest(self.rundir, self.cfg.name, writes=distributed.is_main())

@@ -14,8 +14,12 @@ the root. Nothing else in edgekd joins run-directory names.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 from edgekd.errors import EdgekdError
@@ -67,6 +71,46 @@ class RunDir:
     @property
     def lock(self) -> Path:
         return self.root / LOCK
+
+    # ------------------------------------------------------------------ one writer at a time
+
+    @contextmanager
+    def locked(self, what: str) -> Iterator[None]:
+        """Hold the run directory's lock (an OS file lock, released when the process ends however it ends) for
+        the block; while another process holds it, a one-line EdgekdError names that process."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise EdgekdError(f"{self.root}: cannot lock the run directory ({e.strerror})") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise EdgekdError(
+                    f"{self.root}: in use by {self.lock_holder() or 'another edgekd process'}; "
+                    f"wait for it to finish (one edgekd process writes a run directory at a time)"
+                ) from None
+            os.ftruncate(fd, 0)
+            since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            os.write(fd, f"PID {os.getpid()} ({what}, since {since})".encode())
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def lock_holder(self) -> str | None:
+        """Who holds the run directory's lock ("PID 123 (edgekd run, since ...)"), or None when it is free."""
+        try:
+            fd = os.open(self.lock, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 200).decode("utf-8", "replace").strip() or "another edgekd process"
+        finally:
+            os.close(fd)
+        return None
 
     # ------------------------------------------------------------------ containment
 

@@ -152,3 +152,47 @@ def test_a_failed_attempt_leaves_the_finished_files_alone(tiny_pipeline, tmp_pat
     assert manifest.stage("teacher").status == "failed" and manifest.done("teacher").status == "done"
     assert manifest.vouched()["teacher"] == run.path("teacher")
     assert not (run.root / ".staging").exists() or not any((run.root / ".staging").rglob("*.pt"))
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tiny_pipeline, tmp_path):
+    run = RunDir(tmp_path / "run")
+    hold = f"from edgekd.rundir import RunDir\nimport time\nwith RunDir({str(run.root)!r}).locked('edgekd run'):\n    print('held', flush=True)\n    time.sleep(60)\n"
+    child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        assert run.lock_holder().startswith(f"PID {child.pid} (edgekd run")
+        with pytest.raises(EdgekdError, match=f"in use by PID {child.pid} \\(edgekd run"):
+            Runner(load_pipeline(tiny_pipeline()), [_Teacher(b"x", fail=False)], run.root).run()
+        assert not run.path("teacher").exists() and not run.manifest.exists()
+    finally:
+        child.kill()
+        child.wait()
+    assert run.lock_holder() is None  # the lock went with the process
+    Runner(load_pipeline(tiny_pipeline()), [_Teacher(b"x", fail=False)], run.root).run()
+
+
+def test_files_made_from_an_earlier_input_are_not_vouched_for(tmp_path):
+    """An upstream stage ran again and a later stage failed before the ones after it: their old files stay home."""
+    from edgekd.artifacts import sha256_file
+    from edgekd.manifest import ArtifactEntry, StageRecord
+
+    run = RunDir(tmp_path)
+    manifest = Manifest(run)
+
+    def made(art_id: str, content: bytes) -> ArtifactEntry:
+        path = run.path(art_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        return ArtifactEntry(run.relative(path), sha256_file(path), len(content))
+
+    old_student = made("student", b"student 1")
+    manifest.record("distill", StageRecord("done", artifacts={"student": old_student}))
+    onnx = made("student_onnx", b"onnx of student 1")
+    manifest.record(
+        "export", StageRecord("done", inputs={"student": old_student.sha256}, artifacts={"student_onnx": onnx})
+    )
+    assert set(manifest.vouched()) == {"student", "student_onnx"} and manifest.stale() == {}
+
+    manifest.record("distill", StageRecord("done", artifacts={"student": made("student", b"student 2")}))
+    assert set(manifest.vouched()) == {"student"}
+    assert manifest.stale() == {"export": "made from an earlier student; run the pipeline again"}

@@ -167,6 +167,8 @@ def make_bundle(
             f"{run.path('val_set')}: no validation batch the manifest vouches for; run the benchmark stage first"
         )
     bundle, warnings = Bundle(), []
+    for stage, why in manifest.stale().items():  # their files stay home until they run again
+        warnings.append(f"{run_dir}: stage {stage} is not shipped: {why}")
     package = Path(device_package.__file__).parent
     for src in sorted(package.glob("*.py")):
         bundle.add(f"{PACKAGE}/{src.name}", src)

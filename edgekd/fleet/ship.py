@@ -249,6 +249,12 @@ def ship(run_dir: str | Path, device: DeviceConfig, engines_only: bool = False, 
     if not run_dir.is_dir():
         raise EdgekdError(f"{run_dir}: run directory not found")
     run = RunDir(run_dir)
+    with run.locked(f"edgekd ship --device {device.name}"):
+        return _ship(run, device, engines_only, force)
+
+
+def _ship(run: RunDir, device: DeviceConfig, engines_only: bool, force: bool) -> ShipResult:
+    run_dir = run.root
     for precision in device.tensorrt.precisions if "tensorrt" in device.backends else []:
         problems = validate_options(build_options(device, precision))
         if problems:

@@ -150,7 +150,7 @@ class Bundle:
 
 
 def make_bundle(
-    run_dir: Path, device: DeviceConfig, prebuilt: dict[str, Path] | None = None
+    run_dir: Path, device: DeviceConfig, prebuilt: dict[str, Path] | None = None, manifest: Manifest | None = None
 ) -> tuple[Bundle, list[str]]:
     """The bundle for `device` and the warnings about what it leaves out.
 
@@ -158,7 +158,7 @@ def make_bundle(
     --engines-only: then no ONNX is shipped and the device only measures those engines.
     """
     run = RunDir(run_dir)
-    manifest = run_manifest(run_dir)
+    manifest = manifest or run_manifest(run_dir)
     sources = shippable(run_dir, manifest)
     vouched = manifest.vouched()
     val = vouched.get("val_set")

@@ -27,11 +27,11 @@ from pathlib import Path
 from edgekd.config import DeviceConfig
 from edgekd.errors import EdgekdError
 from edgekd.fleet import engine_cache
-from edgekd.fleet.bundle import Bundle, build_options, make_bundle, plan_engines, shippable
+from edgekd.fleet.bundle import Bundle, build_options, make_bundle, plan_engines, run_manifest, shippable
 from edgekd.fleet.check import assess, probe_device
 from edgekd.fleet.device_results import check_bench, check_sidecar, check_tree, inside
 from edgekd.fleet.ssh import Ssh, remote_command
-from edgekd.manifest import read_manifest
+from edgekd.manifest import Manifest
 from edgekd.ondevice.bench import build_source
 from edgekd.ondevice.trt_options import sha256_file, validate_options
 from edgekd.rundir import RunDir
@@ -212,15 +212,15 @@ def _download(ssh: Ssh, r: RemoteLayout, run: RunDir, bundle: Bundle, scratch: P
     os.replace(bench, run.bench_file(name))
 
 
-def _prebuilt_engines(run_dir: Path, device: DeviceConfig, trt_version: str) -> dict[str, Path]:
+def _prebuilt_engines(run_dir: Path, manifest: Manifest, device: DeviceConfig, trt_version: str) -> dict[str, Path]:
     """Cached engines for every planned engine of `device`, or an EdgekdError naming the first one missing.
 
     Each is looked up by the source the device built it from on `trt_version` (the fp16 ONNX of a strongly
     typed fp16 build; the ONNX and the run's calibration set of a calibrated DLA int8 build)."""
     found = {}
-    calibration = read_manifest(run_dir).vouched_sha256().get("calib_set")
+    calibration = manifest.vouched_sha256().get("calib_set")
     dla = device.tensorrt.dla_core is not None
-    for job in plan_engines(run_dir, shippable(run_dir), device.tensorrt.precisions, dla):
+    for job in plan_engines(run_dir, shippable(run_dir, manifest), device.tensorrt.precisions, dla):
         opts = build_options(device, job.precision)
         onnx, source = build_source(job.entry(), opts, trt_version, calibration)
         path = engine_cache.lookup(source, opts, device.kind, trt_version)
@@ -264,6 +264,7 @@ def _ship(run: RunDir, device: DeviceConfig, engines_only: bool, force: bool) ->
             f"--engines-only: device '{device.name}' has no tensorrt backend (backends: {device.backends})"
         )
 
+    manifest = run_manifest(run_dir)  # read once: the bundle and the engine lookup share it
     ssh = Ssh(device)
     r = RemoteLayout(device.workdir)
     found, objects, bundles, results = _probe_and_list(ssh, r)
@@ -271,8 +272,8 @@ def _ship(run: RunDir, device: DeviceConfig, engines_only: bool, force: bool) ->
     report.require_ok()
     prebuilt = None
     if engines_only:
-        prebuilt = _prebuilt_engines(run_dir, device, found["libraries"]["tensorrt"]["version"])
-    bundle, warnings = make_bundle(run_dir, device, prebuilt)
+        prebuilt = _prebuilt_engines(run_dir, manifest, device, found["libraries"]["tensorrt"]["version"])
+    bundle, warnings = make_bundle(run_dir, device, prebuilt, manifest)
     result = ShipResult(device.name, bundle.id, warnings=warnings + report.warnings)
 
     scratch = run.root / f".ship-tmp-{secrets.token_hex(4)}"

@@ -153,9 +153,11 @@ def _safe_relpath(value: Any) -> bool:
     return all(NAME.match(part) for part in value.split("/"))
 
 
-def check_bench(path: Path, device_name: str) -> dict[str, Any]:
-    """A downloaded bench/<device>.json: a JSON object of bounded size naming the configured device, whose
-    artifact records carry plain relative paths and 64-hex hashes (the typed reader checks the rest)."""
+def check_bench(path: Path, device_name: str, shipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """A downloaded bench file: a JSON object of bounded size naming the configured device, whose artifact
+    records carry plain relative paths and 64-hex hashes (the typed reader checks the rest). With `shipped`
+    (bundle path -> sha256), a record of a shipped file must carry the sha256 that was shipped: the device
+    hashes the file it measured, so a replaced object cannot pass for the artifact."""
     what = f"bench file from device '{device_name}'"
     doc = read_json(path, what)
     device = doc.get("device")
@@ -171,4 +173,10 @@ def check_bench(path: Path, device_name: str) -> dict[str, Any]:
             raise EdgekdError(f"{where}: path {str(rec['path'])[:80]!r} is not a plain relative path; refused")
         if rec.get("sha256") is not None:
             _field(rec, "sha256", SHA256, where, "64 lowercase hex digits or null")
+        expected = (shipped or {}).get(rec.get("path"))
+        if expected is not None and rec.get("status") == "done" and rec.get("sha256") != expected:
+            raise EdgekdError(
+                f"{where}: {rec['path']} was measured with sha256 {str(rec.get('sha256'))[:16]}..., not the "
+                f"{expected[:16]}... that was shipped; the device's copy was replaced or damaged: refused"
+            )
     return doc

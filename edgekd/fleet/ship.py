@@ -187,7 +187,7 @@ def _download(ssh: Ssh, r: RemoteLayout, run: RunDir, bundle: Bundle, scratch: P
     check_tree(
         fetched.root, f"results from {ssh.where()}"
     )  # device output is untrusted: no links, odd names or devices
-    check_bench(bench, name)
+    check_bench(bench, name, bundle.digests)
     engines.mkdir(parents=True, exist_ok=True)
     for engine in sorted(engines.glob("*.engine")):
         if engine.with_suffix(".json").exists():

@@ -233,3 +233,24 @@ def test_device_results_with_paths_out_of_the_run_are_refused(sshd, isolated_pyt
     with pytest.raises(EdgekdError, match=r"\.\.hidden: not a plain file name; refused"):
         ship(run_dir, device)
     assert not (run_dir / "bench" / "loopback.json").exists() and not list(run_dir.glob(".ship-tmp-*"))
+
+
+def test_a_replaced_device_object_is_not_reported_as_the_artifact(sshd, isolated_python, run_dir, tmp_path):
+    """The device's copy of student.onnx is swapped for the teacher's bytes and the bundle is assembled again:
+    the device measures what it was given, and the host refuses figures for a file it did not ship."""
+    remote = tmp_path / "remote"
+    device = sshd.device(remote, isolated_python, ["onnxruntime"])
+    first = ship(run_dir, device)
+    student = hashlib.sha256((run_dir / "export" / "student.onnx").read_bytes()).hexdigest()
+    obj = remote / "objects" / student
+    obj.unlink()
+    obj.write_bytes((run_dir / "export" / "teacher.onnx").read_bytes())
+    for folder in ("bundles", "results"):
+        for path in sorted((remote / folder).rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+    (run_dir / "bench" / "loopback.json").unlink()
+    with pytest.raises(
+        EdgekdError, match=r"export/student.onnx was measured with sha256 .* not the .* that was shipped"
+    ):
+        ship(run_dir, device)
+    assert not (run_dir / "bench" / "loopback.json").exists() and first.bundle_id

@@ -21,7 +21,7 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 """A plain file or device name: no separators, no leading dot (so never `.` or `..`)."""
 KIND = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
-TRT_VERSION = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,6}){1,3}(\.?(a|b|rc|post|dev)[0-9]{1,4})?$")
+TRT_VERSION = re.compile(r"^[0-9]{1,4}(\.[0-9]{1,6}){1,3}(\.?(a|b|rc|post|dev)[0-9]{1,4})?(-standin)?$")
 OPTION_TYPES = {
     "precision": (str,),
     "dla_core": (int, type(None)),

@@ -44,6 +44,15 @@ NUMPY_OF_TRT = {
 which numpy >= 1.24 removed: NVIDIA/TensorRT #2557)."""
 
 
+STANDIN_SUFFIX = "-standin"
+"""The version suffix of the TensorRT stand-in of the tests (tests/standins/tensorrt): it runs on the CPU."""
+
+
+def runtime_name(trt_version: str) -> str:
+    """`tensorrt`, or `tensorrt-standin` for the tests' stand-in: its figures are never TensorRT's."""
+    return "tensorrt-standin" if str(trt_version).endswith(STANDIN_SUFFIX) else "tensorrt"
+
+
 def numpy_dtype_name(trt_dtype: object) -> str:
     """`DataType.HALF` (a trt.DataType or its str) -> `float16`; ValueError for types numpy has no dtype for."""
     name = str(trt_dtype).split(".")[-1]

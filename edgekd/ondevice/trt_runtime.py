@@ -17,7 +17,7 @@ import pycuda.driver as cuda
 import tensorrt as trt
 
 from .runtime import Runtime
-from .trt_options import numpy_dtype_name, sidecar_mismatch
+from .trt_options import numpy_dtype_name, runtime_name, sidecar_mismatch
 
 
 class EngineMismatch(Exception):
@@ -253,7 +253,8 @@ class TrtRunner(Runtime):
         """The bench file's `runtime` record; the provider says where the engine runs (GPU, or DLA with GPU fallback)."""
         dla = self.sidecar.get("dla_core")
         provider = f"DLA{dla} + GPU fallback" if dla is not None else "GPU {}".format(self.sidecar.get("gpu"))
-        return {"name": "tensorrt", "version": trt.__version__, "provider": provider, "threads": 1}  # one host thread
+        name = runtime_name(trt.__version__)  # `tensorrt-standin` under the tests' stand-in
+        return {"name": name, "version": trt.__version__, "provider": provider, "threads": 1}  # one host thread
 
     def _release(self) -> None:
         if self.cuda_context is None:

@@ -105,6 +105,13 @@ def _runtime(rec: ArtifactRecord) -> str | None:
     return rec.runtime.name + (f" ({provider})" if provider else "")
 
 
+def _label(rec: ArtifactRecord) -> str:
+    """The catalogue label; an engine the tests' TensorRT stand-in ran says so instead of `TensorRT`."""
+    if rec.runtime is not None and rec.runtime.name == "tensorrt-standin":
+        return rec.row.label.replace("TensorRT", "tensorrt-standin")
+    return rec.row.label
+
+
 def _row(rec: ArtifactRecord, ref: ArtifactRecord | None, teacher_top1: float | None) -> Row:
     art = rec.row
     figures = []
@@ -129,7 +136,7 @@ def _row(rec: ArtifactRecord, ref: ArtifactRecord | None, teacher_top1: float | 
     acc = rec.accuracy if rec.status == "done" else None
     return Row(
         id=rec.id,
-        label=art.label,
+        label=_label(rec),
         model=art.model,
         precision=art.precision,
         status=rec.status,

@@ -23,7 +23,6 @@ import numpy as np
 
 from . import catalog, measure, trt_options
 from .clocks import locked_clocks
-from .ort_runtime import OrtRuntime
 from .probe import device_info, jetson_state
 from .records import BenchDoc
 from .runtime import Runtime
@@ -154,7 +153,10 @@ class Bench:
         self.log_file.flush()
 
     def open_onnx(self, entry: Dict[str, object]) -> Runtime:
-        """An (unloaded) ONNX Runtime runtime for a shipped ONNX file."""
+        """An (unloaded) ONNX Runtime runtime for a shipped ONNX file (onnxruntime is imported here, only when a
+        job names ONNX files: a TensorRT-only device has no onnxruntime)."""
+        from .ort_runtime import OrtRuntime
+
         providers = self.job.get("ort_providers", ["CPUExecutionProvider"])
         return OrtRuntime(os.path.join(self.root, entry["path"]), providers, self.settings.get("threads"))
 

@@ -49,6 +49,8 @@ def _set_precision_flags(config: "trt.IBuilderConfig", plan: BuildPlan) -> None:
         config.set_flag(trt.BuilderFlag.FP16)  # int8 engines keep fp16 for layers without int8 scales
     if "INT8" in plan.flags:
         config.set_flag(trt.BuilderFlag.INT8)  # scales from the Q/DQ nodes, or from the calibrator
+    if "PREFER_PRECISION_CONSTRAINTS" in plan.flags:
+        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)  # DLA builds, as trtexec --useDLACore sets
 
 
 def _attach_calibrator(config: "trt.IBuilderConfig", calibrator: object, profile: object) -> None:

@@ -127,24 +127,35 @@ def build_plan(opts: "BuildOptions", trt_version: str) -> BuildPlan:
     """What building `opts` takes on TensorRT `trt_version` (see docs/jetson.md for the table).
 
     8.5: builder flags (FP16, INT8 with a Q/DQ ONNX); DLA int8 is implicit quantization with a calibrator
-    (DLA takes no Q/DQ on 8.x: NVIDIA/TensorRT #2222). 10.x: strongly typed networks (fp16 from an fp16
-    ONNX, int8 from a Q/DQ ONNX), DLA int8 as on 8.5. 11.x: strongly typed only; no calibrators, so no DLA int8.
+    (DLA takes no Q/DQ on 8.x: NVIDIA/TensorRT #2222). 10.x: strongly typed networks on the GPU (fp16 from an
+    fp16 ONNX, int8 from a Q/DQ ONNX); the DLA only takes weakly typed networks before 11.4, so DLA engines are
+    built as on 8.5 (flags, calibrated int8). Every DLA build prefers precision constraints, as trtexec's
+    --useDLACore does. 11.x: strongly typed only and no calibrators, so no DLA int8; no DLA at all before 11.4.
     """
     family = api_family(trt_version)
-    dla_int8 = opts.precision == "int8" and opts.dla_core is not None
-    if family == "8.5":
+    dla = opts.dla_core is not None
+    dla_int8 = opts.precision == "int8" and dla
+    if family == "8.5" or (family == "10" and dla):
         flags = {"fp32": (), "fp16": ("FP16",), "int8": ("FP16", "INT8")}[opts.precision]
+        if dla:
+            flags += ("PREFER_PRECISION_CONSTRAINTS",)
         return BuildPlan(family, "fp32" if opts.precision != "int8" or dla_int8 else "qdq", False, flags, dla_int8)
+    if dla and version_tuple(trt_version) < (11, 4):
+        return BuildPlan(
+            family,
+            "fp32",
+            False,
+            refused=f"the DLA on TensorRT {trt_version} takes no network edgekd can build (11.x removed weakly "
+            "typed networks; strongly typed ones run on the DLA from 11.4); use the GPU, or TensorRT 10.x",
+        )
     if dla_int8:
-        if family == "11":
-            return BuildPlan(
-                family,
-                "fp32",
-                False,
-                refused=f"int8 on the DLA needs a calibrator and TensorRT {trt_version} has none "
-                "(11.x removed implicit int8); use fp16 on the DLA or int8 on the GPU",
-            )
-        return BuildPlan(family, "fp32", False, ("FP16", "INT8"), True)
+        return BuildPlan(
+            family,
+            "fp32",
+            False,
+            refused=f"int8 on the DLA needs a calibrator and TensorRT {trt_version} has none "
+            "(11.x removed implicit int8); use fp16 on the DLA or int8 on the GPU",
+        )
     return BuildPlan(family, {"fp32": "fp32", "fp16": "fp16", "int8": "qdq"}[opts.precision], True)
 
 
@@ -244,6 +255,10 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
+TRTEXEC_FLAGS = {"FP16": "--fp16", "INT8": "--int8", "PREFER_PRECISION_CONSTRAINTS": "--precisionConstraints=prefer"}
+"""The trtexec option of each builder flag a BuildPlan sets (trtexec 8.5 and 10.x take all three)."""
+
+
 def trtexec_command(
     onnx_path: str,
     engine_path: str,
@@ -270,7 +285,7 @@ def trtexec_command(
     ]
     if plan.strongly_typed:
         args.append("--stronglyTyped")
-    args += ["--" + flag.lower() for flag in plan.flags]  # int8 engines keep fp16 for layers without int8 scales
+    args += [TRTEXEC_FLAGS[flag] for flag in plan.flags]  # int8 engines keep fp16 for layers without int8 scales
     if plan.calibrate and calibration_cache:
         args.append("--calib=" + calibration_cache)
     if opts.dla_core is not None:

@@ -189,20 +189,36 @@ def test_tensorrt_8_5_builds_with_flags_and_calibrates_dla_int8():
     assert not any(p.strongly_typed for p in (gpu_int8, dla_int8, plan("fp16", "8.5.2")))
 
 
-def test_tensorrt_10_is_strongly_typed_except_calibrated_dla_int8():
+def test_tensorrt_10_is_strongly_typed_on_the_gpu_and_weakly_typed_with_flags_on_the_dla():
     for precision, source in (("fp32", "fp32"), ("fp16", "fp16"), ("int8", "qdq")):
         p = plan(precision, "10.16.0")
         assert (p.strongly_typed, p.source, p.flags, p.calibrate) == (True, source, (), False)
+    prefer = "PREFER_PRECISION_CONSTRAINTS"
     dla = plan("int8", "10.16.0", dla=0)
-    assert (dla.strongly_typed, dla.calibrate, dla.flags, dla.refused) == (False, True, ("FP16", "INT8"), None)
-    assert plan("fp16", "10.16.0", dla=0).strongly_typed
+    assert (dla.strongly_typed, dla.calibrate, dla.flags, dla.refused) == (False, True, ("FP16", "INT8", prefer), None)
+    fp16 = plan("fp16", "10.3.0", dla=0)  # JetPack 6.1/6.2: the DLA takes no strongly typed network before 11.4
+    assert (fp16.strongly_typed, fp16.source, fp16.flags, fp16.refused) == (False, "fp32", ("FP16", prefer), None)
+    assert fp16.steps() == ["_weakly_typed_network", "_set_precision_flags"]
 
 
-def test_tensorrt_11_refuses_dla_int8_in_one_line():
+@pytest.mark.parametrize("version", ["8.5.2.2", "10.3.0"])
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_trtexec_line_of_a_dla_build_sets_what_the_python_build_sets(version, precision):
+    opts = BuildOptions(precision, dla_core=0, static_shapes=True, opt_batch=4)
+    inputs = [{"name": "input", "shape": [4, 1, 8, 8]}]
+    args = trt_options.trtexec_command("m.onnx", "e.engine", opts, inputs, trt_version=version).split()
+    flags = trt_options.build_plan(opts, version).flags
+    assert "--stronglyTyped" not in args and "--fp16" in args and "--precisionConstraints=prefer" in args
+    assert [a for a in args if a in trt_options.TRTEXEC_FLAGS.values()] == [trt_options.TRTEXEC_FLAGS[f] for f in flags]
+
+
+def test_tensorrt_11_refuses_dla_int8_and_the_dla_before_11_4_in_one_line():
     why = plan("int8", "11.1.0", dla=1).refused
-    assert why and "\n" not in why and "needs a calibrator and TensorRT 11.1.0 has none" in why
+    assert why and "\n" not in why and "TensorRT 11.1.0 takes no network" in why
     assert plan("int8", "11.1.0", dla=1).steps() == []
-    assert plan("int8", "11.1.0").refused is None and plan("fp16", "11.1.0", dla=0).refused is None
+    assert "strongly typed ones run on the DLA from 11.4" in plan("fp16", "11.1.0", dla=0).refused
+    assert plan("int8", "11.1.0").refused is None and plan("fp16", "11.4.0", dla=0).refused is None
+    assert "needs a calibrator and TensorRT 11.4.0 has none" in plan("int8", "11.4.0", dla=0).refused
 
 
 def test_dtype_map_covers_engine_io_types_without_nptype():

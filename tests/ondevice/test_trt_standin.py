@@ -201,3 +201,15 @@ def test_calibrators_are_driven_through_their_protocol(load_standin, fp32_onnx, 
     again = build_engine(str(fp32_onnx), str(tmp_path / "a.engine"), opts, "t", str(tmp_path / "c"), None, str(calib))
     assert again["calibration"]["batches"] == 0  # the cache held the scales
     assert json.loads((tmp_path / "a.layers.json").read_text())["Layers"][1]["Name"].startswith("{ForeignNode[")
+
+
+def test_dla_fp16_on_tensorrt_10_builds_weakly_typed_with_flags(load_standin, fp32_onnx, tmp_path):
+    """JetPack 6.1/6.2 (TensorRT 10.3): a strongly typed network is refused on the DLA (issue 21 fault 3)."""
+    load_standin("10.3.0")
+    from edgekd.ondevice.trt_build import build_engine
+
+    opts = BuildOptions("fp16", dla_core=0, static_shapes=True, opt_batch=4)
+    sidecar = build_engine(str(fp32_onnx), str(tmp_path / "d.engine"), opts, "orin", str(tmp_path / "c"))
+    assert sidecar["strongly_typed"] is False and sidecar["dla"]["engine"]["dla_subgraphs"]
+    line = (tmp_path / "d.trtexec.txt").read_text()
+    assert "--fp16" in line and "--precisionConstraints=prefer" in line and "--stronglyTyped" not in line

@@ -1,0 +1,180 @@
+"""`edgekd ship` end to end to device-like Pythons: a venv with no torch, no onnxruntime and numpy < 1.24 (made by
+.ci/device-venv), with the TensorRT and pycuda stand-ins of tests/standins on its PYTHONPATH, behind a real sshd.
+
+Bundle, device checks, engine builds for every precision each device's plan names (GPU and DLA, TensorRT 8.5 and
+10.x families), calibration, the engine cache, sidecars, the latency harness and the report; a second ship
+rebuilds nothing. The stand-in proves the flow, never a figure: everything it measured says `tensorrt-standin`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fleet_helpers import vouch
+
+from edgekd.config import BudgetConfig, TensorRTConfig
+from edgekd.fleet.check import check_device
+from edgekd.fleet.ship import ship
+from edgekd.ondevice.calibrate import write_calibration_set
+
+pytestmark = [pytest.mark.ssh, pytest.mark.slow, pytest.mark.tensorrt]
+
+REPO = Path(__file__).resolve().parents[2]
+STANDINS = REPO / "tests" / "standins"
+
+
+@pytest.fixture(scope="session")
+def device_venv() -> str:
+    """The device-like venv's python: $EDGEKD_DEVICE_PYTHON (set by .ci/run), else .ci/device-venv's default."""
+    python = os.environ.get("EDGEKD_DEVICE_PYTHON") or str(REPO / ".ci" / "device-venv.d" / "bin" / "python")
+    if not os.access(python, os.X_OK):
+        why = f"no device-like venv at {python}; run `sh .ci/device-venv`"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(why + " (CI=true: this test must run)")
+        pytest.skip(why)
+    return python
+
+
+def _device_python(folder: Path, venv_python: str, release: str) -> str:
+    """A `python3` for devices.yaml: the venv's python with the stand-ins behaving as TensorRT `release`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / "python3"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"export EDGEKD_TRT_STANDIN={release}\n"
+        f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{STANDINS}"\n'
+        f'exec {venv_python} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def _qdq(fp32: Path, out: Path, images: np.ndarray) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"images": images}])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+    )
+
+
+@pytest.fixture
+def full_run(run_dir: Path) -> Path:
+    """The fleet run dir plus what every engine needs: the fp16 ONNX, a Q/DQ int8 ONNX and a calibration set."""
+    from edgekd.export.fp16 import write_fp16_onnx
+
+    images = np.load(run_dir / "bench" / "val.npz")["images"]
+    for model in ("student", "teacher"):
+        write_fp16_onnx(run_dir / "export" / f"{model}.onnx", run_dir / "export" / f"{model}_fp16.onnx")
+    _qdq(run_dir / "export" / "student.onnx", run_dir / "qat" / "student_int8_qdq.onnx", images)
+    write_calibration_set(str(run_dir / "bench" / "calib.npz"), images, seed=0)
+    exported = {"student_onnx": "export/student.onnx", "teacher_onnx": "export/teacher.onnx"}
+    fp16 = {"student_onnx_fp16": "export/student_fp16.onnx", "teacher_onnx_fp16": "export/teacher_fp16.onnx"}
+    vouch(run_dir, "export", {**exported, **fp16})
+    vouch(run_dir, "qat", {"student_qat_onnx": "qat/student_int8_qdq.onnx"})
+    vouch(run_dir, "benchmark", {"val_set": "bench/val.npz", "calib_set": "bench/calib.npz"})
+    return run_dir
+
+
+DEVICES = {  # name: (TensorRT release the stand-in plays, DLA core, precisions)
+    "xavier": ("8.5.2", None, ["fp32", "fp16", "int8"]),
+    "xavier-dla": ("8.5.2", 0, ["fp16", "int8"]),
+    "orin": ("10.3.0", None, ["fp16", "int8"]),
+    "orin-dla": ("10.3.0", 0, ["fp16", "int8"]),
+}
+EXPECTED = {  # the engines each device's plan names
+    "xavier": {"teacher_trt_fp32", "student_trt_fp32", "teacher_trt_fp16", "student_trt_fp16", "student_qat_trt_int8"},
+    "xavier-dla": {"teacher_trt_fp16", "student_trt_fp16", "student_trt_int8"},
+    "orin": {"teacher_trt_fp16", "student_trt_fp16", "student_qat_trt_int8"},
+    "orin-dla": {"teacher_trt_fp16", "student_trt_fp16", "student_trt_int8"},
+}
+
+
+def test_ship_to_tensorrt_only_devices_end_to_end(sshd, device_venv, full_run, tmp_path):
+    from edgekd.report.write import write_report
+
+    venv = subprocess.run([device_venv, "-c", "import numpy; print(numpy.__version__)"], capture_output=True, text=True)
+    assert venv.stdout.strip() < "1.24", venv.stdout
+    rows: dict[str, dict[str, dict]] = {}
+    for name, (release, dla, precisions) in DEVICES.items():
+        python = _device_python(tmp_path / "py" / name, device_venv, release)
+        device = sshd.device(tmp_path / "remote" / name, python, ["tensorrt"], name=name)
+        device.tensorrt = TensorRTConfig(
+            precisions=precisions, dla_core=dla, static_shapes=dla is not None, opt_batch=4, max_batch=8
+        )
+        report = check_device(device)
+        assert report.ok, report.problems
+        assert report.probe["libraries"]["tensorrt"]["version"] == release + "-standin"
+        assert report.probe["libraries"]["onnxruntime"]["version"] is None  # no onnxruntime on this device
+
+        first = ship(full_run, device)
+        assert first.ran_bench and first.downloaded
+        by_id = {a["id"]: a for a in first.artifacts}
+        assert set(by_id) == EXPECTED[name]
+        engines = full_run / "tensorrt" / name
+        log = (engines / "bench.log").read_text()
+        for art_id, art in by_id.items():
+            assert art["status"] in ("done", "failed")
+            if art["status"] == "failed":
+                assert art["reason"], art_id
+                continue
+            assert art["runtime"]["name"] == "tensorrt-standin" and art["runtime"]["version"] == release + "-standin"
+            assert [lat["batch_size"] for lat in art["latency"]] == ([4] if dla is not None else [1, 4])  # static: opt
+            sidecar = json.loads((engines / f"{art_id}.json").read_text())
+            assert sidecar["tensorrt"] == release + "-standin" and sidecar["dla_core"] == dla
+            assert (engines / f"{art_id}.trtexec.txt").read_text().startswith("trtexec --onnx=")
+            assert (engines / f"{art_id}.build.log").is_file() and (engines / f"{art_id}.layers.json").is_file()
+            if art_id == "student_trt_int8":  # calibrated on the device from the shipped set
+                assert sidecar["calibration"]["batches"] > 0 and (engines / f"{art_id}.calib.cache").is_file()
+        assert log.count("building") == len(by_id)
+        rows[name] = by_id
+
+        second = ship(full_run, device)  # unchanged run: nothing copied, nothing run
+        assert (second.uploaded_files, second.ran_bench, second.downloaded) == (0, False, False)
+
+    again = ship(full_run, _device_for(sshd, tmp_path, device_venv, "xavier"), force=True)  # re-run: cache only
+    log = (full_run / "tensorrt" / "xavier" / "bench.log").read_text()
+    assert again.ran_bench and "building" not in log
+    assert log.count("engine from the cache") == len(EXPECTED["xavier"])
+
+    for name in DEVICES:
+        failed = {k: v["reason"] for k, v in rows[name].items() if v["status"] != "done"}
+        assert failed == {}, (name, failed)
+
+    files = write_report([full_run], full_run / "report", BudgetConfig())
+    md = files.markdown.read_text()
+    assert "tensorrt-standin" in md
+    for name, by_id in rows.items():  # one row per engine, each labelled as the stand-in's
+        section = md.split(f"## Device {name} (")[1].split("\n## ")[0]
+        for art_id in by_id:
+            assert f"| {art_id} | tensorrt-standin (" in section, (name, art_id)
+    assert "TensorRT fp16" not in md and "TensorRT fp32" not in md  # never presented as TensorRT's figures
+
+
+def _device_for(sshd, tmp_path: Path, venv: str, name: str):
+    release, dla, precisions = DEVICES[name]
+    device = sshd.device(
+        tmp_path / "remote" / name, _device_python(tmp_path / "py" / name, venv, release), ["tensorrt"], name=name
+    )
+    device.tensorrt = TensorRTConfig(
+        precisions=precisions, dla_core=dla, static_shapes=dla is not None, opt_batch=4, max_batch=8
+    )
+    return device

@@ -44,6 +44,8 @@ class LogFile:
             self.note("[{}] {}".format(str(severity).split(".")[-1], msg))
         if int(severity) <= int(trt.ILogger.Severity.ERROR):
             self.errors.append(msg)
+        elif int(severity) == int(trt.ILogger.Severity.WARNING):
+            self.warnings.append(msg)  # DLA fallbacks, fp16 overflow: the sidecar keeps them
 
     def note(self, line: str) -> None:
         self.file.write(line + "\n")

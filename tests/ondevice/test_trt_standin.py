@@ -213,3 +213,15 @@ def test_dla_fp16_on_tensorrt_10_builds_weakly_typed_with_flags(load_standin, fp
     assert sidecar["strongly_typed"] is False and sidecar["dla"]["engine"]["dla_subgraphs"]
     line = (tmp_path / "d.trtexec.txt").read_text()
     assert "--fp16" in line and "--precisionConstraints=prefer" in line and "--stronglyTyped" not in line
+
+
+def test_tensorrt_warnings_are_kept_in_the_sidecar(load_standin, fp32_onnx, tmp_path):
+    """A DLA build's fallback warnings reach the sidecar and the build log (issue 21 fault 4)."""
+    load_standin("8.5.2")
+    from edgekd.ondevice.trt_build import build_engine
+
+    opts = BuildOptions("fp16", dla_core=0, static_shapes=True, opt_batch=4)
+    sidecar = build_engine(str(fp32_onnx), str(tmp_path / "d.engine"), opts, "xavier", str(tmp_path / "c"))
+    fallback = [w for w in sidecar["warnings"] if "falling back to GPU" in w]
+    assert len(fallback) == len(sidecar["dla"]["gpu_fallback"]) > 0
+    assert all(w in (tmp_path / "d.build.log").read_text() for w in fallback)

@@ -64,9 +64,8 @@ def load_standin(monkeypatch: pytest.MonkeyPatch):
     """
     import importlib
 
-    monkeypatch.syspath_prepend(str(STANDINS))
-
     def load(version: str):
+        monkeypatch.syspath_prepend(str(STANDINS))
         monkeypatch.setenv("EDGEKD_TRT_STANDIN", version)
         _purge()
         return importlib.import_module("tensorrt")

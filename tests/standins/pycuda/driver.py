@@ -77,6 +77,10 @@ class Context:
     def detach(self):
         pass
 
+    @staticmethod
+    def get_current():
+        return _CONTEXT_STACK[-1] if _CONTEXT_STACK else None
+
 
 class Device:
     def __init__(self, number):

@@ -647,6 +647,20 @@ class Runtime:
         return ICudaEngine(header, onnx_bytes)
 
 
+def _evaluator(reference_evaluator, onnx_bytes):
+    """onnx's reference evaluator of the network; newer onnx releases keep only opset >= 19 Q/DQ kernels,
+    so a model they cannot run as it is runs converted to opset 19 (same int8 Q/DQ semantics)."""
+    try:
+        return reference_evaluator(onnx_bytes)
+    except RuntimeError as e:
+        if "No implementation for operator" not in str(e):
+            raise
+    import onnx
+    from onnx import version_converter
+
+    return reference_evaluator(version_converter.convert_version(onnx.load_from_string(onnx_bytes), 19))
+
+
 class IExecutionContext:
     def __init__(self, engine):
         self.engine = engine
@@ -690,7 +704,7 @@ class IExecutionContext:
         from pycuda import driver
 
         if self._session is None:
-            self._session = ReferenceEvaluator(self.engine._onnx)
+            self._session = _evaluator(ReferenceEvaluator, self.engine._onnx)
         feeds = {}
         try:
             for name, _, dtype, mode in self.engine._io:

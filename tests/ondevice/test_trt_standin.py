@@ -155,9 +155,9 @@ def test_a_parser_error_leaves_nothing_to_build(load_standin, tmp_path):
 
 
 def test_an_engine_from_another_version_does_not_deserialize(load_standin, fp32_onnx, tmp_path):
+    load_standin("8.5.2")
     from edgekd.ondevice.trt_build import build_engine
 
-    load_standin("8.5.2")
     build_engine(str(fp32_onnx), str(tmp_path / "e.engine"), BuildOptions("fp32"), "test", str(tmp_path / "cache"))
     data = (tmp_path / "e.engine").read_bytes()
     trt10 = load_standin("10.3.0")

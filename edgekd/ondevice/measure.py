@@ -5,6 +5,9 @@ How figures are taken (docs/benchmarking.md says why):
 - per batch size, each artifact gets `warmup` untimed calls, then `repeats` rounds: each round
   visits every artifact once, in a shuffled order, and times at least `min_runs` calls and
   `min_seconds / repeats` seconds of it, so a slow period of the machine hits all artifacts alike;
+- every runtime is timed the same way: host wall clock around one prepared call, from the input on the host to
+  the output on the host, synchronised; a runtime that knows its device's own compute time (TensorRT: CUDA
+  events around the enqueue) adds its median as `gpu_compute_ms`, as trtexec reports "GPU Compute Time";
 - a figure's spread is (slowest - fastest round median) / mean round median; a figure is marked
   unstable when the spread exceeds SPREAD_LIMIT or other processes used more than LOAD_LIMIT
   cores while it was taken;
@@ -289,6 +292,8 @@ def _time_batch(
             call = x.runtime.prepare(make_batch(images, batch_size))
             for _ in range(settings.warmup):
                 call()
+            if x.runtime.compute_ms is not None:
+                del x.runtime.compute_ms[:]  # only the timed calls' device compute times
             calls.append((x, call))
         except Exception as e:  # fails this artifact, not the others
             x.record.status, x.record.reason = "failed", one_line(e)
@@ -311,6 +316,8 @@ def _time_batch(
     others = meter.stop()
     for x, _ in calls:
         lat = summarize(samples[id(x)], batch_size, medians[id(x)])
+        compute = x.runtime.compute_ms
+        lat["gpu_compute_ms"] = percentile(compute, 50) if compute else None
         lat["unstable"] = judge(lat, others)
         lat["stable"] = lat["unstable"] is None
         lat["others_cores"] = None if others is None else round(others, 3)

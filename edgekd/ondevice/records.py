@@ -62,6 +62,7 @@ class Latency:
     others_cores: Optional[float] = None  # CPU other processes used while this figure was taken (None: unknown)
     power_w: Optional[float] = None  # mean board power during this figure's rounds (None: no power rails)
     energy_mj: Optional[float] = None  # power_w x mean latency / batch size: millijoules per image
+    gpu_compute_ms: Optional[float] = None  # median GPU compute time per batch (TensorRT), beside the wall clock
 
     @classmethod
     def from_dict(cls, doc: Dict[str, Any], where: str) -> "Latency":
@@ -81,6 +82,7 @@ class Latency:
             others_cores=_num(doc, "others_cores", where, optional=True),
             power_w=_num(doc, "power_w", where, optional=True),
             energy_mj=_num(doc, "energy_mj", where, optional=True),
+            gpu_compute_ms=_num(doc, "gpu_compute_ms", where, optional=True),
             **nums,
         )
 

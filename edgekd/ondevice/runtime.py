@@ -22,7 +22,9 @@ class Runtime:
 
     After `load()`: `fixed_batch` is the only batch size a static-shape artifact accepts (else
     None); `min_batch`/`max_batch` bound a dynamic one (max None: unbounded); `timer` is None
-    when wall-clock timing around the prepared call is exact, else a device-synchronised Timer.
+    when wall-clock timing around the prepared call is exact, else a device-synchronised Timer; `compute_ms`,
+    where a runtime has it, collects the device's own compute time of each prepared call (TensorRT's GPU
+    compute time), an extra figure beside the wall-clock latency.
     """
 
     name = ""
@@ -30,6 +32,7 @@ class Runtime:
     min_batch = 1
     max_batch = None  # type: Optional[int]
     timer = None  # type: Optional[Timer]
+    compute_ms = None  # type: Optional[List[float]]
 
     def __init__(self) -> None:
         self.loaded = False

@@ -130,6 +130,7 @@ def _row(rec: ArtifactRecord, ref: ArtifactRecord | None, teacher_top1: float | 
                 None if lat.stable else lat.unstable or f"rounds differ by {lat.spread:.0%}",
                 lat.power_w,
                 lat.energy_mj,
+                lat.gpu_compute_ms,
             )
         )
     top1 = _top1(rec)

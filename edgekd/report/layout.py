@@ -185,8 +185,10 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
         )
     )
     headers = ["Artifact", "Runtime", "Threads"]
+    compute = any(f.gpu_compute_ms is not None for r in section.rows for f in r.latency)
     for bs in section.batch_sizes:
         headers += [f"b{bs} p50 / p99 (ms)", f"b{bs} speed-up", f"b{bs} W", f"b{bs} mJ/img"]
+        headers += [f"b{bs} GPU compute (ms)"] if compute else []
     lat_rows = []
     for r in section.rows:
         cells: list[t.Cell] = [
@@ -198,6 +200,8 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
             fig = r.at(bs)
             cells += [_latency_cell(r, bs), t.speedup(fig.speedup if fig else None)]
             cells += [_energy(fig.power_w, watts=True), _energy(fig.energy_mj)] if fig else [t.DASH, t.DASH]
+            if compute:
+                cells.append(t.num(fig.gpu_compute_ms) if fig and fig.gpu_compute_ms is not None else t.DASH)
         lat_rows.append(cells)
     blocks += [("h3", "Latency and energy"), ("table", headers, lat_rows, "detail")]
     if section.clocks_note:
@@ -208,6 +212,12 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
         (
             "p",
             (f"Runtimes: {', '.join(versions)}. " if versions else "")
+            + "Latency: host wall clock from the input on the host to the output on the host, for every runtime"
+            + (
+                "; GPU compute: TensorRT's median GPU time of the enqueue alone (as trtexec reports it). "
+                if compute
+                else ". "
+            )
             + "W: mean board power during the artifact's timed rounds; mJ/img: W x mean latency / batch size"
             + f"{rails}. Throughput (img/s) is in report.json.",
         )

@@ -27,6 +27,7 @@ class Figure:
     unstable: str | None = None  # why not stable (Latency.unstable)
     power_w: float | None = None  # None: no power rails on this device ("n/a", never 0)
     energy_mj: float | None = None  # millijoules per image
+    gpu_compute_ms: float | None = None  # median GPU compute time (TensorRT), beside the wall-clock p50
 
 
 @dataclass

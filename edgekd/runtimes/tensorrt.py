@@ -13,7 +13,8 @@ from edgekd.ondevice.trt_runtime import EngineMismatch, TrtRunner
 
 
 class TrtRuntime(TrtRunner):
-    """An engine on GPU 0; `timer` measures GPU time with CUDA events; a mismatched engine is an EdgekdError."""
+    """An engine on GPU 0, timed by wall clock like every runtime (GPU compute time in `compute_ms`); a mismatched
+    engine is an EdgekdError."""
 
     def load(self) -> TrtRuntime:
         try:

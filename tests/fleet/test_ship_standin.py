@@ -137,6 +137,7 @@ def test_ship_to_tensorrt_only_devices_end_to_end(sshd, device_venv, full_run, t
                 assert art["reason"], art_id
                 continue
             assert art["runtime"]["name"] == "tensorrt-standin" and art["runtime"]["version"] == release + "-standin"
+            assert all(0 < lat["gpu_compute_ms"] < lat["p50_ms"] for lat in art["latency"])  # host to host, and beside
             assert [lat["batch_size"] for lat in art["latency"]] == ([4] if dla is not None else [1, 4])  # static: opt
             sidecar = json.loads((engines / f"{art_id}.json").read_text())
             assert sidecar["tensorrt"] == release + "-standin" and sidecar["dla_core"] == dla
@@ -161,7 +162,7 @@ def test_ship_to_tensorrt_only_devices_end_to_end(sshd, device_venv, full_run, t
 
     files = write_report([full_run], full_run / "report", BudgetConfig())
     md = files.markdown.read_text()
-    assert "tensorrt-standin" in md
+    assert "tensorrt-standin" in md and "b1 GPU compute (ms)" in md
     for name, by_id in rows.items():  # one row per engine, each labelled as the stand-in's
         section = md.split(f"## Device {name} (")[1].split("\n## ")[0]
         for art_id in by_id:

@@ -225,3 +225,25 @@ def test_tensorrt_warnings_are_kept_in_the_sidecar(load_standin, fp32_onnx, tmp_
     fallback = [w for w in sidecar["warnings"] if "falling back to GPU" in w]
     assert len(fallback) == len(sidecar["dla"]["gpu_fallback"]) > 0
     assert all(w in (tmp_path / "d.build.log").read_text() for w in fallback)
+
+
+def test_engines_are_timed_host_to_host_with_gpu_compute_beside(load_standin, fp32_onnx, images, tmp_path):
+    """TensorRT's figure is wall clock from input on the host to logits on the host, like ONNX Runtime's; its GPU
+    compute time is an extra column (issue 21 fault 6)."""
+    load_standin("8.5.2")
+    from edgekd.ondevice import measure
+    from edgekd.ondevice.trt_build import build_engine
+    from edgekd.ondevice.trt_runtime import TrtRunner
+
+    engine = tmp_path / "e.engine"
+    build_engine(str(fp32_onnx), str(engine), BuildOptions("fp32", max_batch=8), "test", str(tmp_path / "c"))
+    subject = measure.Subject("student_trt_fp32", "e.engine", lambda: TrtRunner(str(engine)))
+    settings = measure.Settings(batch_sizes=(1, 4), warmup=1, min_runs=4, min_seconds=0.0, repeats=2)
+    labels = np.zeros(len(images), dtype=np.int64)
+    (record,), _ = measure.bench_artifacts([subject], images, labels, None, settings)
+    assert record.status == "done" and record.runtime.name == "tensorrt-standin"
+    for lat in record.latency:
+        assert lat.gpu_compute_ms is not None and 0 < lat.gpu_compute_ms < lat.p50_ms  # copies are in the latency
+    with TrtRunner(str(engine)) as runner:
+        assert runner.timer is None  # the harness's wall clock, as for ONNX Runtime
+        np.testing.assert_array_equal(runner.prepare(images[:4])(), runner.run(images[:4]))

@@ -35,7 +35,8 @@ def check_runtime(runtime, onnx_path, images):
     want = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"input": images})[0]
     np.testing.assert_allclose(runtime.run(images), want, atol=1e-4, rtol=1e-4)
     assert runtime.describe()["name"] == "tensorrt" and runtime.fixed_batch is None
-    assert runtime.timer(runtime.prepare(images)) > 0
+    np.testing.assert_allclose(runtime.prepare(images)(), want, atol=1e-4, rtol=1e-4)  # output on the host
+    assert runtime.timer is None and runtime.compute_ms[-1] > 0  # wall clock; GPU compute time beside it
 
 
 def test_mismatched_engine_is_an_edgekd_error(engine):

@@ -79,6 +79,31 @@ def numpy_tensorrt_warning(numpy_version: str | None, trt_version: str | None) -
     return None
 
 
+NUMPY_ABI_ERRORS = (
+    "compiled against api version",  # numpy 1.x C API newer than the installed numpy
+    "numpy.core.multiarray failed to import",
+    "_array_api not found",  # built against numpy 2, run under numpy 1
+    "numpy.dtype size changed",
+)
+PYCUDA_RECIPE = "pycuda<2024.1.2"
+
+
+def pycuda_numpy_fix(error: str | None, numpy_version: str | None, python: str) -> str | None:
+    """The fix when pycuda does not import because its C extension was built against another numpy, else None.
+
+    pip builds pycuda in an isolated environment with the newest numpy it may use (>= 1.24 for pycuda
+    >= 2024.1.2), and an extension built against a newer numpy C API does not import under JetPack 5's
+    numpy 1.17; building without isolation compiles it against the numpy that will run it.
+    """
+    if not error or not any(marker in error.lower() for marker in NUMPY_ABI_ERRORS):
+        return None
+    return (
+        f"pycuda was built against a newer numpy than this device's numpy {numpy_version or '?'} ({error}); rebuild it "
+        f"against the installed numpy: `PATH=/usr/local/cuda/bin:$PATH {python} -m pip install --user --force-reinstall "
+        f"--no-deps --no-build-isolation '{PYCUDA_RECIPE}'` (docs/jetson.md, Preparing the board)"
+    )
+
+
 def assess(device: DeviceConfig, found: dict) -> CheckReport:
     """Problems and warnings for `device`'s backends given its probe output."""
     report = CheckReport(device.name, found)
@@ -101,7 +126,14 @@ def assess(device: DeviceConfig, found: dict) -> CheckReport:
             report.problems.append(
                 f"TensorRT {trt_version} is too old; backend tensorrt needs 8.5 or newer (JetPack 5.1+)"
             )
-        if libs.get("pycuda", {}).get("version") is None:
+        elif _version(trt_version)[:1] == (9,):  # the builder refuses it too (trt_options.api_family)
+            report.problems.append(
+                f"TensorRT {trt_version} is not supported; edgekd builds with 8.5/8.6, 10.x and 11.x"
+            )
+        numpy_fix = pycuda_numpy_fix(libs.get("pycuda", {}).get("error"), libs.get("numpy", {}).get("version"), py)
+        if numpy_fix:
+            report.problems.append(numpy_fix)
+        elif libs.get("pycuda", {}).get("version") is None:
             missing(
                 "pycuda", "backend tensorrt needs it for GPU buffers", f"install it with `{py} -m pip install pycuda`"
             )

@@ -104,3 +104,35 @@ def images() -> np.ndarray:
 def make_onnx(tmp_path: Path):
     """make_onnx(name, batch="N") -> path of a tiny ONNX model in tmp_path."""
     return lambda name, batch="N": _tiny_onnx(tmp_path / name, batch)
+
+
+STANDINS = Path(__file__).resolve().parent / "standins"
+"""tests/standins: the `tensorrt` and `pycuda` stand-ins (CPU, numpy; see their docstrings)."""
+
+_STANDIN_MODULES = ("edgekd.ondevice.trt_build", "edgekd.ondevice.trt_runtime", "edgekd.runtimes.tensorrt")
+
+
+def _purge() -> None:
+    import sys
+
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("tensorrt", "pycuda") or name in _STANDIN_MODULES:
+            del sys.modules[name]
+
+
+@pytest.fixture
+def load_standin(monkeypatch: pytest.MonkeyPatch):
+    """load_standin(version) -> the stand-in `tensorrt` module behaving as that release (8.5.2, 10.3.0, 11.1.0).
+
+    Imports it afresh, with edgekd's TensorRT modules, so that they bind to it; undone after the test.
+    """
+    import importlib
+
+    def load(version: str):
+        monkeypatch.syspath_prepend(str(STANDINS))
+        monkeypatch.setenv("EDGEKD_TRT_STANDIN", version)
+        _purge()
+        return importlib.import_module("tensorrt")
+
+    yield load
+    _purge()

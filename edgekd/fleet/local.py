@@ -9,8 +9,9 @@ from pathlib import Path
 from edgekd.config import TensorRTConfig
 from edgekd.fleet import engine_cache
 from edgekd.fleet.bundle import plan_engines
-from edgekd.ondevice import catalog
-from edgekd.ondevice.text import first_line
+from edgekd.manifest import read_manifest
+from edgekd.ondevice import catalog, trt_options
+from edgekd.ondevice.text import first_line, one_line
 from edgekd.ondevice.trt_options import BuildOptions, slug
 from edgekd.rundir import RunDir
 
@@ -56,8 +57,9 @@ def build_local_engines(
     import tensorrt
 
     from edgekd.ondevice.bench import build_source
-    from edgekd.ondevice.trt_build import BuildError, build_engine
+    from edgekd.ondevice.trt_build import build_engine
 
+    calibration = read_manifest(run_dir).vouched().get("calib_set")  # DLA int8 is calibrated from it
     kind = "host-" + slug(gpu)
     result = LocalEngines()
     for job in plan_engines(run_dir, sources, list(cfg.precisions), cfg.dla_core is not None):
@@ -71,7 +73,9 @@ def build_local_engines(
             cfg.max_batch,
         )
         engine = out(job.id)
-        onnx, _ = build_source(job.entry(), opts, tensorrt.__version__)
+        calibrated = trt_options.build_plan(opts, tensorrt.__version__).calibrate and calibration is not None
+        digest = trt_options.sha256_file(str(calibration)) if calibrated else None
+        onnx, _ = build_source(job.entry(), opts, tensorrt.__version__, digest)
         try:
             build_engine(
                 str(RunDir(run_dir).inside(onnx, "engine source")),
@@ -80,9 +84,10 @@ def build_local_engines(
                 kind,
                 str(engine_cache.cache_root()),
                 shown_paths=(onnx, catalog.path_of(job.id, device)),
+                calibration_images=str(calibration) if calibrated else None,
             )
-        except BuildError as e:
-            result.failed[job.id] = str(e)
+        except Exception as e:  # BuildError, or TensorRT/pycuda failing: one engine's failure keeps the others
+            result.failed[job.id] = one_line(e)
             continue
         engine_cache.store(engine, kind)
         result.engines[job.id] = engine

@@ -55,8 +55,8 @@ def _set_precision_flags(config: "trt.IBuilderConfig", plan: BuildPlan) -> None:
 
 def _attach_calibrator(config: "trt.IBuilderConfig", calibrator: object, profile: object) -> None:
     config.int8_calibrator = calibrator
-    if profile is not None:
-        config.set_calibration_profile(profile)
+    if profile is not None and not config.set_calibration_profile(profile):
+        raise BuildError("TensorRT refused the calibration profile (set_calibration_profile returned False)")
 
 
 STEPS = {
@@ -162,8 +162,12 @@ def _configure(
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = opts.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    if profile is not None:
-        config.add_optimization_profile(profile)
+    if profile is not None and config.add_optimization_profile(profile) < 0:
+        raise BuildError(
+            "TensorRT refused the optimization profile {} (add_optimization_profile returned -1)".format(
+                "/".join(str(b) for b in opts.batch_profile())
+            )
+        )
     return config
 
 
@@ -174,15 +178,26 @@ def _dla_layers(network: "trt.INetworkDefinition", config: "trt.IBuilderConfig")
     )
 
 
-def _inspect(serialized: bytes, dla_core: Optional[int]) -> Optional[dict]:
+def _inspect(serialized: bytes, dla_core: Optional[int], warnings: List[str]) -> Optional[dict]:
+    """The engine inspector's JSON, or None with a warning: the engine is written and usable without it."""
     runtime = trt.Runtime(process_logger())
     if dla_core is not None:
         runtime.DLA_core = dla_core
     engine = runtime.deserialize_cuda_engine(serialized)
     if engine is None:
+        warnings.append("the built engine did not deserialize for inspection: no layers.json")
         return None
     inspector = engine.create_engine_inspector()
-    return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        warnings.append(f"the engine inspector's JSON does not parse ({e}): no layers.json")
+        return None
+    if not isinstance(doc, dict):
+        warnings.append("the engine inspector's JSON is not an object: no layers.json")
+        return None
+    return doc
 
 
 def _tensors(network: "trt.INetworkDefinition", count: int, get: Callable) -> List[Dict[str, object]]:
@@ -192,7 +207,30 @@ def _tensors(network: "trt.INetworkDefinition", count: int, get: Callable) -> Li
     ]
 
 
-def _calibrator(plan: BuildPlan, opts: BuildOptions, calibration_images: Optional[str], engine_path: str) -> object:
+def _calibration_batch(
+    network: "trt.INetworkDefinition", opts: BuildOptions, images_shape: Tuple[int, ...], path: str
+) -> int:
+    """The batch size the calibrator feeds: the network's own batch when the ONNX fixes it, else opt_batch; a
+    calibration set whose images are not the input's C x H x W is refused (the calibrator would read past its buffer)."""
+    if network.num_inputs != 1:
+        raise BuildError(f"int8 calibration feeds one image input; the network has {network.num_inputs}")
+    dims = _dims(network.get_input(0).shape)
+    if list(images_shape[1:]) != dims[1:]:
+        raise BuildError(
+            "{}: calibration images are {}, the network input {!r} takes {}".format(
+                path, "x".join(map(str, images_shape[1:])), network.get_input(0).name, "x".join(map(str, dims[1:]))
+            )
+        )
+    return opts.batch_profile()[1] if dims[0] == -1 else dims[0]
+
+
+def _calibrator(
+    plan: BuildPlan,
+    opts: BuildOptions,
+    calibration_images: Optional[str],
+    engine_path: str,
+    network: "trt.INetworkDefinition",
+) -> object:
     import pycuda.driver as cuda
 
     if not calibration_images or not os.path.exists(calibration_images):
@@ -204,7 +242,7 @@ def _calibrator(plan: BuildPlan, opts: BuildOptions, calibration_images: Optiona
         images = load_calibration_set(calibration_images)
     except ValueError as e:
         raise BuildError(str(e)) from None
-    batches = CalibrationBatches(images, opts.batch_profile()[1])
+    batches = CalibrationBatches(images, _calibration_batch(network, opts, images.shape, str(calibration_images)))
     return STEPS["entropy_calibrator"](trt, cuda, batches, CalibrationCache.beside(engine_path))
 
 
@@ -263,7 +301,7 @@ def build_engine(
             cuda.init()
             cuda_context = cuda.Device(0).retain_primary_context()
             cuda_context.push()
-            calibrator = _calibrator(plan, opts, calibration_images, engine_path)
+            calibrator = _calibrator(plan, opts, calibration_images, engine_path, network)
             STEPS["_attach_calibrator"](config, calibrator, profile)
         start = time.perf_counter()
         serialized = builder.build_serialized_network(network, config)
@@ -274,7 +312,7 @@ def build_engine(
         data = bytes(serialized)
         write_bytes_atomic(cache_path, bytes(timing.serialize()))
         write_bytes_atomic(engine_path, data)
-        layers = _inspect(data, opts.dla_core)
+        layers = _inspect(data, opts.dla_core, warnings)
     finally:
         if calibrator is not None:
             calibrator.free()  # type: ignore[attr-defined]

@@ -1,5 +1,7 @@
 """Local TensorRT builds: a skip reason without TensorRT or a GPU, real engines with them."""
 
+import json
+
 import pytest
 
 from edgekd.config import TensorRTConfig
@@ -35,3 +37,28 @@ def test_builds_engines_into_the_run_dir_and_cache(run_dir, tmp_path, monkeypatc
         assert engine.parent == run_dir / "tensorrt" / "local" and engine.with_suffix(".json").is_file()
         assert "--onnx=export/student" in engine.with_suffix(".trtexec.txt").read_text()
     assert len(list((tmp_path / "cache" / "engines").glob("*.engine"))) == 2
+
+
+@pytest.mark.tensorrt
+def test_a_host_dla_int8_build_is_calibrated_from_the_runs_calibration_set(
+    run_dir, tmp_path, monkeypatch, load_standin
+):
+    """On the TensorRT stand-in (8.5, with DLA cores): the local build passes bench/calib.npz (issue 21 fault 7)."""
+    import numpy as np
+    from fleet_helpers import vouch
+
+    from edgekd.ondevice.calibrate import write_calibration_set
+
+    load_standin("8.5.2")
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
+    images = np.load(run_dir / "bench" / "val.npz")["images"]
+    write_calibration_set(str(run_dir / "bench" / "calib.npz"), images, seed=0)
+    vouch(run_dir, "benchmark", {"val_set": "bench/val.npz", "calib_set": "bench/calib.npz"})
+    cfg = TensorRTConfig(precisions=["fp16", "int8"], dla_core=0, static_shapes=True, opt_batch=4, max_batch=4)
+    sources = {"student_onnx": run_dir / "export" / "student.onnx"}
+    out = run_dir / "tensorrt" / "local"
+    result = build_local_engines(run_dir, sources, cfg, "local", lambda art_id: out / f"{art_id}.engine")
+    assert result.skipped is None and result.failed == {}
+    assert set(result.engines) == {"student_trt_fp16", "student_trt_int8"}
+    sidecar = json.loads(result.engines["student_trt_int8"].with_suffix(".json").read_text())
+    assert sidecar["calibration"]["batches"] == len(images) // 4 and sidecar["dla_core"] == 0

@@ -40,35 +40,3 @@ def qdq_onnx(tmp_path: Path, fp32_onnx: Path, images: np.ndarray) -> Path:
         },
     )
     return out
-
-
-STANDINS = Path(__file__).resolve().parents[1] / "standins"
-"""tests/standins: the `tensorrt` and `pycuda` stand-ins (CPU, numpy; see their docstrings)."""
-
-_STANDIN_MODULES = ("tensorrt", "pycuda", "edgekd.ondevice.trt_build", "edgekd.ondevice.trt_runtime")
-
-
-def _purge() -> None:
-    import sys
-
-    for name in list(sys.modules):
-        if name.split(".")[0] in ("tensorrt", "pycuda") or name in _STANDIN_MODULES:
-            del sys.modules[name]
-
-
-@pytest.fixture
-def load_standin(monkeypatch: pytest.MonkeyPatch):
-    """load_standin(version) -> the stand-in `tensorrt` module behaving as that release (8.5.2, 10.3.0, 11.1.0).
-
-    Imports it afresh, with edgekd's TensorRT modules, so that they bind to it; undone after the test.
-    """
-    import importlib
-
-    def load(version: str):
-        monkeypatch.syspath_prepend(str(STANDINS))
-        monkeypatch.setenv("EDGEKD_TRT_STANDIN", version)
-        _purge()
-        return importlib.import_module("tensorrt")
-
-    yield load
-    _purge()

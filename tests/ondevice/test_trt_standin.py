@@ -247,3 +247,37 @@ def test_engines_are_timed_host_to_host_with_gpu_compute_beside(load_standin, fp
     with TrtRunner(str(engine)) as runner:
         assert runner.timer is None  # the harness's wall clock, as for ONNX Runtime
         np.testing.assert_array_equal(runner.prepare(images[:4])(), runner.run(images[:4]))
+
+
+def test_calibration_follows_the_networks_fixed_batch_and_refuses_other_image_shapes(load_standin, make_onnx, tmp_path):
+    """A fixed-batch ONNX calibrates on every image, and images of another C x H x W are refused (fault 7)."""
+    load_standin("8.5.2")
+    from edgekd.ondevice.calibrate import write_calibration_set
+    from edgekd.ondevice.trt_build import BuildError, build_engine
+
+    fixed = make_onnx("fixed.onnx", batch=2)
+    calib = tmp_path / "calib.npz"
+    write_calibration_set(str(calib), np.random.default_rng(0).normal(size=(20, 1, 8, 8)), 0)
+    opts = BuildOptions("int8", dla_core=0, static_shapes=True, opt_batch=4, max_batch=4)
+    sidecar = build_engine(str(fixed), str(tmp_path / "f.engine"), opts, "t", str(tmp_path / "c"), None, str(calib))
+    assert sidecar["calibration"]["batches"] == 10  # batches of the network's 2, not opt_batch's 4
+    wrong = tmp_path / "rgb.npz"
+    write_calibration_set(str(wrong), np.random.default_rng(0).normal(size=(8, 3, 8, 8)), 0)
+    with pytest.raises(
+        BuildError, match=r"rgb.npz: calibration images are 3x8x8, the network input 'input' takes 1x8x8"
+    ):
+        build_engine(str(fixed), str(tmp_path / "g.engine"), opts, "t", str(tmp_path / "c"), None, str(wrong))
+
+
+def test_a_refused_profile_and_a_failing_inspector(load_standin, fp32_onnx, tmp_path, monkeypatch):
+    """add_optimization_profile's -1 is a build error; an inspector failure leaves an engine with its sidecar (fault 7)."""
+    trt = load_standin("10.3.0")
+    from edgekd.ondevice.trt_build import BuildError, build_engine
+
+    monkeypatch.setattr(trt.EngineInspector, "get_engine_information", lambda self, format: "{not json")
+    sidecar = build_engine(str(fp32_onnx), str(tmp_path / "e.engine"), BuildOptions("fp32"), "t", str(tmp_path / "c"))
+    assert (tmp_path / "e.json").is_file() and not (tmp_path / "e.layers.json").exists()
+    assert any("inspector's JSON does not parse" in w for w in sidecar["warnings"])
+    monkeypatch.setattr(trt.IBuilderConfig, "add_optimization_profile", lambda self, profile: -1)
+    with pytest.raises(BuildError, match="refused the optimization profile 1/8/32"):
+        build_engine(str(fp32_onnx), str(tmp_path / "f.engine"), BuildOptions("fp32"), "t", str(tmp_path / "c"))

@@ -414,6 +414,7 @@ if _FAMILY != "11":
 class Builder:
     def __init__(self, logger):
         _keep_logger(logger)
+        _log(ILogger.Severity.INFO, "[MemUsageChange] Init CUDA: CPU +0, GPU +0 (MiB)")  # as TensorRT does
         self.num_DLA_cores = 2 if os.environ.get("EDGEKD_TRT_STANDIN_DLA", "1") == "1" else 0
 
     def create_network(self, flags=0):

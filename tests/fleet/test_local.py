@@ -14,7 +14,8 @@ def test_skip_reason_without_tensorrt_or_gpu(run_dir_template):
     if gpu is not None:
         pytest.skip(f"this machine can build engines ({gpu})")
     sources = {"student_onnx": run_dir_template / "export" / "student.onnx"}
-    result = build_local_engines(run_dir_template, sources, TensorRTConfig(), "local")
+    out = run_dir_template / "tensorrt" / "local"
+    result = build_local_engines(run_dir_template, sources, TensorRTConfig(), "local", lambda i: out / f"{i}.engine")
     assert result.engines == {} and result.failed == {}
     assert result.skipped == why and ("not installed" in why or "no CUDA GPU" in why)
     assert not (run_dir_template / "tensorrt").exists()
@@ -30,7 +31,8 @@ def test_builds_engines_into_the_run_dir_and_cache(run_dir, tmp_path, monkeypatc
     cfg = TensorRTConfig(precisions=["fp32", "fp16"], max_batch=8, opt_batch=4)
     fp32 = run_dir / "export" / "student.onnx"
     fp16 = write_fp16_onnx(fp32, run_dir / "export" / "student_fp16.onnx")  # TensorRT >= 10 builds fp16 from it
-    result = build_local_engines(run_dir, {"student_onnx": fp32, "student_onnx_fp16": fp16}, cfg, "local")
+    sources, out = {"student_onnx": fp32, "student_onnx_fp16": fp16}, run_dir / "tensorrt" / "local"
+    result = build_local_engines(run_dir, sources, cfg, "local", lambda art_id: out / f"{art_id}.engine")
     assert result.skipped is None and result.failed == {}
     assert set(result.engines) == {"student_trt_fp32", "student_trt_fp16"}
     for engine in result.engines.values():

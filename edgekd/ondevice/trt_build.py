@@ -311,6 +311,7 @@ def build_engine(
             raise BuildError(f"{onnx_path}: TensorRT could not build a {opts.precision} engine: {detail}")
         data = bytes(serialized)
         write_bytes_atomic(cache_path, bytes(timing.serialize()))
+        timing_cache = {"file": os.path.basename(cache_path), "sha256": trt_options.sha256_file(cache_path)}
         write_bytes_atomic(engine_path, data)
         layers = _inspect(data, opts.dla_core, warnings)
     finally:
@@ -365,6 +366,7 @@ def build_engine(
         plan=plan,
         calibration=calibration,
         warnings=warnings + log.warnings,
+        timing_cache=timing_cache,
     )
     write_json_atomic(stem + ".json", sidecar)
     return sidecar

@@ -322,6 +322,7 @@ def make_sidecar(
     plan: Optional[BuildPlan] = None,
     calibration: Optional[Dict[str, object]] = None,
     warnings: Optional[List[str]] = None,
+    timing_cache: Optional[Dict[str, str]] = None,
 ) -> Dict[str, object]:
     """The JSON written beside an engine: what it was built from, with what, how, and for which GPU (name,
     compute capability and SM count: an AGX Xavier and a Xavier NX share the first two)."""
@@ -334,6 +335,7 @@ def make_sidecar(
         "strongly_typed": plan.strongly_typed if plan else None,
         "calibration": calibration,
         "warnings": list(warnings or []),
+        "timing_cache": timing_cache,  # {"file", "sha256"} of the timing cache after this build (NVIDIA/TensorRT #4730)
         "device_kind": device_kind,
         "precision": opts.precision,
         "dla_core": opts.dla_core,

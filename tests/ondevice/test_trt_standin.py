@@ -272,3 +272,15 @@ def test_a_refused_profile_and_a_failing_inspector(load_standin, fp32_onnx, tmp_
     monkeypatch.setattr(trt.IBuilderConfig, "add_optimization_profile", lambda self, profile: -1)
     with pytest.raises(BuildError, match="refused the optimization profile 1/8/32"):
         build_engine(str(fp32_onnx), str(tmp_path / "f.engine"), BuildOptions("fp32"), "t", str(tmp_path / "c"))
+
+
+def test_the_sidecar_records_the_timing_cache_it_was_built_with(load_standin, fp32_onnx, tmp_path):
+    """Builds differ from run to run (NVIDIA/TensorRT #4730): the sidecar pins which timing cache was used."""
+    trt = load_standin("8.5.2")
+    from edgekd.ondevice.trt_build import build_engine
+
+    sidecar = build_engine(
+        str(fp32_onnx), str(tmp_path / "e.engine"), BuildOptions("fp32"), "xavier", str(tmp_path / "c")
+    )
+    cache = Path(trt_options.timing_cache_path(str(tmp_path / "c"), "xavier", trt.__version__))
+    assert sidecar["timing_cache"] == {"file": cache.name, "sha256": trt_options.sha256_file(str(cache))}

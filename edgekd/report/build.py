@@ -184,6 +184,23 @@ def _timing(settings: dict[str, Any]) -> str:
     return ", ".join(fmt.format(settings[k]) for k, fmt in known.items() if settings.get(k) is not None)
 
 
+def _int8_slower_than_fp16(rows: list[Row], device: str) -> str | None:
+    """Which TensorRT int8 engines were no faster than the same model's fp16 engine (NVIDIA/TensorRT #4720)."""
+    engines = [r for r in rows if r.status == "done" and catalog.get(r.id).runtime == "tensorrt"]
+    lost = []
+    for int8 in (r for r in engines if r.precision == "int8"):
+        fp16 = next((r for r in engines if r.precision == "fp16" and r.model == int8.model), None)
+        for fig in int8.latency if fp16 is not None else []:
+            other = fp16.at(fig.batch_size)
+            if other is not None and fig.p50_ms >= other.p50_ms:
+                lost.append(
+                    f"{int8.id} ({fig.p50_ms:.2f} ms) was not faster than {fp16.id} ({other.p50_ms:.2f} ms) "
+                    f"at batch {fig.batch_size}"
+                )
+                break
+    return f"int8 lost to fp16 on {device}: " + "; ".join(lost) if lost else None
+
+
 def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: BudgetConfig) -> DeviceSection:
     """One device of one run: rows with speed-ups against the named reference, budget marks, recommendation."""
     ref = bench.get(catalog.REFERENCE)
@@ -218,6 +235,8 @@ def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: Bud
         best.recommended = True
         if best.model == "teacher":
             note = "no student artifact is within the budget, so this keeps a teacher model"
+    slower = _int8_slower_than_fp16(rows, bench.device)
+    note = "; ".join(n for n in (note, slower) if n) or None
     return DeviceSection(
         run=label,
         device=bench.device,

@@ -568,3 +568,27 @@ def test_run_strict_exits_1_on_an_unstable_figure(tmp_path: Path, tiny_pipeline)
     assert "strict: 1 unstable figure (local: student_onnx batch 1: rounds differ by 31%)" in message
     assert f"edgekd bench {run} --repeat-unstable" in message
     assert "accuracy budget" not in message  # the budget is met: only the figure fails it
+
+
+def test_the_report_says_when_int8_lost_to_fp16_on_a_device(tmp_path: Path) -> None:
+    """int8 engines can be slower than fp16 ones (NVIDIA/TensorRT #4720): the device's note says which."""
+    run = tmp_path / "run"
+
+    def engines(int8_p50: float) -> list[ArtifactRecord]:
+        out = records({"teacher_onnx": (92.0, 20.0)})
+        for art_id, (top1, p50) in {
+            "student_trt_fp16": (90.0, 1.0),
+            "student_qat_trt_int8": (89.8, int8_p50),
+            "teacher_trt_fp16": (92.0, 5.0),
+        }.items():
+            lat = [Latency(bs, 10, p50 * bs, p50 * bs, p50 * bs, p50 * bs, 0, p50, p50, 1000 / p50) for bs in BATCHES]
+            rt = RuntimeInfo("tensorrt", "8.5.2.2", "GPU Xavier", 1)
+            path = catalog.path_of(art_id, "xavier")
+            out.append(ArtifactRecord(art_id, "done", path, runtime=rt, latency=lat, accuracy=Accuracy(100, top1, 100)))
+        return out
+
+    write_bench(run, bench("xavier", "jetson-agx-xavier", engines(1.3)))
+    md = write_report([run], run / "report", BudgetConfig()).markdown.read_text()
+    assert "int8 lost to fp16 on xavier: student_qat_trt_int8 (1.30 ms) was not faster than student_trt_fp16" in md
+    write_bench(run, bench("xavier", "jetson-agx-xavier", engines(0.7)))
+    assert "int8 lost" not in write_report([run], run / "report", BudgetConfig()).markdown.read_text()

@@ -212,12 +212,15 @@ def _download(ssh: Ssh, r: RemoteLayout, run: RunDir, bundle: Bundle, scratch: P
     os.replace(bench, run.bench_file(name))
 
 
-def _prebuilt_engines(run_dir: Path, manifest: Manifest, device: DeviceConfig, trt_version: str) -> dict[str, Path]:
+def _prebuilt_engines(
+    run_dir: Path, device: DeviceConfig, trt_version: str, manifest: Manifest | None = None
+) -> dict[str, Path]:
     """Cached engines for every planned engine of `device`, or an EdgekdError naming the first one missing.
 
     Each is looked up by the source the device built it from on `trt_version` (the fp16 ONNX of a strongly
     typed fp16 build; the ONNX and the run's calibration set of a calibrated DLA int8 build)."""
     found = {}
+    manifest = manifest or run_manifest(run_dir)
     calibration = manifest.vouched_sha256().get("calib_set")
     dla = device.tensorrt.dla_core is not None
     for job in plan_engines(run_dir, shippable(run_dir, manifest), device.tensorrt.precisions, dla):
@@ -272,7 +275,7 @@ def _ship(run: RunDir, device: DeviceConfig, engines_only: bool, force: bool) ->
     report.require_ok()
     prebuilt = None
     if engines_only:
-        prebuilt = _prebuilt_engines(run_dir, manifest, device, found["libraries"]["tensorrt"]["version"])
+        prebuilt = _prebuilt_engines(run_dir, device, found["libraries"]["tensorrt"]["version"], manifest)
     bundle, warnings = make_bundle(run_dir, device, prebuilt, manifest)
     result = ShipResult(device.name, bundle.id, warnings=warnings + report.warnings)
 

@@ -295,7 +295,8 @@ def test_sensitivity_rendered_when_the_qat_stage_wrote_it(tmp_path: Path) -> Non
     torch.manual_seed(0)  # the record as the qat stage writes it, from the real producer
     student = build_model("resnet8", 10, 1).eval()
     images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
-    record, ranking = sensitivity_record(student, calibrate_ptq(student, [images]), images, labels, "max")
+    made, ranking = sensitivity_record(student, calibrate_ptq(student, [images]), images, labels, "max")
+    record = made.to_dict()
     # a random model scores every layer alike: give them distinct scores, in the ranking's order
     for i, row in enumerate(reversed(record["layers"])):
         row["top1"], row["top1_gain"] = 80.0 + i, 10.0 + i
@@ -313,9 +314,9 @@ def test_sensitivity_rendered_when_the_qat_stage_wrote_it(tmp_path: Path) -> Non
     data = json.loads(files.json.read_text())
     assert [row["layer"] for row in data["runs"][0]["sensitivity"]["layers"]] == [r.layer for r in ranking]
     assert (run / "report" / "sensitivity-run.png").is_file()
-    manifest(run, qat=stage("done", sensitivity="not a record"))
-    files = write_report([run], run / "report", BudgetConfig())
-    assert "sensitivity" not in files.markdown.read_text().lower()
+    manifest(run, qat=stage("done", sensitivity="not a record"))  # the report reads records, it does not guess
+    with pytest.raises(EdgekdError, match=r"stages\.qat\.metrics\.sensitivity: expected dict, got 'not a record'"):
+        write_report([run], run / "report", BudgetConfig())
 
 
 def test_a_failed_attempt_keeps_the_last_done_baseline(tmp_path: Path) -> None:
@@ -510,7 +511,9 @@ def test_unstable_figures_are_listed_in_the_summary_and_fail_strict(tmp_path: Pa
     from edgekd.manifest import Manifest
     from edgekd.pipeline import RunContext
     from edgekd.progress import Reporter
-    from edgekd.stages.report import ReportStage, strict_failures
+    from edgekd.report.terminal import strict_failures
+    from edgekd.rundir import RunDir
+    from edgekd.stages.report import ReportStage
 
     run = tmp_path / "run"
     specs = {"teacher_onnx": (92.0, 20.0), "student_onnx": (91.0, 4.0)}
@@ -520,7 +523,7 @@ def test_unstable_figures_are_listed_in_the_summary_and_fail_strict(tmp_path: Pa
     shaky[0].latency[1] = replace(shaky[0].latency[1], stable=False, spread=0.14, unstable=why)
     write_bench(run, bench("xavier", "jetson-xavier-nx", shaky))
     cfg = load_pipeline(tiny_pipeline())
-    ctx = RunContext(cfg, run, Reporter(Console(quiet=True)), Manifest(run, "test"))
+    ctx = RunContext(cfg, RunDir(run), Reporter(Console(quiet=True)), Manifest(run, "test"))
     ctx.stage_name = "report"
 
     metrics = ReportStage().run(ctx, cfg.benchmark, {}).metrics
@@ -528,20 +531,20 @@ def test_unstable_figures_are_listed_in_the_summary_and_fail_strict(tmp_path: Pa
     assert metrics["meets_budget"]  # the budget holds: only the figures are in doubt
     problems = strict_failures(metrics, run, "local")
     assert problems == [
-        f"1 unstable figure (xavier: teacher_onnx batch 4: {why}); re-measure them with "
+        f"1 unstable figure (worst: xavier: teacher_onnx batch 4: {why}); re-measure them with "
         f"`edgekd bench {run} --repeat-unstable` (xavier: `edgekd bench {run} --device NAME`)"
     ]
-    md = (run / "report" / "report.md").read_text()
+    md = ctx.out("report_md").read_text()  # the stage's output, before the runner moves it into place
     summary = md[: md.index("## Side by side")]
     assert "**† 1 unstable figure**" in summary and f"- xavier: teacher_onnx batch 4: {why}" in summary
     assert "| xavier † |" in summary and "| local |" in summary  # the device is marked in the summary table
     assert f"`edgekd bench {run} --repeat-unstable`" in summary
-    assert json.loads((run / "report" / "report.json").read_text())["unstable"] == metrics["unstable"]
+    assert json.loads(ctx.out("report_json").read_text())["unstable"] == metrics["unstable"]
 
     write_bench(run, bench("xavier", "jetson-xavier-nx", records(specs)))  # measured again, quietly
     metrics = ReportStage().run(ctx, cfg.benchmark, {}).metrics
     assert metrics["unstable"] == [] and strict_failures(metrics, run, "local") == []
-    assert "unstable" not in (run / "report" / "report.md").read_text()
+    assert "unstable" not in ctx.out("report_md").read_text()
     # the budget condition still holds on its own
     assert "accuracy budget" in strict_failures({**metrics, "meets_budget": False, "unmet": ["x"]}, run, "local")[0]
 
@@ -565,7 +568,7 @@ def test_run_strict_exits_1_on_an_unstable_figure(tmp_path: Path, tiny_pipeline)
     done = subprocess.run([*cmd, "--strict"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-2000:]
     message = " ".join(done.stderr.split())  # rich may wrap the line on a narrow terminal
-    assert "strict: 1 unstable figure (local: student_onnx batch 1: rounds differ by 31%)" in message
+    assert "strict: 1 unstable figure (worst: local: student_onnx batch 1: rounds differ by 31%)" in message
     assert f"edgekd bench {run} --repeat-unstable" in message
     assert "accuracy budget" not in message  # the budget is met: only the figure fails it
 
@@ -592,3 +595,16 @@ def test_the_report_says_when_int8_lost_to_fp16_on_a_device(tmp_path: Path) -> N
     assert "int8 lost to fp16 on xavier: student_qat_trt_int8 (1.30 ms) was not faster than student_trt_fp16" in md
     write_bench(run, bench("xavier", "jetson-agx-xavier", engines(0.7)))
     assert "int8 lost" not in write_report([run], run / "report", BudgetConfig()).markdown.read_text()
+
+
+def test_the_terminal_names_the_count_and_the_worst_few_unstable_figures(tmp_path: Path) -> None:
+    """Twenty-four unstable figures made a 3,000-character line: the terminal gets the count and the worst three."""
+    from edgekd.report.terminal import unstable_message
+
+    unstable = [f"local: a{i} batch 1: rounds differ by {20 + i}% (limit 25%)" for i in range(24)]
+    line = unstable_message(unstable, tmp_path, "local")
+    assert line.startswith(
+        "24 unstable figures (worst: local: a23 batch 1: rounds differ by 43% (limit 25%); local: a22"
+    )
+    assert "local: a21 batch 1" in line and "local: a20" not in line and "21 more in the report" in line
+    assert len(line) < 400

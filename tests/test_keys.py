@@ -44,7 +44,7 @@ def _write(path: Path, doc: dict) -> Path:
 
 
 def _ran(manifest) -> list[str]:
-    return [name for name, rec in manifest.doc["stages"].items() if rec["status"] == "done"]
+    return [name for name, rec in manifest.stages.items() if rec.status == "done"]
 
 
 def _plan_runs(runner: Runner) -> list[str]:

@@ -56,6 +56,8 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise EdgekdError(f"{what}: {path}: not valid JSON: {first_line(e)}") from None
+    except RecursionError:
+        raise EdgekdError(f"{what}: {path}: JSON nested too deeply; refused") from None
     if not isinstance(doc, dict):
         raise EdgekdError(f"{what}: {path}: expected a JSON object, got {type(doc).__name__}")
     return doc
@@ -63,7 +65,7 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 
 def _field(doc: dict, key: str, pattern: re.Pattern, what: str, valid: str) -> str:
     value = doc.get(key)
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise EdgekdError(f"{what}: {key} is {str(value)[:80]!r}; expected {valid}")
     return value
 
@@ -141,7 +143,7 @@ def check_tree(root: Path, what: str) -> None:
     """Every entry under `root` is a plain-named regular file or folder: no symlinks, devices or fifos."""
     for path in sorted(root.rglob("*")):
         info = path.lstat()
-        if not NAME.match(path.name):
+        if not NAME.fullmatch(path.name):
             raise EdgekdError(f"{what}: {path.relative_to(root)}: not a plain file name; refused")
         if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
             raise EdgekdError(f"{what}: {path.relative_to(root)} is not a regular file or folder; refused")
@@ -150,7 +152,7 @@ def check_tree(root: Path, what: str) -> None:
 def _safe_relpath(value: Any) -> bool:
     if not isinstance(value, str) or not value or value.startswith("/") or "\\" in value:
         return False
-    return all(NAME.match(part) for part in value.split("/"))
+    return all(NAME.fullmatch(part) for part in value.split("/"))
 
 
 def check_bench(path: Path, device_name: str, shipped: dict[str, str] | None = None) -> dict[str, Any]:

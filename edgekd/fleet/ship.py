@@ -155,9 +155,10 @@ def _bench(ssh: Ssh, r: RemoteLayout, bundle_id: str) -> list[str]:
 def _local_record(run: RunDir, device: str) -> dict | None:
     path = run.ship_record(device)
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _is_current(run: RunDir, device: str, bundle_id: str) -> bool:
@@ -202,6 +203,10 @@ def _download(ssh: Ssh, r: RemoteLayout, run: RunDir, bundle: Bundle, scratch: P
         "bench_sha256": sha256_file(str(bench)),
         "shipped": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    if os.path.lexists(fetched.ship_record(name)):  # the host writes that record, never the device
+        raise EdgekdError(
+            f"results from {ssh.where()}: {fetched.relative(fetched.ship_record(name))} is the host's record; refused"
+        )
     fetched.ship_record(name).write_text(json.dumps(record, indent=2))
     dest = run.engine_dir(name)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -204,6 +204,11 @@ class BuildOptions:
         return "-".join(parts)
 
 
+MAX_WORKSPACE_MB = 1 << 20
+"""1 TiB: no GPU has more, and a larger number only makes names and allocations fail later."""
+MAX_BATCH = 4096
+
+
 def validate_options(opts: BuildOptions) -> List[str]:
     """Every problem with `opts`, one sentence each (empty when they are valid)."""
     problems = []
@@ -216,8 +221,10 @@ def validate_options(opts: BuildOptions) -> List[str]:
             problems.append("DLA runs fp16 or int8 only; precision fp32 cannot use dla_core")
         if not opts.static_shapes:
             problems.append("DLA needs static shapes; set static_shapes: true (the engine is built for opt_batch)")
-    if opts.workspace_mb < 16:
-        problems.append(f"workspace_mb {opts.workspace_mb} is below 16")
+    if not 16 <= opts.workspace_mb <= MAX_WORKSPACE_MB:
+        problems.append(f"workspace_mb {opts.workspace_mb} is outside 16..{MAX_WORKSPACE_MB}")
+    if opts.max_batch > MAX_BATCH:
+        problems.append(f"max_batch {opts.max_batch} is above {MAX_BATCH}")
     if not 1 <= opts.min_batch <= opts.opt_batch <= opts.max_batch:
         problems.append(
             f"need 1 <= min_batch <= opt_batch <= max_batch, got {opts.min_batch}, {opts.opt_batch}, {opts.max_batch}"

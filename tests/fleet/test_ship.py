@@ -254,3 +254,31 @@ def test_a_replaced_device_object_is_not_reported_as_the_artifact(sshd, isolated
     ):
         ship(run_dir, device)
     assert not (run_dir / "bench" / "loopback.json").exists() and first.bundle_id
+
+
+def test_device_answers_that_once_raised_tracebacks_are_one_line_refusals(sshd, isolated_python, run_dir, tmp_path):
+    """Issue 22 item 8: a bench file nested 50,000 levels deep, a sidecar asking for a 10**300 MB workspace,
+    and a `ship.json` of the device's own (a folder) each end in a one-line EdgekdError, with nothing moved in."""
+    remote = tmp_path / "remote"
+    device = sshd.device(remote, isolated_python, ["onnxruntime"])
+    first = ship(run_dir, device)
+    folder = _tamper_results(remote, first.bundle_id, run_dir)
+    bench = remote / "results" / first.bundle_id / "bench" / "loopback.json"
+    good = bench.read_text()
+    bench.write_text("[" * 50_000 + "]" * 50_000)
+    with pytest.raises(EdgekdError, match="nested too deeply"):
+        ship(run_dir, device)
+    bench.write_text(good)
+    (folder / "ship.json").mkdir()
+    with pytest.raises(EdgekdError, match=r"tensorrt/loopback/ship.json is the host's record; refused"):
+        ship(run_dir, device)
+    (folder / "ship.json").rmdir()
+    (folder / "big.engine").write_bytes(b"e")
+    options = {"precision": "fp16", "dla_core": None, "static_shapes": False, "workspace_mb": 10**300}
+    options.update(min_batch=1, opt_batch=1, max_batch=1)
+    sidecar = {"schema": "edgekd.engine/1", "tensorrt": "8.5.2.2", "device_kind": device.kind, "precision": "fp16"}
+    sidecar.update(options=options, source_sha256="0" * 64, engine_sha256=hashlib.sha256(b"e").hexdigest())
+    (folder / "big.json").write_text(json.dumps(sidecar))
+    with pytest.raises(EdgekdError, match=r"workspace_mb 1000000000\d* is outside 16\.\.1048576"):
+        ship(run_dir, device)
+    assert not (run_dir / "bench" / "loopback.json").exists() and not list(run_dir.glob(".ship-tmp-*"))

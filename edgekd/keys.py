@@ -30,6 +30,7 @@ from edgekd.artifacts import sha256_file
 from edgekd.config import PipelineConfig
 from edgekd.data.datasets import data_fingerprint
 from edgekd.data.preprocessing import data_inputs
+from edgekd.errors import EdgekdError
 
 PART_NAMES = {
     "config": "its config changed",
@@ -44,6 +45,14 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def _file_digest(path: Path) -> str:
+    """sha256 of a file a config names; an unreadable one is a one-line error naming it."""
+    try:
+        return sha256_file(path)
+    except OSError as e:
+        raise EdgekdError(f"{path}: cannot read it ({e.strerror}); a file the config names must be readable") from None
+
+
 def _value(obj: Any) -> Any:
     """A JSON-able picture of a config value: files by content, log-only fields left out."""
     if isinstance(obj, BaseModel):
@@ -54,7 +63,7 @@ def _value(obj: Any) -> Any:
                 out[name] = _value(getattr(obj, name))
         return out
     if isinstance(obj, Path):
-        return {"file_sha256": sha256_file(obj)} if obj.is_file() else {"path": str(obj)}
+        return {"file_sha256": _file_digest(obj)} if obj.is_file() else {"path": str(obj)}
     if isinstance(obj, (list, tuple)):
         return [_value(v) for v in obj]
     if isinstance(obj, dict):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from edgekd import __version__
 from edgekd.config import PipelineConfig, load_pipeline
@@ -21,7 +24,31 @@ from edgekd.rundir import RunDir
 if TYPE_CHECKING:  # edgekd.pipeline imports torch (seconds): only the commands that run stages load it
     from edgekd.pipeline import Runner
 
+ENVIRONMENT = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENAMETOOLONG}
+"""Errors of the machine, not of edgekd: a full or read-only disk, a folder without write permission."""
+
+
+class _Commands(TyperGroup):
+    """edgekd's commands: a full or read-only disk is one line naming the file, exit 2, like a user error."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            if e.errno not in ENVIRONMENT or _debug:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            err.print(
+                f"[bold red]error:[/] {escape(where)}{escape(e.strerror or str(e))}; finished stages are kept: "
+                "free space or fix the permissions and run again",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     add_completion=False,
     no_args_is_help=True,
     help="Distil, quantize, export and benchmark image classifiers for edge GPUs.",

@@ -591,6 +591,18 @@ def test_run_dir_that_is_a_file(tmp_path):
     )
 
 
+def test_a_folder_the_machine_will_not_let_edgekd_write_is_one_line(tmp_path):
+    """Issue 22 item 8: a read-only place (here /sys, refused even to root) is an error naming it, not a traceback."""
+    if not Path("/sys").is_dir():
+        pytest.skip("needs /sys (Linux)")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "pipeline.yaml").write_text(_pipeline(tmp_path).read_text())
+    inproc_error(
+        "report", str(run), "--out", "/sys/edgekd-report", fragments=("/sys/edgekd-report: Operation not permitted",)
+    )
+
+
 @pytest.mark.parametrize("flag", ["--from", "--only", "--force", "--require"])
 def test_unknown_stage_names(tmp_path, flag):
     inproc_error(

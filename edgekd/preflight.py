@@ -36,6 +36,10 @@ def check_pipeline(cfg: PipelineConfig, local_files: bool = False) -> None:
                 check_layer_names(models[role], [getattr(pair, role)], what=f"{role} {getattr(cfg, role).model}")
             except EdgekdError as e:
                 raise EdgekdError(f"distill.features[{i}].{role}: {e}") from None
+    if cfg.qat.enabled and cfg.qat.keep_float:  # found here, not after the teacher and the student have trained
+        from edgekd.quant.qat import check_keep_float
+
+        check_keep_float(models["student"], cfg.qat.keep_float)
     if local_files and cfg.data.dataset == "imagefolder":
         from edgekd.data.scan import scan_imagefolder
 

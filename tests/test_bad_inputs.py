@@ -591,6 +591,15 @@ def test_run_dir_that_is_a_file(tmp_path):
     )
 
 
+def test_a_keep_float_layer_the_student_lacks_is_named_before_anything_trains(tmp_path):
+    """Issue 22 item 9: found by `validate` and before `run` trains the teacher, not at the qat stage."""
+    path = _pipeline(tmp_path, (("qat", "keep_float"), ["layer9.conv"]))
+    fragments = ("qat.keep_float: 'layer9.conv' is not a Conv2d or Linear of", "valid: conv1")
+    inproc_error("validate", str(path), fragments=fragments)
+    inproc_error("run", str(path), "--run-dir", str(tmp_path / "run"), fragments=fragments)
+    assert not (tmp_path / "run" / "teacher").exists()
+
+
 def test_a_folder_the_machine_will_not_let_edgekd_write_is_one_line(tmp_path):
     """Issue 22 item 8: a read-only place (here /sys, refused even to root) is an error naming it, not a traceback."""
     if not Path("/sys").is_dir():

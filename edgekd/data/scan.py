@@ -81,6 +81,11 @@ def _walk(root: Path, folder: Path, rel: str, chain: tuple[Path, ...], out: list
                 )
             _walk(root, path, f"{rel}/{entry.name}", (*chain, real), out)
         elif entry.is_file(follow_symlinks=True):
+            if entry.is_symlink() and not path.resolve().is_relative_to(root):
+                raise EdgekdError(
+                    f"data.root: {rel}/{entry.name} is a symlink to {path.resolve()}, outside the data root {root}; "
+                    f"copy that file inside the root"
+                )
             st = entry.stat(follow_symlinks=True)
             out.append(FileEntry(f"{rel}/{entry.name}", st.st_size, st.st_mtime_ns))
 

@@ -28,18 +28,25 @@ from edgekd.quant.placement import place_quantizers, trace
 Batch = torch.Tensor | tuple | list
 
 
-def quantize_layers(model: nn.Module, momentum: float = 0.01, keep_float: Iterable[str] = ()) -> list[str]:
-    """Replace every Conv2d (with the BatchNorm that follows it, if any) and Linear in place by its
-    fake-quantized twin, except the layers named in `keep_float`; the absorbed BatchNorms become
-    Identity. Returns the quantized layer paths."""
-    keep = set(keep_float)
+def check_keep_float(model: nn.Module, keep_float: Iterable[str]) -> list[tuple[str, nn.Module]]:
+    """The Conv2d and Linear layers int8 can take, by path; a name in `keep_float` that is not one of them is a
+    one-line error naming it and the valid names (checked before a run as well as by the qat stage)."""
     targets = [(name, m) for name, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear) and name]
-    unknown = sorted(keep - {name for name, _ in targets})
+    unknown = sorted(set(keep_float) - {name for name, _ in targets})
     if unknown:
         valid = ", ".join(name for name, _ in targets[:8]) + (", ..." if len(targets) > 8 else "")
         raise EdgekdError(
             f"qat.keep_float: {unknown[0]!r} is not a Conv2d or Linear of {type(model).__name__}; valid: {valid}"
         )
+    return targets
+
+
+def quantize_layers(model: nn.Module, momentum: float = 0.01, keep_float: Iterable[str] = ()) -> list[str]:
+    """Replace every Conv2d (with the BatchNorm that follows it, if any) and Linear in place by its
+    fake-quantized twin, except the layers named in `keep_float`; the absorbed BatchNorms become
+    Identity. Returns the quantized layer paths."""
+    keep = set(keep_float)
+    targets = check_keep_float(model, keep)
     pairs = dict(conv_bn_pairs(model))
     done = []
     for name, m in targets:

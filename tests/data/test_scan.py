@@ -96,6 +96,16 @@ def test_symlink_out_of_the_root_is_refused(tmp_path):
         scan_imagefolder(root)
 
 
+def test_a_file_symlink_out_of_the_root_is_refused(tmp_path):
+    """Issue 22 item 9: folder symlinks were checked, file symlinks were followed wherever they pointed."""
+    root = make_folder(tmp_path / "img", n=1)
+    secret = tmp_path / "elsewhere.png"
+    Image.new("RGB", (20, 20)).save(secret)
+    os.symlink(secret, root / "train" / "a" / "x.png")
+    with pytest.raises(EdgekdError, match=r"train/a/x.png is a symlink to .*elsewhere.png, outside the data root"):
+        scan_imagefolder(root)
+
+
 def test_symlinked_folder_inside_the_root_and_hidden_entries(tmp_path):
     root = make_folder(tmp_path / "img", n=1)
     (root / "pool").mkdir()

@@ -17,6 +17,7 @@ from edgekd.errors import EdgekdError
 from edgekd.models import ModelSpec, load_state_dict_file, save_model
 from edgekd.models.finetune import FineTune, param_groups
 from edgekd.models.inputs import InputSpec, default_resize
+from edgekd.models.normalisation import check_normalisation
 from edgekd.models.weights import check_class_names, initial_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.stages.common import model_summary
@@ -64,6 +65,8 @@ class TeacherStage:
         logits, labels = predict(model, data.val, ctx.config.data.eval_batch_size, "cpu")
         val = evaluate(logits, labels)
         check_teacher(val["val_top1"], info.num_classes, cfg, source)
+        if cfg.checkpoint is not None and cfg.mean is None and cfg.std is None:  # stated mean/std are trusted
+            check_normalisation(spec, cfg.checkpoint, given, wanted, data.val, ctx.config.data.eval_batch_size)
         out = ctx.out("teacher")
         save_model(out, model, spec, data=info.to_dict())
         metrics = {

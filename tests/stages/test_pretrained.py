@@ -149,6 +149,15 @@ def test_teacher_trained_without_normalisation_trips_the_gate_until_its_mean_std
     assert result.exit_code == 2
     msg = " ".join(result.stderr.split())
     assert "under 2x chance (10.0% for 10 classes" in msg and "mean/std" in msg and "class order" in msg
+    # issue 22 item 10: under mean 0.2, std 0.5 the same teacher clears the gate (about 30%), and is far better
+    # fed raw pixels: the run stops and names the setting
+    cfg["data"].update(mean=[0.2], std=[0.5])
+    path.write_text(yaml.safe_dump(cfg))
+    result = cli("run", str(path), "--run-dir", str(tmp_path / "run"), "--only", "teacher")
+    assert result.exit_code == 2, result.output[-2000:]
+    msg = " ".join(result.stderr.split())
+    assert "under mean [0.2], std [0.5] but" in msg and "under mean 0, std 1 (pixels in [0, 1]) on 96 validation" in msg
+    assert "set teacher.mean: [0.0] and teacher.std: [1.0]" in msg
     cfg["teacher"].update(mean=[0.0], std=[1.0])
     path.write_text(yaml.safe_dump(cfg))
     result = cli("run", str(path), "--run-dir", str(tmp_path / "run"), "--only", "teacher")

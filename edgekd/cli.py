@@ -258,6 +258,11 @@ def bench(
 ) -> None:
     """Re-run the benchmark of a run, on this machine or on a device, and rebuild its report."""
     try:
+        if device and repeat_unstable:  # the device job measures every artifact again; it has no partial re-run
+            raise EdgekdError(
+                f"--repeat-unstable re-measures on this machine only; `edgekd bench {run_dir} --device {device}` "
+                f"measures every artifact on {device} again: drop one of the two options"
+            )
         if device:
             _ship(run_dir, device, devices_file, engines_only=False, force=True)
             return

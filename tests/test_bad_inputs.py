@@ -600,6 +600,18 @@ def test_a_keep_float_layer_the_student_lacks_is_named_before_anything_trains(tm
     assert not (tmp_path / "run" / "teacher").exists()
 
 
+def test_bench_on_a_device_says_it_cannot_repeat_only_the_unstable_figures(tmp_path):
+    """Issue 22 item 9: `--device` with `--repeat-unstable` silently measured everything; now it says so first."""
+    inproc_error(
+        "bench",
+        str(tmp_path),
+        "--device",
+        "xavier",
+        "--repeat-unstable",
+        fragments=("re-measures on this machine only",),
+    )
+
+
 def test_a_folder_the_machine_will_not_let_edgekd_write_is_one_line(tmp_path):
     """Issue 22 item 8: a read-only place (here /sys, refused even to root) is an error naming it, not a traceback."""
     if not Path("/sys").is_dir():

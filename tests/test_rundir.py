@@ -105,7 +105,7 @@ def test_a_manifest_path_outside_the_run_is_never_vouched_for(tmp_path):
     outside.write_bytes(b"payload")
     run = tmp_path / "run"
     run.mkdir()
-    from edgekd.artifacts import sha256_file
+    from edgekd.ondevice.files import sha256_file
 
     entry = {"path": "../elsewhere/x.onnx", "sha256": sha256_file(outside), "bytes": 7}
     doc = {"stages": {"export": {"status": "done", "artifacts": {"student_onnx": entry}}}}

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.files import sha256_file
 from edgekd.ondevice.text import first_line
-from edgekd.ondevice.trt_options import PRECISIONS, SIDECAR_SCHEMA, BuildOptions, sha256_file, validate_options
+from edgekd.ondevice.trt_options import PRECISIONS, SIDECAR_SCHEMA, BuildOptions, validate_options
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from edgekd.ondevice.catalog import ENGINE_PRECISIONS
+
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are validated on assignment."""
@@ -446,7 +448,7 @@ class TensorRTConfig(Section):
     """TensorRT engines built on this host when TensorRT and a CUDA GPU exist."""
 
     enabled: bool = True
-    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp16", "int8"])
+    precisions: list[Literal[ENGINE_PRECISIONS]] = Field(default_factory=lambda: ["fp16", "int8"])
     dla_core: int | None = Field(None, ge=0, le=1, description="DLA core (Xavier has 0 and 1) with GPU fallback.")
     static_shapes: bool = Field(False, description="Build for a fixed batch (keeps more layers on DLA).")
     workspace_mb: int = Field(1024, ge=16)

@@ -11,7 +11,13 @@ This module lives in ondevice/ (Python 3.8, stdlib only) because the device benc
 from typing import List, NamedTuple, Optional, Tuple
 
 RUNTIMES = ("torch", "torchscript", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
+"""What a TensorRT engine is built at (trt_options.validate_options, the `tensorrt.precisions` key)."""
+
+ARTIFACT_PRECISIONS = ENGINE_PRECISIONS + ("int8-dynamic",)
+"""Every artifact's precision: the engines' and dynamic int8 (int8 weights, activations quantized at run time);
+"" for files that are not models."""
 
 
 class Artifact(NamedTuple):
@@ -19,6 +25,7 @@ class Artifact(NamedTuple):
 
     model:    teacher | student | baseline | none (files that are not models)
     runtime:  what loads it for benchmarking (RUNTIMES), or "" for files no runtime loads
+    precision: one of ARTIFACT_PRECISIONS, or "" for files that are not models
     ships:    copied to devices in the bundle (ONNX files the device runs or builds engines from)
     bench:    where it is timed: "host" (torch/TorchScript), "any" (host and devices, ONNX Runtime),
               "built" (TensorRT engines: on the machine that built them), or "" (not benchmarked)

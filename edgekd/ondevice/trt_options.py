@@ -10,9 +10,9 @@ import re
 import shlex
 from typing import Dict, List, Optional, Tuple
 
+from .catalog import ENGINE_PRECISIONS as PRECISIONS  # the precisions an engine is built at
 from .files import sha256_file  # noqa: F401  (re-exported: bench.py and trt_build.py call trt_options.sha256_file)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 SIDECAR_SCHEMA = "edgekd.engine/1"
 
 RELEASES = {"8.5": "8.5.2", "10": "10.16", "11": "11.1"}

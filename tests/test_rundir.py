@@ -173,8 +173,8 @@ def test_a_second_writer_is_refused_naming_the_holder(tiny_pipeline, tmp_path):
 
 def test_files_made_from_an_earlier_input_are_not_vouched_for(tmp_path):
     """An upstream stage ran again and a later stage failed before the ones after it: their old files stay home."""
-    from edgekd.artifacts import sha256_file
     from edgekd.manifest import ArtifactEntry, StageRecord
+    from edgekd.ondevice.files import sha256_file
 
     run = RunDir(tmp_path)
     manifest = Manifest(run)

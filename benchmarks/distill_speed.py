@@ -28,13 +28,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from edgekd.artifacts import write_json_atomic
 from edgekd.config import DataConfig, DistillConfig
 from edgekd.data.datasets import load_data
 from edgekd.distill.objectives import Distillation
 from edgekd.distill.teacher_cache import TeacherCache
 from edgekd.distill.trainer import TrainEnv, train
 from edgekd.models import build_model
+from edgekd.ondevice.files import write_json_atomic
 
 
 def hand_loop(student, teacher, x_train, y_train, x_val, y_val, cfg, batch_size, epochs, seed, work, device):

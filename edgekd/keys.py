@@ -26,11 +26,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from edgekd import __version__
-from edgekd.artifacts import sha256_file
 from edgekd.config import PipelineConfig
 from edgekd.data.datasets import data_fingerprint
 from edgekd.data.preprocessing import data_inputs
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.files import sha256_file
 
 PART_NAMES = {
     "config": "its config changed",

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import __version__
-from edgekd.artifacts import sha256_file, write_json_atomic
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.files import sha256_file, write_json_atomic
 from edgekd.ondevice.records import RecordError, _check
 from edgekd.rundir import RunDir
 

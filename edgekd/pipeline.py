@@ -25,7 +25,6 @@ from pydantic import BaseModel
 from rich.markup import escape
 
 from edgekd import distributed, keys
-from edgekd.artifacts import sha256_file, write_text_atomic
 from edgekd.config import PipelineConfig
 from edgekd.data.datasets import DataBundle, load_data
 from edgekd.data.preprocessing import data_inputs
@@ -33,6 +32,7 @@ from edgekd.distill.trainer import TrainEnv
 from edgekd.errors import EdgekdError
 from edgekd.manifest import ArtifactEntry, Manifest, StageRecord, now
 from edgekd.ondevice import catalog
+from edgekd.ondevice.files import sha256_file, write_text_atomic
 from edgekd.progress import Reporter
 from edgekd.rundir import RunDir
 

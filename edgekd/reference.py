@@ -1,4 +1,4 @@
-"""The YAML reference (docs/reference.md), generated from the pydantic models in edgekd/config.py.
+"""The YAML reference (docs/reference.md), generated from the pydantic models in edgekd/config/.
 
     python -m edgekd.reference > docs/reference.md
 
@@ -250,11 +250,11 @@ def _render_section(walker: _Walker, section: _Section) -> list[str]:
 
 
 def render() -> str:
-    """docs/reference.md as it should be for the models in edgekd/config.py now."""
+    """docs/reference.md as it should be for the models in edgekd/config/ now."""
     out = [
         "# Configuration reference",
         "",
-        f"<!-- Generated from edgekd/config.py by `{REGENERATE}`; do not edit by hand. -->",
+        f"<!-- Generated from edgekd/config/ by `{REGENERATE}`; do not edit by hand. -->",
         "",
         "Unknown keys are errors (the message names the nearest valid key). Relative paths resolve against the YAML file's folder.",
         "",

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekd.artifacts import write_json_atomic
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.files import write_json_atomic
 from edgekd.ondevice.records import RecordError, _check
 
 SWEPT = ("temperature", "soft_weight", "hard_weight")

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from edgekd.artifacts import sha256_file, write_bytes_atomic
+from edgekd.ondevice.files import sha256_file, write_bytes_atomic
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
@@ -24,7 +24,7 @@ def test_disk_full_during_write_keeps_previous_artifact(tmp_path):
         from pathlib import Path
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
-        from edgekd.artifacts import write_bytes_atomic
+        from edgekd.ondevice.files import write_bytes_atomic
         try:
             write_bytes_atomic(Path({str(path)!r}), b"x" * 1_000_000)
         except OSError as e:

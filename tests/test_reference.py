@@ -80,7 +80,7 @@ def _rows(lines: list[str]) -> dict[str, list[str]]:
 
 def test_docs_reference_is_current():
     committed = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
-    assert committed == render(), f"docs/reference.md is out of date with edgekd/config.py; regenerate it: {REGENERATE}"
+    assert committed == render(), f"docs/reference.md is out of date with edgekd/config/; regenerate it: {REGENERATE}"
 
 
 def test_module_prints_the_reference():

@@ -105,7 +105,7 @@ def test_a_manifest_path_outside_the_run_is_never_vouched_for(tmp_path):
     outside.write_bytes(b"payload")
     run = tmp_path / "run"
     run.mkdir()
-    from edgekd.artifacts import sha256_file
+    from edgekd.ondevice.files import sha256_file
 
     entry = {"path": "../elsewhere/x.onnx", "sha256": sha256_file(outside), "bytes": 7}
     doc = {"stages": {"export": {"status": "done", "artifacts": {"student_onnx": entry}}}}
@@ -173,8 +173,8 @@ def test_a_second_writer_is_refused_naming_the_holder(tiny_pipeline, tmp_path):
 
 def test_files_made_from_an_earlier_input_are_not_vouched_for(tmp_path):
     """An upstream stage ran again and a later stage failed before the ones after it: their old files stay home."""
-    from edgekd.artifacts import sha256_file
     from edgekd.manifest import ArtifactEntry, StageRecord
+    from edgekd.ondevice.files import sha256_file
 
     run = RunDir(tmp_path)
     manifest = Manifest(run)

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.artifacts import sha256_file, write_bytes_atomic
 from edgekd.bench.macs import count_macs
 from edgekd.bench.sysinfo import describe_system
 from edgekd.config import BenchmarkConfig
@@ -25,7 +24,8 @@ from edgekd.errors import EdgekdError
 from edgekd.manifest import Manifest
 from edgekd.models import count_params
 from edgekd.ondevice import catalog
-from edgekd.ondevice.measure import Settings, Subject, bench_artifacts, write_json_atomic
+from edgekd.ondevice.files import sha256_file, write_bytes_atomic, write_json_atomic
+from edgekd.ondevice.measure import Settings, Subject, bench_artifacts
 from edgekd.ondevice.records import ArtifactRecord, BenchDoc
 from edgekd.ondevice.runtime import Runtime
 from edgekd.ondevice.text import one_line

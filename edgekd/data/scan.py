@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.files import sha256_file, write_json_atomic
 from edgekd.ondevice.text import first_line
 
 SPLITS = ("train", "val")
@@ -95,17 +96,9 @@ def listing_digest(files: list[FileEntry], root: Path, content: bool) -> str:
     h = hashlib.sha256()
     for f in files:
         if content:
-            h.update(f"{f.rel}\0{_sha256(root / f.rel)}\n".encode())
+            h.update(f"{f.rel}\0{sha256_file(root / f.rel)}\n".encode())
         else:
             h.update(f"{f.rel}\0{f.size}\0{f.mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
     return h.hexdigest()
 
 
@@ -167,8 +160,6 @@ def _cached_verdict(cache: Path, digest: str) -> dict[str, str] | None:
 
 
 def _write_cache(cache: Path, digest: str, bad: dict[str, str]) -> None:
-    from edgekd.artifacts import write_json_atomic
-
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(cache, {"version": SCAN_VERSION, "listing": digest, "bad": bad})

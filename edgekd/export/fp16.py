@@ -16,9 +16,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekd.artifacts import atomic_path
 from edgekd.errors import EdgekdError
 from edgekd.export.parity import Parity, measure_parity, run_exported
+from edgekd.ondevice.files import atomic_path
 
 FP32_ONLY = {("Resize", 2), ("Upsample", 1)}
 """(op type, input index) that ONNX types as float32 whatever the data's type."""

@@ -22,9 +22,9 @@ import onnx
 import torch
 from torch import nn
 
-from edgekd.artifacts import atomic_path
 from edgekd.errors import EdgekdError
 from edgekd.export._errors import describe_export_failure
+from edgekd.ondevice.files import atomic_path
 from edgekd.ondevice.text import first_line
 
 log = logging.getLogger(__name__)

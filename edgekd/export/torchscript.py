@@ -14,8 +14,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from edgekd.artifacts import write_bytes_atomic
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.files import write_bytes_atomic
 from edgekd.ondevice.text import first_line
 
 

@@ -29,7 +29,8 @@ from edgekd.errors import EdgekdError
 from edgekd.manifest import Manifest, read_manifest
 from edgekd.ondevice import catalog
 from edgekd.ondevice.bench import JOB_SCHEMA
-from edgekd.ondevice.trt_options import BuildOptions, sha256_file
+from edgekd.ondevice.files import sha256_file
+from edgekd.ondevice.trt_options import BuildOptions
 from edgekd.rundir import RunDir
 
 VAL_PATH = catalog.path_of("val_set")

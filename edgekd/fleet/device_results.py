@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.catalog import ENGINE_PRECISIONS
+from edgekd.ondevice.files import sha256_file
 from edgekd.ondevice.text import first_line
-from edgekd.ondevice.trt_options import PRECISIONS, SIDECAR_SCHEMA, BuildOptions, sha256_file, validate_options
+from edgekd.ondevice.trt_options import SIDECAR_SCHEMA, BuildOptions, validate_options
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -114,8 +116,10 @@ def check_sidecar(engine: Path, device_kind: str) -> Sidecar:
     source = _field(doc, "source_sha256", SHA256, what, "64 lowercase hex digits")
     engine_sha = _field(doc, "engine_sha256", SHA256, what, "64 lowercase hex digits")
     precision = doc.get("precision")
-    if precision not in PRECISIONS:
-        raise EdgekdError(f"{what}: precision is {str(precision)[:80]!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision not in ENGINE_PRECISIONS:
+        raise EdgekdError(
+            f"{what}: precision is {str(precision)[:80]!r}; expected one of {', '.join(ENGINE_PRECISIONS)}"
+        )
     kind = _field(doc, "device_kind", KIND, what, "a device kind like `jetson-agx-xavier`")
     if kind != device_kind:
         raise EdgekdError(f"{what}: device_kind is {kind!r} but the device is configured as {device_kind!r}; refused")

@@ -11,6 +11,7 @@ from edgekd.fleet import engine_cache
 from edgekd.fleet.bundle import plan_engines
 from edgekd.manifest import read_manifest
 from edgekd.ondevice import catalog, trt_options
+from edgekd.ondevice.files import sha256_file
 from edgekd.ondevice.text import first_line, one_line
 from edgekd.ondevice.trt_options import BuildOptions, slug
 from edgekd.rundir import RunDir
@@ -74,7 +75,7 @@ def build_local_engines(
         )
         engine = out(job.id)
         calibrated = trt_options.build_plan(opts, tensorrt.__version__).calibrate and calibration is not None
-        digest = trt_options.sha256_file(str(calibration)) if calibrated else None
+        digest = sha256_file(str(calibration)) if calibrated else None
         onnx, _ = build_source(job.entry(), opts, tensorrt.__version__, digest)
         try:
             build_engine(

@@ -33,7 +33,8 @@ from edgekd.fleet.device_results import check_bench, check_sidecar, check_tree, 
 from edgekd.fleet.ssh import Ssh, remote_command
 from edgekd.manifest import Manifest
 from edgekd.ondevice.bench import build_source
-from edgekd.ondevice.trt_options import sha256_file, validate_options
+from edgekd.ondevice.files import sha256_file
+from edgekd.ondevice.trt_options import validate_options
 from edgekd.rundir import RunDir
 
 SHIP_SCHEMA = "edgekd.ship/1"

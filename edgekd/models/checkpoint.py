@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgekd.artifacts import write_bytes_atomic
 from edgekd.errors import EdgekdError
 from edgekd.models.inputs import InputSpec, attach_input_adapter
 from edgekd.models.registry import build_model
+from edgekd.ondevice.files import write_bytes_atomic
 from edgekd.ondevice.text import first_line
 
 

@@ -13,7 +13,7 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
-from .measure import write_bytes_atomic
+from .files import write_bytes_atomic
 
 CALIBRATION_PATH = "bench/calib.npz"
 CACHE_SUFFIX = ".calib.cache"

@@ -11,7 +11,13 @@ This module lives in ondevice/ (Python 3.8, stdlib only) because the device benc
 from typing import List, NamedTuple, Optional, Tuple
 
 RUNTIMES = ("torch", "torchscript", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
+
+ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
+"""What a TensorRT engine is built at (trt_options.validate_options, the `tensorrt.precisions` key)."""
+
+ARTIFACT_PRECISIONS = ENGINE_PRECISIONS + ("int8-dynamic",)
+"""Every artifact's precision: the engines' and dynamic int8 (int8 weights, activations quantized at run time);
+"" for files that are not models."""
 
 
 class Artifact(NamedTuple):
@@ -19,6 +25,7 @@ class Artifact(NamedTuple):
 
     model:    teacher | student | baseline | none (files that are not models)
     runtime:  what loads it for benchmarking (RUNTIMES), or "" for files no runtime loads
+    precision: one of ARTIFACT_PRECISIONS, or "" for files that are not models
     ships:    copied to devices in the bundle (ONNX files the device runs or builds engines from)
     bench:    where it is timed: "host" (torch/TorchScript), "any" (host and devices, ONNX Runtime),
               "built" (TensorRT engines: on the machine that built them), or "" (not benchmarked)
@@ -42,241 +49,58 @@ def _row(
     id: str,
     stage: str,
     file: str,
-    model: str = "none",
-    runtime: str = "",
-    precision: str = "",
-    ships: bool = False,
-    bench: str = "",
-    source: Optional[str] = None,
-    label: str = "",
+    model: str,
+    runtime: str,
+    precision: str,
+    ships: bool,
+    bench: str,
+    source: Optional[str],
+    label: str,
 ) -> Artifact:
+    """One row of the table below; an empty label means the id."""
     return Artifact(id, stage, file, model, runtime, precision, ships, bench, source, label or id)
 
 
+# fmt: off
 ARTIFACTS = (
+    #    id                           stage            file                                             model       runtime        precision       ships  bench    source              label
     # models: checkpoints (state_dict + spec)
-    _row(
-        "teacher",
-        "teacher",
-        "teacher/model.pt",
-        "teacher",
-        "torch",
-        "fp32",
-        bench="host",
-        label="teacher, PyTorch eager",
-    ),
-    _row(
-        "student",
-        "distill",
-        "distill/student.pt",
-        "student",
-        "torch",
-        "fp32",
-        bench="host",
-        label="student, PyTorch eager",
-    ),
-    _row(
-        "baseline_student", "baseline", "baseline/student.pt", "baseline", "torch", "fp32", label="student without KD"
-    ),
-    _row("student_qat", "qat", "qat/student_qat.pt", "student", "", "int8", label="student QAT checkpoint"),
+    _row("teacher",                   "teacher",       "teacher/model.pt",                              "teacher",  "torch",       "fp32",         False, "host",  None,               "teacher, PyTorch eager"),
+    _row("student",                   "distill",       "distill/student.pt",                            "student",  "torch",       "fp32",         False, "host",  None,               "student, PyTorch eager"),
+    _row("baseline_student",          "baseline",      "baseline/student.pt",                           "baseline", "torch",       "fp32",         False, "",      None,               "student without KD"),
+    _row("student_qat",               "qat",           "qat/student_qat.pt",                            "student",  "",            "int8",         False, "",      None,               "student QAT checkpoint"),
     # exports
-    _row(
-        "teacher_ts",
-        "export",
-        "export/teacher.ts.pt",
-        "teacher",
-        "torchscript",
-        "fp32",
-        bench="host",
-        label="teacher, TorchScript",
-    ),
-    _row(
-        "teacher_onnx",
-        "export",
-        "export/teacher.onnx",
-        "teacher",
-        "onnxruntime",
-        "fp32",
-        True,
-        "any",
-        label="teacher, ONNX fp32",
-    ),
-    _row(
-        "student_ts",
-        "export",
-        "export/student.ts.pt",
-        "student",
-        "torchscript",
-        "fp32",
-        bench="host",
-        label="student, TorchScript",
-    ),
-    _row(
-        "student_onnx",
-        "export",
-        "export/student.onnx",
-        "student",
-        "onnxruntime",
-        "fp32",
-        True,
-        "any",
-        label="student, ONNX fp32",
-    ),
-    _row(
-        "teacher_onnx_fp16",
-        "export",
-        "export/teacher_fp16.onnx",
-        "teacher",
-        "onnxruntime",
-        "fp16",
-        True,
-        "any",
-        label="teacher, ONNX fp16",
-    ),
-    _row(
-        "student_onnx_fp16",
-        "export",
-        "export/student_fp16.onnx",
-        "student",
-        "onnxruntime",
-        "fp16",
-        True,
-        "any",
-        label="student, ONNX fp16",
-    ),
+    _row("teacher_ts",                "export",        "export/teacher.ts.pt",                          "teacher",  "torchscript", "fp32",         False, "host",  None,               "teacher, TorchScript"),
+    _row("teacher_onnx",              "export",        "export/teacher.onnx",                           "teacher",  "onnxruntime", "fp32",         True,  "any",   None,               "teacher, ONNX fp32"),
+    _row("student_ts",                "export",        "export/student.ts.pt",                          "student",  "torchscript", "fp32",         False, "host",  None,               "student, TorchScript"),
+    _row("student_onnx",              "export",        "export/student.onnx",                           "student",  "onnxruntime", "fp32",         True,  "any",   None,               "student, ONNX fp32"),
+    _row("teacher_onnx_fp16",         "export",        "export/teacher_fp16.onnx",                      "teacher",  "onnxruntime", "fp16",         True,  "any",   None,               "teacher, ONNX fp16"),
+    _row("student_onnx_fp16",         "export",        "export/student_fp16.onnx",                      "student",  "onnxruntime", "fp16",         True,  "any",   None,               "student, ONNX fp16"),
     # int8
-    _row(
-        "student_qat_onnx",
-        "qat",
-        "qat/student_int8_qdq.onnx",
-        "student",
-        "onnxruntime",
-        "int8",
-        True,
-        "any",
-        label="student, QAT int8 Q/DQ ONNX",
-    ),
-    _row(
-        "student_ptq_onnx",
-        "qat",
-        "qat/student_ptq_int8_qdq.onnx",
-        "student",
-        "onnxruntime",
-        "int8",
-        True,
-        "any",
-        label="student, PTQ int8 Q/DQ ONNX",
-    ),
-    _row(
-        "student_dynamic_int8_ts",
-        "dynamic_quant",
-        "dynamic_quant/student_dynamic_int8.ts.pt",
-        "student",
-        "torchscript",
-        "int8-dynamic",
-        bench="host",
-        label="student, dynamic int8 TorchScript",
-    ),
-    _row(
-        "student_dynamic_int8_onnx",
-        "dynamic_quant",
-        "dynamic_quant/student_dynamic_int8.onnx",
-        "student",
-        "onnxruntime",
-        "int8-dynamic",
-        True,
-        "any",
-        label="student, dynamic int8 ONNX",
-    ),
+    _row("student_qat_onnx",          "qat",           "qat/student_int8_qdq.onnx",                     "student",  "onnxruntime", "int8",         True,  "any",   None,               "student, QAT int8 Q/DQ ONNX"),
+    _row("student_ptq_onnx",          "qat",           "qat/student_ptq_int8_qdq.onnx",                 "student",  "onnxruntime", "int8",         True,  "any",   None,               "student, PTQ int8 Q/DQ ONNX"),
+    _row("student_dynamic_int8_ts",   "dynamic_quant", "dynamic_quant/student_dynamic_int8.ts.pt",      "student",  "torchscript", "int8-dynamic", False, "host",  None,               "student, dynamic int8 TorchScript"),
+    _row("student_dynamic_int8_onnx", "dynamic_quant", "dynamic_quant/student_dynamic_int8.onnx",       "student",  "onnxruntime", "int8-dynamic", True,  "any",   None,               "student, dynamic int8 ONNX"),
     # TensorRT engines: fp32/fp16 from fp32 ONNX (fp16 from the fp16 ONNX on TensorRT >= 10), int8 from Q/DQ ONNX
     # on the GPU; int8 on the DLA is calibrated from the fp32 ONNX (student_trt_int8)
-    _row(
-        "teacher_trt_fp32",
-        "tensorrt",
-        "tensorrt/{device}/teacher_trt_fp32.engine",
-        "teacher",
-        "tensorrt",
-        "fp32",
-        bench="built",
-        source="teacher_onnx",
-        label="teacher, TensorRT fp32",
-    ),
-    _row(
-        "teacher_trt_fp16",
-        "tensorrt",
-        "tensorrt/{device}/teacher_trt_fp16.engine",
-        "teacher",
-        "tensorrt",
-        "fp16",
-        bench="built",
-        source="teacher_onnx",
-        label="teacher, TensorRT fp16",
-    ),
-    _row(
-        "student_trt_fp32",
-        "tensorrt",
-        "tensorrt/{device}/student_trt_fp32.engine",
-        "student",
-        "tensorrt",
-        "fp32",
-        bench="built",
-        source="student_onnx",
-        label="student, TensorRT fp32",
-    ),
-    _row(
-        "student_trt_fp16",
-        "tensorrt",
-        "tensorrt/{device}/student_trt_fp16.engine",
-        "student",
-        "tensorrt",
-        "fp16",
-        bench="built",
-        source="student_onnx",
-        label="student, TensorRT fp16",
-    ),
-    _row(
-        "student_qat_trt_int8",
-        "tensorrt",
-        "tensorrt/{device}/student_qat_trt_int8.engine",
-        "student",
-        "tensorrt",
-        "int8",
-        bench="built",
-        source="student_qat_onnx",
-        label="student, QAT int8 TensorRT",
-    ),
-    _row(
-        "student_ptq_trt_int8",
-        "tensorrt",
-        "tensorrt/{device}/student_ptq_trt_int8.engine",
-        "student",
-        "tensorrt",
-        "int8",
-        bench="built",
-        source="student_ptq_onnx",
-        label="student, PTQ int8 TensorRT",
-    ),
-    _row(
-        "student_trt_int8",
-        "tensorrt",
-        "tensorrt/{device}/student_trt_int8.engine",
-        "student",
-        "tensorrt",
-        "int8",
-        bench="built",
-        source="student_onnx",
-        label="student, int8 TensorRT calibrated (DLA)",
-    ),
+    _row("teacher_trt_fp32",          "tensorrt",      "tensorrt/{device}/teacher_trt_fp32.engine",     "teacher",  "tensorrt",    "fp32",         False, "built", "teacher_onnx",     "teacher, TensorRT fp32"),
+    _row("teacher_trt_fp16",          "tensorrt",      "tensorrt/{device}/teacher_trt_fp16.engine",     "teacher",  "tensorrt",    "fp16",         False, "built", "teacher_onnx",     "teacher, TensorRT fp16"),
+    _row("student_trt_fp32",          "tensorrt",      "tensorrt/{device}/student_trt_fp32.engine",     "student",  "tensorrt",    "fp32",         False, "built", "student_onnx",     "student, TensorRT fp32"),
+    _row("student_trt_fp16",          "tensorrt",      "tensorrt/{device}/student_trt_fp16.engine",     "student",  "tensorrt",    "fp16",         False, "built", "student_onnx",     "student, TensorRT fp16"),
+    _row("student_qat_trt_int8",      "tensorrt",      "tensorrt/{device}/student_qat_trt_int8.engine", "student",  "tensorrt",    "int8",         False, "built", "student_qat_onnx", "student, QAT int8 TensorRT"),
+    _row("student_ptq_trt_int8",      "tensorrt",      "tensorrt/{device}/student_ptq_trt_int8.engine", "student",  "tensorrt",    "int8",         False, "built", "student_ptq_onnx", "student, PTQ int8 TensorRT"),
+    _row("student_trt_int8",          "tensorrt",      "tensorrt/{device}/student_trt_int8.engine",     "student",  "tensorrt",    "int8",         False, "built", "student_onnx",     "student, int8 TensorRT calibrated (DLA)"),
     # what the benchmark and report stages write
-    _row("distill_metrics", "distill", "distill/metrics.jsonl"),
-    _row("distill_settings", "distill", "distill/settings.json"),
-    _row("val_set", "benchmark", "bench/val.npz"),
-    _row("calib_set", "benchmark", "bench/calib.npz", label="training images that calibrate DLA int8"),
-    _row("bench", "benchmark", "bench/{device}.json"),
-    _row("report_md", "report", "report/report.md"),
-    _row("report_html", "report", "report/report.html"),
-    _row("report_json", "report", "report/report.json"),
+    _row("distill_metrics",           "distill",       "distill/metrics.jsonl",                         "none",     "",            "",             False, "",      None,               ""),
+    _row("distill_settings",          "distill",       "distill/settings.json",                         "none",     "",            "",             False, "",      None,               ""),
+    _row("val_set",                   "benchmark",     "bench/val.npz",                                 "none",     "",            "",             False, "",      None,               ""),
+    _row("calib_set",                 "benchmark",     "bench/calib.npz",                               "none",     "",            "",             False, "",      None,               "training images that calibrate DLA int8"),
+    _row("bench",                     "benchmark",     "bench/{device}.json",                           "none",     "",            "",             False, "",      None,               ""),
+    _row("report_md",                 "report",        "report/report.md",                              "none",     "",            "",             False, "",      None,               ""),
+    _row("report_html",               "report",        "report/report.html",                            "none",     "",            "",             False, "",      None,               ""),
+    _row("report_json",               "report",        "report/report.json",                            "none",     "",            "",             False, "",      None,               ""),
 )
+# fmt: on
 
 BY_ID = {a.id: a for a in ARTIFACTS}  # type: Dict[str, Artifact]
 

@@ -14,22 +14,23 @@ How figures are taken (docs/benchmarking.md says why):
 - every runtime is closed in `finally`, also when loading or running it failed.
 """
 
-import json
 import math
 import os
 import random
-import tempfile
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import sysload
+from .files import write_json_atomic
 from .records import BENCH_SCHEMA, Accuracy, ArtifactRecord, Latency, RuntimeInfo
 from .runtime import Runtime
 from .text import one_line
 
-__all__ = ["BENCH_SCHEMA"]  # re-exported: bench files are written by whoever imports this module
+# Re-exported: bench files are written by whoever imports this module, and bench.py still calls
+# measure.write_json_atomic (its home is files.py).
+__all__ = ["BENCH_SCHEMA", "write_json_atomic"]
 
 SPREAD_LIMIT = 0.25
 """A figure whose round medians differ by more than this share of their mean is marked unstable (measured on a
@@ -356,27 +357,3 @@ def accuracy_metrics(
         out["agreement"] = float((np.argmax(teacher_logits, axis=1) == top5[:, 0]).mean() * 100.0)
         out["kl"] = float((np.exp(t_log) * (t_log - s_log)).sum(axis=1).mean())
     return out
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write `data` through a temporary file in the same folder and a rename: a reader sees the old file or
-    the whole new one, and a failed write (a full disk) leaves the old one intact."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        os.fchmod(fd, 0o644)  # not mkstemp's 0600: results are shared files
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: str, doc: dict) -> None:
-    """Write JSON to `path` atomically (see write_bytes_atomic)."""
-    write_bytes_atomic(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode("utf-8"))

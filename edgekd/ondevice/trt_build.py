@@ -19,7 +19,7 @@ import tensorrt as trt
 
 from . import trt_options
 from .calibrate import CalibrationBatches, CalibrationCache, entropy_calibrator, load_calibration_set
-from .measure import write_bytes_atomic, write_json_atomic
+from .files import write_bytes_atomic, write_json_atomic
 from .trt_options import BuildOptions, BuildPlan
 from .trt_runtime import gpu_identity, process_logger, sm_count
 

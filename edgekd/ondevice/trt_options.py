@@ -10,7 +10,9 @@ import re
 import shlex
 from typing import Dict, List, Optional, Tuple
 
-PRECISIONS = ("fp32", "fp16", "int8")
+from .catalog import ENGINE_PRECISIONS as PRECISIONS  # the precisions an engine is built at
+from .files import sha256_file  # noqa: F401  (re-exported: bench.py and trt_build.py call trt_options.sha256_file)
+
 SIDECAR_SCHEMA = "edgekd.engine/1"
 
 RELEASES = {"8.5": "8.5.2", "10": "10.16", "11": "11.1"}
@@ -252,14 +254,6 @@ def calibrated_source(onnx_sha256: str, calibration_sha256: Optional[str] = None
     if not calibration_sha256:
         return onnx_sha256
     return hashlib.sha256(f"{onnx_sha256}:{calibration_sha256}".encode()).hexdigest()
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 TRTEXEC_FLAGS = {"FP16": "--fp16", "INT8": "--int8", "PREFER_PRECISION_CONSTRAINTS": "--precisionConstraints=prefer"}

@@ -23,9 +23,9 @@ import onnx
 import torch
 from torch import nn
 
-from edgekd.artifacts import atomic_path
 from edgekd.export.onnx import check_and_infer
 from edgekd.export.torchscript import save_torchscript
+from edgekd.ondevice.files import atomic_path
 
 TORCH_LAYERS = (nn.Linear, nn.LSTM, nn.GRU)
 ONNX_OPS = ("MatMul", "Gemm", "LSTM", "GRU")  # Conv is left float: ConvInteger is slow on ONNX Runtime CPU

@@ -17,7 +17,7 @@ from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
-from edgekd.artifacts import write_bytes_atomic
+from edgekd.ondevice.files import write_bytes_atomic
 from edgekd.report.model import Sensitivity
 
 DPI = 110

@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekd.artifacts import write_text_atomic
 from edgekd.config import BudgetConfig
 from edgekd.ondevice import catalog
+from edgekd.ondevice.files import write_text_atomic
 from edgekd.report import plots
 from edgekd.report.build import build_report
 from edgekd.report.layout import CURVES, FigureFile, document, energy_name, scatter_name, sensitivity_name

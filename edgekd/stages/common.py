@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from edgekd.artifacts import sha256_file
 from edgekd.config import DistillConfig
 from edgekd.data.datasets import DataInfo, data_fingerprint
 from edgekd.distill.features import FeatureDistiller
@@ -17,6 +16,7 @@ from edgekd.export.parity import percent_equal, predicted_classes
 from edgekd.models import ModelSpec, count_params, load_model, load_state_dict_file
 from edgekd.models.weights import initial_model
 from edgekd.ondevice import catalog
+from edgekd.ondevice.files import sha256_file
 from edgekd.pipeline import RunContext
 
 

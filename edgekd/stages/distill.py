@@ -6,7 +6,6 @@ from pathlib import Path
 
 from torch import nn
 
-from edgekd.artifacts import write_bytes_atomic
 from edgekd.config import DistillConfig, PipelineConfig, SweepConfig
 from edgekd.data.augment import BatchAugment
 from edgekd.distill.features import FeatureDistiller
@@ -14,6 +13,7 @@ from edgekd.distill.objectives import Distillation
 from edgekd.distill.trainer import METRICS, evaluate, predict, train
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model
+from edgekd.ondevice.files import write_bytes_atomic
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.run_records import SWEPT, DistillChoice, SweepTrial
 from edgekd.stages.common import initial_student, model_summary, spec_for, teacher_cache

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekd.artifacts import sha256_file
 from edgekd.config import BenchmarkConfig, PipelineConfig
 from edgekd.ondevice import catalog
+from edgekd.ondevice.files import sha256_file
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.report import write_report
 from edgekd.rundir import RunDir

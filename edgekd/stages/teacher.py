@@ -12,10 +12,10 @@ from torch import nn
 from edgekd.config import PipelineConfig, TeacherConfig
 from edgekd.data.datasets import DataInfo
 from edgekd.data.preprocessing import teacher_inputs
+from edgekd.distill.finetune import FineTune, param_groups
 from edgekd.distill.trainer import evaluate, predict, train
 from edgekd.errors import EdgekdError
 from edgekd.models import ModelSpec, load_state_dict_file, save_model
-from edgekd.models.finetune import FineTune, param_groups
 from edgekd.models.inputs import InputSpec, default_resize
 from edgekd.models.normalisation import check_normalisation
 from edgekd.models.weights import check_class_names, initial_model

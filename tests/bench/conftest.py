@@ -10,8 +10,8 @@ FAST = Settings(batch_sizes=(1, 4), warmup=1, min_runs=3, min_seconds=0.0, repea
 
 def record_stage(manifest, stage: str, status: str, artifacts: dict, reason: str | None = None) -> None:
     """Write a stage record the way the runner does (artifact id -> path, sha256, bytes)."""
-    from edgekd.artifacts import sha256_file
     from edgekd.manifest import ArtifactEntry, StageRecord
+    from edgekd.ondevice.files import sha256_file
 
     arts = {
         art_id: ArtifactEntry(path.relative_to(manifest.run_dir).as_posix(), sha256_file(path), path.stat().st_size)

@@ -13,11 +13,11 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from edgekd.artifacts import write_json_atomic
 from edgekd.config import BudgetConfig
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model
 from edgekd.ondevice import catalog
+from edgekd.ondevice.files import write_json_atomic
 from edgekd.ondevice.records import Accuracy, ArtifactRecord, BenchDoc, Latency, RuntimeInfo
 from edgekd.quant import calibrate_ptq
 from edgekd.quant.sensitivity import sensitivity_record
@@ -555,7 +555,7 @@ def test_run_strict_exits_1_on_an_unstable_figure(tmp_path: Path, tiny_pipeline)
     import subprocess
     import sys
 
-    from edgekd.artifacts import sha256_file
+    from edgekd.ondevice.files import sha256_file
 
     run = tmp_path / "run"
     recs = records({"teacher_onnx": (92.0, 20.0), "student_onnx": (91.0, 4.0)})

@@ -1,11 +1,11 @@
 import torch
 
-from edgekd.artifacts import sha256_file
 from edgekd.config import DataConfig
 from edgekd.data.datasets import TensorImageSet, data_fingerprint
 from edgekd.distill.teacher_cache import TeacherCache, cache_key
 from edgekd.models import ModelSpec, build_model, load_model, save_model
 from edgekd.models.taps import FeatureTaps
+from edgekd.ondevice.files import sha256_file
 
 SPEC = ModelSpec("resnet8", 10, 1, 16)
 TRANSFORMS = {"image_size": 16, "mean": [0.3], "std": [0.4], "augment": None}

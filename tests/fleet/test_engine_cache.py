@@ -10,6 +10,7 @@ from edgekd.errors import EdgekdError
 from edgekd.fleet import engine_cache
 from edgekd.fleet.ship import _prebuilt_engines
 from edgekd.ondevice import trt_options
+from edgekd.ondevice.files import sha256_file
 from edgekd.ondevice.trt_options import BuildOptions
 
 KIND = "jetson-agx-xavier"
@@ -32,7 +33,7 @@ def fake_engine(folder, name, source_sha, opts, kind="jetson-agx-xavier", trt="8
         kind,
         "student.onnx",
         source_sha,
-        trt_options.sha256_file(str(engine)),
+        sha256_file(str(engine)),
         inputs=[],
         outputs=[],
         dla=None,
@@ -57,13 +58,13 @@ def test_store_then_lookup(tmp_path, cache):
 def test_engines_only_finds_cached_engines_or_names_the_missing_one(run_dir_template, tmp_path):
     dev = DeviceConfig(host="j", kind="jetson-agx-xavier", tensorrt={"precisions": ["fp16"]})
     dev.name = "xav2"
-    sha = trt_options.sha256_file(str(run_dir_template / "export" / "student.onnx"))
+    sha = sha256_file(str(run_dir_template / "export" / "student.onnx"))
     engine_cache.store(fake_engine(tmp_path, "student_trt_fp16", sha, BuildOptions("fp16")), KIND)
     with pytest.raises(
         EdgekdError, match=r"no cached fp16 engine of export/teacher.onnx for jetson-agx-xavier with TensorRT 8.5.2.2"
     ):
         _prebuilt_engines(run_dir_template, dev, "8.5.2.2")
-    teacher_sha = trt_options.sha256_file(str(run_dir_template / "export" / "teacher.onnx"))
+    teacher_sha = sha256_file(str(run_dir_template / "export" / "teacher.onnx"))
     engine_cache.store(fake_engine(tmp_path, "teacher_trt_fp16", teacher_sha, BuildOptions("fp16")), KIND)
     found = _prebuilt_engines(run_dir_template, dev, "8.5.2.2")
     assert set(found) == {"student_trt_fp16", "teacher_trt_fp16"}

@@ -15,6 +15,7 @@ from edgekd.fleet.ship import _prebuilt_engines
 from edgekd.ondevice import trt_options
 from edgekd.ondevice.bench import build_source
 from edgekd.ondevice.calibrate import write_calibration_set
+from edgekd.ondevice.files import sha256_file
 from edgekd.ondevice.trt_options import BuildOptions
 
 KIND = "jetson-agx-xavier"
@@ -58,7 +59,7 @@ def job_of(run, dev):
 def test_dla_int8_devices_get_the_calibration_set_and_a_calibrated_engine_from_the_fp32_onnx(run):
     bundle, job, warnings = job_of(run, device(precisions=["fp16", "int8"], **DLA))
     assert warnings == [] and job["calibration"] == CALIBRATION_PATH == "bench/calib.npz"
-    assert bundle.digests[CALIBRATION_PATH] == trt_options.sha256_file(str(run / CALIBRATION_PATH))
+    assert bundle.digests[CALIBRATION_PATH] == sha256_file(str(run / CALIBRATION_PATH))
     int8 = [(e["id"], e["onnx"]) for e in job["engines"] if e["precision"] == "int8"]
     assert int8 == [("student_trt_int8", "export/student.onnx")]  # the DLA takes no Q/DQ: never the QAT file
 
@@ -94,7 +95,7 @@ def test_fp16_jobs_name_the_fp16_onnx_and_the_device_picks_by_its_tensorrt(run):
     student, teacher = entries["student_trt_fp16"], entries["teacher_trt_fp16"]
     assert student["fp16_onnx"] == "export/student_fp16.onnx" and "export/student_fp16.onnx" in bundle.digests
     assert "fp16_onnx" not in teacher  # no teacher fp16 ONNX vouched for: TensorRT >= 10 will say it needs one
-    fp16_sha = trt_options.sha256_file(str(run / "export" / "student_fp16.onnx"))
+    fp16_sha = sha256_file(str(run / "export" / "student_fp16.onnx"))
     assert student["fp16_onnx_sha256"] == fp16_sha
     opts = BuildOptions("fp16")
     assert build_source(student, opts, "8.5.2.2") == ("export/student.onnx", student["onnx_sha256"])
@@ -119,7 +120,7 @@ def cached(tmp_path, name, source_sha, opts, trt="8.5.2.2", calibration=None):
     engine = tmp_path / f"{name}.engine"
     engine.write_bytes(name.encode())
     sidecar = trt_options.make_sidecar(
-        opts, trt, "Xavier", "7.2", KIND, "student.onnx", source_sha, trt_options.sha256_file(str(engine)),
+        opts, trt, "Xavier", "7.2", KIND, "student.onnx", source_sha, sha256_file(str(engine)),
         inputs=[], outputs=[], dla=None, build_seconds=0.0, created="", calibration=calibration,
     )  # fmt: skip
     engine.with_suffix(".json").write_text(json.dumps(sidecar))
@@ -134,8 +135,8 @@ def cache(tmp_path, monkeypatch):
 def test_engines_only_finds_a_calibrated_dla_engine_by_its_calibration_set(run, tmp_path, cache):
     dev = device(precisions=["int8"], **DLA)
     opts = BuildOptions("int8", dla_core=0, static_shapes=True)
-    onnx_sha = trt_options.sha256_file(str(run / "export" / "student.onnx"))
-    calib_sha = trt_options.sha256_file(str(run / CALIBRATION_PATH))
+    onnx_sha = sha256_file(str(run / "export" / "student.onnx"))
+    calib_sha = sha256_file(str(run / CALIBRATION_PATH))
     stored = cached(tmp_path, "student_trt_int8", onnx_sha, opts, calibration={"images": calib_sha, "batches": 1})
     assert engine_cache.lookup(onnx_sha, opts, KIND, "8.5.2.2") is None  # not under the bare ONNX's key
     assert _prebuilt_engines(run, dev, "8.5.2.2") == {"student_trt_int8": stored}
@@ -148,8 +149,8 @@ def test_engines_only_finds_a_calibrated_dla_engine_by_its_calibration_set(run, 
 
 def test_engines_only_finds_a_tensorrt_10_fp16_engine_by_its_fp16_onnx(run, tmp_path, cache):
     dev = device(precisions=["fp16"])
-    fp16_sha = trt_options.sha256_file(str(run / "export" / "student_fp16.onnx"))
-    teacher_sha = trt_options.sha256_file(str(run / "export" / "teacher.onnx"))
+    fp16_sha = sha256_file(str(run / "export" / "student_fp16.onnx"))
+    teacher_sha = sha256_file(str(run / "export" / "teacher.onnx"))
     student = cached(tmp_path, "student_trt_fp16", fp16_sha, BuildOptions("fp16"), trt="10.16.0")
     teacher = cached(tmp_path, "teacher_trt_fp16", teacher_sha, BuildOptions("fp16"), trt="10.16.0")
     assert _prebuilt_engines(run, dev, "10.16.0") == {"student_trt_fp16": student, "teacher_trt_fp16": teacher}

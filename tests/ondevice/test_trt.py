@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from edgekd.ondevice import measure, trt_options
+from edgekd.ondevice.files import sha256_file
 from edgekd.ondevice.trt_options import BuildOptions
 
 
@@ -91,8 +92,8 @@ def test_fp32_engine_matches_onnxruntime_and_writes_its_files(trt, tmp_path, fp3
     engine, sidecar = build(tmp_path, fp32_onnx, BuildOptions("fp32", max_batch=16))
     assert sidecar == json.loads(engine.with_suffix(".json").read_text())
     assert (sidecar["tensorrt"], sidecar["gpu"], sidecar["compute_capability"]) == (trt.__version__, gpu[0], gpu[1])
-    assert sidecar["source_sha256"] == trt_options.sha256_file(str(fp32_onnx))
-    assert sidecar["engine_sha256"] == trt_options.sha256_file(str(engine))
+    assert sidecar["source_sha256"] == sha256_file(str(fp32_onnx))
+    assert sidecar["engine_sha256"] == sha256_file(str(engine))
     assert sidecar["inputs"][0]["shape"] == [-1, 1, 8, 8] and sidecar["dla"] is None
     assert sidecar["sm_count"] == sm_count() and sidecar["strongly_typed"] == (
         trt_options.api_family(trt.__version__) != "8.5"
@@ -182,7 +183,7 @@ def test_close_pops_the_context_once_and_a_failed_load_pops_it_too(tmp_path, fp3
     runner.close()
     assert current_context() == before
     engine.write_bytes(b"not an engine")
-    sidecar["engine_sha256"] = trt_options.sha256_file(str(engine))
+    sidecar["engine_sha256"] = sha256_file(str(engine))
     engine.with_suffix(".json").write_text(json.dumps(sidecar))
     failing = TrtRunner(str(engine))
     with pytest.raises(EngineMismatch(), match="could not deserialize"):

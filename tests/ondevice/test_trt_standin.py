@@ -13,6 +13,7 @@ from onnx.reference import ReferenceEvaluator
 from test_trt_api_surface import release_names
 
 from edgekd.ondevice import trt_options
+from edgekd.ondevice.files import sha256_file
 from edgekd.ondevice.trt_options import BuildOptions
 
 STANDINS = Path(__file__).resolve().parents[1] / "standins"
@@ -283,4 +284,4 @@ def test_the_sidecar_records_the_timing_cache_it_was_built_with(load_standin, fp
         str(fp32_onnx), str(tmp_path / "e.engine"), BuildOptions("fp32"), "xavier", str(tmp_path / "c")
     )
     cache = Path(trt_options.timing_cache_path(str(tmp_path / "c"), "xavier", trt.__version__))
-    assert sidecar["timing_cache"] == {"file": cache.name, "sha256": trt_options.sha256_file(str(cache))}
+    assert sidecar["timing_cache"] == {"file": cache.name, "sha256": sha256_file(str(cache))}

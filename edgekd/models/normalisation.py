@@ -11,10 +11,10 @@ normalisation is the sign.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -23,8 +23,12 @@ from edgekd.errors import EdgekdError
 from edgekd.models.checkpoint import ModelSpec, load_state_dict_file
 from edgekd.models.inputs import InputSpec
 
-if TYPE_CHECKING:
-    from edgekd.data.datasets import ImageSet
+
+class ImageSet(Protocol):
+    """What the check needs of a data set (edgekd.data.datasets.ImageSet): its batches in order."""
+
+    def batches(self, batch_size: int) -> Iterable: ...
+
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 IMAGES = 512

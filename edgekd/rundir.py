@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from edgekd.errors import EdgekdError
 from edgekd.ondevice import catalog
+from edgekd.ondevice.names import is_plain_name
 
 MANIFEST = "manifest.json"
 CONFIG = "pipeline.yaml"
@@ -32,16 +32,13 @@ SCRATCH = ".ranks"
 LOCK = ".lock"
 SHIP_RECORD = "ship.json"
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-"""A device or stage name: it becomes one path component, so no separators and no leading dot."""
-
 
 def check_name(name: str, field: str) -> str:
-    """`name` when it is a plain name (NAME, whole string); else a one-line EdgekdError naming `field`."""
-    if not isinstance(name, str) or not NAME.fullmatch(name):
+    """`name` when it is a plain name (ondevice.names); else a one-line EdgekdError naming `field`."""
+    if not is_plain_name(name):
         raise EdgekdError(
-            f"{field}: {name!r} is not a plain name: use 1-64 letters, digits, '.', '_' or '-', starting with a "
-            f"letter or digit (it names a file and a folder of the run directory)"
+            f"{field}: {name!r} is not a plain name: use 1-64 letters, digits, '_', '.' or '-', starting with a "
+            f"letter, digit or '_' (it names a file and a folder of the run directory)"
         )
     return name
 
@@ -168,7 +165,7 @@ class RunDir:
     def bench_files(self) -> list[Path]:
         """Every bench/<device>.json of the run (the local one and those brought back from devices)."""
         folder = self.bench_file("local").parent
-        return sorted(p for p in folder.glob("*.json") if NAME.fullmatch(p.stem)) if folder.is_dir() else []
+        return sorted(p for p in folder.glob("*.json") if is_plain_name(p.stem)) if folder.is_dir() else []
 
     def engine_dir(self, device: str) -> Path:
         """tensorrt/<device>/: the engines, sidecars and build logs of one device."""

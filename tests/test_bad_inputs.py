@@ -116,6 +116,12 @@ def test_unreadable_pipeline_documents(tmp_path, text, fragment):
     inproc_error("validate", str(path), fragments=(str(path), fragment))
 
 
+def test_a_pipeline_file_of_50_mb_is_refused_before_parsing(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\n" + "# padding\n" * 5_000_000)
+    inproc_error("validate", str(path), fragments=("big.yaml: the pipeline file holds 50000010 bytes", "refused"))
+
+
 def test_missing_and_binary_pipeline_files(tmp_path):
     inproc_error("validate", str(tmp_path / "nope.yaml"), fragments=("nope.yaml: pipeline file not found",))
     binary = tmp_path / "bin.yaml"
@@ -168,6 +174,17 @@ def test_misspelt_required_key_reports_the_typo_not_the_missing_key(tmp_path):
 
 
 BAD_VALUES = [  # (path, value, fragments of the message)
+    # issue 22: values that were taken silently or raised later
+    (("benchmark", "device_name"), "../../../../elsewhere/x", ("benchmark.device_name: String should match pattern",)),
+    (("benchmark", "device_name"), "/abs", ("benchmark.device_name: String should match pattern",)),
+    (("benchmark", "device_name"), "x\n", ("benchmark.device_name: String should match pattern",)),
+    (("name",), "..", ("name: String should match pattern",)),
+    (("teacher", "epochs"), True, ("teacher: epochs: expected a number, got the boolean true",)),
+    (("data", "num_workers"), 100000, ("data.num_workers: Input should be less than or equal to 256",)),
+    (("data", "eval_batch_size"), 1e12, ("data.eval_batch_size: Input should be less than or equal to 65536",)),
+    (("benchmark", "batch_sizes"), [1e9], ("benchmark.batch_sizes.0: Input should be less than or equal to 4096",)),
+    (("distill", "lr"), float("inf"), ("distill.lr: Input should be a finite number",)),
+    (("seed",), 2**70, ("seed: Input should be less than or equal to 4294967295",)),
     (("data", "image_size"), "big", ("data.image_size: Input should be a valid integer", "(got 'big')")),
     (("teacher", "epochs"), [1], ("teacher.epochs: Input should be a valid integer",)),
     (("distill", "features"), "layer2", ("distill.features: Input should be a valid list",)),

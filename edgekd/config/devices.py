@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,9 +10,10 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from edgekd.config.loader import _format_error, _key_lines, _load_yaml, _model_at, _relevant
+from edgekd.config.loader import _format_error, _key_lines, _load_yaml, _model_at, _relevant, read_config_text
 from edgekd.config.pipeline import NonNegFloat, Section, TensorRTConfig
 from edgekd.errors import EdgekdError
+from edgekd.ondevice.names import PLAIN_NAME, is_plain_name
 from edgekd.ondevice.text import did_you_mean
 
 
@@ -36,7 +36,7 @@ class DeviceBenchConfig(Section):
     threads: int | None = Field(None, ge=1, description="CPU threads for ONNX Runtime; default: all cores.")
 
 
-DEVICE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+DEVICE_NAME = f"^{PLAIN_NAME}$"
 """A plain name, safe as a file name (never `.`, `..` or hidden): it names bench/<name>.json and tensorrt/<name>/."""
 
 
@@ -118,6 +118,11 @@ class DeviceConfig(Section):
                 w == "none" or os.path.realpath(os.path.expanduser(w)) == os.devnull for w in words
             ):
                 raise ValueError(f"ssh option {opt!r} throws known host keys away; name a real known_hosts file")
+            if key.lower() == "knownhostscommand":  # a program that may vouch for any key the device shows
+                raise ValueError(
+                    f"ssh option {opt!r} lets a program answer for the device's host key; "
+                    "name a known_hosts file with UserKnownHostsFile instead"
+                )
         return options
 
     @field_validator("host")
@@ -164,13 +169,9 @@ def _devices_model_at(loc: tuple) -> type[BaseModel] | None:
 def load_devices(path: str | Path) -> DevicesConfig:
     """Read and validate a devices.yaml; relative key and config file paths resolve against its folder."""
     path = Path(path)
-    if not path.is_file():
-        raise EdgekdError(f"{path}: devices file not found")
+    text = read_config_text(path, "devices file")
     try:
-        text = path.read_text(encoding="utf-8")
         data = _load_yaml(text, str(path))
-    except (OSError, UnicodeDecodeError) as e:
-        raise EdgekdError(f"{path}: cannot read the devices file: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -183,7 +184,7 @@ def load_devices(path: str | Path) -> DevicesConfig:
     lines = _key_lines(text, str(path))
     named = data.get("devices")
     for name in named if isinstance(named, dict) else {}:
-        if not isinstance(name, str) or not re.match(DEVICE_NAME, name):
+        if not is_plain_name(name):
             line = lines.get(("devices", name))
             raise EdgekdError(
                 f"{path}{f':{line}' if line else ''}: device name {name!r} is not a plain name "

@@ -72,6 +72,23 @@ def _compose(text: str, where: str) -> yaml.Node | None:
     return root
 
 
+MAX_YAML_BYTES = 1 << 20
+"""A pipeline or devices file is a page of settings; a larger one is refused before YAML parses it."""
+
+
+def read_config_text(path: Path, what: str) -> str:
+    """The text of a pipeline or devices file: a regular file of at most MAX_YAML_BYTES, UTF-8."""
+    if not path.is_file():
+        raise EdgekdError(f"{path}: {what} not found")
+    try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise EdgekdError(f"{path}: the {what} holds {size} bytes, more than {MAX_YAML_BYTES}; refused")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise EdgekdError(f"{path}: cannot read the {what}: {e}") from None
+
+
 def _load_yaml(text: str, where: str) -> Any:
     """yaml.safe_load, after _compose has checked the alias budgets."""
     _compose(text, where)
@@ -221,12 +238,7 @@ def parse_pipeline(
 def load_pipeline(path: str | Path) -> PipelineConfig:
     """Read, validate and resolve a pipeline.yaml."""
     path = Path(path)
-    if not path.is_file():
-        raise EdgekdError(f"{path}: pipeline file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise EdgekdError(f"{path}: cannot read the pipeline file: {e}") from None
+    text = read_config_text(path, "pipeline file")
     try:
         data = _load_yaml(text, str(path))
     except yaml.YAMLError as e:

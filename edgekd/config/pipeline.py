@@ -12,12 +12,28 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from edgekd.ondevice.catalog import ENGINE_PRECISIONS
+from edgekd.ondevice.names import PLAIN_NAME
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, values are validated on assignment."""
+    """Base of every config section: unknown keys are errors, values are validated on assignment, numbers are
+    finite (`.inf`, `.nan` refused) and a boolean is never taken for a number (`epochs: true` is not 1)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data: object) -> object:
+        for name, value in data.items() if isinstance(data, dict) else ():
+            field = cls.model_fields.get(name) if isinstance(name, str) else None
+            if isinstance(value, bool) and field is not None and field.annotation in NUMBERS:
+                raise ValueError(f"{name}: expected a number, got the boolean {str(value).lower()}")
+        return data
+
+
+NUMBERS = (int, float, int | None, float | None)
+MAX_BATCH = 65_536
+"""Larger batches than any GPU or CPU can hold: a value above it is a typo, caught before a run allocates it."""
 
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -53,10 +69,13 @@ class DataConfig(Section):
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="digits only: share of samples held out for validation (fixed seeded split)."
     )
-    batch_size: int = Field(64, ge=1, description="Training batch size.")
-    eval_batch_size: int = Field(256, ge=1, description="Batch size for validation passes.")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="Training batch size.")
+    eval_batch_size: int = Field(256, ge=1, le=MAX_BATCH, description="Batch size for validation passes.")
     num_workers: int | None = Field(
-        None, ge=0, description="DataLoader worker processes for file-backed data sets; default: the cores, at most 8."
+        None,
+        ge=0,
+        le=256,
+        description="DataLoader worker processes for file-backed data sets; default: the cores, at most 8.",
     )
     limit_train: int | None = Field(None, ge=1, description="Use only the first N training samples (quick trials).")
     limit_val: int | None = Field(None, ge=1, description="Use only the first N validation samples (quick trials).")
@@ -498,8 +517,12 @@ class BenchmarkConfig(Section):
     """Latency and accuracy of every artifact on this machine."""
 
     enabled: bool = True
-    device_name: str = Field("local", description="Name of this machine in reports (bench/<name>.json).")
-    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 8])
+    device_name: str = Field(
+        "local",
+        pattern=f"^{PLAIN_NAME}$",
+        description="Name of this machine in reports (bench/<name>.json): a plain name.",
+    )
+    batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [1, 8])
     warmup: int = Field(10, ge=0, description="Untimed warm-up runs per batch size.")
     min_runs: int = Field(30, ge=1, description="Minimum timed runs per round.")
     min_seconds: NonNegFloat = Field(
@@ -526,9 +549,11 @@ class PipelineConfig(Section):
     """A whole pipeline.yaml."""
 
     name: str = Field(
-        ..., pattern=r"^[A-Za-z0-9_.-]+$", description="Pipeline name; the run directory defaults to runs/<name>."
+        ...,
+        pattern=f"^{PLAIN_NAME}$",
+        description="Pipeline name (a plain name); the run directory defaults to runs/<name>.",
     )
-    seed: int = Field(0, description="Seed for data splits, initialisation and shuffling.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for data splits, initialisation and shuffling.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where training runs; `auto` takes CUDA when present."
     )

@@ -98,6 +98,26 @@ def test_throwing_known_hosts_away_is_refused_even_with_strict_checking(tmp_path
         load_devices(write(tmp_path, text))
 
 
+@pytest.mark.parametrize(
+    "option", ["KnownHostsCommand=/bin/echo %H ssh-ed25519 AAAA", "knownhostscommand=/usr/bin/true"]
+)
+def test_a_program_answering_for_host_keys_is_refused(tmp_path, option):
+    """Issue 22 item 9: KnownHostsCommand bypassed host-key checking (the program may vouch for any key)."""
+    text = GOOD.replace("[UserKnownHostsFile=~/.ssh/jetson_known_hosts]", f"['{option}']")
+    with pytest.raises(
+        EdgekdError, match=r"devices.xavier.ssh_options: .*lets a program answer for the device's host key"
+    ):
+        load_devices(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("name", ["x\n", "lab-orin\n"])
+def test_a_device_name_with_a_trailing_newline_is_refused(tmp_path, name):
+    """Issue 22 item 9: `re.match(...$)` let a trailing newline through."""
+    text = GOOD.replace("  lab-orin:", f"  {name!r}:".replace("'", '"'))
+    with pytest.raises(EdgekdError, match=r"device name .* is not a plain name"):
+        load_devices(write(tmp_path, text))
+
+
 @pytest.mark.parametrize("option", ["StrictHostKeyChecking=yes", "StrictHostKeyChecking=ask", "UserKnownHostsFile=k"])
 def test_checking_options_are_kept(tmp_path, option):
     text = GOOD.replace("[UserKnownHostsFile=~/.ssh/jetson_known_hosts]", f"[{option}]")

@@ -30,6 +30,7 @@ from edgekd.manifest import Manifest, read_manifest
 from edgekd.ondevice import catalog
 from edgekd.ondevice.bench import JOB_SCHEMA
 from edgekd.ondevice.files import sha256_file
+from edgekd.ondevice.names import is_plain_name
 from edgekd.ondevice.trt_options import BuildOptions
 from edgekd.rundir import RunDir
 
@@ -131,6 +132,8 @@ class Bundle:
     job: bytes = b""
 
     def add(self, rel: str, path: Path) -> None:
+        if not all(is_plain_name(part) for part in rel.split("/")):  # it becomes a path on the device
+            raise EdgekdError(f"bundle: {rel!r} is not a relative path of plain names; refused")
         self.files[rel] = path
         self.digests[rel] = sha256_file(str(path))
 

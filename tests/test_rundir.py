@@ -196,3 +196,23 @@ def test_files_made_from_an_earlier_input_are_not_vouched_for(tmp_path):
     manifest.record("distill", StageRecord("done", artifacts={"student": made("student", b"student 2")}))
     assert set(manifest.vouched()) == {"student"}
     assert manifest.stale() == {"export": "made from an earlier student; run the pipeline again"}
+
+
+class _Skipped(_Teacher):
+    """The same stage, skipped by its config."""
+
+    def skip_reason(self, cfg):
+        return "switched off for this run"
+
+
+def test_a_skip_keeps_the_last_finished_record(tiny_pipeline, tmp_path):
+    """Issue 22 item 7: a skipped stage dropped its done record, so turning it back on re-ran it (and a skip
+    upstream turned every downstream done record into 'skipped')."""
+    cfg = load_pipeline(tiny_pipeline())
+    run = RunDir(tmp_path / "run")
+    Runner(cfg, [_Teacher(b"good", fail=False)], run.root).run()
+    skipped = Runner(cfg, [_Skipped(b"other", fail=False)], run.root).run()
+    assert skipped.stage("teacher").status == "skipped" and skipped.done("teacher").status == "done"
+    assert "teacher" not in skipped.vouched()  # not offered while skipped
+    again = Runner(cfg, [_Teacher(b"other", fail=False)], run.root).run()
+    assert again.stage("teacher").status == "cached" and run.path("teacher").read_bytes() == b"good"

@@ -110,7 +110,7 @@ class StageRecord:
             ended=text("ended"),
             seconds=None if seconds is None else float(seconds),
             cached_at=text("cached_at"),
-            last_done=None if not last else cls.from_dict(last, f"{where}.last_done"),
+            last_done=None if last is None else cls.from_dict(last, f"{where}.last_done"),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -216,3 +216,37 @@ def test_a_skip_keeps_the_last_finished_record(tiny_pipeline, tmp_path):
     assert "teacher" not in skipped.vouched()  # not offered while skipped
     again = Runner(cfg, [_Teacher(b"other", fail=False)], run.root).run()
     assert again.stage("teacher").status == "cached" and run.path("teacher").read_bytes() == b"good"
+
+
+@pytest.mark.parametrize(
+    "stages, fragment",
+    [
+        ({"export": "done"}, "stages.export: expected dict, got 'done'"),
+        ({"export": {"status": "finished"}}, "stages.export.status: 'finished' is not one of done, cached"),
+        (
+            {"export": {"status": "done", "artifacts": {"student_onnx": {"path": 7, "sha256": "0" * 64, "bytes": 1}}}},
+            "stages.export.artifacts.student_onnx.path: expected str, got 7",
+        ),
+        (
+            {"export": {"status": "done", "artifacts": {"student_onnx": {"path": "export/student.onnx", "bytes": 1}}}},
+            "stages.export.artifacts.student_onnx.sha256: expected str, got None",
+        ),
+        ({"export": {"status": "failed", "last_done": []}}, "stages.export.last_done: expected dict, got []"),
+    ],
+    ids=["stage-is-a-string", "unknown-status", "path-is-an-int", "no-sha256", "last-done-is-a-list"],
+)
+def test_a_malformed_manifest_entry_is_one_line_naming_the_field(tiny_pipeline, tmp_path, stages, fragment):
+    """Issue 22 item 8: these raised TypeError/KeyError from `plan`, `run` and `ship`."""
+    from typer.testing import CliRunner
+
+    from edgekd.cli import app
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / MANIFEST).write_text(json.dumps({"stages": stages}))
+    result = CliRunner().invoke(app, ["plan", str(tiny_pipeline()), "--run-dir", str(run)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    message = " ".join(result.stderr.split())
+    assert (
+        f"{run / MANIFEST}: corrupt manifest: {fragment}" in message and "delete it to start the run afresh" in message
+    )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import edgekd.ondevice as device_package
@@ -28,8 +28,8 @@ from edgekd.config import DeviceConfig
 from edgekd.errors import EdgekdError
 from edgekd.manifest import Manifest, read_manifest
 from edgekd.ondevice import catalog
-from edgekd.ondevice.bench import JOB_SCHEMA
 from edgekd.ondevice.files import sha256_file
+from edgekd.ondevice.job import EngineEntry, Job, JobDevice, JobSettings, OnnxEntry, TensorRTOptions
 from edgekd.ondevice.names import is_plain_name
 from edgekd.ondevice.trt_options import BuildOptions
 from edgekd.rundir import RunDir
@@ -37,30 +37,6 @@ from edgekd.rundir import RunDir
 VAL_PATH = catalog.path_of("val_set")
 CALIBRATION_PATH = catalog.path_of("calib_set")
 PACKAGE = "edgekd_device"
-
-
-@dataclass(frozen=True)
-class EngineJob:
-    """One engine to build (or deploy): a catalogue engine row and the ONNX file it is built from."""
-
-    id: str  # catalogue id, e.g. student_trt_fp16, student_qat_trt_int8
-    precision: str
-    onnx: str  # run-dir relative ONNX path
-    onnx_sha256: str
-    fp16_onnx: str | None = None  # the fp16 ONNX a strongly typed fp16 build takes (TensorRT >= 10)
-    fp16_onnx_sha256: str | None = None
-
-    def entry(self, prebuilt: str | None = None) -> dict:
-        doc = {
-            "id": self.id,
-            "precision": self.precision,
-            "onnx": self.onnx,
-            "onnx_sha256": self.onnx_sha256,
-            "prebuilt": prebuilt,
-        }
-        if self.fp16_onnx:
-            doc.update(fp16_onnx=self.fp16_onnx, fp16_onnx_sha256=self.fp16_onnx_sha256)
-        return doc
 
 
 def shippable(run_dir: Path, manifest: Manifest | None = None) -> dict[str, Path]:
@@ -89,7 +65,9 @@ def fp16_twin(onnx_id: str) -> str | None:
     return None
 
 
-def plan_engines(run_dir: Path, sources: dict[str, Path], precisions: list[str], dla: bool = False) -> list[EngineJob]:
+def plan_engines(
+    run_dir: Path, sources: dict[str, Path], precisions: list[str], dla: bool = False
+) -> list[EngineEntry]:
     """The catalogue's engine rows for `precisions` whose source ONNX is among `sources` (id -> path).
 
     int8 engines come from Q/DQ ONNX files on the GPU and are calibrated from the fp32 ONNX on the
@@ -105,10 +83,10 @@ def plan_engines(run_dir: Path, sources: dict[str, Path], precisions: list[str],
         for row in rows:
             twin = sources.get(fp16_twin(source) or "") if row.precision == "fp16" else None
             if twin is None:
-                jobs.append(EngineJob(row.id, row.precision, rel, digest))
+                jobs.append(EngineEntry(row.id, row.precision, rel, digest))
             else:
                 twin_rel = twin.relative_to(run_dir).as_posix()
-                jobs.append(EngineJob(row.id, row.precision, rel, digest, twin_rel, sha256_file(str(twin))))
+                jobs.append(EngineEntry(row.id, row.precision, rel, digest, twin_rel, sha256_file(str(twin))))
     return jobs
 
 
@@ -137,8 +115,8 @@ class Bundle:
         self.files[rel] = path
         self.digests[rel] = sha256_file(str(path))
 
-    def set_job(self, job: dict) -> None:
-        self.job = json.dumps(job, indent=2, sort_keys=True).encode()
+    def set_job(self, job: Job) -> None:
+        self.job = job.to_json()
         self.digests["job.json"] = hashlib.sha256(self.job).hexdigest()
 
     @property
@@ -178,23 +156,23 @@ def make_bundle(
         bundle.add(f"{PACKAGE}/{src.name}", src)
     bundle.add(VAL_PATH, val)
 
-    engines: list[dict] = []
-    onnx: list[dict] = []
+    engines: list[EngineEntry] = []
+    onnx: list[OnnxEntry] = []
     calibration = None
     dla = device.tensorrt.dla_core is not None
     if prebuilt is not None:
-        for job in plan_engines(run_dir, sources, device.tensorrt.precisions, dla):
-            engine = prebuilt[job.id]
-            bundle.add(f"engines/{job.id}.engine", engine)
-            bundle.add(f"engines/{job.id}.json", engine.with_suffix(".json"))
-            engines.append(job.entry(prebuilt=f"engines/{job.id}.engine"))
+        for entry in plan_engines(run_dir, sources, device.tensorrt.precisions, dla):
+            engine = prebuilt[entry.id]
+            bundle.add(f"engines/{entry.id}.engine", engine)
+            bundle.add(f"engines/{entry.id}.json", engine.with_suffix(".json"))
+            engines.append(replace(entry, prebuilt=f"engines/{entry.id}.engine"))
     else:
         if "tensorrt" in device.backends and device.tensorrt.enabled:
-            for job in plan_engines(run_dir, sources, device.tensorrt.precisions, dla):
-                for rel in filter(None, (job.onnx, job.fp16_onnx)):
+            for entry in plan_engines(run_dir, sources, device.tensorrt.precisions, dla):
+                for rel in filter(None, (entry.onnx, entry.fp16_onnx)):
                     bundle.add(rel, run.inside(rel, "manifest"))
-                engines.append(job.entry())
-            if "int8" in device.tensorrt.precisions and not any(e["precision"] == "int8" for e in engines):
+                engines.append(entry)
+            if "int8" in device.tensorrt.precisions and not any(e.precision == "int8" for e in engines):
                 needed = "fp32 student ONNX (export stage)" if dla else "Q/DQ int8 ONNX (qat stage)"
                 warnings.append(f"{run_dir}: the manifest vouches for no {needed}: no int8 engines")
             if dla_int8(device) and "calib_set" in vouched:
@@ -209,7 +187,7 @@ def make_bundle(
             for art_id, path in sources.items():
                 rel = run.relative(path)
                 bundle.add(rel, path)
-                onnx.append({"id": art_id, "path": rel})
+                onnx.append(OnnxEntry(art_id, rel))
     if not engines and not onnx:
         shippable_ids = ", ".join(a.id for a in catalog.ARTIFACTS if a.ships)
         raise EdgekdError(
@@ -218,28 +196,15 @@ def make_bundle(
         )
     b = device.benchmark
     bundle.set_job(
-        {
-            "schema": JOB_SCHEMA,
-            "device": {
-                "name": device.name,
-                "kind": device.kind,
-                "record_power_mode": device.record_power_mode,
-                "lock_clocks": device.lock_clocks,
-            },
-            "val": VAL_PATH,
-            "calibration": calibration,
-            "settings": {
-                "batch_sizes": b.batch_sizes,
-                "warmup": b.warmup,
-                "min_runs": b.min_runs,
-                "min_seconds": b.min_seconds,
-                "repeats": b.repeats,
-                "threads": b.threads,
-            },
-            "ort_providers": device.ort_providers,
-            "tensorrt": {k: v for k, v in build_options(device, "fp16").as_dict().items() if k != "precision"},
-            "onnx": onnx,
-            "engines": engines,
-        }
+        Job(
+            device=JobDevice(device.name, device.kind, device.record_power_mode, device.lock_clocks),
+            val=VAL_PATH,
+            calibration=calibration,
+            settings=JobSettings(b.batch_sizes, b.warmup, b.min_runs, b.min_seconds, b.repeats, b.threads),
+            ort_providers=list(device.ort_providers),
+            tensorrt=TensorRTOptions.from_options(build_options(device, "fp16")),
+            onnx=onnx,
+            engines=engines,
+        )
     )
     return bundle, warnings

@@ -1,7 +1,7 @@
 """Engines kept on this machine by (ONNX sha256, precision and build options, device kind, TensorRT version).
 
 A calibrated engine (int8 on the DLA) is keyed by its ONNX and its calibration set together
-(trt_options.calibrated_source), as the device's own cache keys it (edgekd_device.bench.build_source).
+(trt_options.calibrated_source), as the device's own cache keys it (edgekd_device.job.EngineEntry.build_source).
 
 Filled by every ship that builds engines and by local builds; read by `edgekd ship --engines-only`
 to deploy engines to another device of the same kind and TensorRT version without rebuilding.

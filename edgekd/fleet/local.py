@@ -47,7 +47,7 @@ def build_local_engines(
     """Build the catalogue engines for `cfg.precisions` from `sources` (ONNX id -> path), each to `out(engine id)`
     with its sidecar and logs beside it.
 
-    fp32/fp16 engines come from fp32 ONNX files (fp16 from the fp16 ONNX on TensorRT >= 10: bench.build_source),
+    fp32/fp16 engines come from fp32 ONNX files (fp16 from the fp16 ONNX on TensorRT >= 10: EngineEntry.build_source),
     int8 from Q/DQ ONNX files. The timing and
     engine caches live under the user cache dir, keyed by this GPU (device kind `host-<gpu>`).
     """
@@ -57,15 +57,14 @@ def build_local_engines(
         return LocalEngines(skipped=why)
     import tensorrt
 
-    from edgekd.ondevice.bench import build_source
     from edgekd.ondevice.trt_build import build_engine
 
     calibration = read_manifest(run_dir).vouched().get("calib_set")  # DLA int8 is calibrated from it
     kind = "host-" + slug(gpu)
     result = LocalEngines()
-    for job in plan_engines(run_dir, sources, list(cfg.precisions), cfg.dla_core is not None):
+    for entry in plan_engines(run_dir, sources, list(cfg.precisions), cfg.dla_core is not None):
         opts = BuildOptions(
-            job.precision,
+            entry.precision,
             cfg.dla_core,
             cfg.static_shapes,
             cfg.workspace_mb,
@@ -73,10 +72,10 @@ def build_local_engines(
             cfg.opt_batch,
             cfg.max_batch,
         )
-        engine = out(job.id)
+        engine = out(entry.id)
         calibrated = trt_options.build_plan(opts, tensorrt.__version__).calibrate and calibration is not None
         digest = sha256_file(str(calibration)) if calibrated else None
-        onnx, _ = build_source(job.entry(), opts, tensorrt.__version__, digest)
+        onnx, _ = entry.build_source(opts, tensorrt.__version__, digest)
         try:
             build_engine(
                 str(RunDir(run_dir).inside(onnx, "engine source")),
@@ -84,12 +83,12 @@ def build_local_engines(
                 opts,
                 kind,
                 str(engine_cache.cache_root()),
-                shown_paths=(onnx, catalog.path_of(job.id, device)),
+                shown_paths=(onnx, catalog.path_of(entry.id, device)),
                 calibration_images=str(calibration) if calibrated else None,
             )
         except Exception as e:  # BuildError, or TensorRT/pycuda failing: one engine's failure keeps the others
-            result.failed[job.id] = one_line(e)
+            result.failed[entry.id] = one_line(e)
             continue
         engine_cache.store(engine, kind)
-        result.engines[job.id] = engine
+        result.engines[entry.id] = engine
     return result

@@ -32,7 +32,6 @@ from edgekd.fleet.check import assess, probe_device
 from edgekd.fleet.device_results import check_bench, check_sidecar, check_tree, inside
 from edgekd.fleet.ssh import Ssh, remote_command
 from edgekd.manifest import Manifest
-from edgekd.ondevice.bench import build_source
 from edgekd.ondevice.files import sha256_file
 from edgekd.ondevice.trt_options import validate_options
 from edgekd.rundir import RunDir
@@ -229,17 +228,17 @@ def _prebuilt_engines(
     manifest = manifest or run_manifest(run_dir)
     calibration = manifest.vouched_sha256().get("calib_set")
     dla = device.tensorrt.dla_core is not None
-    for job in plan_engines(run_dir, shippable(run_dir, manifest), device.tensorrt.precisions, dla):
-        opts = build_options(device, job.precision)
-        onnx, source = build_source(job.entry(), opts, trt_version, calibration)
+    for entry in plan_engines(run_dir, shippable(run_dir, manifest), device.tensorrt.precisions, dla):
+        opts = build_options(device, entry.precision)
+        onnx, source = entry.build_source(opts, trt_version, calibration)
         path = engine_cache.lookup(source, opts, device.kind, trt_version)
         if path is None:
             raise EdgekdError(
-                f"--engines-only: no cached {job.precision} engine of {onnx} for {device.kind} with TensorRT "
+                f"--engines-only: no cached {entry.precision} engine of {onnx} for {device.kind} with TensorRT "
                 f"{trt_version} in {engine_cache.cache_root() / 'engines'}; ship once without --engines-only "
                 f"to a device of this kind"
             )
-        found[job.id] = path
+        found[entry.id] = path
     if not found:
         raise EdgekdError(
             f"--engines-only: {run_dir} has no ONNX files to match engines to (precisions {device.tensorrt.precisions})"

@@ -9,7 +9,7 @@ from fleet_helpers import vouch
 from edgekd.config import DeviceConfig
 from edgekd.errors import EdgekdError
 from edgekd.fleet.bundle import make_bundle, plan_engines, shippable
-from edgekd.ondevice.bench import JOB_SCHEMA
+from edgekd.ondevice.job import JOB_SCHEMA
 
 
 def device(**kw) -> DeviceConfig:

@@ -13,9 +13,9 @@ from edgekd.fleet import engine_cache
 from edgekd.fleet.bundle import CALIBRATION_PATH, make_bundle
 from edgekd.fleet.ship import _prebuilt_engines
 from edgekd.ondevice import trt_options
-from edgekd.ondevice.bench import build_source
 from edgekd.ondevice.calibrate import write_calibration_set
 from edgekd.ondevice.files import sha256_file
+from edgekd.ondevice.job import EngineEntry
 from edgekd.ondevice.trt_options import BuildOptions
 
 KIND = "jetson-agx-xavier"
@@ -91,28 +91,26 @@ def test_a_dla_int8_device_without_a_vouched_calibration_set_is_warned(run):
 
 def test_fp16_jobs_name_the_fp16_onnx_and_the_device_picks_by_its_tensorrt(run):
     bundle, job, _ = job_of(run, device(precisions=["fp16"]))
-    entries = {e["id"]: e for e in job["engines"]}
+    entries = {e["id"]: EngineEntry(**e) for e in job["engines"]}
     student, teacher = entries["student_trt_fp16"], entries["teacher_trt_fp16"]
-    assert student["fp16_onnx"] == "export/student_fp16.onnx" and "export/student_fp16.onnx" in bundle.digests
-    assert "fp16_onnx" not in teacher  # no teacher fp16 ONNX vouched for: TensorRT >= 10 will say it needs one
+    assert student.fp16_onnx == "export/student_fp16.onnx" and "export/student_fp16.onnx" in bundle.digests
+    assert teacher.fp16_onnx is None  # no teacher fp16 ONNX vouched for: TensorRT >= 10 will say it needs one
     fp16_sha = sha256_file(str(run / "export" / "student_fp16.onnx"))
-    assert student["fp16_onnx_sha256"] == fp16_sha
+    assert student.fp16_onnx_sha256 == fp16_sha
     opts = BuildOptions("fp16")
-    assert build_source(student, opts, "8.5.2.2") == ("export/student.onnx", student["onnx_sha256"])
-    assert build_source(student, opts, "10.16.0") == ("export/student_fp16.onnx", fp16_sha)
-    assert build_source(student, opts, "11.1.0") == ("export/student_fp16.onnx", fp16_sha)
-    assert build_source(teacher, opts, "10.16.0") == ("export/teacher.onnx", teacher["onnx_sha256"])
+    assert student.build_source(opts, "8.5.2.2") == ("export/student.onnx", student.onnx_sha256)
+    assert student.build_source(opts, "10.16.0") == ("export/student_fp16.onnx", fp16_sha)
+    assert student.build_source(opts, "11.1.0") == ("export/student_fp16.onnx", fp16_sha)
+    assert teacher.build_source(opts, "10.16.0") == ("export/teacher.onnx", teacher.onnx_sha256)
 
 
 def test_calibration_changes_the_key_of_calibrated_builds_only():
-    entry = {"onnx": "export/student.onnx", "onnx_sha256": "a" * 64}
+    entry = EngineEntry("student_trt_int8", "int8", "export/student.onnx", "a" * 64)
     dla = BuildOptions("int8", dla_core=0, static_shapes=True)
-    _, calibrated = build_source(entry, dla, "8.5.2.2", "c" * 64)
+    _, calibrated = entry.build_source(dla, "8.5.2.2", "c" * 64)
     assert calibrated == trt_options.calibrated_source("a" * 64, "c" * 64) != "a" * 64
-    assert build_source(entry, dla, "8.5.2.2", "d" * 64)[1] != calibrated  # another calibration set, another engine
-    assert (
-        build_source(entry, BuildOptions("int8"), "8.5.2.2", "c" * 64)[1] == "a" * 64
-    )  # GPU int8: Q/DQ, no calibrator
+    assert entry.build_source(dla, "8.5.2.2", "d" * 64)[1] != calibrated  # another calibration set, another engine
+    assert entry.build_source(BuildOptions("int8"), "8.5.2.2", "c" * 64)[1] == "a" * 64  # GPU int8: Q/DQ, no calibrator
 
 
 def cached(tmp_path, name, source_sha, opts, trt="8.5.2.2", calibration=None):

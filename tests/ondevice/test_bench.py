@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.ondevice import bench
+from edgekd.ondevice.job import JOB_SCHEMA
 from edgekd.ondevice.measure import BENCH_SCHEMA
 from edgekd.ondevice.records import BenchDoc
 
@@ -43,7 +44,7 @@ def job(tmp_path):
         tmp_path / "bench" / "val.npz", images=images, labels=logits.argmax(1), teacher_logits=logits.astype(np.float32)
     )
     doc = {
-        "schema": bench.JOB_SCHEMA,
+        "schema": JOB_SCHEMA,
         "device": {"name": "dev", "kind": "test-host", "record_power_mode": False},
         "val": "bench/val.npz",
         "settings": {"batch_sizes": [1, 4], "warmup": 1, "min_runs": 3, "min_seconds": 0.0, "repeats": 2, "threads": 1},

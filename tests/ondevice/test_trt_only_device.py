@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import edgekd.ondevice
-from edgekd.ondevice.bench import JOB_SCHEMA
+from edgekd.ondevice.job import JOB_SCHEMA
 
 STANDINS = Path(__file__).resolve().parents[1] / "standins"
 REFUSE = """\

@@ -336,7 +336,7 @@ class Job:
             calibration = _path(calibration, "calibration", root)
         provider_docs = _list(doc.get("ort_providers", ["CPUExecutionProvider"]), "ort_providers")
         providers = [_name(p, f"ort_providers[{i}]") for i, p in enumerate(provider_docs)]
-        tensorrt = TensorRTOptions.from_dict(doc.get("tensorrt", {}))
+        build = TensorRTOptions.from_dict(doc.get("tensorrt", {}))
         onnx = [OnnxEntry.from_dict(e, f"onnx[{i}]", root) for i, e in enumerate(_list(doc.get("onnx", []), "onnx"))]
         engine_docs = _list(doc.get("engines", []), "engines")
         engines = [EngineEntry.from_dict(e, f"engines[{i}]", root) for i, e in enumerate(engine_docs)]
@@ -348,10 +348,10 @@ class Job:
                 raise _fail(where + ".id", entry.id, "an id that appears once in the job")
             seen.add(entry.id)
         for i, entry in enumerate(engines):  # what the host checked in devices.yaml, checked again
-            problems = trt_options.validate_options(tensorrt.build_options(entry.precision))
+            problems = trt_options.validate_options(build.build_options(entry.precision))
             if problems:
-                raise JobError(f"{JOB_FILE}: engines[{i}] ({entry.precision}): tensorrt: {problems[0]}")
-        return cls(device, val, settings, calibration, providers, tensorrt, onnx, engines)
+                raise JobError(f"{JOB_FILE}: tensorrt: {problems[0]} (engines[{i}], {entry.id})")
+        return cls(device, val, settings, calibration, providers, build, onnx, engines)
 
     @classmethod
     def read(cls, path: str) -> "Job":

@@ -9,7 +9,7 @@ from fleet_helpers import vouch
 from edgekd.config import DeviceConfig
 from edgekd.errors import EdgekdError
 from edgekd.fleet.bundle import make_bundle, plan_engines, shippable
-from edgekd.ondevice.job import JOB_SCHEMA
+from edgekd.ondevice.job import JOB_SCHEMA, Job
 
 
 def device(**kw) -> DeviceConfig:
@@ -46,6 +46,7 @@ def test_tensorrt_bundle_holds_package_val_onnx_and_job(small_run):
     assert {"export/student.onnx", "export/teacher.onnx", "qat/student_int8_qdq.onnx"} <= paths
     assert "dynamic_quant/student_dynamic_int8.onnx" not in paths  # TensorRT cannot build ORT's dynamic int8 ops
     job = json.loads(bundle.job)
+    assert Job.from_dict(job, None).to_json() == bundle.job  # what the device reads is what the host wrote
     assert job["schema"] == JOB_SCHEMA and job["onnx"] == []
     assert sorted((e["id"], e["onnx"]) for e in job["engines"]) == [
         ("student_qat_trt_int8", "qat/student_int8_qdq.onnx"),

@@ -164,3 +164,107 @@ def test_a_job_naming_paths_outside_the_bundle_is_refused(job, tmp_path, capsys,
     assert f"job.json: {field} is " in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "cache").exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        # a TypeError in check_job (issue 22)
+        pytest.param(lambda d: d["onnx"][0].update(id=["student_onnx"]), "onnx[0].id", id="id-list"),
+        pytest.param(lambda d: d["onnx"][0].update(id={"a": 1}), "onnx[0].id", id="id-object"),
+        pytest.param(
+            lambda d: d.update(engines=[{**ENGINE, "id": ["student_trt_fp16"]}]), "engines[0].id", id="engine-id-list"
+        ),
+        pytest.param(lambda d: d.update(device="dev"), "device", id="device-string"),
+        pytest.param(lambda d: d.update(device=None), "device", id="device-null"),
+        pytest.param(lambda d: d["device"].pop("kind"), "device.kind", id="device-no-kind"),
+        # re.match(...$) took a trailing newline
+        pytest.param(lambda d: d["device"].update(name="dev\n"), "device.name", id="name-newline"),
+        # truthy: would lock the clocks
+        pytest.param(lambda d: d["device"].update(lock_clocks="no"), "device.lock_clocks", id="lock-clocks-string"),
+        pytest.param(
+            lambda d: d["device"].update(record_power_mode=1), "device.record_power_mode", id="power-mode-int"
+        ),
+        pytest.param(lambda d: d.update(settings="fast"), "settings", id="settings-string"),
+        pytest.param(lambda d: d["settings"].update(batch_sizes=["8"]), "settings.batch_sizes[0]", id="batch-string"),
+        pytest.param(lambda d: d["settings"].update(batch_sizes=[0]), "settings.batch_sizes[0]", id="batch-zero"),
+        pytest.param(lambda d: d["settings"].update(batch_sizes=[]), "settings.batch_sizes", id="batch-empty"),
+        pytest.param(lambda d: d["settings"].update(batch_sizes=4), "settings.batch_sizes", id="batch-int"),
+        pytest.param(lambda d: d["settings"].update(min_seconds="1"), "settings.min_seconds", id="min-seconds-string"),
+        pytest.param(lambda d: d["settings"].update(repeats=True), "settings.repeats", id="repeats-bool"),
+        pytest.param(lambda d: d["settings"].update(threads=0), "settings.threads", id="threads-zero"),
+        pytest.param(lambda d: d["settings"].update(speed="max"), "settings.speed", id="settings-unknown"),
+        pytest.param(lambda d: d.update(ort_providers="CPUExecutionProvider"), "ort_providers", id="providers-string"),
+        pytest.param(
+            lambda d: d.update(ort_providers=[["CPUExecutionProvider"]]), "ort_providers[0]", id="provider-list"
+        ),
+        pytest.param(lambda d: d.update(onnx={"student_onnx": "export/student.onnx"}), "onnx", id="onnx-object"),
+        pytest.param(lambda d: d.update(onnx=["export/student.onnx"]), "onnx[0]", id="onnx-string"),
+        # the same artifact twice
+        pytest.param(lambda d: d["onnx"][1].update(id="student_onnx"), "onnx[1].id", id="onnx-twice"),
+        pytest.param(lambda d: d["onnx"][0].pop("path"), "onnx[0].path", id="onnx-no-path"),
+        pytest.param(
+            lambda d: d.update(engines=[{**ENGINE, "precision": ["fp16"]}]), "engines[0].precision", id="precision-list"
+        ),
+        pytest.param(
+            lambda d: d.update(engines=[{**ENGINE, "onnx_sha256": 7}]), "engines[0].onnx_sha256", id="sha-int"
+        ),
+        pytest.param(
+            lambda d: d.update(engines=[{**ENGINE, "onnx_sha256": "a" * 64 + "\n"}]),
+            "engines[0].onnx_sha256",
+            id="sha-newline",
+        ),
+        pytest.param(
+            lambda d: d.update(engines=[ENGINE], tensorrt={"workspace_mb": 10**300}),
+            "tensorrt.workspace_mb",
+            id="workspace-huge",
+        ),
+        pytest.param(
+            lambda d: d.update(engines=[ENGINE], tensorrt={"dla_core": "0"}), "tensorrt.dla_core", id="dla-core-string"
+        ),
+        pytest.param(
+            lambda d: d.update(engines=[ENGINE], tensorrt={"min_batch": 8, "max_batch": 1}),
+            "tensorrt",
+            id="batch-profile",
+        ),
+        pytest.param(lambda d: d.update(tensorrt=[]), "tensorrt", id="tensorrt-list"),
+        pytest.param(lambda d: d.update(calibration=["bench/calib.npz"]), "calibration", id="calibration-list"),
+        # a field this version does not know is refused, not ignored
+        pytest.param(lambda d: d.update(evil=1), "evil", id="unknown-field"),
+        pytest.param(lambda d: d.update(schema="edgekd.job/0"), "schema", id="schema"),
+        pytest.param(lambda d: d.pop("val"), "val", id="no-val"),
+    ],
+)
+def test_a_malformed_job_is_one_line_naming_the_field(job, tmp_path, capsys, change, field):
+    """job.json is untrusted: a field of the wrong type or shape is a one-line JobError (exit 2) naming the field,
+    never a traceback, and nothing is written."""
+    doc = json.loads(job.read_text())
+    change(doc)
+    job.write_text(json.dumps(doc))
+    out = tmp_path / "results"
+    assert bench.main([str(job), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"edgekd-device: error: job.json: {field} ") or err.startswith(
+        f"edgekd-device: error: job.json: {field}:"
+    ), err
+    assert len(err.strip().splitlines()) == 1 and len(err) < 400, err
+    assert not out.exists() and not (tmp_path / "cache").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"[1, 2]", "job.json: the job is [1, 2]; expected an object"),
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe{}", "not JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b" " * (5 << 20) + b"{}", "larger than"),
+    ],
+    ids=["a-list", "not-json", "not-utf8", "deep", "huge"],
+)
+def test_a_job_file_that_is_not_a_job_is_one_line(job, tmp_path, capsys, content, says):
+    job.write_bytes(content)
+    assert bench.main([str(job), "--out", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err[:500]

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import catalog, measure, trt_options
 from .clocks import locked_clocks
+from .files import sha256_file
 from .job import EngineEntry, Job, JobError, OnnxEntry
 from .probe import device_info, jetson_state
 from .records import BenchDoc
@@ -80,7 +81,7 @@ class Bench:
         if entry.prebuilt:
             source = os.path.join(self.root, os.path.splitext(entry.prebuilt)[0])
         else:
-            digest = trt_options.sha256_file(calibration) if calibration else None
+            digest = sha256_file(calibration) if calibration else None
             onnx, source_key = entry.build_source(opts, trt.__version__, digest)
             key = trt_options.engine_key(source_key, opts, self.device.kind, trt.__version__)
             source = os.path.join(self.cache_dir, "engines", key)
@@ -144,7 +145,7 @@ class Bench:
         for rec in records:
             full = os.path.join(self.out_dir if rec.row.runtime == "tensorrt" else self.root, rec.path)
             if os.path.isfile(full):
-                rec.sha256, rec.size_bytes = trt_options.sha256_file(full), os.path.getsize(full)
+                rec.sha256, rec.size_bytes = sha256_file(full), os.path.getsize(full)
             self.log("{}: {}{}".format(rec.id, rec.status, f" ({rec.reason})" if rec.reason else ""))
         doc = BenchDoc(
             device=self.device.name,

@@ -252,8 +252,8 @@ class EngineEntry:
     def from_dict(cls, doc: Any, where: str, root: Optional[str] = None) -> "EngineEntry":
         _obj(doc, where, tuple(f.name for f in fields(cls)), ("id", "precision", "onnx", "onnx_sha256"))
         precision = doc["precision"]
-        if not isinstance(precision, str) or precision not in trt_options.PRECISIONS:
-            raise _fail(where + ".precision", precision, "one of " + ", ".join(trt_options.PRECISIONS))
+        if not isinstance(precision, str) or precision not in catalog.ENGINE_PRECISIONS:
+            raise _fail(where + ".precision", precision, "one of " + ", ".join(catalog.ENGINE_PRECISIONS))
         fp16_onnx = doc.get("fp16_onnx")
         prebuilt = doc.get("prebuilt")
         return cls(

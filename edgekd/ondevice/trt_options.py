@@ -11,7 +11,7 @@ import shlex
 from typing import Dict, List, Optional, Tuple
 
 from .catalog import ENGINE_PRECISIONS as PRECISIONS  # the precisions an engine is built at
-from .files import sha256_file  # noqa: F401  (re-exported: bench.py and trt_build.py call trt_options.sha256_file)
+from .files import sha256_file  # noqa: F401  (re-exported: trt_build.py calls trt_options.sha256_file)
 
 SIDECAR_SCHEMA = "edgekd.engine/1"
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import catalog, trt_options
+from .names import is_plain_name
 
 JOB_SCHEMA = "edgekd.job/1"
 JOB_FILE = "job.json"
 MAX_JOB_BYTES = 4 << 20  # a job names a few dozen files; anything this big was not written by the host
 MAX_INT = 2**31 - 1  # counts, batch sizes and MiB: what TensorRT and numpy take as a C int
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_KIND = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
+_KIND = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")  # devices.yaml's kind pattern, bounded
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SHOW = reprlib.Repr()
 _SHOW.maxstring = _SHOW.maxother = 80
@@ -52,16 +52,22 @@ def _obj(doc: Any, where: str, keys: tuple, required: tuple = ()) -> Dict[str, A
     return doc
 
 
-def _name(value: Any, where: str, pattern: "re.Pattern[str]" = _NAME) -> str:
-    if not isinstance(value, str) or not pattern.fullmatch(value):
+def _name(value: Any, where: str) -> str:
+    if not is_plain_name(value):
         raise _fail(where, value, "a plain name")
+    return value
+
+
+def _kind(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _KIND.fullmatch(value):
+        raise _fail(where, value, "a device kind (lowercase letters, digits, '_', '.', '-')")
     return value
 
 
 def _path(value: Any, where: str, root: Optional[str]) -> str:
     """A relative path of plain names that resolves inside `root` (not checked when root is None: the host)."""
     parts = value.split("/") if isinstance(value, str) else []
-    if not parts or not all(_NAME.fullmatch(p) for p in parts):
+    if not parts or not all(is_plain_name(p) for p in parts):
         raise _fail(where, value, "a relative path of plain names inside the bundle")
     if root is not None:
         real_root = os.path.realpath(root)
@@ -126,7 +132,7 @@ class JobDevice:
         _obj(doc, where, keys, ("name", "kind"))
         return cls(
             name=_name(doc["name"], where + ".name"),
-            kind=_name(doc["kind"], where + ".kind", _KIND),
+            kind=_kind(doc["kind"], where + ".kind"),
             record_power_mode=_bool(doc.get("record_power_mode", True), where + ".record_power_mode"),
             lock_clocks=_bool(doc.get("lock_clocks", False), where + ".lock_clocks"),
         )

@@ -65,6 +65,7 @@ class RemoteLayout:
         self.bundles = posixpath.join(self.root, "bundles")
         self.results = posixpath.join(self.root, "results")
         self.cache = posixpath.join(self.root, "cache")
+        self.lock = posixpath.join(self.root, ".lock")
 
     def bundle(self, bundle_id: str) -> str:
         return posixpath.join(self.bundles, bundle_id)
@@ -275,6 +276,14 @@ def _ship(run: RunDir, device: DeviceConfig, engines_only: bool, force: bool) ->
     manifest = run_manifest(run_dir)  # read once: the bundle and the engine lookup share it
     ssh = Ssh(device)
     r = RemoteLayout(device.workdir)
+    with ssh.holding_lock(r.lock):  # one ship at a time in a device's workdir, from any host
+        return _ship_locked(run, manifest, ssh, r, device, engines_only, force)
+
+
+def _ship_locked(
+    run: RunDir, manifest: Manifest, ssh: Ssh, r: RemoteLayout, device: DeviceConfig, engines_only: bool, force: bool
+) -> ShipResult:
+    run_dir = run.root
     found, objects, bundles, results = _probe_and_list(ssh, r)
     report = assess(device, found)
     report.require_ok()

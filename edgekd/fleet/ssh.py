@@ -10,9 +10,11 @@ An unknown or changed host key is an error that says so.
 from __future__ import annotations
 
 import os
+import posixpath
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from edgekd.errors import EdgekdError
 
 KEEPALIVE = ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
 """Notice a dropped connection within a minute instead of hanging until the command timeout."""
+LOCK_HELD = 75
+"""The exit status `flock -n -E` gives when another process holds the device's workdir lock."""
 
 
 def remote_command(*argvs: Sequence[str]) -> str:
@@ -144,6 +148,39 @@ class Ssh:
         if proc.returncode == 255 or (check and proc.returncode != 0):
             raise self._fail(proc, what)
         return proc
+
+    @contextmanager
+    def holding_lock(self, lock: str) -> Iterator[None]:
+        """Hold `flock` on the device's file `lock` for the block, through one SSH connection that waits on its
+        stdin: the lock goes when the block ends, or with the connection if the host dies. A lock already held
+        there is a one-line EdgekdError."""
+        hold = ["flock", "-n", "-E", str(LOCK_HELD), lock, "sh", "-c", "echo locked; exec cat >/dev/null"]
+        command = remote_command(["mkdir", "-p", posixpath.dirname(lock) or "."]) + " && exec " + shlex.join(hold)
+        if not self._policy_checked:
+            self.check_host_key_policy()
+            self._policy_checked = True
+        proc = subprocess.Popen(
+            self.ssh_argv(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        if proc.stdout.readline().strip() != b"locked":
+            _, stderr = proc.communicate(timeout=self.device.command_timeout_s)
+            if proc.returncode == LOCK_HELD:
+                raise EdgekdError(
+                    f"{self.where()}: its workdir is in use by another edgekd ship; wait for it to finish"
+                )
+            raise self._fail(
+                subprocess.CompletedProcess(proc.args, proc.returncode, b"", stderr), "locking the workdir"
+            )
+        try:
+            yield
+        finally:
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def upload(self, local: Path, remote_dir: str, timeout: float | None = None) -> None:
         """Copy the folder `local` into `remote_dir` on the device (it becomes remote_dir/<local.name>)."""

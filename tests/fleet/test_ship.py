@@ -282,3 +282,18 @@ def test_device_answers_that_once_raised_tracebacks_are_one_line_refusals(sshd, 
     with pytest.raises(EdgekdError, match=r"workspace_mb 1000000000\d* is outside 16\.\.1048576"):
         ship(run_dir, device)
     assert not (run_dir / "bench" / "loopback.json").exists() and not list(run_dir.glob(".ship-tmp-*"))
+
+
+def test_one_ship_at_a_time_in_a_device_workdir(sshd, isolated_python, run_dir, tmp_path):
+    """Issue 22 item 6, on the device side: a ship from another host (or run) holds the workdir's lock over its
+    own SSH connection; a second ship is refused, and the lock goes with the first one's connection."""
+    from edgekd.fleet.ship import RemoteLayout
+    from edgekd.fleet.ssh import Ssh
+
+    remote = tmp_path / "remote"
+    device = sshd.device(remote, isolated_python, ["onnxruntime"])
+    with Ssh(device).holding_lock(RemoteLayout(device.workdir).lock):
+        with pytest.raises(EdgekdError, match=r"device 'loopback' .*: its workdir is in use by another edgekd ship"):
+            ship(run_dir, device)
+        assert not (remote / "objects").exists()  # refused before it touched the workdir
+    assert ship(run_dir, device).ran_bench  # released when the holder's block ended

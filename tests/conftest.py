@@ -28,11 +28,17 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(int(share))
 
 
+# The longest tests (pytest --durations): the quickstart end to end, one registry model trained per test, a run
+# killed and resumed four times. Each takes minutes of CPU; handed out last, one would run alone at the end.
+LONGEST = ("tests/test_quickstart.py", "tests/quant/test_ptq_agreement.py", "tests/hardening/test_kill_resume.py")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist, `slow` tests first (a stable sort: the rest keep their order), so that the long ones
-    start early and the workers end together on short ones instead of one worker finishing a long test alone."""
+    """Under pytest-xdist, the LONGEST tests first, then the other `slow` ones (a stable sort: the rest keep their
+    order), so that the long ones start early and the workers end together on short ones instead of one worker
+    finishing a long test alone."""
     if hasattr(config, "workerinput"):  # an xdist worker: the order the controller hands tests out in
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+        items.sort(key=lambda item: (not item.nodeid.startswith(LONGEST), item.get_closest_marker("slow") is None))
 
 
 @pytest.fixture

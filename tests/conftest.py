@@ -28,9 +28,15 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(int(share))
 
 
-# The longest tests (pytest --durations): the quickstart end to end, one registry model trained per test, a run
-# killed and resumed four times. Each takes minutes of CPU; handed out last, one would run alone at the end.
-LONGEST = ("tests/test_quickstart.py", "tests/quant/test_ptq_agreement.py", "tests/hardening/test_kill_resume.py")
+# The longest tests (pytest --durations): the quickstart end to end, one registry model trained per test, a run per
+# changed key, a run killed and resumed four times. Each takes minutes of CPU; handed out last, one would run alone
+# at the end.
+LONGEST = (
+    "tests/test_quickstart.py",
+    "tests/quant/test_ptq_agreement.py",
+    "tests/test_keys.py::test_each_change_reruns_exactly_its_downstream_stages",
+    "tests/hardening/test_kill_resume.py",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,13 +1,57 @@
-"""Shared fixtures: a tiny digits pipeline that trains in seconds, and a tiny real ONNX classifier."""
+"""Shared fixtures: a tiny digits pipeline that trains in seconds, and a tiny real ONNX classifier; the cores
+each test process may use, and the order tests are handed out in (slow first) when pytest-xdist runs them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+
+def cores_per_process() -> int:
+    """This process's share of the cores: all of them, or under `pytest -n N` (pytest-xdist) 1/N of them each."""
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist worker's torch, and the CLI subprocesses its tests start, use the worker's share of the cores:
+    N workers with a thread per core each would time-slice every OpenMP region N ways."""
+    if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+        share = str(cores_per_process())
+        os.environ.setdefault("OMP_NUM_THREADS", share)
+        import torch
+
+        torch.set_num_threads(int(share))
+
+
+# The longest tests (pytest --durations): the quickstart end to end, one registry model trained per test, a run per
+# changed key, a run killed and resumed four times. Each takes minutes of CPU; handed out last, one would run alone
+# at the end.
+LONGEST = (
+    "tests/test_quickstart.py",
+    "tests/quant/test_ptq_agreement.py",
+    "tests/test_keys.py::test_each_change_reruns_exactly_its_downstream_stages",
+    "tests/hardening/test_kill_resume.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, the LONGEST tests first, then the other `slow` ones (a stable sort: the rest keep their
+    order), so that the long ones start early and the workers end together on short ones instead of one worker
+    finishing a long test alone."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the order the controller hands tests out in
+        items.sort(key=lambda item: (not item.nodeid.startswith(LONGEST), item.get_closest_marker("slow") is None))
+
+
+@pytest.fixture
+def cores() -> int:
+    """How many threads a test may give torch: cores_per_process()."""
+    return cores_per_process()
+
 
 TINY = """\
 name: tiny

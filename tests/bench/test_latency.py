@@ -113,6 +113,7 @@ SETTLED = Settings(batch_sizes=(1,), warmup=20, min_runs=50, min_seconds=0.6, re
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # its hogs take every core: alone, so they slow no other test
 def test_a_cpu_hog_on_the_same_cores_marks_the_figures(make_onnx, images) -> None:
     """Done-when of issue 16: under a CPU-bound process the figures are marked (and the load is recorded)."""
     hogs = [
@@ -134,6 +135,7 @@ def test_a_cpu_hog_on_the_same_cores_marks_the_figures(make_onnx, images) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # needs a quiet machine: never beside another test
 def test_a_quiet_run_marks_nothing(make_onnx, images) -> None:
     busy = sysload.busy_processes(1.0)
     if busy:

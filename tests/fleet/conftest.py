@@ -134,8 +134,14 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> SshServer:
         if os.environ.get("CI", "").lower() in ("true", "1"):  # in CI the shipping tests are required, never skipped
             pytest.fail(why + " (CI=true: the ssh tests must run)")
         pytest.skip(why)
-    server = SshServer(tmp_path_factory.mktemp("sshd"))
-    server.start()
+    for attempt in range(3):  # under pytest-xdist each worker starts its own server, on its own free port
+        server = SshServer(tmp_path_factory.mktemp("sshd"))
+        try:
+            server.start()
+            break
+        except RuntimeError as e:  # the port was free when picked; another process bound it before sshd did
+            if "Address already in use" not in str(e) or attempt == 2:
+                raise
     yield server
     server.stop()
 

@@ -37,8 +37,8 @@ def digits_by_size():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", model_names())
-def test_ptq_onnx_picks_the_fake_quant_class(name, digits_by_size, tmp_path):
-    torch.set_num_threads(2)  # these models are large enough to gain from both cores
+def test_ptq_onnx_picks_the_fake_quant_class(name, digits_by_size, tmp_path, cores):
+    torch.set_num_threads(cores)  # these models are large enough to gain from every core this process may use
     data = digits_by_size[32 if name in torchvision.models.list_models() else 16]
     xt, yt, xv, yv = data
     torch.manual_seed(0)

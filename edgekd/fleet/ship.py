@@ -125,15 +125,30 @@ def _stage_objects(
     ]
 
 
-def _assemble(r: RemoteLayout, bundle: Bundle) -> list[list[str]]:
-    """Commands that hard-link the bundle's files out of objects/ into staging/, then rename it to bundles/<id>."""
+VERIFY_OBJECTS = """import hashlib, sys
+for digest, path in zip(sys.argv[1::2], sys.argv[2::2]):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != digest:
+        sys.exit("object " + path + " does not hash to its name: remove it and ship again")
+"""
+"""Run by the device's python before a bundle is assembled: every object it links must still be what its name says."""
+
+
+def _assemble(r: RemoteLayout, bundle: Bundle, python: str) -> list[list[str]]:
+    """Commands that re-hash the bundle's objects on the device, hard-link them out of objects/ into staging/,
+    then rename that to bundles/<id>."""
     staged = posixpath.join(r.staging, "bundle-" + bundle.id)
+    objects = sorted(set(bundle.digests.values()))
+    verify = [python, "-c", VERIFY_OBJECTS, *(x for d in objects for x in (d, posixpath.join(r.objects, d)))]
     dirs = sorted({posixpath.join(staged, posixpath.dirname(rel)) for rel in bundle.digests})
     links = [
         ["ln", "-f", posixpath.join(r.objects, digest), posixpath.join(staged, rel)]
         for rel, digest in sorted(bundle.digests.items())
     ]
-    return [["mkdir", "-p", *dirs], *links, ["mv", "-T", staged, r.bundle(bundle.id)]]
+    return [verify, ["mkdir", "-p", *dirs], *links, ["mv", "-T", staged, r.bundle(bundle.id)]]
 
 
 def _bench(ssh: Ssh, r: RemoteLayout, bundle_id: str) -> list[str]:
@@ -303,7 +318,7 @@ def _ship_locked(
                 result.uploaded_bytes, move = _stage_objects(ssh, r, missing, scratch)
                 result.uploaded_files = len(missing)
                 steps += move
-            steps += _assemble(r, bundle)
+            steps += _assemble(r, bundle, device.python)
         if force and bundle.id in results:
             steps.append(["rm", "-rf", r.result(bundle.id)])
             results.discard(bundle.id)

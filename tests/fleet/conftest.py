@@ -24,7 +24,7 @@ SSHD = os.environ.get("EDGEKD_TEST_SSHD", "/usr/sbin/sshd")
 REPO = Path(__file__).resolve().parents[2]
 
 ISOLATE = '''\
-"""Run like `python -m MOD ...` or `python - ...`, with edgekd and torch imports refused: device code must not need them."""
+"""Run like `python -m MOD ...`, `python -c CODE ...` or `python - ...`, with edgekd and torch imports refused: device code must not need them."""
 import importlib.abc, runpy, sys
 
 class Refuse(importlib.abc.MetaPathFinder):
@@ -38,6 +38,9 @@ args = sys.argv[1:]
 if args[0] == "-m":
     sys.argv = args[1:]
     runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+elif args[0] == "-c":
+    sys.argv = ["-c", *args[2:]]
+    exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})
 else:
     sys.argv = args
     exec(compile(sys.stdin.read(), "<stdin>", "exec"), {"__name__": "__main__"})

@@ -235,12 +235,12 @@ def test_device_results_with_paths_out_of_the_run_are_refused(sshd, isolated_pyt
     assert not (run_dir / "bench" / "loopback.json").exists() and not list(run_dir.glob(".ship-tmp-*"))
 
 
-def test_a_replaced_device_object_is_not_reported_as_the_artifact(sshd, isolated_python, run_dir, tmp_path):
-    """The device's copy of student.onnx is swapped for the teacher's bytes and the bundle is assembled again:
-    the device measures what it was given, and the host refuses figures for a file it did not ship."""
+def test_a_replaced_device_object_is_refused_before_it_is_linked(sshd, isolated_python, run_dir, tmp_path):
+    """The device's copy of student.onnx is swapped for the teacher's bytes and the bundle must be assembled
+    again: the device re-hashes every object first and refuses (issue 22 item 3)."""
     remote = tmp_path / "remote"
     device = sshd.device(remote, isolated_python, ["onnxruntime"])
-    first = ship(run_dir, device)
+    ship(run_dir, device)
     student = hashlib.sha256((run_dir / "export" / "student.onnx").read_bytes()).hexdigest()
     obj = remote / "objects" / student
     obj.unlink()
@@ -250,10 +250,28 @@ def test_a_replaced_device_object_is_not_reported_as_the_artifact(sshd, isolated
             path.rmdir() if path.is_dir() else path.unlink()
     (run_dir / "bench" / "loopback.json").unlink()
     with pytest.raises(
-        EdgekdError, match=r"export/student.onnx was measured with sha256 .* not the .* that was shipped"
+        EdgekdError, match=rf"placing the bundle .*object .*/objects/{student} does not hash to its name"
     ):
         ship(run_dir, device)
-    assert not (run_dir / "bench" / "loopback.json").exists() and first.bundle_id
+    assert not list((remote / "bundles").iterdir())
+    assert not (run_dir / "bench" / "loopback.json").exists()
+
+
+def test_figures_for_a_file_that_was_not_shipped_are_refused(sshd, isolated_python, run_dir, tmp_path):
+    """The file inside the assembled bundle is swapped after assembly: the device measures what it was given,
+    and the host refuses figures whose sha256 is not the one it shipped (issue 22 item 3)."""
+    remote = tmp_path / "remote"
+    device = sshd.device(remote, isolated_python, ["onnxruntime"])
+    first = ship(run_dir, device)
+    linked = remote / "bundles" / first.bundle_id / "export" / "student.onnx"
+    linked.unlink()
+    linked.write_bytes((run_dir / "export" / "teacher.onnx").read_bytes())
+    (run_dir / "bench" / "loopback.json").unlink()
+    with pytest.raises(
+        EdgekdError, match=r"export/student.onnx was measured with sha256 .* not the .* that was shipped"
+    ):
+        ship(run_dir, device, force=True)
+    assert not (run_dir / "bench" / "loopback.json").exists()
 
 
 def test_device_answers_that_once_raised_tracebacks_are_one_line_refusals(sshd, isolated_python, run_dir, tmp_path):

@@ -7,10 +7,9 @@ import shlex
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from edgekd.config.loader import _format_error, _key_lines, _load_yaml, _model_at, _relevant, read_config_text
+from edgekd.config.loader import _format_error, _key_lines, _model_at, _relevant, read_config
 from edgekd.config.pipeline import NonNegFloat, Section, TensorRTConfig
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.names import PLAIN_NAME, is_plain_name
@@ -169,14 +168,7 @@ def _devices_model_at(loc: tuple) -> type[BaseModel] | None:
 def load_devices(path: str | Path) -> DevicesConfig:
     """Read and validate a devices.yaml; relative key and config file paths resolve against its folder."""
     path = Path(path)
-    text = read_config_text(path, "devices file")
-    try:
-        data = _load_yaml(text, str(path))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise EdgekdError(f"{path}{line}: malformed YAML: {problem}") from None
+    text, data = read_config(path, "devices file")
     if data is None:
         data = {}
     if not isinstance(data, dict):

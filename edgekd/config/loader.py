@@ -89,6 +89,18 @@ def read_config_text(path: Path, what: str) -> str:
         raise EdgekdError(f"{path}: cannot read the {what}: {e}") from None
 
 
+def read_config(path: Path, what: str) -> tuple[str, Any]:
+    """The text of a pipeline or devices file and its YAML document; malformed YAML is one line with its line."""
+    text = read_config_text(path, what)
+    try:
+        return text, _load_yaml(text, str(path))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise EdgekdError(f"{path}{line}: malformed YAML: {problem}") from None
+
+
 def _load_yaml(text: str, where: str) -> Any:
     """yaml.safe_load, after _compose has checked the alias budgets."""
     _compose(text, where)
@@ -238,14 +250,7 @@ def parse_pipeline(
 def load_pipeline(path: str | Path) -> PipelineConfig:
     """Read, validate and resolve a pipeline.yaml."""
     path = Path(path)
-    text = read_config_text(path, "pipeline file")
-    try:
-        data = _load_yaml(text, str(path))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise EdgekdError(f"{path}{line}: malformed YAML: {problem}") from None
+    text, data = read_config(path, "pipeline file")
     if isinstance(data, dict) and "name" not in data:
         data = {"name": path.stem, **data}
     cfg = parse_pipeline(data, where=str(path), text=text, base=path.parent.resolve())

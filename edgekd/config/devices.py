@@ -10,29 +10,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from edgekd.config.loader import _format_error, _key_lines, _model_at, _relevant, read_config
-from edgekd.config.pipeline import NonNegFloat, Section, TensorRTConfig
+from edgekd.config.pipeline import Section, TensorRTConfig, TimingConfig
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.names import PLAIN_NAME, is_plain_name
 from edgekd.ondevice.text import did_you_mean
 
 
-class DeviceBenchConfig(Section):
-    """How the on-device benchmark times each artifact (same meaning as the pipeline's `benchmark` section)."""
-
-    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=lambda: [1, 8], description="Batch sizes to time."
-    )
-    warmup: int = Field(10, ge=0, description="Untimed warm-up runs per batch size.")
-    min_runs: int = Field(30, ge=1, description="Minimum timed runs per round.")
-    min_seconds: NonNegFloat = Field(
-        1.0, description="Minimum timed seconds per batch size and artifact, split over the rounds."
-    )
-    repeats: int = Field(
-        3,
-        ge=1,
-        description="Interleaved rounds (each visits every artifact once, shuffled); their spread marks unstable figures.",
-    )
-    threads: int | None = Field(None, ge=1, description="CPU threads for ONNX Runtime; default: all cores.")
+class DeviceBenchConfig(TimingConfig):
+    """How the on-device benchmark times each artifact (the same fields as the pipeline's `benchmark` section)."""
 
 
 DEVICE_NAME = f"^{PLAIN_NAME}$"

@@ -513,16 +513,12 @@ class BudgetConfig(Section):
     )
 
 
-class BenchmarkConfig(Section):
-    """Latency and accuracy of every artifact on this machine."""
+class TimingConfig(Section):
+    """How every artifact is timed, here (`benchmark:`) and on a device (devices.yaml `benchmark:`)."""
 
-    enabled: bool = True
-    device_name: str = Field(
-        "local",
-        pattern=f"^{PLAIN_NAME}$",
-        description="Name of this machine in reports (bench/<name>.json): a plain name.",
+    batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [1, 8], description="Batch sizes to time."
     )
-    batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [1, 8])
     warmup: int = Field(10, ge=0, description="Untimed warm-up runs per batch size.")
     min_runs: int = Field(30, ge=1, description="Minimum timed runs per round.")
     min_seconds: NonNegFloat = Field(
@@ -533,7 +529,18 @@ class BenchmarkConfig(Section):
         ge=1,
         description="Interleaved rounds (each visits every artifact once, shuffled); their spread marks unstable figures.",
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads for every runtime; default: all cores.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for the runtimes; default: all cores.")
+
+
+class BenchmarkConfig(TimingConfig):
+    """Latency and accuracy of every artifact on this machine."""
+
+    enabled: bool = True
+    device_name: str = Field(
+        "local",
+        pattern=f"^{PLAIN_NAME}$",
+        description="Name of this machine in reports (bench/<name>.json): a plain name.",
+    )
     repeat_unstable: int = Field(
         0,
         ge=0,

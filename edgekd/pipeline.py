@@ -434,9 +434,11 @@ class Runner:
         return PlanEntry(stage.name, "run", entry.why, entry.key)
 
     def _promote(self, stage: Stage, ctx: RunContext, result: StageResult) -> dict[str, ArtifactEntry]:
-        """Move everything the stage staged to the same place in the run directory (each file an atomic
-        rename: its artifacts, and the files beside them such as sidecars and figures); describe its artifacts."""
+        """Move what the stage staged to the same place in the run directory (each file an atomic rename: its
+        artifacts, and the files beside them such as sidecars and figures); describe its artifacts. A catalogue
+        file the stage wrote but did not return (it failed a check) goes to failed/, never to its catalogue path."""
         device = self.cfg.benchmark.device_name
+        unreturned = {self.rundir.path(a, device) for a in makes(stage) if a not in result.artifacts}
         made = {}
         for art_id, path in result.artifacts.items():
             if Path(path) != ctx.out(art_id):
@@ -446,6 +448,8 @@ class Runner:
         staging = self.rundir.staging_dir(stage.name)
         for staged in sorted(p for p in staging.rglob("*") if p.is_file()):
             final = self.rundir.inside(staged.relative_to(staging), f"stage {stage.name}")
+            if final in unreturned:
+                final = self.rundir.failed_dir(stage.name) / final.name
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, final)
         shutil.rmtree(staging, ignore_errors=True)
@@ -455,9 +459,9 @@ class Runner:
         """Files a failed attempt staged go to the stage's failed/ folder, for inspection; the finished ones stay."""
         staging = self.rundir.staging_dir(stage)
         if distributed.is_main() and staging.is_dir():
+            folder = self.rundir.failed_dir(stage)
+            folder.mkdir(parents=True, exist_ok=True)
             for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-                folder = self.rundir.failed_dir(stage)
-                folder.mkdir(parents=True, exist_ok=True)
                 os.replace(path, folder / path.name)
             shutil.rmtree(staging, ignore_errors=True)
 

@@ -250,3 +250,22 @@ def test_a_malformed_manifest_entry_is_one_line_naming_the_field(tiny_pipeline, 
     assert (
         f"{run / MANIFEST}: corrupt manifest: {fragment}" in message and "delete it to start the run afresh" in message
     )
+
+
+class _Unreturned(_Teacher):
+    """A stage that writes its artifact, finds it fails a check of its own, and finishes without it."""
+
+    def run(self, ctx, cfg, inputs):
+        ctx.out("teacher").write_bytes(self.payload)
+        return StageResult(metrics={"teacher": "failed its check"})
+
+
+def test_a_file_the_stage_did_not_return_never_reaches_its_catalogue_path(tiny_pipeline, tmp_path):
+    """Like a PTQ file that failed parity while QAT went on: the finished stage's last good file stays."""
+    cfg = load_pipeline(tiny_pipeline())
+    run = RunDir(tmp_path / "run")
+    Runner(cfg, [_Teacher(b"good", fail=False)], run.root).run()
+    Runner(cfg.model_copy(update={"seed": 1}), [_Unreturned(b"bad", fail=False)], run.root).run()
+    assert run.path("teacher").read_bytes() == b"good"
+    assert (run.failed_dir("teacher") / "model.pt").read_bytes() == b"bad"
+    assert "teacher" not in Manifest(run).vouched()  # the new record made no teacher

@@ -449,15 +449,14 @@ def quant_sensitivity(
     try:
         runner = _runner(pipeline, run_dir)
         cfg, q = runner.cfg, runner.cfg.qat
-        student_path = read_manifest(runner.rundir).vouched().get("student")
+        manifest = read_manifest(runner.rundir)
+        student_path = manifest.vouched().get("student")
         if student_path is None:
             raise EdgekdError(
                 f"{runner.run_dir}: no distilled student the manifest vouches for; run `edgekd run {pipeline}` first"
             )
         student, _ = load_model(student_path)
-        data = RunContext(
-            cfg, runner.rundir, runner.reporter, read_manifest(runner.rundir)
-        ).data  # the run's preprocessing
+        data = RunContext(cfg, runner.rundir, runner.reporter, manifest).data  # the run's preprocessing
         rec, _, _, y = measure_sensitivity(student, data.train, q, cfg.data.batch_size, cfg.seed, list(q.keep_float))
         record, ranking = rec.to_dict(), rec.layers
     except EdgekdError as e:

@@ -15,15 +15,10 @@ from typing import Any
 
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.files import write_json_atomic
-from edgekd.ondevice.records import RecordError, _check
+from edgekd.ondevice.records import RecordError, _check, _num
 
 SWEPT = ("temperature", "soft_weight", "hard_weight")
 """The distill settings a sweep varies, in the order trials are named."""
-
-
-def _num(doc: dict, key: str, where: str, optional: bool = False) -> float | None:
-    value = _check(doc.get(key), (int, float), f"{where}.{key}", optional)
-    return None if value is None else float(value)
 
 
 def _settings(doc: Any, where: str) -> dict[str, float]:

@@ -171,9 +171,6 @@ class RunDir:
         """tensorrt/<device>/: the engines, sidecars and build logs of one device."""
         return self.path("student_trt_fp32", device).parent
 
-    def engine(self, device: str, artifact_id: str) -> Path:
-        return self.path(artifact_id, device)
-
     def ship_record(self, device: str) -> Path:
         """tensorrt/<device>/ship.json: what the last `edgekd ship` to that device did."""
         return self.engine_dir(device) / SHIP_RECORD

@@ -23,6 +23,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# x86 flags of the instructions that add int8 products in 32 bits (VNNI, AMX); without them ONNX Runtime's
+# u8 x s8 kernels sum pairs of products in saturating 16-bit lanes (vpmaddubsw), so int8 files can lose accuracy
+_X86_INT8_DOT = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def int8_dot() -> str | None:
+    """How this CPU multiplies int8: "vnni", "no-vnni" (x86 without it: saturating 16-bit sums), "dotprod"
+    (Arm SDOT) or None (neither could be read)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return None
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        flags = value.split()
+        if key.strip() == "flags":
+            return "vnni" if any(f in flags for f in _X86_INT8_DOT) else "no-vnni"
+        if key.strip() == "Features" and "asimddp" in flags:
+            return "dotprod"
+    return None
+
+
 def memory_gb() -> float | None:
     try:
         return round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1)
@@ -59,6 +80,7 @@ def describe_system(name: str = "local", kind: str = "host", power_mode: str | N
         "name": name,
         "kind": kind,
         "cpu": cpu_model(),
+        "int8_dot": int8_dot(),
         "cores": os.cpu_count() or 1,
         "memory_gb": memory_gb(),
         "os": platform.platform(),

@@ -201,6 +201,21 @@ def _int8_slower_than_fp16(rows: list[Row], device: str) -> str | None:
     return f"int8 lost to fp16 on {device}: " + "; ".join(lost) if lost else None
 
 
+def _int8_saturation(rows: list[Row], system: dict[str, Any]) -> str | None:
+    """The note under the accuracy table when ONNX Runtime ran int8 files on an x86 CPU without VNNI."""
+    ids = [
+        r.id
+        for r in rows
+        if catalog.get(r.id).runtime == "onnxruntime" and r.precision == "int8" and r.top1 is not None
+    ]
+    if system.get("int8_dot") != "no-vnni" or not ids:
+        return None
+    return (
+        f"this CPU has no VNNI: ONNX Runtime's int8 kernels add u8 x s8 products in saturating 16-bit sums, so "
+        f"the top-1 of {', '.join(ids)} here can differ from the same file's on a VNNI CPU or in TensorRT"
+    )
+
+
 def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: BudgetConfig) -> DeviceSection:
     """One device of one run: rows with speed-ups against the named reference, budget marks, recommendation."""
     ref = bench.get(catalog.REFERENCE)
@@ -255,6 +270,7 @@ def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: Bud
         rows=rows,
         recommendation=best.id if best else None,
         recommendation_note=note,
+        int8_note=_int8_saturation(rows, bench.system),
         energy=energy,
     )
 

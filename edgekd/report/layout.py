@@ -259,6 +259,7 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
     blocks.append(("p", _recommendation(section, report.reference)))
     notes = [f"{r.status.upper()}: `{r.id}`: {r.reason}" for r in section.rows if r.status != "done"]
     notes += [f"over budget: `{r.id}`: {r.budget_note}" for r in section.rows if r.budget == "over"]
+    notes += [section.int8_note[0].upper() + section.int8_note[1:]] if section.int8_note else []
     if notes:
         blocks.append(("ul", notes))
     for name, alt in ((scatter_name(section), "latency"), (energy_name(section), "energy per image")):

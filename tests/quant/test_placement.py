@@ -32,7 +32,7 @@ def test_every_registry_model_exports_the_tensorrt_placement(name, tmp_path):
         assert layout.concats > 0
     with torch.no_grad():
         want = ptq(x).numpy()
-    got = run_exported(path, x.numpy())
+    got = run_exported(path, x.numpy(), int8_kernels=False)  # the file as written: the CPU's kernels vary
     assert np.abs(got - want).max() <= 0.1 * np.abs(want).max() + 1e-4
 
 

@@ -1,17 +1,25 @@
 """Fake quant and ONNX Runtime compute the same int8 model: for every registry model, trained until it is
-a real classifier, its PTQ Q/DQ ONNX (ONNX Runtime, default optimizations: int8 kernels with int32 bias)
-picks the same class as its fake-quant torch model on >= 99% of validation images.
+a real classifier, its PTQ Q/DQ ONNX picks the same class as its fake-quant torch model on >= 99% of
+validation images, twice:
+- with ONNX Runtime running the file's operators as written (what the pipeline's parity check runs), on
+  every machine;
+- with ONNX Runtime's default optimizations (the Q/DQ pairs fused into int8 kernels with int32 bias), on
+  CPUs whose int8 kernels add products in 32 bits. On x86 without VNNI they add u8 x s8 pairs in saturating
+  16-bit sums, so what they compute depends on the CPU (measured on an AVX2-only AMD EPYC: 91-98% on 9 of the
+  first 17 models): there a shortfall skips that half with the figure, after the first half passed.
 
 CIFAR ResNets train at 16x16, torchvision models at 32x32 (ConvNeXt's stem and downsampling need 32).
 """
 
 import time
 
+import numpy as np
 import pytest
 import torch
 import torchvision
 from quant_helpers import batches, digits, train_until
 
+from edgekd.bench.sysinfo import int8_dot
 from edgekd.export import run_exported
 from edgekd.models import build_model, model_names
 from edgekd.quant import calibrate_ptq, export_qdq_onnx
@@ -51,7 +59,20 @@ def test_ptq_onnx_picks_the_fake_quant_class(name, digits_by_size, tmp_path, cor
     path = export_qdq_onnx(ptq, tmp_path / f"{name}.onnx", xv[:1])
     with torch.no_grad():
         fake_quant = ptq(xv).numpy()
-    onnx = run_exported(path, xv.numpy())
-    agreement = float((onnx.argmax(1) == fake_quant.argmax(1)).mean())
-    print(f"{name}: fp32 {top1:.1%} after {steps} steps, agreement {agreement:.2%}, {time.monotonic() - start:.0f} s")
-    assert agreement >= MIN_AGREEMENT, f"{name}: ONNX Runtime picks the fake-quant class on only {agreement:.2%}"
+    as_written = _agreement(run_exported(path, xv.numpy(), int8_kernels=False), fake_quant)
+    fused = _agreement(run_exported(path, xv.numpy()), fake_quant)
+    print(
+        f"{name}: fp32 {top1:.1%} after {steps} steps, agreement {as_written:.2%} as written, {fused:.2%} fused "
+        f"(int8 dot products: {int8_dot()}), {time.monotonic() - start:.0f} s"
+    )
+    assert as_written >= MIN_AGREEMENT, f"{name}: the Q/DQ file picks the fake-quant class on only {as_written:.2%}"
+    if fused < MIN_AGREEMENT and int8_dot() == "no-vnni":
+        pytest.skip(
+            f"{name}: ONNX Runtime's fused int8 kernels agree on {fused:.2%} on this x86 CPU without VNNI "
+            f"(saturating 16-bit sums); the file as written agrees on {as_written:.2%}"
+        )
+    assert fused >= MIN_AGREEMENT, f"{name}: ONNX Runtime's int8 kernels pick the fake-quant class on only {fused:.2%}"
+
+
+def _agreement(logits: np.ndarray, reference: np.ndarray) -> float:
+    return float((logits.argmax(1) == reference.argmax(1)).mean())

@@ -186,7 +186,8 @@ def make_bundle(
             engine = prebuilt[entry.id]
             bundle.add(f"engines/{entry.id}.engine", engine)
             bundle.add(f"engines/{entry.id}.json", engine.with_suffix(".json"))
-            engines.append(replace(entry, prebuilt=f"engines/{entry.id}.engine"))
+            deployed = replace(entry, fallback=None, fallback_onnx=None, fallback_onnx_sha256=None)  # nothing is built
+            engines.append(replace(deployed, prebuilt=f"engines/{entry.id}.engine"))
     else:
         if "tensorrt" in device.backends and device.tensorrt.enabled:
             for entry in plan_engines(run_dir, sources, device.tensorrt.precisions, dla):

@@ -161,7 +161,8 @@ class Bench:
                 path = self.engine_files(entry, opts)
             except Exception as e:  # one engine's failure keeps the others (the record says why)
                 error = e
-                if entry.fallback and not entry.prebuilt and _qdq_build(opts) and _is_build_error(e):
+                # a BuildError first: then tensorrt imported, and _qdq_build can ask its version
+                if entry.fallback and not entry.prebuilt and _is_build_error(e) and _qdq_build(opts):
                     failure = trt_options.fallback_failure(entry.id, entry.onnx, one_line(e))
                     fallbacks.setdefault(entry.fallback, (entry, opts, []))[2].append(failure)
                     error = RuntimeError(

@@ -183,11 +183,16 @@ def make_bundle(
     dla = device.tensorrt.dla_core is not None
     if prebuilt is not None:
         for entry in plan_engines(run_dir, sources, device.tensorrt.precisions, dla):
-            engine = prebuilt[entry.id]
-            bundle.add(f"engines/{entry.id}.engine", engine)
-            bundle.add(f"engines/{entry.id}.json", engine.with_suffix(".json"))
             deployed = replace(entry, fallback=None, fallback_onnx=None, fallback_onnx_sha256=None)  # nothing is built
-            engines.append(replace(deployed, prebuilt=f"engines/{entry.id}.engine"))
+            if entry.id not in prebuilt and entry.fallback in prebuilt:  # the Q/DQ engine only ever fell back
+                if any(e.id == entry.fallback for e in engines):
+                    continue
+                fp32 = (entry.fallback_onnx, entry.fallback_onnx_sha256)
+                deployed = EngineEntry(entry.fallback, "int8", *fp32)  # type: ignore[arg-type]
+            engine = prebuilt[deployed.id]
+            bundle.add(f"engines/{deployed.id}.engine", engine)
+            bundle.add(f"engines/{deployed.id}.json", engine.with_suffix(".json"))
+            engines.append(replace(deployed, prebuilt=f"engines/{deployed.id}.engine"))
     else:
         if "tensorrt" in device.backends and device.tensorrt.enabled:
             for entry in plan_engines(run_dir, sources, device.tensorrt.precisions, dla):

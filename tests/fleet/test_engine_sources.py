@@ -15,7 +15,7 @@ from edgekd.fleet.ship import _prebuilt_engines
 from edgekd.ondevice import trt_options
 from edgekd.ondevice.calibrate import write_calibration_set
 from edgekd.ondevice.files import sha256_file
-from edgekd.ondevice.job import EngineEntry
+from edgekd.ondevice.job import EngineEntry, Job
 from edgekd.ondevice.trt_options import BuildOptions
 
 KIND = "jetson-agx-xavier"
@@ -185,3 +185,22 @@ def test_a_sidecar_whose_calibration_is_not_a_hash_is_refused(tmp_path, cache):
         cached(tmp_path, "e", "a" * 64, opts, calibration={"images": "../x"})
     with pytest.raises(Exception, match="calibration is 'yes'; expected an object or null"):
         cached(tmp_path, "e", "a" * 64, opts, calibration="yes")
+
+
+def test_engines_only_deploys_the_cached_fallback_of_a_qdq_engine_that_never_built(run, tmp_path, cache):
+    """On a kind whose TensorRT failed the Q/DQ build, the cache holds only the calibrated fallback (keyed by the fp32
+    ONNX and the calibration set): --engines-only deploys it under its own id, with its sidecar, never as the Q/DQ."""
+    dev = device(precisions=["int8"])
+    opts = BuildOptions("int8", calibrated=True)
+    onnx_sha = sha256_file(str(run / "export" / "student.onnx"))
+    calibration = {"images": sha256_file(str(run / CALIBRATION_PATH)), "batches": 1}
+    stored = cached(tmp_path, "student_trt_int8", onnx_sha, opts, calibration=calibration)
+    assert _prebuilt_engines(run, dev, "8.5.2.2") == {"student_trt_int8": stored}
+    bundle, warnings = make_bundle(run, dev, _prebuilt_engines(run, dev, "8.5.2.2"))
+    job = Job.from_dict(json.loads(bundle.job), None)
+    assert [(e.id, e.onnx, e.prebuilt, e.fallback) for e in job.engines] == [
+        ("student_trt_int8", "export/student.onnx", "engines/student_trt_int8.engine", None)
+    ]
+    assert "engines/student_trt_int8.json" in bundle.digests and "qat/student_int8_qdq.onnx" not in bundle.digests
+    with pytest.raises(Exception, match="no cached int8 engine of qat/student_int8_qdq.onnx"):
+        _prebuilt_engines(run, dev, "10.3.0")  # another TensorRT: nothing cached, no fallback either

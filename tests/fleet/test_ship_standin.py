@@ -28,6 +28,12 @@ REPO = Path(__file__).resolve().parents[2]
 STANDINS = REPO / "tests" / "standins"
 
 
+@pytest.fixture(autouse=True)
+def engine_cache_dir(tmp_path, monkeypatch):
+    """Engines a ship brings back go to this test's engine cache, not the user's (~/.cache/edgekd)."""
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "host-cache"))
+
+
 @pytest.fixture(scope="session")
 def device_venv() -> str:
     """The device-like venv's python: $EDGEKD_DEVICE_PYTHON (set by .ci/run), else .ci/device-venv's default."""

@@ -58,7 +58,7 @@ def test_quickstart_end_to_end(tmp_path):
         "export/student_fp16.onnx",
         "bench/local.json",
         "bench/val.npz",
-        "bench/calib.npz",
+        "export/calib.npz",
         "report/report.md",
         "report/report.html",
         "report/report.json",

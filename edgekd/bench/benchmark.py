@@ -29,6 +29,7 @@ from edgekd.ondevice.measure import Settings, Subject, bench_artifacts
 from edgekd.ondevice.records import ArtifactRecord, BenchDoc
 from edgekd.ondevice.runtime import Runtime
 from edgekd.ondevice.text import one_line
+from edgekd.ondevice.trt_options import note_fallback
 from edgekd.rundir import RunDir
 from edgekd.runtimes.base import open_runtime
 from edgekd.runtimes.onnxruntime import DEFAULT_PROVIDERS
@@ -75,6 +76,7 @@ def plan_host(run_dir: Path, manifest: Manifest, device_name: str) -> list[Plann
 
 def _params_and_macs(images: np.ndarray) -> Callable[[Runtime, ArtifactRecord], None]:
     def inspect(runtime: Runtime, record: ArtifactRecord) -> None:
+        note_fallback(runtime, record)  # a calibrated fallback engine built here says so
         if isinstance(runtime, TorchRuntime) and runtime.name == "pytorch":
             record.params = count_params(runtime.module)
             if catalog.get(record.id).precision == "fp32":

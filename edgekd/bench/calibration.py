@@ -1,4 +1,4 @@
-"""bench/calib.npz: the training images a device calibrates DLA int8 engines with (never validation images).
+"""export/calib.npz (`calib_set`): the training images int8 engines are calibrated with (never validation images).
 
 The draw is edgekd.ondevice.calibrate.draw_indices (seeded, distinct); the images get the same
 preprocessing the models see at evaluation (resize, normalise; no augmentation).

@@ -477,8 +477,9 @@ class TensorRTConfig(Section):
     calibration_images: int = Field(
         512,
         ge=1,
-        description="Training images drawn (seeded) into bench/calib.npz to calibrate int8 on the DLA "
-        "(implicit quantization); never validation images.",
+        description="Training images drawn (seeded) into export/calib.npz by the export stage to calibrate int8 "
+        "on the DLA (implicit quantization), and the calibrated fallback of a Q/DQ int8 engine that TensorRT "
+        "fails to build; never validation images.",
     )
 
     @model_validator(mode="after")

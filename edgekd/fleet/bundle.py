@@ -5,7 +5,8 @@ A bundle mirrors the run directory, so paths in the device's bench file are run-
     job.json                   what to build and measure (edgekd.job/1, read by edgekd_device.bench)
     edgekd_device/*.py         edgekd/ondevice/, copied alone (it imports nothing else from edgekd)
     bench/val.npz              fixed validation batch
-    bench/calib.npz            training images that calibrate int8 on the DLA (only for devices that build it)
+    export/calib.npz           training images that calibrate int8: on the DLA, and the fallback of a Q/DQ int8
+                               engine whose build fails (only for devices that build int8 engines)
     export/*.onnx  qat/*_qdq.onnx  dynamic_quant/*.onnx   the ONNX files the device needs (fp16 engines name both
                                                           the fp32 and the fp16 ONNX: the device's TensorRT picks)
     engines/<id>.engine + .json                           prebuilt engines (--engines-only)
@@ -65,6 +66,17 @@ def fp16_twin(onnx_id: str) -> str | None:
     return None
 
 
+def calibrated_twin(onnx_id: str) -> str | None:
+    """The calibrated int8 engine row of the fp32 ONNX of `onnx_id`'s model (the fallback of its Q/DQ engine), or None."""
+    fp32 = {
+        a.id
+        for a in catalog.ARTIFACTS
+        if (a.model, a.runtime, a.precision) == (catalog.get(onnx_id).model, "onnxruntime", "fp32")
+    }
+    rows = (a for a in catalog.ARTIFACTS if (a.runtime, a.precision) == ("tensorrt", "int8") and a.source in fp32)
+    return next((a.id for a in rows), None)
+
+
 def plan_engines(
     run_dir: Path, sources: dict[str, Path], precisions: list[str], dla: bool = False
 ) -> list[EngineEntry]:
@@ -72,7 +84,9 @@ def plan_engines(
 
     int8 engines come from Q/DQ ONNX files on the GPU and are calibrated from the fp32 ONNX on the
     DLA (`dla`: TensorRT takes no Q/DQ there). An fp16 job also names its fp16 twin when `sources` holds
-    it: TensorRT >= 10 builds fp16 strongly typed from that file, 8.5 from the fp32 one with a flag.
+    it: TensorRT >= 10 builds fp16 strongly typed from that file, 8.5 from the fp32 one with a flag. A Q/DQ
+    int8 job names the calibrated int8 engine of the same model's fp32 ONNX as its fallback when `sources`
+    holds that ONNX (built only when the Q/DQ build fails; it needs the calibration set too).
     """
     jobs = []
     for source, path in sources.items():
@@ -82,16 +96,23 @@ def plan_engines(
         rel = path.relative_to(run_dir).as_posix()
         for row in rows:
             twin = sources.get(fp16_twin(source) or "") if row.precision == "fp16" else None
-            if twin is None:
-                jobs.append(EngineEntry(row.id, row.precision, rel, digest))
-            else:
+            entry = EngineEntry(row.id, row.precision, rel, digest)
+            if twin is not None:
                 twin_rel = twin.relative_to(run_dir).as_posix()
-                jobs.append(EngineEntry(row.id, row.precision, rel, digest, twin_rel, sha256_file(str(twin))))
+                entry = replace(entry, fp16_onnx=twin_rel, fp16_onnx_sha256=sha256_file(str(twin)))
+            fallback = calibrated_twin(source) if row.precision == "int8" and not calibrated else None
+            fp32 = sources.get(catalog.get(fallback).source or "") if fallback else None
+            if fallback and fp32 is not None:
+                fp32_rel = fp32.relative_to(run_dir).as_posix()
+                entry = replace(
+                    entry, fallback=fallback, fallback_onnx=fp32_rel, fallback_onnx_sha256=sha256_file(str(fp32))
+                )
+            jobs.append(entry)
     return jobs
 
 
 def dla_int8(device: DeviceConfig) -> bool:
-    """Whether `device` builds int8 engines on its DLA (calibrated: it needs bench/calib.npz)."""
+    """Whether `device` builds int8 engines on its DLA (calibrated: it needs the calibration set)."""
     t = device.tensorrt
     return "tensorrt" in device.backends and t.enabled and t.dla_core is not None and "int8" in t.precisions
 
@@ -162,26 +183,39 @@ def make_bundle(
     dla = device.tensorrt.dla_core is not None
     if prebuilt is not None:
         for entry in plan_engines(run_dir, sources, device.tensorrt.precisions, dla):
-            engine = prebuilt[entry.id]
-            bundle.add(f"engines/{entry.id}.engine", engine)
-            bundle.add(f"engines/{entry.id}.json", engine.with_suffix(".json"))
-            engines.append(replace(entry, prebuilt=f"engines/{entry.id}.engine"))
+            deployed = replace(entry, fallback=None, fallback_onnx=None, fallback_onnx_sha256=None)  # nothing is built
+            if entry.id not in prebuilt and entry.fallback in prebuilt:  # the Q/DQ engine only ever fell back
+                if any(e.id == entry.fallback for e in engines):
+                    continue
+                fp32 = (entry.fallback_onnx, entry.fallback_onnx_sha256)
+                deployed = EngineEntry(entry.fallback, "int8", *fp32)  # type: ignore[arg-type]
+            engine = prebuilt[deployed.id]
+            bundle.add(f"engines/{deployed.id}.engine", engine)
+            bundle.add(f"engines/{deployed.id}.json", engine.with_suffix(".json"))
+            engines.append(replace(deployed, prebuilt=f"engines/{deployed.id}.engine"))
     else:
         if "tensorrt" in device.backends and device.tensorrt.enabled:
             for entry in plan_engines(run_dir, sources, device.tensorrt.precisions, dla):
-                for rel in filter(None, (entry.onnx, entry.fp16_onnx)):
+                for rel in filter(None, (entry.onnx, entry.fp16_onnx, entry.fallback_onnx)):
                     bundle.add(rel, run.inside(rel, "manifest"))
                 engines.append(entry)
             if "int8" in device.tensorrt.precisions and not any(e.precision == "int8" for e in engines):
                 needed = "fp32 student ONNX (export stage)" if dla else "Q/DQ int8 ONNX (qat stage)"
                 warnings.append(f"{run_dir}: the manifest vouches for no {needed}: no int8 engines")
-            if dla_int8(device) and "calib_set" in vouched:
+            fallbacks = any(e.fallback for e in engines)  # a failed Q/DQ build calibrates its fallback with it
+            if (dla_int8(device) or fallbacks) and "calib_set" in vouched:
                 bundle.add(CALIBRATION_PATH, vouched["calib_set"])
                 calibration = CALIBRATION_PATH
             elif dla_int8(device):
                 warnings.append(
-                    f"{run.path('calib_set')}: no calibration set the manifest vouches for (benchmark stage): "
+                    f"{run.path('calib_set')}: no calibration set the manifest vouches for (export stage): "
                     "int8 on the DLA cannot be calibrated"
+                )
+            elif fallbacks:
+                engines = [replace(e, fallback=None, fallback_onnx=None, fallback_onnx_sha256=None) for e in engines]
+                warnings.append(
+                    f"{run.path('calib_set')}: no calibration set the manifest vouches for (export stage): a Q/DQ "
+                    "int8 build that fails on the device has no calibrated fallback"
                 )
         if "onnxruntime" in device.backends:
             for art_id, path in sources.items():

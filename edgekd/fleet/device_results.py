@@ -32,7 +32,10 @@ OPTION_TYPES = {
     "min_batch": (int,),
     "opt_batch": (int,),
     "max_batch": (int,),
+    "calibrated": (bool,),
 }
+OPTIONAL_OPTIONS = ("calibrated",)
+"""Options a sidecar written before they existed leaves out (BuildOptions' default applies)."""
 MAX_JSON_BYTES = 16 << 20
 
 
@@ -73,11 +76,15 @@ def _field(doc: dict, key: str, pattern: re.Pattern, what: str, valid: str) -> s
 
 
 def check_options(doc: Any, what: str) -> BuildOptions:
-    """BuildOptions from a sidecar's `options`: exactly the known keys, each of its type, and valid together."""
-    if not isinstance(doc, dict) or set(doc) != set(OPTION_TYPES):
+    """BuildOptions from a sidecar's `options`: exactly the known keys (those of OPTIONAL_OPTIONS may be left out),
+    each of its type, and valid together."""
+    required = set(OPTION_TYPES) - set(OPTIONAL_OPTIONS)
+    if not isinstance(doc, dict) or not required <= set(doc) <= set(OPTION_TYPES):
         keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
         raise EdgekdError(f"{what}: options are {keys}; expected exactly {sorted(OPTION_TYPES)}")
     for key, types in OPTION_TYPES.items():
+        if key not in doc:
+            continue
         value = doc[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise EdgekdError(f"{what}: options.{key} is {value!r}; expected {' or '.join(t.__name__ for t in types)}")

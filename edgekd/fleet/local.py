@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,8 @@ from edgekd.fleet import engine_cache
 from edgekd.fleet.bundle import plan_engines
 from edgekd.manifest import read_manifest
 from edgekd.ondevice import catalog, trt_options
-from edgekd.ondevice.files import sha256_file
+from edgekd.ondevice.files import write_json_atomic
+from edgekd.ondevice.job import EngineEntry
 from edgekd.ondevice.text import first_line, one_line
 from edgekd.ondevice.trt_options import BuildOptions, slug
 from edgekd.rundir import RunDir
@@ -48,8 +50,9 @@ def build_local_engines(
     with its sidecar and logs beside it.
 
     fp32/fp16 engines come from fp32 ONNX files (fp16 from the fp16 ONNX on TensorRT >= 10: EngineEntry.build_source),
-    int8 from Q/DQ ONNX files. The timing and
-    engine caches live under the user cache dir, keyed by this GPU (device kind `host-<gpu>`).
+    int8 from Q/DQ ONNX files; a Q/DQ int8 build that fails is followed by the calibrated int8 engine of the same
+    model from its fp32 ONNX and the run's calibration set, whose sidecar says so (`fallback`), as on a device.
+    The timing and engine caches live under the user cache dir, keyed by this GPU (device kind `host-<gpu>`).
     """
     run_dir = Path(run_dir)
     gpu, why = local_gpu()
@@ -57,11 +60,28 @@ def build_local_engines(
         return LocalEngines(skipped=why)
     import tensorrt
 
-    from edgekd.ondevice.trt_build import build_engine
+    from edgekd.ondevice.trt_build import BuildError, build_engine
 
-    calibration = read_manifest(run_dir).vouched().get("calib_set")  # DLA int8 is calibrated from it
+    calibration = sources.get("calib_set") or read_manifest(run_dir).vouched().get("calib_set")  # calibrated int8
     kind = "host-" + slug(gpu)
+    version = tensorrt.__version__
     result = LocalEngines()
+    fallbacks: dict[str, tuple[EngineEntry, BuildOptions, list[dict[str, str]]]] = {}
+
+    def build(art_id: str, onnx: str, opts: BuildOptions) -> None:
+        calibrated = trt_options.build_plan(opts, version).calibrate and calibration is not None
+        engine = out(art_id)
+        build_engine(
+            str(RunDir(run_dir).inside(onnx, "engine source")),
+            str(engine),
+            opts,
+            kind,
+            str(engine_cache.cache_root()),
+            shown_paths=(onnx, catalog.path_of(art_id, device)),
+            calibration_images=str(calibration) if calibrated else None,
+        )
+        result.engines[art_id] = engine
+
     for entry in plan_engines(run_dir, sources, list(cfg.precisions), cfg.dla_core is not None):
         opts = BuildOptions(
             entry.precision,
@@ -72,23 +92,29 @@ def build_local_engines(
             cfg.opt_batch,
             cfg.max_batch,
         )
-        engine = out(entry.id)
-        calibrated = trt_options.build_plan(opts, tensorrt.__version__).calibrate and calibration is not None
-        digest = sha256_file(str(calibration)) if calibrated else None
-        onnx, _ = entry.build_source(opts, tensorrt.__version__, digest)
+        onnx, _ = entry.build_source(opts, version)
         try:
-            build_engine(
-                str(RunDir(run_dir).inside(onnx, "engine source")),
-                str(engine),
-                opts,
-                kind,
-                str(engine_cache.cache_root()),
-                shown_paths=(onnx, catalog.path_of(entry.id, device)),
-                calibration_images=str(calibration) if calibrated else None,
-            )
+            build(entry.id, onnx, opts)
         except Exception as e:  # BuildError, or TensorRT/pycuda failing: one engine's failure keeps the others
             result.failed[entry.id] = one_line(e)
+            qdq = trt_options.build_plan(opts, version).source == "qdq"
+            if entry.fallback and qdq and calibration is not None and isinstance(e, BuildError):
+                failure = trt_options.fallback_failure(entry.id, onnx, one_line(e))
+                fallbacks.setdefault(entry.fallback, (entry, opts, []))[2].append(failure)
+                result.failed[entry.id] += (
+                    f"; fell back to {entry.fallback} (int8 calibrated from {entry.fallback_onnx})"
+                )
+    for fb_id, (entry, opts, failures) in fallbacks.items():  # as the device bench does (ondevice/bench.py)
+        calibrated = BuildOptions.from_dict(dict(opts.as_dict(), calibrated=True))
+        try:
+            build(fb_id, entry.build_source(calibrated, version)[0], calibrated)
+        except Exception as e:
+            result.failed[fb_id] = (
+                f"{trt_options.fallback_note({'fallback': failures})}; the fallback failed too: {one_line(e)}"
+            )
             continue
+        sidecar = out(fb_id).with_suffix(".json")
+        write_json_atomic(sidecar, {**json.loads(sidecar.read_text()), "fallback": failures})
+    for engine in result.engines.values():
         engine_cache.store(engine, kind)
-        result.engines[entry.id] = engine
     return result

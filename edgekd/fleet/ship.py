@@ -33,7 +33,7 @@ from edgekd.fleet.device_results import check_bench, check_sidecar, check_tree, 
 from edgekd.fleet.ssh import Ssh, remote_command
 from edgekd.manifest import Manifest
 from edgekd.ondevice.files import sha256_file
-from edgekd.ondevice.trt_options import validate_options
+from edgekd.ondevice.trt_options import BuildOptions, validate_options
 from edgekd.rundir import RunDir
 
 SHIP_SCHEMA = "edgekd.ship/1"
@@ -239,7 +239,9 @@ def _prebuilt_engines(
     """Cached engines for every planned engine of `device`, or an EdgekdError naming the first one missing.
 
     Each is looked up by the source the device built it from on `trt_version` (the fp16 ONNX of a strongly
-    typed fp16 build; the ONNX and the run's calibration set of a calibrated DLA int8 build)."""
+    typed fp16 build; the ONNX and the run's calibration set of a calibrated DLA int8 build). A Q/DQ int8 engine
+    that never built on this kind stands in as its calibrated fallback when that one is cached (keyed by the fp32
+    ONNX and the calibration set, its sidecar saying why): the device then measures the fallback, not the Q/DQ."""
     found = {}
     manifest = manifest or run_manifest(run_dir)
     calibration = manifest.vouched_sha256().get("calib_set")
@@ -248,6 +250,13 @@ def _prebuilt_engines(
         opts = build_options(device, entry.precision)
         onnx, source = entry.build_source(opts, trt_version, calibration)
         path = engine_cache.lookup(source, opts, device.kind, trt_version)
+        if path is None and entry.fallback and calibration:
+            calibrated = BuildOptions.from_dict({**opts.as_dict(), "calibrated": True})
+            _, fallback_source = entry.build_source(calibrated, trt_version, calibration)
+            fallback = engine_cache.lookup(fallback_source, calibrated, device.kind, trt_version)
+            if fallback is not None:
+                found[entry.fallback] = fallback
+                continue
         if path is None:
             raise EdgekdError(
                 f"--engines-only: no cached {entry.precision} engine of {onnx} for {device.kind} with TensorRT "

@@ -12,6 +12,7 @@ build logs, trtexec lines, bench.log). Engines are kept under CACHE/engines by
 
 import argparse
 import datetime
+import json
 import os
 import shutil
 import sys
@@ -21,12 +22,13 @@ import numpy as np
 
 from . import catalog, measure, trt_options
 from .clocks import locked_clocks
-from .files import sha256_file
+from .files import sha256_file, write_json_atomic
 from .job import EngineEntry, Job, JobError, OnnxEntry
 from .probe import device_info, jetson_state
 from .records import BenchDoc
 from .runtime import Runtime
 from .tegrastats import TegrastatsMonitor
+from .text import one_line
 
 
 class Bench:
@@ -63,64 +65,132 @@ class Bench:
         return OrtRuntime(os.path.join(self.root, entry.path), self.job.ort_providers, self.job.settings.threads)
 
     def calibration_set(self) -> Optional[str]:
-        """The bundle's calibration images for DLA int8 (job `calibration`), or None."""
+        """The bundle's calibration images for calibrated int8 (job `calibration`), or None."""
         rel = self.job.calibration
         path = os.path.join(self.root, rel) if rel else None
         return path if path and os.path.isfile(path) else None
 
-    def engine_files(self, entry: EngineEntry, opts: trt_options.BuildOptions) -> str:
-        """The engine for `entry` in the results folder: prebuilt, from the engine cache, or built now."""
+    def built(
+        self, art_id: str, onnx: str, source_key: str, opts: trt_options.BuildOptions, calibration: Optional[str]
+    ) -> str:
+        """Engine `art_id` in the results folder, from the engine cache or built now from the bundle's `onnx`."""
         import tensorrt as trt
 
         from .trt_build import build_engine
 
-        target = os.path.join(self.engine_dir, entry.id)
-        calibration = None
-        if trt_options.build_plan(opts, trt.__version__).calibrate and not entry.prebuilt:
-            calibration = self.calibration_set()
-        if entry.prebuilt:
-            source = os.path.join(self.root, os.path.splitext(entry.prebuilt)[0])
+        key = trt_options.engine_key(source_key, opts, self.device.kind, trt.__version__)
+        source = os.path.join(self.cache_dir, "engines", key)
+        if os.path.exists(source + ".engine") and os.path.exists(source + ".json"):
+            self.log(f"{art_id}: engine from the cache ({key})")
         else:
-            digest = sha256_file(calibration) if calibration else None
-            onnx, source_key = entry.build_source(opts, trt.__version__, digest)
-            key = trt_options.engine_key(source_key, opts, self.device.kind, trt.__version__)
-            source = os.path.join(self.cache_dir, "engines", key)
-            if os.path.exists(source + ".engine") and os.path.exists(source + ".json"):
-                self.log(f"{entry.id}: engine from the cache ({key})")
-            else:
-                self.log(f"{entry.id}: building {opts.precision} engine from {onnx}")
-                os.makedirs(os.path.dirname(source), exist_ok=True)
+            self.log(f"{art_id}: building {opts.precision} engine from {onnx}")
+            os.makedirs(os.path.dirname(source), exist_ok=True)
+            try:
                 build_engine(
                     os.path.join(self.root, onnx),
                     source + ".engine",
                     opts,
                     self.device.kind,
                     self.cache_dir,
-                    shown_paths=(onnx, catalog.path_of(entry.id, self.device.name)),
+                    shown_paths=(onnx, catalog.path_of(art_id, self.device.name)),
                     calibration_images=calibration,
                 )
-        for suffix in (".engine", ".json", ".build.log", ".trtexec.txt", ".layers.json", ".calib.cache"):
+            except Exception:  # the results keep TensorRT's log of the failed build
+                if os.path.exists(source + ".build.log"):
+                    shutil.copyfile(source + ".build.log", os.path.join(self.engine_dir, art_id + ".build.log"))
+                raise
+        return self._copy(source, art_id)
+
+    def _copy(self, source: str, art_id: str) -> str:
+        target = os.path.join(self.engine_dir, art_id)
+        for suffix in ENGINE_FILES:
             if os.path.exists(source + suffix):
                 shutil.copyfile(source + suffix, target + suffix)
         return target + ".engine"
 
-    def open_engine(self, entry: EngineEntry) -> Runtime:
-        """An (unloaded) TensorRT runtime for `entry`'s engine, built or taken from the cache first."""
-        opts = self.job.tensorrt.build_options(entry.precision)
-        path = self.engine_files(entry, opts)
-        from .trt_runtime import TrtRunner
+    def engine_files(self, entry: EngineEntry, opts: trt_options.BuildOptions) -> str:
+        """The engine for `entry` in the results folder: prebuilt, from the engine cache, or built now."""
+        import tensorrt as trt
 
-        return TrtRunner(path)
+        if entry.prebuilt:
+            return self._copy(os.path.join(self.root, os.path.splitext(entry.prebuilt)[0]), entry.id)
+        calibration = self.calibration_set() if trt_options.build_plan(opts, trt.__version__).calibrate else None
+        onnx, source_key = entry.build_source(opts, trt.__version__, sha256_file(calibration) if calibration else None)
+        return self.built(entry.id, onnx, source_key, opts, calibration)
+
+    def fallback_engine(
+        self, entry: EngineEntry, opts: trt_options.BuildOptions, failures: List[Dict[str, str]]
+    ) -> str:
+        """The calibrated int8 engine `entry.fallback` from the fp32 ONNX and the calibration set, after `entry`'s
+        Q/DQ build failed; its sidecar in the results says so (`fallback`: what it replaces, and why)."""
+        import tensorrt as trt
+
+        from .trt_build import BuildError
+
+        calibrated = trt_options.BuildOptions.from_dict(dict(opts.as_dict(), calibrated=True))
+        refused = trt_options.build_plan(calibrated, trt.__version__).refused
+        if refused:
+            raise BuildError(refused)
+        calibration = self.calibration_set()
+        if calibration is None:
+            raise BuildError("the job ships no calibration set to calibrate int8 from the fp32 ONNX")
+        onnx, source_key = entry.build_source(calibrated, trt.__version__, sha256_file(calibration))
+        path = self.built(str(entry.fallback), onnx, source_key, calibrated, calibration)
+        sidecar_path = os.path.splitext(path)[0] + ".json"
+        with open(sidecar_path) as f:
+            sidecar = json.load(f)
+        sidecar["fallback"] = failures  # the results' copy only: the cached engine may stand in for other engines
+        # (trt_options.fallback_note turns it into the bench record's note)
+        write_json_atomic(sidecar_path, sidecar)
+        return path
+
+    def prepare_engines(self) -> List[measure.Subject]:
+        """Every engine of the job built (or taken from the engine cache) before anything is timed, as subjects.
+
+        A Q/DQ int8 build that fails, when the job names a fallback, is followed by the calibrated int8 engine of the
+        same model (`fallback_engine`): the failed engine keeps its row, failed with TensorRT's reason and the
+        fallback named, and the fallback gets its own row, measured like any engine, whose note (from its sidecar)
+        says why it exists.
+        """
+        subjects = []  # type: List[measure.Subject]
+        fallbacks = {}  # type: Dict[str, tuple]  # fallback id -> (entry, options, failures)
+        for entry in self.job.engines:
+            rel = catalog.path_of(entry.id, self.device.name)
+            opts = self.job.tensorrt.build_options(entry.precision)
+            try:
+                path = self.engine_files(entry, opts)
+            except Exception as e:  # one engine's failure keeps the others (the record says why)
+                error = e
+                # a BuildError first: then tensorrt imported, and _qdq_build can ask its version
+                if entry.fallback and not entry.prebuilt and _is_build_error(e) and _qdq_build(opts):
+                    failure = trt_options.fallback_failure(entry.id, entry.onnx, one_line(e))
+                    fallbacks.setdefault(entry.fallback, (entry, opts, []))[2].append(failure)
+                    error = RuntimeError(
+                        f"{one_line(e)}; fell back to {entry.fallback} (int8 calibrated from {entry.fallback_onnx})"
+                    )
+                self.log(f"{entry.id}: build failed: {one_line(error)}")
+                subjects.append(measure.Subject(entry.id, rel, lambda err=error: _raise(err)))
+                continue
+            subjects.append(measure.Subject(entry.id, rel, lambda p=path: _trt_runner(p)))
+        for fb_id, (entry, opts, failures) in fallbacks.items():
+            rel = catalog.path_of(fb_id, self.device.name)
+            try:
+                path = self.fallback_engine(entry, opts, failures)
+            except Exception as e:
+                note = trt_options.fallback_note({"fallback": failures})
+                error = RuntimeError(f"{note}; the fallback failed too: {one_line(e)}")
+                self.log(f"{fb_id}: build failed: {one_line(error)}")
+                subjects.append(measure.Subject(fb_id, rel, lambda err=error: _raise(err)))
+                continue
+            subjects.append(measure.Subject(fb_id, rel, lambda p=path: _trt_runner(p)))
+        return subjects
 
     def subjects(self) -> List[measure.Subject]:
         """What to time: the shipped ONNX files in ONNX Runtime, then the engines (ids are catalogue ids)."""
         out = []
         for onnx in self.job.onnx:
             out.append(measure.Subject(onnx.id, onnx.path, lambda e=onnx: self.open_onnx(e)))
-        for engine in self.job.engines:
-            rel = catalog.path_of(engine.id, self.device.name)
-            out.append(measure.Subject(engine.id, rel, lambda e=engine: self.open_engine(e)))
-        return out
+        return out + (self.prepare_engines() if self.job.engines else [])
 
     def run(self) -> Dict[str, object]:
         """Time every artifact (interleaved rounds, see measure.py) with the Jetson's state before and after."""
@@ -137,6 +207,7 @@ class Bench:
                 self.teacher_logits,
                 settings,
                 power=TegrastatsMonitor.if_available(),
+                inspect=trt_options.note_fallback,
                 log=self.log,
             )
         jetson["after"] = jetson_state(False)
@@ -160,6 +231,32 @@ class Bench:
         measure.write_json_atomic(os.path.join(self.out_dir, "bench", self.device.name + ".json"), doc.to_dict())
         self.log_file.close()
         return doc.to_dict()
+
+
+ENGINE_FILES = (".engine", ".json", ".build.log", ".trtexec.txt", ".layers.json", ".calib.cache")
+"""What a build leaves beside `<stem>.engine` (trt_build), copied from the engine cache into the results."""
+
+
+def _qdq_build(opts: trt_options.BuildOptions) -> bool:
+    import tensorrt as trt
+
+    return trt_options.build_plan(opts, trt.__version__).source == "qdq"
+
+
+def _is_build_error(error: Exception) -> bool:
+    """Whether `error` is trt_build's BuildError (TensorRT refused or failed the build), without importing TensorRT."""
+    module = sys.modules.get(f"{__package__}.trt_build")  # __name__ is __main__ under -m
+    return module is not None and isinstance(error, module.BuildError)
+
+
+def _raise(error: Exception) -> Runtime:
+    raise error
+
+
+def _trt_runner(path: str) -> Runtime:
+    from .trt_runtime import TrtRunner
+
+    return TrtRunner(path)
 
 
 def _remove_abandoned(out: str) -> None:

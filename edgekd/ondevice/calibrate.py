@@ -1,9 +1,10 @@
-"""Implicit int8 calibration for DLA engines: the calibration set, its batching, the calibration cache file,
+"""Implicit int8 calibration (DLA int8, and the GPU fallback of a failed Q/DQ build): the calibration set, its batching, the calibration cache file,
 and the TensorRT entropy calibrator built on them.
 
 DLA takes int8 only by implicit quantization on TensorRT 8.x/10.x (no Q/DQ: NVIDIA/TensorRT #2222), so
-a DLA int8 engine is calibrated from images drawn from the TRAINING split (bench/calib.npz, written by
-the host; never the validation split the report scores on). Everything but `entropy_calibrator` is
+a DLA int8 engine is calibrated from images drawn from the TRAINING split (the `calib_set` artifact,
+export/calib.npz, written by the host's export stage before any engine is built; never the validation split
+the report scores on). Everything but `entropy_calibrator` is
 plain numpy, so the host tests it; TensorRT 11 has no calibrators, so the subclass is only made when asked.
 """
 
@@ -15,7 +16,6 @@ import numpy as np
 
 from .files import write_bytes_atomic
 
-CALIBRATION_PATH = "bench/calib.npz"
 CACHE_SUFFIX = ".calib.cache"
 
 

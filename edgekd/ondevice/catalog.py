@@ -76,25 +76,26 @@ ARTIFACTS = (
     _row("student_onnx",              "export",        "export/student.onnx",                           "student",  "onnxruntime", "fp32",         True,  "any",   None,               "student, ONNX fp32"),
     _row("teacher_onnx_fp16",         "export",        "export/teacher_fp16.onnx",                      "teacher",  "onnxruntime", "fp16",         True,  "any",   None,               "teacher, ONNX fp16"),
     _row("student_onnx_fp16",         "export",        "export/student_fp16.onnx",                      "student",  "onnxruntime", "fp16",         True,  "any",   None,               "student, ONNX fp16"),
+    _row("calib_set",                 "export",        "export/calib.npz",                              "none",     "",            "",             False, "",      None,               "training images that calibrate int8 engines"),
     # int8
     _row("student_qat_onnx",          "qat",           "qat/student_int8_qdq.onnx",                     "student",  "onnxruntime", "int8",         True,  "any",   None,               "student, QAT int8 Q/DQ ONNX"),
     _row("student_ptq_onnx",          "qat",           "qat/student_ptq_int8_qdq.onnx",                 "student",  "onnxruntime", "int8",         True,  "any",   None,               "student, PTQ int8 Q/DQ ONNX"),
     _row("student_dynamic_int8_ts",   "dynamic_quant", "dynamic_quant/student_dynamic_int8.ts.pt",      "student",  "torchscript", "int8-dynamic", False, "host",  None,               "student, dynamic int8 TorchScript"),
     _row("student_dynamic_int8_onnx", "dynamic_quant", "dynamic_quant/student_dynamic_int8.onnx",       "student",  "onnxruntime", "int8-dynamic", True,  "any",   None,               "student, dynamic int8 ONNX"),
     # TensorRT engines: fp32/fp16 from fp32 ONNX (fp16 from the fp16 ONNX on TensorRT >= 10), int8 from Q/DQ ONNX
-    # on the GPU; int8 on the DLA is calibrated from the fp32 ONNX (student_trt_int8)
+    # on the GPU; int8 on the DLA is calibrated from the fp32 ONNX (student_trt_int8), as is the fallback of a Q/DQ
+    # int8 engine whose build fails on the GPU
     _row("teacher_trt_fp32",          "tensorrt",      "tensorrt/{device}/teacher_trt_fp32.engine",     "teacher",  "tensorrt",    "fp32",         False, "built", "teacher_onnx",     "teacher, TensorRT fp32"),
     _row("teacher_trt_fp16",          "tensorrt",      "tensorrt/{device}/teacher_trt_fp16.engine",     "teacher",  "tensorrt",    "fp16",         False, "built", "teacher_onnx",     "teacher, TensorRT fp16"),
     _row("student_trt_fp32",          "tensorrt",      "tensorrt/{device}/student_trt_fp32.engine",     "student",  "tensorrt",    "fp32",         False, "built", "student_onnx",     "student, TensorRT fp32"),
     _row("student_trt_fp16",          "tensorrt",      "tensorrt/{device}/student_trt_fp16.engine",     "student",  "tensorrt",    "fp16",         False, "built", "student_onnx",     "student, TensorRT fp16"),
     _row("student_qat_trt_int8",      "tensorrt",      "tensorrt/{device}/student_qat_trt_int8.engine", "student",  "tensorrt",    "int8",         False, "built", "student_qat_onnx", "student, QAT int8 TensorRT"),
     _row("student_ptq_trt_int8",      "tensorrt",      "tensorrt/{device}/student_ptq_trt_int8.engine", "student",  "tensorrt",    "int8",         False, "built", "student_ptq_onnx", "student, PTQ int8 TensorRT"),
-    _row("student_trt_int8",          "tensorrt",      "tensorrt/{device}/student_trt_int8.engine",     "student",  "tensorrt",    "int8",         False, "built", "student_onnx",     "student, int8 TensorRT calibrated (DLA)"),
+    _row("student_trt_int8",          "tensorrt",      "tensorrt/{device}/student_trt_int8.engine",     "student",  "tensorrt",    "int8",         False, "built", "student_onnx",     "student, int8 TensorRT calibrated"),
     # what the benchmark and report stages write
     _row("distill_metrics",           "distill",       "distill/metrics.jsonl",                         "none",     "",            "",             False, "",      None,               ""),
     _row("distill_settings",          "distill",       "distill/settings.json",                         "none",     "",            "",             False, "",      None,               ""),
     _row("val_set",                   "benchmark",     "bench/val.npz",                                 "none",     "",            "",             False, "",      None,               ""),
-    _row("calib_set",                 "benchmark",     "bench/calib.npz",                               "none",     "",            "",             False, "",      None,               "training images that calibrate DLA int8"),
     _row("bench",                     "benchmark",     "bench/{device}.json",                           "none",     "",            "",             False, "",      None,               ""),
     _row("report_md",                 "report",        "report/report.md",                              "none",     "",            "",             False, "",      None,               ""),
     _row("report_html",               "report",        "report/report.html",                            "none",     "",            "",             False, "",      None,               ""),

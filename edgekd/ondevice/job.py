@@ -231,7 +231,10 @@ class EngineEntry:
     """One engine to build (or deploy): a catalogue engine row and the ONNX file it is built from.
 
     `fp16_onnx` is the fp16 ONNX a strongly typed fp16 build takes (TensorRT >= 10: see build_source);
-    `prebuilt` the bundle path of an engine built earlier (--engines-only), then nothing is built.
+    `prebuilt` the bundle path of an engine built earlier (--engines-only), then nothing is built;
+    `fallback` (a Q/DQ int8 engine only) the catalogue id of the calibrated int8 engine built from the same model's
+    fp32 ONNX `fallback_onnx` and the job's calibration set when this engine's Q/DQ build fails (TensorRT 8.5/8.6
+    on a Xavier fail some Q/DQ models that 10.x builds: NVIDIA/TensorRT #4527).
     """
 
     id: str  # catalogue id, e.g. student_trt_fp16, student_qat_trt_int8
@@ -241,6 +244,9 @@ class EngineEntry:
     fp16_onnx: Optional[str] = None
     fp16_onnx_sha256: Optional[str] = None
     prebuilt: Optional[str] = None
+    fallback: Optional[str] = None
+    fallback_onnx: Optional[str] = None
+    fallback_onnx_sha256: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         doc = {
@@ -252,6 +258,10 @@ class EngineEntry:
         }  # type: Dict[str, Any]
         if self.fp16_onnx:
             doc.update(fp16_onnx=self.fp16_onnx, fp16_onnx_sha256=self.fp16_onnx_sha256)
+        if self.fallback:
+            doc.update(
+                fallback=self.fallback, fallback_onnx=self.fallback_onnx, fallback_onnx_sha256=self.fallback_onnx_sha256
+            )
         return doc
 
     @classmethod
@@ -262,6 +272,14 @@ class EngineEntry:
             raise _fail(where + ".precision", precision, "one of " + ", ".join(catalog.ENGINE_PRECISIONS))
         fp16_onnx = doc.get("fp16_onnx")
         prebuilt = doc.get("prebuilt")
+        fallback = doc.get("fallback")
+        if fallback is not None:
+            row = catalog.BY_ID.get(fallback) if isinstance(fallback, str) else None
+            source = catalog.BY_ID.get(row.source or "") if row is not None else None
+            if precision != "int8" or row is None or row.runtime != "tensorrt" or row.precision != "int8":
+                raise _fail(where + ".fallback", fallback, "null, or for an int8 engine a calibrated int8 engine id")
+            if source is None or source.precision != "fp32":
+                raise _fail(where + ".fallback", fallback, "an int8 engine calibrated from an fp32 ONNX")
         return cls(
             id=_catalogue_id(doc["id"], where + ".id", "tensorrt"),
             precision=precision,
@@ -272,6 +290,11 @@ class EngineEntry:
             if fp16_onnx is None
             else _sha256(doc.get("fp16_onnx_sha256"), where + ".fp16_onnx_sha256"),
             prebuilt=None if prebuilt is None else _path(prebuilt, where + ".prebuilt", root),
+            fallback=fallback,
+            fallback_onnx=None if fallback is None else _path(doc.get("fallback_onnx"), where + ".fallback_onnx", root),
+            fallback_onnx_sha256=None
+            if fallback is None
+            else _sha256(doc.get("fallback_onnx_sha256"), where + ".fallback_onnx_sha256"),
         )
 
     def build_source(
@@ -287,6 +310,8 @@ class EngineEntry:
         onnx, sha = self.onnx, self.onnx_sha256
         if plan.source == "fp16" and self.fp16_onnx and self.fp16_onnx_sha256:
             onnx, sha = self.fp16_onnx, self.fp16_onnx_sha256
+        if opts.calibrated and self.fallback_onnx and self.fallback_onnx_sha256:
+            onnx, sha = self.fallback_onnx, self.fallback_onnx_sha256
         return onnx, trt_options.calibrated_source(sha, calibration_sha256 if plan.calibrate else None)
 
 
@@ -353,6 +378,9 @@ class Job:
             if entry.id in seen:
                 raise _fail(where + ".id", entry.id, "an id that appears once in the job")
             seen.add(entry.id)
+        for i, entry in enumerate(engines):
+            if entry.fallback in seen:
+                raise _fail(f"engines[{i}].fallback", entry.fallback, "an engine id the job does not build itself")
         for i, entry in enumerate(engines):  # what the host checked in devices.yaml, checked again
             problems = trt_options.validate_options(build.build_options(entry.precision))
             if problems:

@@ -144,6 +144,7 @@ class ArtifactRecord:
     runtime: Optional[RuntimeInfo] = None
     latency: List[Latency] = field(default_factory=list)
     accuracy: Optional[Accuracy] = None
+    note: Optional[str] = None  # what a reader must know about a done record, e.g. that it is a calibrated fallback
 
     @property
     def row(self) -> catalog.Artifact:
@@ -182,6 +183,7 @@ class ArtifactRecord:
             runtime=RuntimeInfo.from_dict(runtime, where + ".runtime") if runtime is not None else None,
             latency=[Latency.from_dict(x, f"{where}.latency[{i}]") for i, x in enumerate(lat)],
             accuracy=Accuracy.from_dict(accuracy, where + ".accuracy") if accuracy is not None else None,
+            note=_str(doc, "note", where, optional=True),
         )
 
 

@@ -111,7 +111,7 @@ def _check_source(network: "trt.INetworkDefinition", plan: BuildPlan, onnx_path:
             "this one has no fp16 tensors (build from the student_onnx_fp16 artifact)"
         )
     if plan.source == "fp32" and plan.calibrate and _has_qdq(network):
-        raise BuildError(f"{onnx_path}: int8 on the DLA is calibrated from an fp32 ONNX; this one has Q/DQ nodes")
+        raise BuildError(f"{onnx_path}: calibrated int8 is built from an fp32 ONNX; this one has Q/DQ nodes")
 
 
 def _timing_cache(config: "trt.IBuilderConfig", cache_path: str, warnings: List[str]) -> "trt.ITimingCache":
@@ -235,8 +235,8 @@ def _calibrator(
 
     if not calibration_images or not os.path.exists(calibration_images):
         raise BuildError(
-            f"{engine_path}: int8 on the DLA is calibrated from training images, and there is no calibration set "
-            f"({calibration_images or 'none given'}); the benchmark stage writes bench/calib.npz"
+            f"{engine_path}: calibrated int8 needs training images, and there is no calibration set "
+            f"({calibration_images or 'none given'}); the export stage writes export/calib.npz"
         )
     try:
         images = load_calibration_set(calibration_images)
@@ -307,7 +307,7 @@ def build_engine(
         serialized = builder.build_serialized_network(network, config)
         seconds = time.perf_counter() - start
         if serialized is None:
-            detail = log.errors[-1] if log.errors else "see " + stem + ".build.log"
+            detail = log.errors[0] if log.errors else "see " + stem + ".build.log"  # the first: TensorRT's cause
             raise BuildError(f"{onnx_path}: TensorRT could not build a {opts.precision} engine: {detail}")
         data = bytes(serialized)
         write_bytes_atomic(cache_path, bytes(timing.serialize()))

@@ -133,15 +133,17 @@ def build_plan(opts: "BuildOptions", trt_version: str) -> BuildPlan:
     fp16 ONNX, int8 from a Q/DQ ONNX); the DLA only takes weakly typed networks before 11.4, so DLA engines are
     built as on 8.5 (flags, calibrated int8). Every DLA build prefers precision constraints, as trtexec's
     --useDLACore does. 11.x: strongly typed only and no calibrators, so no DLA int8; no DLA at all before 11.4.
+    `opts.calibrated` asks for calibrated int8 on the GPU too (the fallback when a Q/DQ build fails), built
+    like DLA int8: weakly typed with flags and a calibrator, so never on 11.x.
     """
     family = api_family(trt_version)
     dla = opts.dla_core is not None
-    dla_int8 = opts.precision == "int8" and dla
-    if family == "8.5" or (family == "10" and dla):
+    calibrated = opts.precision == "int8" and (dla or opts.calibrated)
+    if family == "8.5" or (family == "10" and (dla or calibrated)):
         flags = {"fp32": (), "fp16": ("FP16",), "int8": ("FP16", "INT8")}[opts.precision]
         if dla:
             flags += ("PREFER_PRECISION_CONSTRAINTS",)
-        return BuildPlan(family, "fp32" if opts.precision != "int8" or dla_int8 else "qdq", False, flags, dla_int8)
+        return BuildPlan(family, "fp32" if opts.precision != "int8" or calibrated else "qdq", False, flags, calibrated)
     if dla and version_tuple(trt_version) < (11, 4):
         return BuildPlan(
             family,
@@ -150,19 +152,23 @@ def build_plan(opts: "BuildOptions", trt_version: str) -> BuildPlan:
             refused=f"the DLA on TensorRT {trt_version} takes no network edgekd can build (11.x removed weakly "
             "typed networks; strongly typed ones run on the DLA from 11.4); use the GPU, or TensorRT 10.x",
         )
-    if dla_int8:
+    if calibrated:
+        where = "on the DLA" if dla else "calibrated on the GPU"
+        other = "use fp16 on the DLA or int8 on the GPU" if dla else "use the Q/DQ int8 ONNX"
         return BuildPlan(
             family,
             "fp32",
             False,
-            refused=f"int8 on the DLA needs a calibrator and TensorRT {trt_version} has none "
-            "(11.x removed implicit int8); use fp16 on the DLA or int8 on the GPU",
+            refused=f"int8 {where} needs a calibrator and TensorRT {trt_version} has none "
+            f"(11.x removed implicit int8); {other}",
         )
     return BuildPlan(family, {"fp32": "fp32", "fp16": "fp16", "int8": "qdq"}[opts.precision], True)
 
 
 class BuildOptions:
-    """How one engine is built: precision, DLA core, workspace and the batch profile of the dynamic batch axis."""
+    """How one engine is built: precision, DLA core, workspace and the batch profile of the dynamic batch axis;
+    `calibrated`: int8 by implicit quantization from an fp32 ONNX and a calibration set even on the GPU (the
+    fallback when a Q/DQ int8 build fails; DLA int8 is always calibrated)."""
 
     def __init__(
         self,
@@ -173,6 +179,7 @@ class BuildOptions:
         min_batch: int = 1,
         opt_batch: int = 8,
         max_batch: int = 32,
+        calibrated: bool = False,
     ) -> None:
         self.precision = precision
         self.dla_core = dla_core
@@ -181,6 +188,7 @@ class BuildOptions:
         self.min_batch = min_batch
         self.opt_batch = opt_batch
         self.max_batch = max_batch
+        self.calibrated = calibrated
 
     def as_dict(self) -> Dict[str, object]:
         return dict(self.__dict__)
@@ -203,6 +211,8 @@ class BuildOptions:
         lo, opt, hi = self.batch_profile()
         parts.append(f"b{opt}" if lo == hi else f"b{lo}-{opt}-{hi}")
         parts.append(f"ws{self.workspace_mb}")
+        if self.calibrated and self.dla_core is None:  # DLA int8 is always calibrated: its key stays as it was
+            parts.append("cal")
         return "-".join(parts)
 
 
@@ -223,6 +233,8 @@ def validate_options(opts: BuildOptions) -> List[str]:
             problems.append("DLA runs fp16 or int8 only; precision fp32 cannot use dla_core")
         if not opts.static_shapes:
             problems.append("DLA needs static shapes; set static_shapes: true (the engine is built for opt_batch)")
+    if opts.calibrated and opts.precision != "int8":
+        problems.append(f"calibrated applies to int8 only, not precision {opts.precision!r}")
     if not 16 <= opts.workspace_mb <= MAX_WORKSPACE_MB:
         problems.append(f"workspace_mb {opts.workspace_mb} is outside 16..{MAX_WORKSPACE_MB}")
     if opts.max_batch > MAX_BATCH:
@@ -350,6 +362,30 @@ def make_sidecar(
         "build_seconds": build_seconds,
         "created": created,
     }
+
+
+def fallback_failure(replaces: str, source_onnx: str, error: str) -> Dict[str, str]:
+    """One entry of a sidecar's `fallback` list: the Q/DQ int8 engine this calibrated engine stands in for, the
+    ONNX it failed to build from, and TensorRT's reason."""
+    return {"replaces": replaces, "source_onnx": source_onnx, "error": error}
+
+
+def fallback_note(sidecar: Dict[str, object]) -> Optional[str]:
+    """What a bench record says about an engine whose sidecar has a `fallback` list (None when it has none):
+    it is a calibrated int8 fallback, for which engines, and why (never a silent swap)."""
+    failures = sidecar.get("fallback")
+    if not isinstance(failures, list) or not failures:
+        return None
+    why = ["{}: {}".format(f.get("replaces"), f.get("error")) for f in failures if isinstance(f, dict)]
+    return "calibrated int8 fallback (fp32 ONNX + calibration set) because the Q/DQ build failed: " + "; ".join(why)
+
+
+def note_fallback(runtime: object, record: object) -> None:
+    """measure.bench_artifacts' `inspect`: the record of an engine whose sidecar has a `fallback` list gets its
+    fallback_note (a calibrated fallback says so and why, on the device and on the host)."""
+    sidecar = getattr(runtime, "sidecar", None)
+    if isinstance(sidecar, dict) and sidecar.get("fallback"):
+        record.note = fallback_note(sidecar)  # type: ignore[attr-defined]
 
 
 def sidecar_mismatch(

@@ -142,6 +142,7 @@ def _row(rec: ArtifactRecord, ref: ArtifactRecord | None, teacher_top1: float | 
         precision=art.precision,
         status=rec.status,
         reason=rec.reason,
+        note=rec.note,
         runtime=_runtime(rec),
         runtime_version=f"{rec.runtime.name} {rec.runtime.version}" if rec.runtime else None,
         threads=rec.runtime.threads if rec.runtime else None,

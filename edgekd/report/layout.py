@@ -258,6 +258,7 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
     blocks += [("h3", "Accuracy and size"), ("table", acc_headers, acc_rows, "detail")]
     blocks.append(("p", _recommendation(section, report.reference)))
     notes = [f"{r.status.upper()}: `{r.id}`: {r.reason}" for r in section.rows if r.status != "done"]
+    notes += [f"NOTE: `{r.id}`: {r.note}" for r in section.rows if r.note]
     notes += [f"over budget: `{r.id}`: {r.budget_note}" for r in section.rows if r.budget == "over"]
     notes += [section.int8_note[0].upper() + section.int8_note[1:]] if section.int8_note else []
     if notes:

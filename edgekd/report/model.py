@@ -40,6 +40,7 @@ class Row:
     precision: str
     status: str  # done | failed | skipped
     reason: str | None = None
+    note: str | None = None  # what the bench record says a reader must know (a calibrated fallback and why)
     runtime: str | None = None  # "onnxruntime (CPU)"
     runtime_version: str | None = None  # "onnxruntime 1.20.1" (listed once per device, not in every row)
     threads: int | None = None

@@ -34,7 +34,7 @@ def summary_table(title: str, section: DeviceSection) -> Table:
             f"{fig.p50_ms:.2f} ms" if fig else "",
             f"{fig.speedup:.2f}×" if fig and fig.speedup else "",
             f"{row.size_bytes / 1e6:.2f} MB" if row.size_bytes else "",
-            escape(f"unstable: {fig.unstable}") if fig and fig.unstable else "",
+            escape("; ".join(n for n in (row.note, f"unstable: {fig.unstable}" if fig and fig.unstable else "") if n)),
         )
     return table
 

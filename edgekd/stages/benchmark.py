@@ -11,7 +11,6 @@ from edgekd.bench.benchmark import (
     save_val_set,
     settings_from_config,
 )
-from edgekd.bench.calibration import write_training_calibration
 from edgekd.config import BenchmarkConfig, PipelineConfig
 from edgekd.distill.trainer import predict
 from edgekd.models import load_model
@@ -32,7 +31,6 @@ class BenchmarkStage:
         "benchmark",
         "!benchmark.budget",
         "tensorrt.precisions",
-        "tensorrt.calibration_images",
     )
     toolchain = ("torch", "onnxruntime")
     needs = ("teacher", "student")
@@ -48,8 +46,6 @@ class BenchmarkStage:
         teacher_logits, _ = predict(teacher, ctx.data.val, ctx.config.data.eval_batch_size, "cpu")
         val_set = ctx.out("val_set")
         save_val_set(val_set, images, labels, teacher_logits.numpy())
-        calib_set = ctx.out("calib_set")  # DLA int8 on a device calibrates with it
-        write_training_calibration(calib_set, ctx.data.train, ctx.config.tensorrt.calibration_images, ctx.config.seed)
         settings = settings_from_config(cfg, ctx.config.seed)
         planned = plan_host(ctx.run_dir, ctx.manifest, cfg.device_name)
         ctx.reporter.log(
@@ -95,6 +91,6 @@ class BenchmarkStage:
                 "reason": art.reason,
             }
         return StageResult(
-            {"bench": bench, "val_set": val_set, "calib_set": calib_set},
+            {"bench": bench, "val_set": val_set},
             {"device": cfg.device_name, "artifacts": metrics, "unstable": doc.unstable},
         )

@@ -1,5 +1,7 @@
 """`export` stage: TorchScript and ONNX of the student (and teacher), each checked for parity and accuracy;
-an fp16 copy of each ONNX (TensorRT >= 10 builds fp16 engines from it), checked against the fp32 ONNX."""
+an fp16 copy of each ONNX (TensorRT >= 10 builds fp16 engines from it), checked against the fp32 ONNX; the
+calibration set of int8 engines (`calib_set`: training images), here so that it exists before any engine is built
+(the tensorrt stage on this host, or a device)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from rich.markup import escape
 from torch import nn
 
 from edgekd.artifacts import quarantine
+from edgekd.bench.calibration import write_training_calibration
 from edgekd.config import ExportConfig, PipelineConfig
 from edgekd.errors import EdgekdError
 from edgekd.export import Parity, check_parity, export_onnx, save_torchscript
@@ -23,7 +26,7 @@ from edgekd.stages.common import artifact_metrics, preprocessing_of
 class ExportStage:
     name = "export"
     section = "export"
-    reads = ("seed", "data", "export")
+    reads = ("seed", "data", "export", "tensorrt.calibration_images")
     toolchain = ("torch", "onnx", "onnxruntime", "onnxslim")
     needs = ("student",)
     uses = ("teacher",)
@@ -72,6 +75,11 @@ class ExportStage:
                     **artifact_metrics(ctx, f"{role}_onnx_fp16", parity),
                     "params": count_params(model),
                 }
+        if cfg.onnx:  # engines are built from the ONNX files: int8 ones calibrate with these training images
+            artifacts["calib_set"] = ctx.out("calib_set")
+            write_training_calibration(
+                artifacts["calib_set"], ctx.data.train, ctx.config.tensorrt.calibration_images, ctx.config.seed
+            )
         return StageResult(
             artifacts, {"artifacts": metrics, "opset": cfg.opset, "exporter": "torch.onnx (dynamo=False)"}
         )

@@ -16,7 +16,14 @@ class TensorRTStage:
     reads = ("tensorrt", "benchmark.device_name")
     toolchain = ("tensorrt",)
     needs = ("student_onnx",)
-    uses = ("teacher_onnx", "student_qat_onnx", "student_ptq_onnx", "student_onnx_fp16", "teacher_onnx_fp16")
+    uses = (
+        "teacher_onnx",
+        "student_qat_onnx",
+        "student_ptq_onnx",
+        "student_onnx_fp16",
+        "teacher_onnx_fp16",
+        "calib_set",  # calibrated int8: on the DLA, and the fallback of a Q/DQ build that fails (export stage)
+    )
     distributed = False
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:

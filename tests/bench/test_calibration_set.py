@@ -1,4 +1,4 @@
-"""bench/calib.npz on digits: drawn from the training split only, preprocessed like the models' inputs, small."""
+"""export/calib.npz on digits: drawn from the training split only, preprocessed like the models' inputs, small."""
 
 import numpy as np
 

@@ -21,3 +21,26 @@ def vouch(run: Path, stage: str, files: dict[str, str]) -> None:
     }
     doc["stages"][stage] = {"status": "done", "key": "test", "artifacts": arts, "metrics": {}}
     path.write_text(json.dumps(doc))
+
+
+def write_qdq(fp32: Path, out: Path, images) -> None:
+    """A symmetric int8 Q/DQ copy of `fp32` (input `images`) made by ONNX Runtime, calibrated on `images`."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"images": images}])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+    )

@@ -3,12 +3,14 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from fleet_helpers import vouch
 
 from edgekd.config import DeviceConfig
 from edgekd.errors import EdgekdError
 from edgekd.fleet.bundle import make_bundle, plan_engines, shippable
+from edgekd.ondevice.calibrate import write_calibration_set
 from edgekd.ondevice.job import JOB_SCHEMA, Job
 
 
@@ -20,9 +22,13 @@ def device(**kw) -> DeviceConfig:
 
 @pytest.fixture
 def small_run(run_dir_template, tmp_path):
-    """The shared run dir plus a stand-in Q/DQ ONNX and a dynamic int8 ONNX, recorded in the manifest as their stages would."""
+    """The shared run dir plus a stand-in Q/DQ ONNX, a dynamic int8 ONNX and the calibration set (export stage),
+    recorded in the manifest as their stages would."""
     run = tmp_path / "run"
     shutil.copytree(run_dir_template, run)
+    write_calibration_set(str(run / "export" / "calib.npz"), np.load(run / "bench" / "val.npz")["images"], seed=0)
+    export = {"student_onnx": "export/student.onnx", "teacher_onnx": "export/teacher.onnx"}
+    vouch(run, "export", {**export, "calib_set": "export/calib.npz"})
     (run / "qat").mkdir()
     shutil.copyfile(run / "export" / "student.onnx", run / "qat" / "student_int8_qdq.onnx")
     (run / "dynamic_quant").mkdir()

@@ -15,7 +15,7 @@ from edgekd.fleet.ship import _prebuilt_engines
 from edgekd.ondevice import trt_options
 from edgekd.ondevice.calibrate import write_calibration_set
 from edgekd.ondevice.files import sha256_file
-from edgekd.ondevice.job import EngineEntry
+from edgekd.ondevice.job import EngineEntry, Job
 from edgekd.ondevice.trt_options import BuildOptions
 
 KIND = "jetson-agx-xavier"
@@ -58,7 +58,7 @@ def job_of(run, dev):
 
 def test_dla_int8_devices_get_the_calibration_set_and_a_calibrated_engine_from_the_fp32_onnx(run):
     bundle, job, warnings = job_of(run, device(precisions=["fp16", "int8"], **DLA))
-    assert warnings == [] and job["calibration"] == CALIBRATION_PATH == "bench/calib.npz"
+    assert warnings == [] and job["calibration"] == CALIBRATION_PATH == "export/calib.npz"
     assert bundle.digests[CALIBRATION_PATH] == sha256_file(str(run / CALIBRATION_PATH))
     int8 = [(e["id"], e["onnx"]) for e in job["engines"] if e["precision"] == "int8"]
     assert int8 == [("student_trt_int8", "export/student.onnx")]  # the DLA takes no Q/DQ: never the QAT file
@@ -67,16 +67,39 @@ def test_dla_int8_devices_get_the_calibration_set_and_a_calibrated_engine_from_t
 @pytest.mark.parametrize(
     "settings",
     [
-        {"precisions": ["fp16", "int8"]},
+        {"precisions": ["fp16", "fp32"]},
         {"precisions": ["fp16"], **DLA},
         {"precisions": ["int8"], **DLA, "backends": ["onnxruntime"]},
     ],
 )
-def test_other_devices_get_no_calibration_set(run, settings):
+def test_devices_without_int8_engines_get_no_calibration_set(run, settings):
     bundle, job, _ = job_of(run, device(**settings))
     assert job["calibration"] is None and CALIBRATION_PATH not in bundle.digests
-    if settings.get("dla_core") is None:  # GPU int8 stays the Q/DQ engine
-        assert [e["id"] for e in job["engines"] if e["precision"] == "int8"] == ["student_qat_trt_int8"]
+
+
+def test_gpu_int8_jobs_name_the_calibrated_fallback_and_ship_the_calibration_set(run):
+    """A Q/DQ int8 engine stays the GPU's int8 engine; its job names the calibrated engine of the same model's fp32
+    ONNX, built only when the Q/DQ build fails on the device (TensorRT 8.5 on a Xavier: NVIDIA/TensorRT #4527)."""
+    bundle, job, warnings = job_of(run, device(precisions=["fp16", "int8"]))
+    int8 = [EngineEntry.from_dict(e, "e") for e in job["engines"] if e["precision"] == "int8"]
+    assert [e.id for e in int8] == ["student_qat_trt_int8"] and warnings == []
+    (qat,) = int8
+    assert (qat.fallback, qat.fallback_onnx) == ("student_trt_int8", "export/student.onnx")
+    assert qat.fallback_onnx_sha256 == sha256_file(str(run / "export" / "student.onnx"))
+    assert job["calibration"] == CALIBRATION_PATH and CALIBRATION_PATH in bundle.digests
+    calibrated = BuildOptions("int8", calibrated=True)
+    assert qat.build_source(calibrated, "8.5.2", "c" * 64)[0] == "export/student.onnx"
+    assert qat.build_source(BuildOptions("int8"), "8.5.2", "c" * 64) == ("qat/student_int8_qdq.onnx", qat.onnx_sha256)
+
+
+def test_without_a_calibration_set_a_gpu_int8_job_names_no_fallback_and_says_so(run):
+    vouch(run, "benchmark", {"val_set": "bench/val.npz"})
+    bundle, job, warnings = job_of(run, device(precisions=["int8"]))
+    assert [e.get("fallback") for e in job["engines"]] == [None] and job["calibration"] is None
+    assert warnings == [
+        f"{run / CALIBRATION_PATH}: no calibration set the manifest vouches for (export stage): a Q/DQ int8 build "
+        "that fails on the device has no calibrated fallback"
+    ]
 
 
 def test_a_dla_int8_device_without_a_vouched_calibration_set_is_warned(run):
@@ -84,7 +107,7 @@ def test_a_dla_int8_device_without_a_vouched_calibration_set_is_warned(run):
     _, job, warnings = job_of(run, device(precisions=["int8"], **DLA))
     assert job["calibration"] is None
     assert warnings == [
-        f"{run / CALIBRATION_PATH}: no calibration set the manifest vouches for (benchmark stage): "
+        f"{run / CALIBRATION_PATH}: no calibration set the manifest vouches for (export stage): "
         "int8 on the DLA cannot be calibrated"
     ]
 
@@ -162,3 +185,22 @@ def test_a_sidecar_whose_calibration_is_not_a_hash_is_refused(tmp_path, cache):
         cached(tmp_path, "e", "a" * 64, opts, calibration={"images": "../x"})
     with pytest.raises(Exception, match="calibration is 'yes'; expected an object or null"):
         cached(tmp_path, "e", "a" * 64, opts, calibration="yes")
+
+
+def test_engines_only_deploys_the_cached_fallback_of_a_qdq_engine_that_never_built(run, tmp_path, cache):
+    """On a kind whose TensorRT failed the Q/DQ build, the cache holds only the calibrated fallback (keyed by the fp32
+    ONNX and the calibration set): --engines-only deploys it under its own id, with its sidecar, never as the Q/DQ."""
+    dev = device(precisions=["int8"])
+    opts = BuildOptions("int8", calibrated=True)
+    onnx_sha = sha256_file(str(run / "export" / "student.onnx"))
+    calibration = {"images": sha256_file(str(run / CALIBRATION_PATH)), "batches": 1}
+    stored = cached(tmp_path, "student_trt_int8", onnx_sha, opts, calibration=calibration)
+    assert _prebuilt_engines(run, dev, "8.5.2.2") == {"student_trt_int8": stored}
+    bundle, warnings = make_bundle(run, dev, _prebuilt_engines(run, dev, "8.5.2.2"))
+    job = Job.from_dict(json.loads(bundle.job), None)
+    assert [(e.id, e.onnx, e.prebuilt, e.fallback) for e in job.engines] == [
+        ("student_trt_int8", "export/student.onnx", "engines/student_trt_int8.engine", None)
+    ]
+    assert "engines/student_trt_int8.json" in bundle.digests and "qat/student_int8_qdq.onnx" not in bundle.digests
+    with pytest.raises(Exception, match="no cached int8 engine of qat/student_int8_qdq.onnx"):
+        _prebuilt_engines(run, dev, "10.3.0")  # another TensorRT: nothing cached, no fallback either

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fleet_helpers import vouch
+from fleet_helpers import vouch, write_qdq
 
 from edgekd.config import BudgetConfig, TensorRTConfig
 from edgekd.fleet.check import check_device
@@ -26,6 +26,12 @@ pytestmark = [pytest.mark.ssh, pytest.mark.slow, pytest.mark.tensorrt]
 
 REPO = Path(__file__).resolve().parents[2]
 STANDINS = REPO / "tests" / "standins"
+
+
+@pytest.fixture(autouse=True)
+def engine_cache_dir(tmp_path, monkeypatch):
+    """Engines a ship brings back go to this test's engine cache, not the user's (~/.cache/edgekd)."""
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "host-cache"))
 
 
 @pytest.fixture(scope="session")
@@ -40,40 +46,20 @@ def device_venv() -> str:
     return python
 
 
-def _device_python(folder: Path, venv_python: str, release: str) -> str:
-    """A `python3` for devices.yaml: the venv's python with the stand-ins behaving as TensorRT `release`."""
+def _device_python(folder: Path, venv_python: str, release: str, fault: str = "") -> str:
+    """A `python3` for devices.yaml: the venv's python with the stand-ins behaving as TensorRT `release` (and, for a
+    test that needs one, the stand-in's test-only fault injection `fault`: see tests/standins/tensorrt)."""
     folder.mkdir(parents=True, exist_ok=True)
     wrapper = folder / "python3"
     wrapper.write_text(
         "#!/bin/sh\n"
         f"export EDGEKD_TRT_STANDIN={release}\n"
-        f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{STANDINS}"\n'
+        + (f"export EDGEKD_TRT_STANDIN_FAULT={fault}\n" if fault else "")
+        + f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{STANDINS}"\n'
         f'exec {venv_python} "$@"\n'
     )
     wrapper.chmod(0o755)
     return str(wrapper)
-
-
-def _qdq(fp32: Path, out: Path, images: np.ndarray) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"images": images}])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    quantize_static(
-        str(fp32),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-    )
 
 
 @pytest.fixture
@@ -84,7 +70,7 @@ def full_run(run_dir: Path) -> Path:
     images = np.load(run_dir / "bench" / "val.npz")["images"]
     for model in ("student", "teacher"):
         write_fp16_onnx(run_dir / "export" / f"{model}.onnx", run_dir / "export" / f"{model}_fp16.onnx")
-    _qdq(run_dir / "export" / "student.onnx", run_dir / "qat" / "student_int8_qdq.onnx", images)
+    write_qdq(run_dir / "export" / "student.onnx", run_dir / "qat" / "student_int8_qdq.onnx", images)
     write_calibration_set(str(run_dir / "bench" / "calib.npz"), images, seed=0)
     exported = {"student_onnx": "export/student.onnx", "teacher_onnx": "export/teacher.onnx"}
     fp16 = {"student_onnx_fp16": "export/student_fp16.onnx", "teacher_onnx_fp16": "export/teacher_fp16.onnx"}
@@ -179,3 +165,42 @@ def _device_for(sshd, tmp_path: Path, venv: str, name: str):
         precisions=precisions, dla_core=dla, static_shapes=dla is not None, opt_batch=4, max_batch=8
     )
     return device
+
+
+def test_a_failed_qdq_build_falls_back_to_a_calibrated_engine_the_report_names(sshd, device_venv, full_run, tmp_path):
+    """A Xavier whose TensorRT 8.5 cannot build the QAT Q/DQ model (NVIDIA/TensorRT #4527; the stand-in's test-only
+    fault switch plays it on this one device): the device builds the calibrated int8 engine from the fp32 ONNX and
+    the shipped calibration set instead; the QAT row fails with TensorRT's reason and names the fallback, the
+    fallback row is measured like any engine and says what it is and why, in the bench file, the sidecar and the
+    report (never a silent swap)."""
+    from edgekd.report.write import write_report
+
+    python = _device_python(tmp_path / "py", device_venv, "8.5.2", fault="qdq-assert")
+    device = sshd.device(tmp_path / "remote", python, ["tensorrt"], name="xavier-qdq")
+    device.tensorrt = TensorRTConfig(precisions=["int8"], opt_batch=4, max_batch=8)
+    result = ship(full_run, device)
+    by_id = {a["id"]: a for a in result.artifacts}
+    assert set(by_id) == {"student_qat_trt_int8", "student_trt_int8"}
+    qat, fallback = by_id["student_qat_trt_int8"], by_id["student_trt_int8"]
+    assert qat["status"] == "failed" and "Assertion getter(i) != 0 failed" in qat["reason"]
+    assert "fell back to student_trt_int8 (int8 calibrated from export/student.onnx)" in qat["reason"]
+    assert fallback["status"] == "done", fallback["reason"]
+    assert fallback["note"].startswith("calibrated int8 fallback (fp32 ONNX + calibration set) because the Q/DQ")
+    assert "student_qat_trt_int8: " in fallback["note"] and "weightConvertors.cpp" in fallback["note"]
+    assert fallback["accuracy"]["n"] > 0 and fallback["runtime"]["name"] == "tensorrt-standin"
+
+    engines = full_run / "tensorrt" / "xavier-qdq"
+    sidecar = json.loads((engines / "student_trt_int8.json").read_text())
+    assert sidecar["options"]["calibrated"] is True and sidecar["calibration"]["batches"] > 0
+    assert sidecar["source_onnx"] == "student.onnx" and sidecar["timing_cache"]["sha256"]
+    (failure,) = sidecar["fallback"]
+    assert (failure["replaces"], failure["source_onnx"]) == ("student_qat_trt_int8", "qat/student_int8_qdq.onnx")
+    assert "Error Code 2: Internal Error" in (engines / "student_qat_trt_int8.build.log").read_text()
+    assert not (engines / "student_qat_trt_int8.engine").exists()
+    assert "--int8" in (engines / "student_trt_int8.trtexec.txt").read_text()  # with --calib=: the same engine
+
+    files = write_report([full_run], full_run / "report", BudgetConfig())
+    section = files.markdown.read_text().split("## Device xavier-qdq (")[1].split("\n## ")[0]
+    assert "| student_trt_int8 | tensorrt-standin (" in section  # measured: latency and accuracy rows
+    assert "NOTE: `student_trt_int8`: calibrated int8 fallback" in section
+    assert "FAILED: `student_qat_trt_int8`: " in section and "fell back to student_trt_int8" in section

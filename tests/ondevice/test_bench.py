@@ -123,6 +123,8 @@ ENGINE = {
     "onnx_sha256": "a" * 64,
     "prebuilt": None,
 }
+QDQ = {**ENGINE, "id": "student_qat_trt_int8", "precision": "int8", "onnx": "qat/student_int8_qdq.onnx"}
+FALLBACK = {"fallback": "student_trt_int8", "fallback_onnx": "export/student.onnx", "fallback_onnx_sha256": "b" * 64}
 
 
 @pytest.mark.parametrize(
@@ -228,6 +230,25 @@ def test_a_job_naming_paths_outside_the_bundle_is_refused(job, tmp_path, capsys,
             id="batch-profile",
         ),
         pytest.param(lambda d: d.update(tensorrt=[]), "tensorrt", id="tensorrt-list"),
+        # a calibrated fallback: only of an int8 engine, only a calibrated int8 engine, its ONNX inside the bundle
+        pytest.param(
+            lambda d: d.update(engines=[{**ENGINE, **FALLBACK}]), "engines[0].fallback", id="fallback-of-fp16"
+        ),
+        pytest.param(
+            lambda d: d.update(engines=[{**QDQ, **FALLBACK, "fallback": "student_qat_trt_int8"}]),
+            "engines[0].fallback",
+            id="fallback-qdq",
+        ),
+        pytest.param(
+            lambda d: d.update(engines=[{**QDQ, **FALLBACK, "fallback_onnx": "../student.onnx"}]),
+            "engines[0].fallback_onnx",
+            id="fallback-outside",
+        ),
+        pytest.param(
+            lambda d: d.update(engines=[{**QDQ, **FALLBACK}, {**QDQ, "id": "student_trt_int8"}]),
+            "engines[0].fallback",
+            id="fallback-built-itself",
+        ),
         pytest.param(lambda d: d.update(calibration=["bench/calib.npz"]), "calibration", id="calibration-list"),
         # a field this version does not know is refused, not ignored
         pytest.param(lambda d: d.update(evil=1), "evil", id="unknown-field"),

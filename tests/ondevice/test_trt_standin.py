@@ -285,3 +285,29 @@ def test_the_sidecar_records_the_timing_cache_it_was_built_with(load_standin, fp
     )
     cache = Path(trt_options.timing_cache_path(str(tmp_path / "c"), "xavier", trt.__version__))
     assert sidecar["timing_cache"] == {"file": cache.name, "sha256": sha256_file(str(cache))}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_calibrated_gpu_int8_the_fallback_of_a_failed_qdq_build(load_standin, fp32_onnx, tmp_path, version):
+    """The fallback engine: int8 on the GPU calibrated from the fp32 ONNX, weakly typed with flags on 8.5 and 10.x
+    (a key of its own), refused before building on 11.x, which has no calibrators."""
+    load_standin(version)
+    from edgekd.ondevice.calibrate import write_calibration_set
+    from edgekd.ondevice.trt_build import BuildError, build_engine
+
+    calib = tmp_path / "calib.npz"
+    write_calibration_set(str(calib), np.random.default_rng(0).normal(size=(8, 1, 8, 8)), 0)
+    opts = BuildOptions("int8", opt_batch=4, max_batch=8, calibrated=True)
+    args = (str(fp32_onnx), str(tmp_path / "e.engine"), opts, "t", str(tmp_path / "c"), None, str(calib))
+    if version.startswith("11"):
+        with pytest.raises(BuildError, match="int8 calibrated on the GPU needs a calibrator and TensorRT 11"):
+            build_engine(*args)
+        return
+    sidecar = build_engine(*args)
+    assert sidecar["calibration"]["batches"] == 2 and sidecar["strongly_typed"] is False
+    assert sidecar["options"]["calibrated"] is True and sidecar["dla_core"] is None
+    line = (tmp_path / "e.trtexec.txt").read_text()
+    assert "--int8" in line and "--calib=" in line and "--stronglyTyped" not in line
+    assert (
+        opts.variant().endswith("-cal") and BuildOptions("int8", opt_batch=4, max_batch=8).variant() != opts.variant()
+    )

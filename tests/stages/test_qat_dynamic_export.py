@@ -7,6 +7,7 @@ import torch
 from edgekd.config import load_pipeline
 from edgekd.export import read_metadata
 from edgekd.models import build_model
+from edgekd.ondevice.calibrate import load_calibration_set
 from edgekd.pipeline import Runner
 from edgekd.quant import check_qdq, quantizable_copy
 from edgekd.stages.distill import DistillStage
@@ -52,7 +53,11 @@ def test_quantize_and_export_the_distilled_student(tiny_pipeline, tmp_path, one_
 
     export = manifest.stage("export").to_dict()
     fp16 = {"student_onnx_fp16", "teacher_onnx_fp16"}
-    assert set(export["artifacts"]) == {"student_ts", "student_onnx", "teacher_ts", "teacher_onnx", *fp16}
+    exported = {"student_ts", "student_onnx", "teacher_ts", "teacher_onnx", *fp16}
+    assert set(export["artifacts"]) == {*exported, "calib_set"}  # before the tensorrt stage builds int8 engines
+    calib = load_calibration_set(str(run_dir / export["artifacts"]["calib_set"]["path"]))
+    dims = onnx.load(str(run_dir / "export" / "student.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert calib.shape[1:] == tuple(d.dim_value for d in dims[1:])  # training images the engines' input takes
     for name, record in export["metrics"]["artifacts"].items():
         assert record["parity"]["max_abs_diff"] < (0.05 if name in fp16 else 1e-3), name  # fp16: vs the fp32 ONNX
         assert record["parity"]["top1_agreement"] == 1.0

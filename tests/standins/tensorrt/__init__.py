@@ -13,6 +13,12 @@ names a release lacks are absent, and the builder refuses what that release refu
 - an int8 build with neither a calibrator nor Q/DQ scales;
 - a network the parser could not fill (build_serialized_network returns None, errors in the log);
 - an engine serialized by another version (deserialize_cuda_engine returns None).
+
+Fault injection, for tests only: EDGEKD_TRT_STANDIN_FAULT=qdq-assert makes the builder fail every network that has
+Q/DQ layers the way TensorRT 8.5.2 fails some Q/DQ models on a Xavier (NVIDIA/TensorRT #4527: an internal assertion
+in the weight convertor, then build_serialized_network returns None); qdq-no-impl fails them the way 8.6 does on
+some (Model-Optimizer #10, #50: "Could not find any implementation"). Real TensorRT 8.5/8.6 builds most Q/DQ
+models, the stand-in without the switch too: a test sets the switch for the one device whose failure it exercises.
 """
 
 import enum
@@ -23,6 +29,21 @@ import time
 import numpy as np
 
 _RELEASE = os.environ.get("EDGEKD_TRT_STANDIN", "8.5.2")
+_FAULT = os.environ.get("EDGEKD_TRT_STANDIN_FAULT", "")  # test-only fault injection (see the module docstring)
+_FAULTS = {
+    "qdq-assert": (
+        "2: [weightConvertors.cpp::quantizeBiasCommon::337] Error Code 2: Internal Error (Assertion getter(i) != 0 "
+        "failed. )",
+        "2: [builder.cpp::buildSerializedNetwork::751] Error Code 2: Internal Error (Assertion engine != nullptr "
+        "failed. )",
+    ),
+    "qdq-no-impl": (
+        "10: [optimizer.cpp::computeCosts::3869] Error Code 10: Internal Error (Could not find any implementation "
+        "for node /conv/Conv + /relu/Relu.)",
+    ),
+}
+if _FAULT and _FAULT not in _FAULTS:
+    raise ImportError(f"EDGEKD_TRT_STANDIN_FAULT={_FAULT!r}: not a fault the stand-in injects ({', '.join(_FAULTS)})")
 __version__ = _RELEASE + "-standin"
 
 
@@ -463,6 +484,10 @@ class Builder:
             if not strongly and not flags & {"FP16", "INT8"}:
                 return self._refuse("DLA supports fp16 and int8 only: set BuilderFlag.FP16 or BuilderFlag.INT8")
         qdq = any(layer.type.name in ("QUANTIZE", "DEQUANTIZE") for layer in network._layers)
+        if qdq and _FAULT in _FAULTS:  # test-only: a Q/DQ model this TensorRT cannot build (module docstring)
+            for message in _FAULTS[_FAULT]:
+                _log(ILogger.Severity.ERROR, message)
+            return None
         half = any(t.dtype == DataType.HALF for layer in network._layers for t in layer._outputs)
         calibration = None
         if "INT8" in flags and not qdq:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from pathlib import Path
 
 import torch
@@ -32,7 +33,14 @@ from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.quant import check_qdq_parity, export_qdq_onnx, freeze_observers, prepare_qat
-from edgekd.quant.sensitivity import calibrated, calibration_batches, choose_keep_float, measure_sensitivity
+from edgekd.quant.sensitivity import (
+    calibrated,
+    calibration_batches,
+    choose_keep_float,
+    measure_sensitivity,
+    sensitivity_split,
+)
+from edgekd.quant.watch import CollapseWatch
 from edgekd.run_records import DistillChoice, KeptFloat
 from edgekd.stages.common import artifact_metrics, preprocessing_of, teacher_cache
 
@@ -43,13 +51,23 @@ QAT_FORMAT = (
 
 class _FreezeLate:
     """The training objective, plus: activation ranges frozen from epoch `ranges_from` on and BatchNorm
-    running statistics used (not updated) from epoch `bn_from` on (also after a resume)."""
+    running statistics used (not updated) from epoch `bn_from` on (also after a resume); with a `watch`,
+    the collapse watch after every step's loss."""
 
-    def __init__(self, objective: Objective, model: nn.Module, ranges_from: int, bn_from: int) -> None:
+    def __init__(
+        self, objective: Objective, model: nn.Module, ranges_from: int, bn_from: int, watch: CollapseWatch | None
+    ) -> None:
         self.objective = objective
         self.model = model
         self.ranges_from = ranges_from
         self.bn_from = bn_from
+        self.watch = watch
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor):
+        loss, parts = self.objective.loss(model, x, y, idx)
+        if self.watch is not None:
+            self.watch.step(loss)
+        return loss, parts
 
     def begin_epoch(self, epoch: int, num_epochs: int) -> dict:
         if epoch >= self.ranges_from:
@@ -61,7 +79,7 @@ class _FreezeLate:
         used = {"ranges_frozen": epoch >= self.ranges_from, "bn_frozen": epoch >= self.bn_from}
         return {**self.objective.begin_epoch(epoch, num_epochs), **used}
 
-    def __getattr__(self, name: str):  # modules, loss, end_epoch, state_dict, load_state_dict
+    def __getattr__(self, name: str):  # modules, end_epoch, state_dict, load_state_dict
         return getattr(self.objective, name)
 
 
@@ -155,9 +173,20 @@ class QatStage:
         else:
             objective = CrossEntropy(cfg.label_smoothing)
         epochs = cfg.epochs
-        objective = _FreezeLate(objective, qat, epochs - cfg.freeze_observers_epochs, epochs - cfg.freeze_bn_epochs)
+        ranges_from = 0 if cfg.activation_ranges == "fixed" else epochs - cfg.freeze_observers_epochs
+        watch = self._watch(ctx, cfg, qat) if cfg.watch_every else None
+        objective = _FreezeLate(objective, qat, ranges_from, epochs - cfg.freeze_bn_epochs, watch)
         train(qat, ctx.data.train, ctx.data.val, cfg, objective, ctx.train_env("qat"))
+        if watch is not None:
+            metrics["collapse_watch"] = watch.summary()
         return qat.cpu().eval()
+
+    def _watch(self, ctx: RunContext, cfg: QatConfig, qat: nn.Module) -> CollapseWatch:
+        """The collapse watch on `qat.watch_images` training images (a fixed, seeded draw)."""
+        x, y = sensitivity_split(ctx.data.train, cfg.watch_images, ctx.config.seed)
+        steps = math.ceil(len(ctx.data.train) / ctx.config.data.batch_size)
+        qat.to(ctx.device)
+        return CollapseWatch(qat, x, y, ctx.data.info.num_classes, cfg.watch_every, cfg.watch_growth, steps, cfg.lr)
 
     def _distillation(self, ctx: RunContext, qat: nn.Module, inputs: dict[str, Path], metrics: dict) -> Distillation:
         """The distill stage's objective (the sweep's winner, feature pairs, its teacher cache) for the QAT model."""

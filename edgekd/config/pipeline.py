@@ -305,10 +305,10 @@ class AugmentConfig(Section):
         )
 
 
-BnReestimate = Literal["auto", "on", "off"]
+BnReestimate = Literal["auto"] | bool
 BN_REESTIMATE_HELP = (
     "Recompute the BatchNorm running statistics on training images after training, before evaluation, "
-    "export and calibration: `on`, `off`, or `auto` (when a BatchNorm momentum is below 0.05, e.g. MNASNet's 3e-4, "
+    "export and calibration: `true`, `false`, or `auto` (when a BatchNorm momentum is below 0.05, e.g. MNASNet's 3e-4, "
     "or the eval-mode top-1 on a training slice is more than 10 points under the train-mode one)."
 )
 

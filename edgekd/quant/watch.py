@@ -50,7 +50,9 @@ class CollapseWatch:
         self.steps = 0
         self.low = 0
         self.history: list[dict] = []  # one entry per check: {"step", "top1", "max_growth"}
-        self.start_weights = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)}
+        self.start_weights = {
+            n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)
+        }
         self.start_top1 = self._top1()
 
     @torch.no_grad()

@@ -42,7 +42,7 @@ from edgekd.quant.sensitivity import (
 )
 from edgekd.quant.watch import CollapseWatch
 from edgekd.run_records import DistillChoice, KeptFloat
-from edgekd.stages.common import artifact_metrics, preprocessing_of, teacher_cache
+from edgekd.stages.common import artifact_metrics, preprocessing_of, settle_batchnorm, teacher_cache
 
 QAT_FORMAT = (
     "edgekd.qat/1"  # a QAT state_dict: load it into quantizable_copy(spec.build(), keep_float=sd["keep_float"])
@@ -179,6 +179,7 @@ class QatStage:
         train(qat, ctx.data.train, ctx.data.val, cfg, objective, ctx.train_env("qat"))
         if watch is not None:
             metrics["collapse_watch"] = watch.summary()
+        metrics["bn_reestimate"] = settle_batchnorm(ctx, qat, cfg.bn_reestimate, "qat.bn_reestimate")
         return qat.cpu().eval()
 
     def _watch(self, ctx: RunContext, cfg: QatConfig, qat: nn.Module) -> CollapseWatch:

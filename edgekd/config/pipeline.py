@@ -447,6 +447,11 @@ class QatConfig(OptimConfig):
     max_accuracy_drop: NonNegFloat = Field(
         1.0, description="Warn when int8 top-1 falls further than this (points) below fp32."
     )
+    max_below_ptq: NonNegFloat = Field(
+        1.0,
+        description="A QAT int8 file more than this many points (val top-1) under the PTQ file of the same "
+        "student is recorded as failed, with the reason, and the PTQ file is the int8 that ships.",
+    )
     calibration: Literal["max", "percentile", "entropy", "mse"] = Field(
         "max",
         description="How activation ranges are set from the calibration batches (training data), for QAT and PTQ: "

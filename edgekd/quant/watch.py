@@ -94,7 +94,7 @@ class CollapseWatch:
                 (n for n, p in self.model.named_parameters() if not torch.isfinite(p.detach()).all()), "the loss"
             )
             raise EdgekdError(
-                f"qat collapsed at step {self.steps}: the loss is {float(loss):g} (non-finite weights first in "
+                f"qat collapsed at step {self.steps}: the loss is {float(loss.detach()):g} (non-finite weights first in "
                 f"{bad}); lower qat.lr (now {self.lr:g})"
             )
         if self.every <= 0 or self.steps % self.every:

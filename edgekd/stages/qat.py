@@ -3,9 +3,9 @@ distilled student, to Q/DQ ONNX with TensorRT's placement (`edgekd.quant.placeme
 
 QAT trains with the distill stage's loop and objective (KD loss with its feature pairs and the distill
 stage's teacher cache, when `qat.distill`). Moving-average activation ranges are frozen for the last
-`qat.freeze_observers_epochs` epochs and BatchNorm statistics for the last `qat.freeze_bn_epochs`. Layers in `qat.keep_float` (and,
-with `qat.auto_keep_float`, the most sensitive ones until the budget is met on training images) stay
-float. A PTQ artifact that fails its checks is recorded as failed with the reason; QAT goes on. A QAT
+`qat.freeze_observers_epochs` epochs and BatchNorm statistics for the last `qat.freeze_bn_epochs`.
+Layers in `qat.keep_float` (and, with `qat.auto_keep_float`, the most sensitive ones until the budget
+is met on training images) stay float. A PTQ artifact that fails its checks is recorded as failed with the reason; QAT goes on. A QAT
 file more than `qat.max_below_ptq` points under the PTQ file is recorded as failed with the reason
 (the PTQ file is the int8 that ships) and kept in qat/failed/.
 

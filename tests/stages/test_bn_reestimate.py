@@ -2,6 +2,7 @@
 at chance in eval mode unless its running statistics are recomputed; with them off the stage says why."""
 
 import pytest
+import torch
 from torch import nn
 
 from edgekd.config import load_pipeline
@@ -23,7 +24,16 @@ def _resnet8_mnasnet_bn(num_classes: int, in_channels: int) -> nn.Module:
     return model
 
 
-def test_low_momentum_batchnorm_is_reestimated_or_named(tiny_pipeline, tmp_path, monkeypatch):
+@pytest.fixture
+def one_thread():
+    """Tiny models train several times faster on one thread than on contended OpenMP threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_low_momentum_batchnorm_is_reestimated_or_named(tiny_pipeline, tmp_path, monkeypatch, one_thread):
     monkeypatch.setitem(registry._CIFAR, "resnet8_mnasnet_bn", _resnet8_mnasnet_bn)
     stages = [TeacherStage(), DistillStage()]
 

@@ -305,6 +305,14 @@ class AugmentConfig(Section):
         )
 
 
+BnReestimate = Literal["auto"] | bool
+BN_REESTIMATE_HELP = (
+    "Recompute the BatchNorm running statistics on training images after training, before evaluation, "
+    "export and calibration: `true`, `false`, or `auto` (when a BatchNorm momentum is below 0.05, e.g. MNASNet's 3e-4, "
+    "or the eval-mode top-1 on a training slice is more than 10 points under the train-mode one)."
+)
+
+
 class DistillConfig(OptimConfig):
     """Student training against the frozen teacher."""
 
@@ -329,6 +337,7 @@ class DistillConfig(OptimConfig):
     )
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="Mixed precision on CUDA.")
     channels_last: bool = Field(False, description="channels-last memory format on CUDA.")
+    bn_reestimate: BnReestimate = Field("auto", description=BN_REESTIMATE_HELP)
 
     @field_validator("temperature")
     @classmethod
@@ -363,6 +372,7 @@ BaselineConfig = create_model(
     Optimizer settings not set here are the `distill` section's (same budget), as is its augmentation.
     """,
     enabled=(bool, Field(False, description="Run the `baseline` stage.")),
+    bn_reestimate=(BnReestimate, Field("auto", description=BN_REESTIMATE_HELP)),
     **_inheriting("distill"),
 )
 
@@ -415,7 +425,15 @@ class QatConfig(OptimConfig):
     epochs: int = Field(3, ge=0)
     lr: PositiveFloat = Field(0.005)
     distill: bool = Field(True, description="Keep distilling from the teacher during QAT (else hard labels only).")
-    freeze_observers_epochs: int = Field(1, ge=0, description="Freeze the activation ranges for the last N epochs.")
+    activation_ranges: Literal["fixed", "moving_average"] = Field(
+        "fixed",
+        description="Activation ranges during QAT: `fixed` at their calibrated values (as pytorch-quantization and "
+        "Model Optimizer keep them), or a `moving_average` of each training batch's max |x| (`ema_momentum`), "
+        "frozen for the last `freeze_observers_epochs`. Weight ranges always follow the weights.",
+    )
+    freeze_observers_epochs: int = Field(
+        1, ge=0, description="`moving_average` ranges: freeze them for the last N epochs."
+    )
     calibration_batches: int = Field(8, ge=1, description="Batches used to initialise activation ranges.")
     ema_momentum: float = Field(
         0.01,
@@ -428,6 +446,11 @@ class QatConfig(OptimConfig):
     )
     max_accuracy_drop: NonNegFloat = Field(
         1.0, description="Warn when int8 top-1 falls further than this (points) below fp32."
+    )
+    max_below_ptq: NonNegFloat = Field(
+        1.0,
+        description="A QAT int8 file more than this many points (val top-1) under the PTQ file of the same "
+        "student is recorded as failed, with the reason, and the PTQ file is the int8 that ships.",
     )
     calibration: Literal["max", "percentile", "entropy", "mse"] = Field(
         "max",
@@ -452,6 +475,18 @@ class QatConfig(OptimConfig):
     )
     sensitivity_images: int = Field(
         512, ge=16, description="Training images (never validation) that sensitivity and auto_keep_float score on."
+    )
+    bn_reestimate: BnReestimate = Field("auto", description=BN_REESTIMATE_HELP)
+    watch_every: int = Field(
+        10,
+        ge=0,
+        description="Collapse watch: every N training steps, check the activation ranges and the top-1 on "
+        "`watch_images` training images; stop with an error when a range grew `watch_growth` times over its "
+        "calibrated value, the loss or a weight is not finite, or the top-1 stays at chance (0: off).",
+    )
+    watch_images: int = Field(256, ge=16, description="Collapse watch: training images it scores on.")
+    watch_growth: float = Field(
+        100.0, gt=1, description="Collapse watch: a range this many times its calibrated value stops QAT."
     )
 
 

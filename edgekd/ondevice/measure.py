@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import numpy as np
 
-from . import sysload
+from . import catalog, sysload
 from .files import write_json_atomic
 from .records import BENCH_SCHEMA, Accuracy, ArtifactRecord, Latency, RuntimeInfo
 from .runtime import Runtime
@@ -255,8 +255,17 @@ def bench_artifacts(
             try:
                 if inspect is not None:
                     inspect(runtime, record)
-                logits = predict(runtime, images, max(settings.batch_sizes))
+                chunk = max(settings.batch_sizes)
+                logits = predict(runtime, images, chunk)
                 acc = accuracy_metrics(logits, labels, teacher_logits)
+                acc["batch_size"] = runtime.fixed_batch or min(runtime.max_batch or chunk, chunk)
+                row = catalog.BY_ID.get(subject.id)
+                if row is not None and row.precision == "int8-dynamic":  # activation scales per batch
+                    acc["by_batch"] = [
+                        {"batch_size": bs, "top1": accuracy_metrics(predict(runtime, images, bs), labels)["top1"]}
+                        for bs in settings.batch_sizes
+                        if runtime.accepts(bs)
+                    ]
                 record.accuracy = Accuracy.from_dict(acc, subject.id + ".accuracy")
             except Exception as e:  # a runtime that cannot run the validation set is not timed
                 record.status, record.reason = "failed", one_line(e)

@@ -88,24 +88,46 @@ class Latency:
 
 
 @dataclass
+class BatchTop1:
+    """Top-1 of an artifact whose output depends on the batch (dynamic int8: activation scales per batch)
+    when the validation set is run in chunks of `batch_size` images."""
+
+    batch_size: int
+    top1: float
+
+    @classmethod
+    def from_dict(cls, doc: Dict[str, Any], where: str) -> "BatchTop1":
+        _check(doc, (dict,), where)
+        return cls(_int(doc, "batch_size", where), _num(doc, "top1", where))
+
+
+@dataclass
 class Accuracy:
-    """Accuracy on the validation set; agreement (%) and KL are against the teacher's logits."""
+    """Accuracy on the validation set; agreement (%) and KL are against the teacher's logits.
+
+    `batch_size`: the chunk the validation images were run in for these figures (absent in older files);
+    `by_batch`: for dynamic int8, the top-1 at every benchmark batch size."""
 
     n: int
     top1: float
     top5: float
     agreement: Optional[float] = None
     kl: Optional[float] = None
+    batch_size: Optional[int] = None
+    by_batch: List[BatchTop1] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, doc: Dict[str, Any], where: str) -> "Accuracy":
         _check(doc, (dict,), where)
+        by_batch = _check(doc.get("by_batch", []), (list,), where + ".by_batch")
         return cls(
             n=_int(doc, "n", where),
             top1=_num(doc, "top1", where),
             top5=_num(doc, "top5", where),
             agreement=_num(doc, "agreement", where, optional=True),
             kl=_num(doc, "kl", where, optional=True),
+            batch_size=_int(doc, "batch_size", where, optional=True),
+            by_batch=[BatchTop1.from_dict(b, f"{where}.by_batch[{i}]") for i, b in enumerate(by_batch)],
         )
 
 

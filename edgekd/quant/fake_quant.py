@@ -35,8 +35,9 @@ class ActivationQuantizer(nn.Module):
     """Per-tensor fake quantization of an activation with a range `amax`.
 
     Three phases: `calibrating` (observe the max |x| over batches, or fill `histogram` when one is
-    set, pass x through unquantized), training (fake-quantize; `amax` follows an exponential moving
-    average of the batch max), `frozen` (fake-quantize with a fixed `amax`). In eval mode `amax` never
+    set, pass x through unquantized), training (fake-quantize; unless frozen, `amax` follows an
+    exponential moving average of the batch max), `frozen` (fake-quantize with a fixed `amax`: QAT's
+    default from calibration on). In eval mode `amax` never
     changes. `enabled = False` passes x through (a layer measured or kept in float).
     """
 
@@ -47,6 +48,7 @@ class ActivationQuantizer(nn.Module):
         self.frozen = False
         self.enabled = True
         self.histogram = None  # a calibration.Histogram while a histogram method calibrates
+        self.calibrated_amax = 0.0  # the range calibration set (the collapse watch compares against it)
         self.register_buffer("amax", torch.zeros(()))
         self.register_buffer("scale", torch.ones(()), persistent=False)
         self.register_buffer("zero_point", torch.zeros((), dtype=torch.int32), persistent=False)

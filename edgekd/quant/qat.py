@@ -1,8 +1,8 @@
 """Quantization-aware training and post-training static int8 with the fake-quant layers of `fake_quant`.
 
-qat = prepare_qat(student, calib_batches, cfg)   # copy, fold BN, wrap Conv/Linear, calibrate ranges
+qat = prepare_qat(student, calib_batches, cfg)   # copy, fold BN, wrap Conv/Linear, calibrate (and fix) ranges
 ... train `qat` like any nn.Module with any loss (e.g. the KD loop) ...
-freeze_observers(qat)                            # before the last epoch(s)
+freeze_observers(qat)                            # moving-average ranges: before the last epoch(s)
 export_qdq_onnx(qat, "student_int8_qdq.onnx", example)
 
 ptq = calibrate_ptq(student, calib_batches)       # same format, calibration only
@@ -107,6 +107,7 @@ def calibrate(
         for q in quantizers:
             q.calibrating = False
             q.histogram = None
+            q.calibrated_amax = float(q.amax)
         model.train(was_training)
     if not any(float(q.amax) > 0 for q in quantizers):
         raise EdgekdError("quantization calibration saw only zeros at every quantized layer input: check the data")
@@ -134,14 +135,19 @@ def prepare_qat(
 
     Every Conv2d/Linear gets fake-quantized input (per tensor) and weight (per channel); a BatchNorm
     after a convolution is folded into its quantized weight while still normalising with batch
-    statistics during training (see QuantConvBn2d); activation ranges start from `cfg.calibration_batches`
-    batches of `calib_batches` (images, or (images, labels)) by `cfg.calibration`, then follow an EMA
-    while training. Layers in `keep_float` stay float.
+    statistics during training (see QuantConvBn2d); activation ranges are set from `cfg.calibration_batches`
+    batches of `calib_batches` (images, or (images, labels)) by `cfg.calibration`, then stay fixed
+    (`cfg.activation_ranges == "fixed"`, the default) or follow an EMA of the training batches' max |x|
+    (`"moving_average"`). Layers in `keep_float` stay float.
     The result is a plain nn.Module: train it with any loss and optimizer.
     """
     cfg = cfg or QatConfig()
     qmodel = quantizable_copy(model, cfg.ema_momentum, keep_float)
     calibrate(qmodel, calib_batches, cfg.calibration_batches, cfg.calibration, cfg.percentile)
+    if cfg.activation_ranges == "fixed":
+        # A running max of *training-mode* batches (BatchNorm on batch statistics) can run away from the
+        # eval-mode activations it quantizes: 15.6 -> 6.35e6 on an EfficientNet-B0 (docs/quantization.md).
+        freeze_observers(qmodel)
     return qmodel.train()
 
 
@@ -161,7 +167,8 @@ def calibrate_ptq(
 
 
 def freeze_observers(model: nn.Module) -> int:
-    """Stop updating activation ranges (for the last QAT epochs); returns how many were frozen.
+    """Stop updating activation ranges (after calibration, or for the last QAT epochs of moving-average
+    ranges); returns how many were frozen.
 
     BatchNorm statistics keep their usual running averages: freezing them as well turns training into
     training the folded network, which diverges at fine-tuning learning rates (measured on digits).

@@ -154,6 +154,8 @@ def _row(rec: ArtifactRecord, ref: ArtifactRecord | None, teacher_top1: float | 
         top1_delta=top1 - teacher_top1 if top1 is not None and teacher_top1 is not None else None,
         agreement=acc.agreement if acc else None,
         kl=acc.kl if acc else None,
+        top1_batch=acc.batch_size if acc else None,
+        top1_by_batch={b.batch_size: b.top1 for b in acc.by_batch} if acc else {},
         reference=rec.id == catalog.REFERENCE,
     )
 

@@ -256,6 +256,22 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
         "Budget",
     ]
     blocks += [("h3", "Accuracy and size"), ("table", acc_headers, acc_rows, "detail")]
+    per_batch = [
+        f"`{r.id}`: "
+        + ", ".join(f"b{bs} {t.num(top1)}%" for bs, top1 in sorted(r.top1_by_batch.items()))
+        + (f"; the table's figure is at batch {r.top1_batch}" if r.top1_batch else "")
+        for r in section.rows
+        if r.top1_by_batch
+    ]
+    if per_batch:
+        blocks.append(
+            (
+                "p",
+                "Dynamic int8 top-1 by the batch its activation scales are computed over (the validation set run "
+                "in chunks of that size):",
+            )
+        )
+        blocks.append(("ul", per_batch))
     blocks.append(("p", _recommendation(section, report.reference)))
     notes = [f"{r.status.upper()}: `{r.id}`: {r.reason}" for r in section.rows if r.status != "done"]
     notes += [f"NOTE: `{r.id}`: {r.note}" for r in section.rows if r.note]

@@ -52,6 +52,8 @@ class Row:
     top1_delta: float | None = None  # against the accuracy reference, in points
     agreement: float | None = None
     kl: float | None = None
+    top1_batch: int | None = None  # the chunk the validation images ran in for `top1` (None: older bench files)
+    top1_by_batch: dict[int, float] = field(default_factory=dict)  # dynamic int8: top-1 at each benchmark batch
     budget: str | None = None  # within | over | n/a | None (not measured)
     budget_note: str = ""
     pareto: bool = False

@@ -16,7 +16,7 @@ from edgekd.distill.objectives import CrossEntropy
 from edgekd.distill.trainer import evaluate, predict, train
 from edgekd.models import save_model
 from edgekd.pipeline import RunContext, StageResult
-from edgekd.stages.common import initial_student, model_summary, spec_for
+from edgekd.stages.common import initial_student, model_summary, settle_batchnorm, spec_for
 
 
 def baseline_optim(cfg: PipelineConfig) -> OptimConfig:
@@ -57,6 +57,7 @@ class BaselineStage:
             augment = BatchAugment(config.distill.augment, spec.num_classes, data.info.mean, data.info.std)
         objective = CrossEntropy(optim.label_smoothing, augment=augment, seed=config.seed)
         result = train(student, data.train, data.val, optim, objective, ctx.train_env("baseline"))
+        bn = settle_batchnorm(ctx, student, cfg.bn_reestimate, "baseline.bn_reestimate")
         student.cpu().eval()
         logits, labels = predict(student, data.val, config.data.eval_batch_size, "cpu")
         val = evaluate(logits, labels)
@@ -68,5 +69,6 @@ class BaselineStage:
             "epochs": len(result.history),
             "resumed_from_epoch": result.resumed_from,
             "student_init": init,
+            "bn_reestimate": bn,
         }
         return StageResult({"baseline_student": out}, metrics)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from edgekd.config import DistillConfig
 from edgekd.data.datasets import DataInfo, data_fingerprint
+from edgekd.distill.batchnorm import batchnorms, bn_check, reestimate_bn
 from edgekd.distill.features import FeatureDistiller
 from edgekd.distill.teacher_cache import CACHE_FILE, TeacherCache, cache_key
 from edgekd.export import Preprocessing
@@ -118,3 +121,47 @@ def artifact_metrics(
     if parity is not None:
         out["parity"] = {k: v for k, v in parity.as_dict().items() if k != "path"}
     return out
+
+
+BN_CHECK_IMAGES = 512  # training images the BatchNorm check scores on
+BN_IMAGES = 2048  # training images the running statistics are re-estimated from
+
+
+def settle_batchnorm(ctx: RunContext, model: nn.Module, mode: str | bool, field: str) -> dict:
+    """BatchNorm re-estimation of a trained `model` (in place, on `ctx.device`) as `field` (`mode`: "auto",
+    True, False) asks, before it is evaluated, saved, exported or calibrated; the record for the manifest:
+    {"mode", "ran", "reason", "images", "eval_top1", "train_top1", "eval_top1_after"} (top-1s on training images)."""
+    if not batchnorms(model):
+        return {"mode": mode, "ran": False, "reason": "no BatchNorm"}
+    seed, batch_size = ctx.config.seed, ctx.config.data.batch_size
+    generator = torch.Generator().manual_seed(seed + 2)
+    batches = ctx.data.train.batches(256, shuffle=True, generator=generator)
+    xs, ys = zip(
+        *((b[0].cpu(), b[1].cpu()) for b in itertools.islice(batches, -(-BN_CHECK_IMAGES // 256))), strict=True
+    )
+    x, y = torch.cat(xs)[:BN_CHECK_IMAGES], torch.cat(ys)[:BN_CHECK_IMAGES]
+    model.to(ctx.device)
+    check = bn_check(model, x, y)
+    record: dict = {
+        "mode": mode,
+        "ran": False,
+        "reason": check.reason,
+        "eval_top1": check.eval_top1,
+        "train_top1": check.train_top1,
+    }
+    if mode is True or (mode == "auto" and check.reason):
+        generator = torch.Generator().manual_seed(seed + 3)
+        train = ctx.data.train.batches(batch_size, shuffle=True, generator=generator, device=ctx.device)
+        record.update(ran=True, images=reestimate_bn(model, train, BN_IMAGES))
+        record["eval_top1_after"] = bn_check(model, x, y).eval_top1
+        why = check.reason or f"{field}: true"
+        ctx.reporter.log(
+            f"  {ctx.stage_name}: BatchNorm statistics re-estimated on {record['images']} training images ({why}); "
+            f"eval-mode top-1 on training images {check.eval_top1:.1f}% -> {record['eval_top1_after']:.1f}%"
+        )
+    elif check.reason:
+        ctx.reporter.log(
+            f"[yellow]  {ctx.stage_name}: {check.reason}, and {field} is false: statistics left as trained[/]"
+        )
+    model.cpu()
+    return record

@@ -16,7 +16,7 @@ from edgekd.models import load_model, save_model
 from edgekd.ondevice.files import write_bytes_atomic
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.run_records import SWEPT, DistillChoice, SweepTrial
-from edgekd.stages.common import initial_student, model_summary, spec_for, teacher_cache
+from edgekd.stages.common import initial_student, model_summary, settle_batchnorm, spec_for, teacher_cache
 
 
 class DistillStage:
@@ -74,9 +74,17 @@ class DistillStage:
         if val["val_top1"] < 1.5 * chance:  # a diverged student fails parity checks stages later otherwise
             losses = ", ".join(f"{h.get('train_loss', float('nan')):.3g}" for h in result.history)
             metrics["diverged"] = True
+            bn = val["bn_reestimate"]
+            if bn.get("reason") and not bn["ran"]:  # trained fine, evaluated with statistics that do not match
+                why = (
+                    f"its BatchNorm running statistics do not match the weights ({bn['reason']}; train-mode top-1 "
+                    f"on training images {bn['train_top1']:.1f}%); set distill.bn_reestimate: auto (or true)"
+                )
+            else:
+                why = f"diverged or under-trained at distill.lr {cfg.lr:g}; train loss by epoch: {losses}"
+            metrics["diverged_reason"] = why
             ctx.reporter.log(
-                f"[yellow]  distill: student val top-1 {val['val_top1']:.2f}% is near chance ({chance:.1f}%): "
-                f"diverged or under-trained at distill.lr {cfg.lr:g}; train loss by epoch: {losses}[/]"
+                f"[yellow]  distill: student val top-1 {val['val_top1']:.2f}% is near chance ({chance:.1f}%): {why}[/]"
             )
         if result.history:  # the winner's curves
             metrics_file = ctx.out("distill_metrics")
@@ -115,9 +123,11 @@ class DistillStage:
             amp=cfg.amp,
             channels_last=cfg.channels_last,
         )
+        bn = settle_batchnorm(ctx, student, cfg.bn_reestimate, "distill.bn_reestimate")
         student.cpu().eval()
         logits, labels = predict(student, data.val, ctx.config.data.eval_batch_size, "cpu")
-        return student, result, {**evaluate(logits, labels, t_val), "student_init": init}, cache_note
+        val = {**evaluate(logits, labels, t_val), "student_init": init, "bn_reestimate": bn}
+        return student, result, val, cache_note
 
 
 def sweep_grid(sweep: SweepConfig | None) -> list[DistillChoice]:

@@ -1,6 +1,9 @@
 """`dynamic_quant` stage: dynamic int8 of the student's Linear/LSTM/GRU layers for CPUs (PyTorch and ONNX Runtime).
 
 A model without such layers gets status "skipped" with the reason, never an unquantized file named int8.
+Activation scales are computed per batch, so each file's top-1 depends on the batch it runs at: the metrics
+give `val_top1` (at `data.eval_batch_size`, `val_top1_batch`) and `val_top1_by_batch` at every
+`benchmark.batch_sizes`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import torch
 
 from edgekd.config import DynamicQuantConfig, PipelineConfig
 from edgekd.export import export_onnx, measure_parity
-from edgekd.export.parity import reference_logits
+from edgekd.export.parity import reference_logits, top1_accuracy
 from edgekd.models import load_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.quant.dynamic import DynamicQuantResult, quantize_dynamic_onnx, quantize_dynamic_torchscript
@@ -22,7 +25,7 @@ from edgekd.stages.common import artifact_metrics
 class DynamicQuantStage:
     name = "dynamic_quant"
     section = "dynamic_quant"
-    reads = ("seed", "data", "dynamic_quant", "export.opset", "export.parity_batch")
+    reads = ("seed", "data", "dynamic_quant", "export.opset", "export.parity_batch", "benchmark.batch_sizes")
     toolchain = ("torch", "onnx", "onnxruntime")
     needs = ("student",)
     uses: tuple[str, ...] = ()
@@ -56,9 +59,16 @@ class DynamicQuantStage:
                 path = Path(result.path)
                 artifacts[name] = path
                 entry.update(artifact_metrics(ctx, name, measure_parity(path, images, reference)))
+                entry["val_top1_batch"] = ctx.config.data.eval_batch_size
+                # activation scales are computed per batch: the same file scores differently at each batch size
+                entry["val_top1_by_batch"] = {
+                    bs: top1_accuracy(path, ctx.data.val.batches(bs)) for bs in ctx.config.benchmark.batch_sizes
+                }
+                by_batch = ", ".join(f"b{bs} {top1:.2f}%" for bs, top1 in entry["val_top1_by_batch"].items())
                 ctx.reporter.log(
                     f"  dynamic_quant: {path.name}: {len(result.layers)} layer(s) int8 "
-                    f"({', '.join(result.layers)}), val top-1 {entry['val_top1']:.2f}%"
+                    f"({', '.join(result.layers)}), val top-1 {entry['val_top1']:.2f}% at batch "
+                    f"{entry['val_top1_batch']} ({by_batch})"
                 )
             metrics[name] = entry
         if not artifacts:

@@ -2,14 +2,21 @@
 distilled student, to Q/DQ ONNX with TensorRT's placement (`edgekd.quant.placement`).
 
 QAT trains with the distill stage's loop and objective (KD loss with its feature pairs and the distill
-stage's teacher cache, when `qat.distill`). Activation ranges are frozen for the last `qat.freeze_observers_epochs`
-epochs and BatchNorm statistics for the last `qat.freeze_bn_epochs`. Layers in `qat.keep_float` (and,
-with `qat.auto_keep_float`, the most sensitive ones until the budget is met on training images) stay
-float. A PTQ artifact that fails its checks is recorded as failed with the reason; QAT goes on.
+stage's teacher cache, when `qat.distill`). Moving-average activation ranges are frozen for the last
+`qat.freeze_observers_epochs` epochs and BatchNorm statistics for the last `qat.freeze_bn_epochs`.
+Layers in `qat.keep_float` (and, with `qat.auto_keep_float`, the most sensitive ones until the budget
+is met on training images) stay float. A PTQ artifact that fails its checks is recorded as failed with the reason; QAT goes on. A QAT
+file more than `qat.max_below_ptq` points under the PTQ file is recorded as failed with the reason
+(the PTQ file is the int8 that ships) and kept in qat/failed/.
+
+Activation ranges are fixed at their calibrated values unless `qat.activation_ranges: moving_average`;
+the collapse watch (`qat.watch_every`) stops a run whose ranges run away or whose top-1 on training
+images falls to chance; `qat.bn_reestimate` recomputes BatchNorm statistics before export.
 
 Metrics: `artifacts.<id>` per artifact (val top-1 of the file, `agreement_vs_fp32`: percent of validation
 images where it picks the fp32 student's class, parity, or `{"status": "failed", "reason"}`),
-`keep_float`, `teacher_cache` (built or reused, and where), and with
+`keep_float`, `teacher_cache` (built or reused, and where), `collapse_watch` (checks, top-1 on training images
+at calibration and at the last check, largest range growth), `bn_reestimate`, and with
 `qat.sensitivity` or `qat.auto_keep_float` a `sensitivity` record:
 `{"split": "train", "images", "calibration", "measure": "layer float, rest int8", "fp32_top1",
 "int8_top1", "layers": [{"layer", "top1", "kl", "top1_gain"}, ...]}`, most sensitive first.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from pathlib import Path
 
 import torch
@@ -32,9 +40,16 @@ from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.quant import check_qdq_parity, export_qdq_onnx, freeze_observers, prepare_qat
-from edgekd.quant.sensitivity import calibrated, calibration_batches, choose_keep_float, measure_sensitivity
+from edgekd.quant.sensitivity import (
+    calibrated,
+    calibration_batches,
+    choose_keep_float,
+    measure_sensitivity,
+    sensitivity_split,
+)
+from edgekd.quant.watch import CollapseWatch
 from edgekd.run_records import DistillChoice, KeptFloat
-from edgekd.stages.common import artifact_metrics, preprocessing_of, teacher_cache
+from edgekd.stages.common import artifact_metrics, preprocessing_of, settle_batchnorm, teacher_cache
 
 QAT_FORMAT = (
     "edgekd.qat/1"  # a QAT state_dict: load it into quantizable_copy(spec.build(), keep_float=sd["keep_float"])
@@ -43,13 +58,23 @@ QAT_FORMAT = (
 
 class _FreezeLate:
     """The training objective, plus: activation ranges frozen from epoch `ranges_from` on and BatchNorm
-    running statistics used (not updated) from epoch `bn_from` on (also after a resume)."""
+    running statistics used (not updated) from epoch `bn_from` on (also after a resume); with a `watch`,
+    the collapse watch after every step's loss."""
 
-    def __init__(self, objective: Objective, model: nn.Module, ranges_from: int, bn_from: int) -> None:
+    def __init__(
+        self, objective: Objective, model: nn.Module, ranges_from: int, bn_from: int, watch: CollapseWatch | None
+    ) -> None:
         self.objective = objective
         self.model = model
         self.ranges_from = ranges_from
         self.bn_from = bn_from
+        self.watch = watch
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor):
+        loss, parts = self.objective.loss(model, x, y, idx)
+        if self.watch is not None:
+            self.watch.step(loss)
+        return loss, parts
 
     def begin_epoch(self, epoch: int, num_epochs: int) -> dict:
         if epoch >= self.ranges_from:
@@ -61,7 +86,7 @@ class _FreezeLate:
         used = {"ranges_frozen": epoch >= self.ranges_from, "bn_frozen": epoch >= self.bn_from}
         return {**self.objective.begin_epoch(epoch, num_epochs), **used}
 
-    def __getattr__(self, name: str):  # modules, loss, end_epoch, state_dict, load_state_dict
+    def __getattr__(self, name: str):  # modules, end_epoch, state_dict, load_state_dict
         return getattr(self.objective, name)
 
 
@@ -118,7 +143,38 @@ class QatStage:
             path = self._export(ctx, qat, "student_qat_onnx", example)
             metrics["artifacts"]["student_qat_onnx"] = self._record(ctx, qat, "student_qat_onnx", images, fp32, cfg)
             artifacts.update(student_qat=model_path, student_qat_onnx=path)
+            if (why := self._qat_under_ptq(cfg, metrics)) is not None:
+                # the PTQ file ships instead; the QAT file goes to qat/failed/ for inspection
+                del artifacts["student_qat_onnx"]
+                metrics["artifacts"]["student_qat_onnx"].update(status="failed", reason=why)
+                ctx.reporter.log(f"[yellow]  qat: {why}[/]")
         return StageResult(artifacts, metrics)
+
+    def _qat_under_ptq(self, cfg: QatConfig, metrics: dict) -> str | None:
+        """Why the QAT file is more than `qat.max_below_ptq` points under the PTQ file of the same student (and
+        so is not shipped), or None when it is not."""
+        ptq, qat = metrics["artifacts"].get("student_ptq_onnx", {}), metrics["artifacts"]["student_qat_onnx"]
+        if "val_top1" not in ptq or ptq["val_top1"] - qat["val_top1"] <= cfg.max_below_ptq:
+            return None
+        gap = ptq["val_top1"] - qat["val_top1"]
+        watch = metrics.get("collapse_watch") or {}
+        growth, start, last = watch.get("max_range_growth"), watch.get("start_top1"), watch.get("last_top1")
+        if growth is not None and growth > 10:
+            cause = (
+                f"an activation range grew {growth:.3g}x over its calibrated value during QAT "
+                f"(qat.activation_ranges: {cfg.activation_ranges}); set qat.activation_ranges: fixed"
+            )
+        elif start is not None and last is not None and last < start - 5:
+            cause = (
+                f"QAT training took the top-1 on training images from {start:.1f}% (calibrated) to {last:.1f}%; "
+                f"lower qat.lr (now {cfg.lr:g}) or qat.epochs (now {cfg.epochs})"
+            )
+        else:
+            cause = "QAT fine-tuning generalised worse than calibration alone on this student"
+        return (
+            f"QAT int8 top-1 {qat['val_top1']:.2f}% is {gap:.2f} points under PTQ {ptq['val_top1']:.2f}% "
+            f"(more than qat.max_below_ptq {cfg.max_below_ptq:g}): {cause}; the PTQ file ships instead"
+        )
 
     def _calibrated(self, ctx: RunContext, cfg: QatConfig, student: nn.Module, keep: list[str]) -> nn.Module:
         return calibrated(student, ctx.data.train, cfg, ctx.config.data.batch_size, ctx.config.seed, keep)
@@ -155,9 +211,21 @@ class QatStage:
         else:
             objective = CrossEntropy(cfg.label_smoothing)
         epochs = cfg.epochs
-        objective = _FreezeLate(objective, qat, epochs - cfg.freeze_observers_epochs, epochs - cfg.freeze_bn_epochs)
+        ranges_from = 0 if cfg.activation_ranges == "fixed" else epochs - cfg.freeze_observers_epochs
+        watch = self._watch(ctx, cfg, qat) if cfg.watch_every else None
+        objective = _FreezeLate(objective, qat, ranges_from, epochs - cfg.freeze_bn_epochs, watch)
         train(qat, ctx.data.train, ctx.data.val, cfg, objective, ctx.train_env("qat"))
+        if watch is not None:
+            metrics["collapse_watch"] = watch.summary()
+        metrics["bn_reestimate"] = settle_batchnorm(ctx, qat, cfg.bn_reestimate, "qat.bn_reestimate")
         return qat.cpu().eval()
+
+    def _watch(self, ctx: RunContext, cfg: QatConfig, qat: nn.Module) -> CollapseWatch:
+        """The collapse watch on `qat.watch_images` training images (a fixed, seeded draw)."""
+        x, y = sensitivity_split(ctx.data.train, cfg.watch_images, ctx.config.seed)
+        steps = math.ceil(len(ctx.data.train) / ctx.config.data.batch_size)
+        qat.to(ctx.device)
+        return CollapseWatch(qat, x, y, ctx.data.info.num_classes, cfg.watch_every, cfg.watch_growth, steps, cfg.lr)
 
     def _distillation(self, ctx: RunContext, qat: nn.Module, inputs: dict[str, Path], metrics: dict) -> Distillation:
         """The distill stage's objective (the sweep's winner, feature pairs, its teacher cache) for the QAT model."""

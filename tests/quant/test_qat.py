@@ -27,7 +27,8 @@ def test_prepare_qat_folds_batchnorm_and_wraps_every_conv_and_linear(trained_res
 
 def test_frozen_observers_keep_their_ranges_while_training(trained_resnet8, digits_data):
     xt, yt, _, _ = digits_data
-    qat = prepare_qat(trained_resnet8, batches(xt, yt, 64, seed=1), QatConfig(calibration_batches=1))
+    cfg = QatConfig(calibration_batches=1, activation_ranges="moving_average")
+    qat = prepare_qat(trained_resnet8, batches(xt, yt, 64, seed=1), cfg)
     ranges = lambda: [float(q.amax) for q in qat.modules() if isinstance(q, ActivationQuantizer)]  # noqa: E731
     before = ranges()
     qat(xt[:64])
@@ -36,6 +37,16 @@ def test_frozen_observers_keep_their_ranges_while_training(trained_resnet8, digi
     assert freeze_observers(qat) == len(before)
     qat(xt[64:128] * 3)
     assert ranges() == moved
+
+
+def test_calibrated_ranges_stay_fixed_during_qat_by_default(trained_resnet8, digits_data):
+    xt, yt, _, _ = digits_data
+    qat = prepare_qat(trained_resnet8, batches(xt, yt, 64, seed=1), QatConfig(calibration_batches=1))
+    quantizers = [q for q in qat.modules() if isinstance(q, ActivationQuantizer)]
+    calibrated = [float(q.amax) for q in quantizers]
+    assert calibrated == [q.calibrated_amax for q in quantizers]
+    qat(xt[64:128] * 3)  # a training-mode batch three times larger than anything calibration saw
+    assert [float(q.amax) for q in quantizers] == calibrated
 
 
 @pytest.mark.slow

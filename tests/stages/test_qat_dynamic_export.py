@@ -50,6 +50,9 @@ def test_quantize_and_export_the_distilled_student(tiny_pipeline, tmp_path, one_
 
     dyn = manifest.stage("dynamic_quant").to_dict()["metrics"]["artifacts"]
     assert dyn["student_dynamic_int8_ts"]["layers"] == ["fc"] and dyn["student_dynamic_int8_onnx"]["status"] == "done"
+    for name in ("student_dynamic_int8_ts", "student_dynamic_int8_onnx"):  # scored at each benchmark batch size
+        by_batch = {int(bs): top1 for bs, top1 in dyn[name]["val_top1_by_batch"].items()}
+        assert set(by_batch) == {1} and 0 <= by_batch[1] <= 100 and dyn[name]["val_top1_batch"] == 256
 
     export = manifest.stage("export").to_dict()
     fp16 = {"student_onnx_fp16", "teacher_onnx_fp16"}

@@ -72,13 +72,13 @@ def train_until(
     """AdamW on cross-entropy, batches of 32, until the val top-1 (BatchNorm recalibrated on 512 training
     images) reaches `target` or `max_steps` pass. Returns (model in eval mode, val top-1, steps).
 
-    The val top-1 is looked at every `check_every` steps, but only once the training batches of those steps
-    were classified within `margin` of `target` (free: their logits are computed anyway): a look costs about
-    as much as 7 training steps, and while the model is plainly not there yet it would only say so."""
+    The val top-1 is looked at every `check_every` steps, but only once the last 8 training batches were
+    classified within `margin` of `target` (free: their logits are computed anyway): a look costs about as
+    much as 7 training steps, and while the model is plainly not there yet it would only say so."""
     xt, yt, xv, yv = data
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps, epoch, top1 = 0, 0, 0.0
-    right = seen = 0
+    recent: list[float] = []  # training-batch top-1 of the last 8 steps
     while steps < max_steps and top1 < target:
         for xb, yb in batches(xt, yt, 32, seed=epoch):
             model.train()
@@ -87,12 +87,10 @@ def train_until(
             F.cross_entropy(logits, yb).backward()
             opt.step()
             steps += 1
-            right += int((logits.detach().argmax(1) == yb).sum())
-            seen += len(yb)
+            recent = [*recent[-7:], float((logits.detach().argmax(1) == yb).float().mean())]
             if steps % check_every == 0 or steps == max_steps:
-                if right / seen >= target - margin or steps >= max_steps:
+                if sum(recent) / len(recent) >= target - margin or steps >= max_steps:
                     top1 = accuracy(recalibrate_bn(model, xt[:512]), xv, yv)
-                right = seen = 0
                 if top1 >= target or steps >= max_steps:
                     break
         epoch += 1

@@ -107,27 +107,30 @@ def taylor_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
 
 def _layer_of(error: BaseException, model: nn.Module) -> str:
-    """The model layer nearest to where Torch-Pruning failed: a module in the failing frames, or the first named
-    module upstream of the graph node it was mapping."""
+    """The model layer where Torch-Pruning failed: from the innermost frame that holds a DepGraph node, the first
+    named layer upstream of that node; else the innermost frame's model layer."""
     names = {m: n for n, m in model.named_modules() if n}
-    tb, found = error.__traceback__, None
+    frames = []
+    tb = error.__traceback__
     while tb is not None:
-        for value in tb.tb_frame.f_locals.values():
-            if isinstance(value, nn.Module) and value in names:
-                found = names[value]
-            elif hasattr(value, "inputs") and hasattr(value, "module"):  # a DepGraph node: walk back to a layer
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if hasattr(value, "inputs") and hasattr(value, "module"):  # a DepGraph node: walk back to a layer
                 seen, todo = set(), [value]
                 while todo:
                     node = todo.pop(0)
-                    if id(node) in seen:
-                        continue
-                    seen.add(id(node))
-                    if isinstance(node.module, nn.Module) and node.module in names:
-                        found = names[node.module]
-                        break
-                    todo.extend(getattr(node, "inputs", []))
-        tb = tb.tb_next
-    return found or "?"
+                    if id(node) not in seen:
+                        seen.add(id(node))
+                        if isinstance(node.module, nn.Module) and node.module in names:
+                            return names[node.module]
+                        todo.extend(getattr(node, "inputs", []))
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if isinstance(value, nn.Module) and value in names:
+                return names[value]
+    return "?"
 
 
 def unsupported(error: BaseException, model: nn.Module) -> EdgekdError:

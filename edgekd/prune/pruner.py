@@ -138,7 +138,11 @@ def unsupported(error: BaseException, model: nn.Module) -> EdgekdError:
     return EdgekdError(
         f"student.prune: Torch-Pruning cannot prune {type(model).__name__} at layer '{layer}' "
         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no message'}); "
-        f"a reshape or channel shuffle that mixes channels is not supported: pick another teacher or student.model"
+        + (
+            "a reshape or channel shuffle that mixes channels is not supported: pick another teacher or student.model"
+            if isinstance(error, ZeroDivisionError)
+            else "it could not map this model's channel dependencies: pick another teacher or student.model"
+        )
     )
 
 
@@ -180,6 +184,15 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def with_grads(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` whose parameters keep their `.grad` (deepcopy drops it; Taylor importance needs it)."""
+    twin = copy.deepcopy(model)
+    for mine, theirs in zip(twin.parameters(), model.parameters()):
+        if theirs.grad is not None:
+            mine.grad = theirs.grad.clone()
+    return twin
+
+
 @dataclass(frozen=True)
 class StepChoice:
     share: float  # channel share handed to Torch-Pruning
@@ -197,7 +210,7 @@ def choose_share(model: nn.Module, example: torch.Tensor, goal: int, settings: S
 
     def size_at(share: float) -> Size:
         if share not in cache:
-            cache[share] = size_of(cut(copy.deepcopy(model), example, share, settings), shape)
+            cache[share] = size_of(cut(with_grads(model), example, share, settings), shape)
         return cache[share]
 
     with one_thread():

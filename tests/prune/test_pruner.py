@@ -16,7 +16,7 @@ from edgekd.export.onnx import export_onnx
 from edgekd.export.parity import run_exported
 from edgekd.models import ModelSpec, build_model, load_model, save_model
 from edgekd.models.structure import shrink_to, structure_of
-from edgekd.prune.pruner import StepSettings, check_prunable, choose_share, cut, size_of
+from edgekd.prune.pruner import StepSettings, check_prunable, choose_share, cut, size_of, taylor_gradients, with_grads
 
 pytest.importorskip("torch_pruning")
 
@@ -118,3 +118,17 @@ def test_student_is_exactly_one_of_model_and_prune(tiny_pipeline):
     )
     with pytest.raises(EdgekdError, match=r"steps: 2 step\(s\) to 0.3 of the teacher remove 45% each.*use steps >= 3"):
         load_pipeline(few)
+
+
+@pytest.mark.parametrize("importance", ["taylor", "bn_scale"])
+def test_taylor_and_bn_scale_importances_cut_the_same_share_per_layer(importance):
+    torch.manual_seed(0)
+    images, labels = torch.randn(8, 1, 16, 16), torch.randint(0, 10, (8,))
+    magnitude = cut(build_model("resnet8", 10, 1).eval(), images[:2], 0.25, StepSettings(round_to=2))
+    model = build_model("resnet8", 10, 1).eval()
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        nn.init.uniform_(bn.weight)  # BatchNorm scales that differ, for bn_scale to rank
+    if importance == "taylor":
+        taylor_gradients(model, images, labels)
+    other = cut(with_grads(model), images[:2], 0.25, StepSettings(importance=importance, round_to=2))
+    assert structure_of(other, model) == structure_of(magnitude, build_model("resnet8", 10, 1))  # same share per layer

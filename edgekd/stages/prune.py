@@ -59,25 +59,24 @@ class PruneStage:
         timing_settings = Settings(
             (1,), timing.warmup, timing.min_runs, timing.min_seconds, timing.repeats, timing.threads
         )
-        teacher.to(ctx.device)
-        t_val, val_labels = predict(teacher, data.val, ctx.config.data.eval_batch_size, ctx.device)
-        teacher.cpu().eval()
         base = size_of(teacher, shape)
         candidates = ctx.stage_dir / "candidates"
 
-        def latency(model: torch.nn.Module, step: int) -> dict:
+        def latency(model: torch.nn.Module, step: int) -> dict:  # exports from the CPU: `model` stays there
             return measure_latency(model, example, candidates / f"step{step}.onnx", timing_settings)
 
         lat0 = latency(teacher, 0)
-        steps = [PruneStep(0, 0.0, base.macs, base.params, 1.0, 1.0, lat0["p50_ms"], lat0.get("spread"))]
-        steps[0] = dataclasses.replace(steps[0], val_top1=evaluate(t_val, val_labels)["val_top1"])
         if target.latency_ms is not None and lat0["p50_ms"] <= target.latency_ms:
             raise EdgekdError(
                 f"student.prune.target.latency_ms: the unpruned teacher already runs in {lat0['p50_ms']:.3f} ms "
                 f"(<= {target.latency_ms:g}); nothing to prune: lower the target or distil into the teacher's model"
             )
+        student = copy.deepcopy(teacher)  # pruned on the CPU; recovery moves it to the device and back
+        teacher.to(ctx.device)  # the frozen teacher of every recovery
+        t_val, val_labels = predict(teacher, data.val, ctx.config.data.eval_batch_size, ctx.device)
+        t_top1 = evaluate(t_val, val_labels)["val_top1"]
+        steps = [PruneStep(0, 0.0, base.macs, base.params, 1.0, 1.0, lat0["p50_ms"], lat0.get("spread"), t_top1)]
         recover = ctx.config.distill.model_copy(update={"epochs": prune.recover_epochs})
-        student = copy.deepcopy(teacher)
         for k in range(1, prune.steps + 1):
             if target.latency_ms is None:
                 share = getattr(target, kind)

@@ -42,7 +42,7 @@ def check_pipeline(cfg: PipelineConfig, local_files: bool = False) -> None:
     if cfg.student.prune is not None:  # names, Torch-Pruning installed, and its graph of this model: before training
         from edgekd.prune.pruner import check_prunable
 
-        check_prunable(models["teacher"], cfg.student.prune, cfg.data.channels or 3)
+        check_prunable(models["teacher"], cfg.student.prune, cfg.data.channels or 3, cfg.data.image_size)
     if cfg.qat.enabled and cfg.qat.keep_float:  # found here, not after the teacher and the student have trained
         from edgekd.quant.qat import check_keep_float
 

@@ -18,7 +18,7 @@ TIMING = "timing: {warmup: 1, min_runs: 3, min_seconds: 0.0, repeats: 1}"
 
 
 def _prune_pipeline(tiny_pipeline, prune: str, extra: str = "", name: str = "p.yaml"):
-    path = tiny_pipeline(distill_epochs=1, extra=extra, name=name)
+    path = tiny_pipeline(distill_epochs=1, extra=extra, name=name, limit_train=128)
     text = path.read_text().replace("student:\n  model: resnet8\n", f"student:\n  prune: {{{prune}, {TIMING}}}\n")
     path.write_text(text)
     return path

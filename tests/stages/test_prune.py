@@ -78,8 +78,9 @@ def test_latency_target_stops_at_the_first_step_that_meets_it(tiny_pipeline, tmp
     )
     try:
         m = Runner(load_pipeline(target), stages, run_dir).run()
-    except EdgekdError as e:  # timing noise may leave every step above the target: then it says so, in one line
-        assert "student.prune.target: latency_ms" in str(e) and "not met after 3 steps" in str(e)
+    except EdgekdError as e:  # timing noise may put the teacher under the target, or every step above it: one line
+        msg = str(e)
+        assert ("target: latency_ms" in msg and "not met after 3 steps" in msg) or "already runs in" in msg, msg
         return
     steps = prune_steps(m.stage("prune").metrics)
     met = [s.step for s in steps[1:] if s.latency_ms <= teacher_ms * 0.8]

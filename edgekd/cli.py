@@ -235,8 +235,11 @@ def validate(pipeline: Path = typer.Argument(..., help="pipeline.yaml")) -> None
     except EdgekdError as e:
         _fail(e)
         return
+    student = (
+        cfg.student.model or f"{cfg.teacher.model} pruned to {cfg.student.prune.target.model_dump(exclude_none=True)}"
+    )
     out.print(
-        f"[green]ok[/] {escape(str(pipeline))}: pipeline '{cfg.name}', {cfg.data.dataset} → teacher {cfg.teacher.model}, student {cfg.student.model}"
+        f"[green]ok[/] {escape(str(pipeline))}: pipeline '{cfg.name}', {cfg.data.dataset} → teacher {cfg.teacher.model}, student {student}"
     )
 
 

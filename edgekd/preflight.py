@@ -21,6 +21,9 @@ def check_pipeline(cfg: PipelineConfig, local_files: bool = False) -> None:
     models = {}
     for role in ("teacher", "student"):
         section = getattr(cfg, role)
+        if section.model is None:  # student.prune: the student is the teacher, pruned
+            models[role] = models["teacher"]
+            continue
         try:
             models[role] = build_model(section.model, num_classes=10, in_channels=cfg.data.channels or 3)
         except EdgekdError as e:
@@ -36,6 +39,10 @@ def check_pipeline(cfg: PipelineConfig, local_files: bool = False) -> None:
                 check_layer_names(models[role], [getattr(pair, role)], what=f"{role} {getattr(cfg, role).model}")
             except EdgekdError as e:
                 raise EdgekdError(f"distill.features[{i}].{role}: {e}") from None
+    if cfg.student.prune is not None:  # names, Torch-Pruning installed, and its graph of this model: before training
+        from edgekd.prune.pruner import check_prunable
+
+        check_prunable(models["teacher"], cfg.student.prune, cfg.data.channels or 3, cfg.data.image_size)
     if cfg.qat.enabled and cfg.qat.keep_float:  # found here, not after the teacher and the student have trained
         from edgekd.quant.qat import check_keep_float
 

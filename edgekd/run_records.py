@@ -4,6 +4,7 @@ the same class, and `from_dict` is the one validating reader (a RecordError name
 - `DistillChoice`: distill/settings.json, the distill settings the sweep chose (qat's KD reads it).
 - `SweepTrial`: one trial of the distill sweep, in the distill stage's `sweep` metrics.
 - `SensitivityRecord`: the qat stage's per-layer int8 sensitivity, in its `sensitivity` metrics.
+- `PruneStep`: one step of the prune stage (size, measured latency, top-1 after recovery), in its `steps` metrics.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.files import write_json_atomic
-from edgekd.ondevice.records import RecordError, _check, _num
+from edgekd.ondevice.records import RecordError, _check, _int, _num
 
 SWEPT = ("temperature", "soft_weight", "hard_weight")
 """The distill settings a sweep varies, in the order trials are named."""
@@ -155,3 +156,60 @@ class SensitivityRecord:
         if self.auto_keep_float is None:
             del out["auto_keep_float"]
         return out
+
+
+@dataclass(frozen=True)
+class PruneStep:
+    """One pruning step: the channel share Torch-Pruning removed, the size after it (and as shares of the
+    teacher's), the batch-1 ONNX latency measured when the target is a latency (None otherwise), and the val
+    top-1 after the step's recovery (None with recover_epochs 0). Step 0 is the unpruned teacher."""
+
+    step: int
+    channel_share: float
+    macs: int
+    params: int
+    macs_share: float
+    params_share: float
+    latency_ms: float | None = None
+    latency_spread: float | None = None
+    val_top1: float | None = None
+    met_target: bool = False
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "steps[]") -> PruneStep:
+        _check(doc, (dict,), where)
+        return cls(
+            step=_int(doc, "step", where),
+            channel_share=_num(doc, "channel_share", where),
+            macs=_int(doc, "macs", where),
+            params=_int(doc, "params", where),
+            macs_share=_num(doc, "macs_share", where),
+            params_share=_num(doc, "params_share", where),
+            latency_ms=_num(doc, "latency_ms", where, optional=True),
+            latency_spread=_num(doc, "latency_spread", where, optional=True),
+            val_top1=_num(doc, "val_top1", where, optional=True),
+            met_target=_check(doc.get("met_target", False), (bool,), f"{where}.met_target"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prune_steps(metrics: Any, where: str = "prune.steps") -> list[PruneStep]:
+    """The prune stage's steps from its manifest metrics ([] when it recorded none)."""
+    if not isinstance(metrics, dict) or metrics.get("steps") is None:
+        return []
+    steps = _check(metrics["steps"], (list,), where)
+    return [PruneStep.from_dict(s, f"{where}[{i}]") for i, s in enumerate(steps)]
+
+
+def not_faster(steps: list[PruneStep]) -> list[tuple[PruneStep, PruneStep]]:
+    """(step before, step) pairs where the MACs fell but the measured latency did not."""
+    return [
+        (prev, s)
+        for prev, s in zip(steps, steps[1:])
+        if s.macs < prev.macs
+        and s.latency_ms is not None
+        and prev.latency_ms is not None
+        and s.latency_ms >= prev.latency_ms
+    ]

@@ -6,6 +6,7 @@ its line in the file and the nearest valid key (the loader, :mod:`edgekd.config.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -178,10 +179,114 @@ class TeacherConfig(OptimConfig, ModelInputs):
         return self
 
 
-class StudentConfig(Section):
-    """The small model to distil into; its input (data section) is what the exported model expects."""
+class TimingConfig(Section):
+    """How every artifact is timed, here (`benchmark:`) and on a device (devices.yaml `benchmark:`)."""
 
-    model: str = Field(..., description="Model name from the registry, or `timm/<name>`.")
+    batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [1, 8], description="Batch sizes to time."
+    )
+    warmup: int = Field(10, ge=0, description="Untimed warm-up runs per batch size.")
+    min_runs: int = Field(30, ge=1, description="Minimum timed runs per round.")
+    min_seconds: NonNegFloat = Field(
+        1.0, description="Minimum timed seconds per batch size and artifact, split over the rounds."
+    )
+    repeats: int = Field(
+        3,
+        ge=1,
+        description="Interleaved rounds (each visits every artifact once, shuffled); their spread marks unstable figures.",
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads for the runtimes; default: all cores.")
+
+
+class PruneTarget(Section):
+    """How small the pruned student must be: exactly one of `macs`, `params` (shares of the teacher's) or
+    `latency_ms` (measured on `device` the way the benchmark measures)."""
+
+    macs: float | None = Field(None, gt=0, lt=1, description="Share of the teacher's MACs to keep at most (0.5: half).")
+    params: float | None = Field(None, gt=0, lt=1, description="Share of the teacher's parameters to keep at most.")
+    latency_ms: PositiveFloat | None = Field(
+        None,
+        description="Batch-1 p50 latency (ONNX Runtime fp32) to reach; each step's candidate is exported and timed, "
+        "and pruning stops at the first step that meets it.",
+    )
+    device: Literal["local"] = Field(
+        "local", description="Where `latency_ms` is measured: `local` (this machine; devices are not supported yet)."
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> PruneTarget:
+        given = [k for k in ("macs", "params", "latency_ms") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of macs, params, latency_ms; got {', '.join(given) or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("macs", "params", "latency_ms") if getattr(self, k) is not None)
+
+
+class PruneConfig(Section):
+    """The student is the teacher with whole channels removed (Torch-Pruning), step by step, each step
+    recovered by distillation from the unpruned teacher (the distill section's losses and optimiser,
+    for `recover_epochs`); the distill stage then trains the result with its full budget."""
+
+    target: PruneTarget = Field(..., description="How small the student must be.")
+    steps: int = Field(
+        2,
+        ge=1,
+        le=20,
+        description="`macs`/`params`: the number of steps (each keeps the same share); `latency_ms`: the most steps.",
+    )
+    max_step: float = Field(
+        1 / 3, gt=0, le=1 / 3, description="Largest share of the MACs (or params) one step may remove."
+    )
+    importance: Literal["magnitude", "taylor", "bn_scale"] = Field(
+        "magnitude",
+        description="Channel importance: group L2 magnitude, first-order Taylor (gradients of one training batch) "
+        "or BatchNorm scale.",
+    )
+    round_to: int = Field(
+        8, ge=1, le=256, description="Every pruned layer keeps a multiple of this many channels (8: Tensor Cores)."
+    )
+    global_pruning: bool = Field(
+        False, description="Rank channels across all layers (uneven widths) instead of the same share per layer."
+    )
+    ignored: list[str] = Field(
+        default_factory=list, description="Module paths never pruned (the classifier head always is left out)."
+    )
+    layer_ratios: dict[str, Annotated[float, Field(gt=0, lt=1)]] = Field(
+        default_factory=dict,
+        description="Per-step channel share removed from these module paths, instead of the searched one.",
+    )
+    recover_epochs: int = Field(1, ge=0, description="Epochs of distillation after each step.")
+    timing: TimingConfig = Field(
+        default_factory=TimingConfig,
+        description="How each step's candidate is timed (ONNX Runtime, batch 1; `batch_sizes` is not used).",
+    )
+
+    @model_validator(mode="after")
+    def _fits_steps(self) -> PruneConfig:
+        share = self.target.macs if self.target.macs is not None else self.target.params
+        if share is not None and share ** (1 / self.steps) < 1 - self.max_step - 1e-9:
+            per_step = 1 - share ** (1 / self.steps)
+            raise ValueError(
+                f"steps: {self.steps} step(s) to {share:g} of the teacher remove {per_step:.0%} each, more than "
+                f"max_step {self.max_step:.0%}; use steps >= {_steps_needed(share, self.max_step)}"
+            )
+        return self
+
+
+def _steps_needed(share: float, max_step: float) -> int:
+    return max(1, math.ceil(math.log(share) / math.log(1 - max_step) - 1e-9))
+
+
+class StudentConfig(Section):
+    """The small model to distil into; its input (data section) is what the exported model expects.
+
+    Exactly one of `model` (a model of the registry) and `prune` (the teacher, structurally pruned)."""
+
+    model: str | None = Field(None, description="Model name from the registry, or `timm/<name>`.")
+    prune: PruneConfig | None = Field(None, description="Make the student by pruning the teacher (the `prune` stage).")
     init_checkpoint: Path | None = Field(None, description="Optional state_dict to start the student from.")
     weights: str | None = Field(None, description=_WEIGHTS_HELP)
     download: bool = Field(
@@ -192,6 +297,10 @@ class StudentConfig(Section):
     def _one_start(self) -> StudentConfig:
         if self.weights and self.init_checkpoint:
             raise ValueError("give either student.weights or student.init_checkpoint, not both")
+        if (self.model is None) == (self.prune is None):
+            raise ValueError("give exactly one of student.model and student.prune")
+        if self.prune is not None and (self.weights or self.init_checkpoint):
+            raise ValueError("student.prune starts from the teacher: drop student.weights/init_checkpoint")
         return self
 
 
@@ -547,25 +656,6 @@ class BudgetConfig(Section):
     max_drop_vs_student: NonNegFloat = Field(
         1.0, description="Maximum top-1 drop of quantized artifacts versus the fp32 student, in points."
     )
-
-
-class TimingConfig(Section):
-    """How every artifact is timed, here (`benchmark:`) and on a device (devices.yaml `benchmark:`)."""
-
-    batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
-        default_factory=lambda: [1, 8], description="Batch sizes to time."
-    )
-    warmup: int = Field(10, ge=0, description="Untimed warm-up runs per batch size.")
-    min_runs: int = Field(30, ge=1, description="Minimum timed runs per round.")
-    min_seconds: NonNegFloat = Field(
-        1.0, description="Minimum timed seconds per batch size and artifact, split over the rounds."
-    )
-    repeats: int = Field(
-        3,
-        ge=1,
-        description="Interleaved rounds (each visits every artifact once, shuffled); their spread marks unstable figures.",
-    )
-    threads: int | None = Field(None, ge=1, description="CPU threads for the runtimes; default: all cores.")
 
 
 class BenchmarkConfig(TimingConfig):

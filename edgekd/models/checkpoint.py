@@ -13,6 +13,7 @@ from torch import nn
 from edgekd.errors import EdgekdError
 from edgekd.models.inputs import InputSpec, attach_input_adapter
 from edgekd.models.registry import build_model
+from edgekd.models.structure import shrink_to
 from edgekd.ondevice.files import write_bytes_atomic
 from edgekd.ondevice.text import first_line
 
@@ -24,6 +25,9 @@ class ModelSpec:
     `input_adapter` ({"given": InputSpec dict, "wanted": InputSpec dict}) is set when the model expects other
     preprocessing than the pipeline's inputs (a teacher with its own mean/std or size): the rebuilt model
     converts its inputs itself, so every stage feeds it the same tensors.
+
+    `structure` ({layer path: sizes}, edgekd.models.structure) is set for a pruned model: the registry model is
+    rebuilt with those layers at those sizes, so every stage that loads it gets the pruned architecture.
     """
 
     name: str
@@ -31,9 +35,13 @@ class ModelSpec:
     in_channels: int
     image_size: int
     input_adapter: dict | None = None
+    structure: dict | None = None
 
     def build(self) -> nn.Module:
-        return self.adapt_inputs(build_model(self.name, self.num_classes, self.in_channels))
+        model = build_model(self.name, self.num_classes, self.in_channels)
+        if self.structure:
+            shrink_to(model, self.structure)
+        return self.adapt_inputs(model)
 
     def adapt_inputs(self, model: nn.Module) -> nn.Module:
         """`model` with this spec's input adapter attached (unchanged when it has none)."""

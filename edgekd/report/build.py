@@ -31,7 +31,7 @@ from edgekd.report.model import (
     SummaryRow,
     SweepRow,
 )
-from edgekd.run_records import SensitivityRecord, SweepTrial
+from edgekd.run_records import SensitivityRecord, SweepTrial, prune_steps
 from edgekd.rundir import RunDir
 
 T = TypeVar("T")
@@ -310,6 +310,9 @@ def run_section(run: RunDir, label: str, manifest: Manifest, omit_stage: str | N
     for t in trials:
         is_best = bool(best) and all(t.settings.get(k) == best.get(k) for k in t.settings)
         section.sweep.append(SweepRow(t.settings, t.val_top1, t.val_kl, is_best))
+    prune = manifest.done("prune")
+    if prune is not None:
+        section.pruning = _typed(lambda: prune_steps(prune.metrics), f"{manifest.path}: stages.prune.metrics")
     qat = manifest.done("qat")
     record = qat.metrics.get("sensitivity") if qat else None
     if record is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from edgekd.report import text as t
 from edgekd.report.model import DeviceSection, Report, Row, RunSection
 from edgekd.report.text import Mark
+from edgekd.run_records import not_faster
 
 Block = tuple
 
@@ -338,6 +339,7 @@ def run_blocks(run: RunSection, figures: dict[str, FigureFile], many: bool) -> l
         ]
     if kd:
         blocks += [("h2", "What distillation bought" + suffix), *kd]
+    blocks += pruning_blocks(run, suffix)
     sens = run.sensitivity
     if sens:
         rows = [
@@ -368,6 +370,60 @@ def run_blocks(run: RunSection, figures: dict[str, FigureFile], many: bool) -> l
     if run.stages:
         rows = [[s.name, s.status, t.num(s.seconds, ".1f", " s"), s.note] for s in run.stages]
         blocks += [("h2", "Stages" + suffix), ("table", ["Stage", "Status", "Time", "Reason / error"], rows, "stages")]
+    return blocks
+
+
+def pruning_blocks(run: RunSection, suffix: str) -> list[Block]:
+    """The prune stage's steps: size, measured batch-1 latency, top-1 after recovery; and where the MACs fell but
+    the latency did not."""
+    steps = run.pruning
+    if not steps:
+        return []
+    rows = [
+        [
+            "teacher" if s.step == 0 else str(s.step),
+            t.num(s.channel_share, ".3f") if s.step else "",
+            f"{s.macs / 1e6:.2f} M ({s.macs_share:.2f})",
+            f"{s.params / 1e3:.1f} k ({s.params_share:.2f})",
+            t.num(s.latency_ms, ".3f"),
+            t.num(s.val_top1),
+            ("met" if s.met_target else "") if s.step else "",
+        ]
+        for s in steps
+    ]
+    blocks: list[Block] = [
+        ("h2", "Pruning" + suffix),
+        (
+            "p",
+            "The student is the teacher with whole channels removed (Torch-Pruning), step by step; each step's "
+            "candidate was exported to ONNX and timed at batch 1 on this machine, then recovered by distillation "
+            "from the unpruned teacher (top-1 after that recovery; the distill stage then trained it further). "
+            "The hard-label baseline, when enabled, is the same pruned architecture trained from scratch.",
+        ),
+        (
+            "table",
+            [
+                "Step",
+                "Channel share cut",
+                "MACs (of teacher)",
+                "Params (of teacher)",
+                "p50 b=1 (ms)",
+                "Top-1 (%)",
+                "Target",
+            ],
+            rows,
+            "detail",
+        ),
+    ]
+    for prev, s in not_faster(steps):
+        blocks.append(
+            (
+                "p",
+                f"**Step {s.step}: the MACs fell by {1 - s.macs / prev.macs:.0%} but the latency did not** "
+                f"({prev.latency_ms:.3f} → {s.latency_ms:.3f} ms): fewer MACs are not a faster model on "
+                "this runtime; judge by measured latency.",
+            )
+        )
     return blocks
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgekd.run_records import PruneStep
+
 REPORT_SCHEMA = "edgekd.report/3"
 
 
@@ -153,6 +155,7 @@ class RunSection:
     sweep: list[SweepRow] = field(default_factory=list)
     curves: list[dict[str, Any]] = field(default_factory=list)  # distill/metrics.jsonl epochs
     sensitivity: Sensitivity | None = None
+    pruning: list[PruneStep] = field(default_factory=list)  # the prune stage's steps (step 0: the teacher)
 
 
 @dataclass

@@ -11,6 +11,7 @@ def all_stages() -> list[Stage]:
     from edgekd.stages.distill import DistillStage
     from edgekd.stages.dynamic_quant import DynamicQuantStage
     from edgekd.stages.export import ExportStage
+    from edgekd.stages.prune import PruneStage
     from edgekd.stages.qat import QatStage
     from edgekd.stages.report import ReportStage
     from edgekd.stages.teacher import TeacherStage
@@ -18,6 +19,7 @@ def all_stages() -> list[Stage]:
 
     return [
         TeacherStage(),
+        PruneStage(),
         DistillStage(),
         BaselineStage(),
         QatStage(),

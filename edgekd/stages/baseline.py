@@ -16,7 +16,7 @@ from edgekd.distill.objectives import CrossEntropy
 from edgekd.distill.trainer import evaluate, predict, train
 from edgekd.models import save_model
 from edgekd.pipeline import RunContext, StageResult
-from edgekd.stages.common import initial_student, model_summary, settle_batchnorm, spec_for
+from edgekd.stages.common import initial_student, model_summary, settle_batchnorm, student_spec
 
 
 def baseline_optim(cfg: PipelineConfig) -> OptimConfig:
@@ -40,7 +40,7 @@ class BaselineStage:
     )
     toolchain = ("torch", "torchvision")
     needs: tuple[str, ...] = ()
-    uses: tuple[str, ...] = ()
+    uses = ("pruned_student",)  # the architecture to train, with student.prune
     distributed = True
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
@@ -48,9 +48,12 @@ class BaselineStage:
 
     def run(self, ctx: RunContext, cfg: BaselineConfig, inputs: dict[str, Path]) -> StageResult:
         data, config = ctx.data, ctx.config
-        spec = spec_for(ctx, config.student.model)
+        spec = student_spec(ctx, inputs)
         torch.manual_seed(config.seed)
-        student, init = initial_student(ctx, spec)
+        if config.student.prune is not None:  # the pruned architecture, from scratch: what pruning + KD bought
+            student, init = spec.build(), {"weights": "none (the pruned architecture, freshly initialised)"}
+        else:
+            student, init = initial_student(ctx, spec, inputs)
         optim = baseline_optim(config)
         augment = None
         if config.distill.augment.active:

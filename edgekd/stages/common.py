@@ -10,10 +10,14 @@ import torch
 from torch import nn
 
 from edgekd.config import DistillConfig
+from edgekd.data.augment import BatchAugment
 from edgekd.data.datasets import DataInfo, data_fingerprint
 from edgekd.distill.batchnorm import batchnorms, bn_check, reestimate_bn
 from edgekd.distill.features import FeatureDistiller
+from edgekd.distill.objectives import Distillation
 from edgekd.distill.teacher_cache import CACHE_FILE, TeacherCache, cache_key
+from edgekd.distill.trainer import TrainResult, evaluate, predict, train
+from edgekd.errors import EdgekdError
 from edgekd.export import Preprocessing
 from edgekd.export.parity import percent_equal, predicted_classes
 from edgekd.models import ModelSpec, count_params, load_model, load_state_dict_file
@@ -74,10 +78,27 @@ def teacher_cache(
     return cache, f"{'built' if cache.built else 'reused'} ({where}, key {key[:12]})"
 
 
-def initial_student(ctx: RunContext, spec: ModelSpec) -> tuple[nn.Module, dict]:
-    """The student a training stage starts from: `student.weights` adapted to the data (or a fresh model),
-    then `student.init_checkpoint` when given; and the choices made, for the manifest."""
+def student_spec(ctx: RunContext, inputs: dict[str, Path]) -> ModelSpec:
+    """The student's architecture: `student.model` from the registry, or the pruned teacher the prune stage made
+    (its spec carries the pruned layer sizes); the one place training stages get it from."""
+    if ctx.config.student.prune is None:
+        return spec_for(ctx, ctx.config.student.model)
+    return load_model(_pruned(inputs))[1]
+
+
+def _pruned(inputs: dict[str, Path]) -> Path:
+    if "pruned_student" not in inputs:
+        raise EdgekdError("student.prune: no pruned student from the prune stage; run the pipeline with it first")
+    return inputs["pruned_student"]
+
+
+def initial_student(ctx: RunContext, spec: ModelSpec, inputs: dict[str, Path]) -> tuple[nn.Module, dict]:
+    """The student a distillation starts from: the pruned teacher (student.prune), or `student.weights` adapted to
+    the data (or a fresh model), then `student.init_checkpoint` when given; and the choices made, for the manifest."""
     cfg = ctx.config.student
+    if cfg.prune is not None:
+        student, _ = load_model(_pruned(inputs))
+        return student.train(), {"weights": f"the pruned teacher ({catalog.path_of('pruned_student')})"}
     student, init = initial_model(
         spec.name,
         cfg.weights,
@@ -90,6 +111,49 @@ def initial_student(ctx: RunContext, spec: ModelSpec) -> tuple[nn.Module, dict]:
     if cfg.init_checkpoint:
         load_state_dict_file(student, cfg.init_checkpoint)
     return student, init
+
+
+def distil(
+    ctx: RunContext,
+    cfg: DistillConfig,
+    student: nn.Module,
+    teacher: nn.Module,
+    teacher_path: Path,
+    t_val: torch.Tensor,
+    work_dir: Path,
+    label: str,
+    reuse_from: tuple[str, ...] = (),
+) -> tuple[TrainResult, dict, str]:
+    """Train `student` in place against `teacher` with the distill section's objective (`cfg`: soft and hard
+    losses, feature pairs, augmentation, the teacher cache) in `work_dir`; (TrainResult, val metrics,
+    teacher-cache note). The distill stage and the prune stage's recovery both train through here."""
+    data = ctx.data
+    info = data.info
+    features = None
+    if cfg.features:  # checks the layer names before any training
+        features = FeatureDistiller(
+            cfg.features, teacher, student, (info.in_channels, info.image_size, info.image_size)
+        )
+    augment = BatchAugment(cfg.augment, info.num_classes, info.mean, info.std) if cfg.augment.active else None
+    cache, cache_note = teacher_cache(ctx, cfg, teacher_path, teacher, features, reuse_from)
+    ctx.reporter.log(f"  {label}: teacher cache {cache_note}")
+    objective = Distillation(teacher, cfg, features=features, augment=augment, cache=cache, seed=ctx.config.seed)
+    result = train(
+        student,
+        data.train,
+        data.val,
+        cfg,
+        objective,
+        ctx.train_env(label, work_dir),
+        reference_val_logits=t_val,
+        tensorboard_dir=work_dir / "tb" if cfg.tensorboard else None,
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
+    )
+    bn = settle_batchnorm(ctx, student, cfg.bn_reestimate, "distill.bn_reestimate")
+    student.cpu().eval()
+    logits, labels = predict(student, data.val, ctx.config.data.eval_batch_size, "cpu")
+    return result, {**evaluate(logits, labels, t_val), "bn_reestimate": bn}, cache_note
 
 
 def preprocessing_of(info: DataInfo) -> Preprocessing:

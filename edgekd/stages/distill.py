@@ -7,16 +7,13 @@ from pathlib import Path
 from torch import nn
 
 from edgekd.config import DistillConfig, PipelineConfig, SweepConfig
-from edgekd.data.augment import BatchAugment
-from edgekd.distill.features import FeatureDistiller
-from edgekd.distill.objectives import Distillation
-from edgekd.distill.trainer import METRICS, evaluate, predict, train
+from edgekd.distill.trainer import METRICS, evaluate, predict
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model
 from edgekd.ondevice.files import write_bytes_atomic
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.run_records import SWEPT, DistillChoice, SweepTrial
-from edgekd.stages.common import initial_student, model_summary, settle_batchnorm, spec_for, teacher_cache
+from edgekd.stages.common import distil, initial_student, model_summary, student_spec
 
 
 class DistillStage:
@@ -25,7 +22,7 @@ class DistillStage:
     reads = ("seed", "device", "data", "student", "distill", "sweep")
     toolchain = ("torch", "torchvision")
     needs = ("teacher",)
-    uses: tuple[str, ...] = ()
+    uses = ("pruned_student",)  # the student to start from, with student.prune
     distributed = True
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
@@ -34,7 +31,7 @@ class DistillStage:
     def run(self, ctx: RunContext, cfg: DistillConfig, inputs: dict[str, Path]) -> StageResult:
         data = ctx.data
         teacher, t_spec = load_model(inputs["teacher"])
-        spec = spec_for(ctx, ctx.config.student.model)
+        spec = student_spec(ctx, inputs)
         if t_spec.num_classes != spec.num_classes:
             raise EdgekdError(
                 f"teacher: {inputs['teacher']} predicts {t_spec.num_classes} classes but the data has "
@@ -49,7 +46,9 @@ class DistillStage:
             work_dir = ctx.stage_dir / "sweep" / choice.name if choice.overrides else ctx.stage_dir
             if choice.overrides:
                 ctx.reporter.log(f"  distill sweep: {choice.name}")
-            runs.append((choice, work_dir, *self._train(ctx, trial, inputs["teacher"], teacher, t_val, work_dir)))
+            runs.append(
+                (choice, work_dir, *self._train(ctx, trial, inputs["teacher"], teacher, t_val, work_dir, inputs))
+            )
         choice, work_dir, student, result, val, cache_note = max(runs, key=lambda r: r[4]["val_top1"])
         out = ctx.out("student")
         save_model(out, student, spec, data=data.info.to_dict())
@@ -93,41 +92,22 @@ class DistillStage:
         return StageResult(artifacts, metrics)
 
     def _train(
-        self, ctx: RunContext, cfg: DistillConfig, teacher_path: Path, teacher: nn.Module, t_val, work_dir: Path
+        self,
+        ctx: RunContext,
+        cfg: DistillConfig,
+        teacher_path: Path,
+        teacher: nn.Module,
+        t_val,
+        work_dir: Path,
+        inputs: dict[str, Path],
     ):
         """Distil one student with `cfg` in `work_dir`: (student, TrainResult, val metrics, teacher-cache note)."""
-        data = ctx.data
-        spec = spec_for(ctx, ctx.config.student.model)
-        student, init = initial_student(ctx, spec)
+        student, init = initial_student(ctx, student_spec(ctx, inputs), inputs)
         ctx.reporter.log(f"  distill: student from {init['weights']}")
-        features = None
-        if cfg.features:  # checks the layer names before any training
-            features = FeatureDistiller(
-                cfg.features, teacher, student, (spec.in_channels, spec.image_size, spec.image_size)
-            )
-        augment = (
-            BatchAugment(cfg.augment, spec.num_classes, data.info.mean, data.info.std) if cfg.augment.active else None
+        result, val, cache_note = distil(
+            ctx, cfg, student, teacher, teacher_path, t_val, work_dir, "distill", reuse_from=("prune",)
         )
-        cache, cache_note = teacher_cache(ctx, cfg, teacher_path, teacher, features)
-        ctx.reporter.log(f"  distill: teacher cache {cache_note}")
-        objective = Distillation(teacher, cfg, features=features, augment=augment, cache=cache, seed=ctx.config.seed)
-        result = train(
-            student,
-            data.train,
-            data.val,
-            cfg,
-            objective,
-            ctx.train_env("distill", work_dir),
-            reference_val_logits=t_val,
-            tensorboard_dir=work_dir / "tb" if cfg.tensorboard else None,
-            amp=cfg.amp,
-            channels_last=cfg.channels_last,
-        )
-        bn = settle_batchnorm(ctx, student, cfg.bn_reestimate, "distill.bn_reestimate")
-        student.cpu().eval()
-        logits, labels = predict(student, data.val, ctx.config.data.eval_batch_size, "cpu")
-        val = {**evaluate(logits, labels, t_val), "student_init": init, "bn_reestimate": bn}
-        return student, result, val, cache_note
+        return student, result, {**val, "student_init": init}, cache_note
 
 
 def sweep_grid(sweep: SweepConfig | None) -> list[DistillChoice]:

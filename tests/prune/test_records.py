@@ -1,0 +1,33 @@
+"""The prune stage's step records: one validating reader, and the report's pruning section built from them."""
+
+import pytest
+
+from edgekd.ondevice.records import RecordError
+from edgekd.report.layout import pruning_blocks
+from edgekd.report.model import RunSection
+from edgekd.run_records import PruneStep, not_faster, prune_steps
+
+
+def _step(step, macs, latency, top1=None, met=False):
+    return PruneStep(step, 0.1 * step, macs, 1000 - step, macs / 100, 1.0, latency, 0.05, top1, met)
+
+
+def test_steps_round_trip_and_a_bad_field_is_named():
+    steps = [_step(0, 100, 1.0, 99.0), _step(1, 70, 0.8, 98.5), _step(2, 50, 0.9, 97.0, True)]
+    assert prune_steps({"steps": [s.to_dict() for s in steps]}) == steps
+    assert prune_steps({}) == []
+    bad = steps[1].to_dict() | {"macs": "70"}
+    with pytest.raises(RecordError, match=r"prune.steps\[1\].macs: expected int"):
+        prune_steps({"steps": [steps[0].to_dict(), bad]})
+
+
+def test_the_report_says_when_the_macs_fell_and_the_latency_did_not():
+    steps = [_step(0, 100, 1.0, 99.0), _step(1, 70, 0.8, 98.5), _step(2, 50, 0.9, 97.0, True)]
+    assert [(a.step, b.step) for a, b in not_faster(steps)] == [(1, 2)]
+    blocks = pruning_blocks(RunSection("run", "/r", pruning=steps), "")
+    text = " ".join(str(b) for b in blocks)
+    assert blocks[0] == ("h2", "Pruning") and "**Step 2: the MACs fell by 29% but the latency did not**" in text
+    assert "Step 1:" not in text  # it got faster
+    table = next(b for b in blocks if b[0] == "table")
+    assert [r[0] for r in table[2]] == ["teacher", "1", "2"] and table[2][2][-1] == "met"
+    assert pruning_blocks(RunSection("run", "/r"), "") == []

@@ -1,0 +1,100 @@
+"""The prune stage end to end on tiny digits: the pruned teacher becomes the student of every later stage."""
+
+import onnx
+import pytest
+
+from edgekd.config import load_pipeline
+from edgekd.errors import EdgekdError
+from edgekd.models import load_model
+from edgekd.pipeline import Runner
+from edgekd.run_records import prune_steps
+from edgekd.stages import all_stages
+from edgekd.stages.prune import PruneStage
+from edgekd.stages.teacher import TeacherStage
+
+pytest.importorskip("torch_pruning")
+
+TIMING = "timing: {warmup: 1, min_runs: 3, min_seconds: 0.0, repeats: 1}"
+
+
+def _prune_pipeline(tiny_pipeline, prune: str, extra: str = "", name: str = "p.yaml"):
+    path = tiny_pipeline(distill_epochs=1, extra=extra, name=name, limit_train=128)
+    text = path.read_text().replace("student:\n  model: resnet8\n", f"student:\n  prune: {{{prune}, {TIMING}}}\n")
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.slow
+def test_pruned_teacher_goes_through_distill_baseline_export_benchmark_and_report(tiny_pipeline, tmp_path):
+    extra = (
+        "baseline: {enabled: true}\nqat: {enabled: false}\ndynamic_quant: {enabled: false}\n"
+        "export: {teacher: false, fp16_onnx: false, torchscript: 'off'}\ntensorrt: {enabled: false}\n"
+    )
+    prune = "target: {macs: 0.6}, steps: 2, round_to: 2, recover_epochs: 1"
+    path = _prune_pipeline(tiny_pipeline, prune, extra)
+    run_dir = tmp_path / "run"
+    m = Runner(load_pipeline(path), all_stages(), run_dir).run()
+    rec = m.stage("prune")
+    steps = prune_steps(rec.metrics)
+    assert [s.step for s in steps] == [0, 1, 2] and steps[-1].met_target and steps[-1].macs_share <= 0.6
+    for prev, s in zip(steps, steps[1:]):  # no step removes more than a third
+        assert 2 / 3 * prev.macs <= s.macs < prev.macs and s.latency_ms > 0 and s.val_top1 is not None
+    pruned, spec = load_model(run_dir / rec.artifacts["pruned_student"].path)
+    assert spec.name == "resnet8" and spec.structure
+    for stage, art in (("distill", "student"), ("baseline", "baseline_student")):
+        _, other = load_model(run_dir / m.stage(stage).artifacts[art].path)
+        assert other.structure == spec.structure, stage  # the same pruned architecture, rebuilt from plain data
+    assert m.stage("baseline").metrics["student_init"]["weights"].startswith("none (the pruned architecture")
+    assert m.stage("distill").metrics["student_init"]["weights"].startswith("the pruned teacher")
+    assert m.stage("export").metrics["artifacts"]["student_onnx"]["parity"]["top1_agreement"] >= 0.99
+    proto = onnx.load(str(run_dir / m.stage("export").artifacts["student_onnx"].path))
+    sizes = {i.name: i.dims[0] for i in proto.graph.initializer}
+    convs = [sizes[n.input[1]] for n in proto.graph.node if n.op_type == "Conv"]
+    assert sorted(convs) == sorted(m.out_channels for m in pruned.modules() if hasattr(m, "out_channels"))
+    assert all(c % 2 == 0 for c in convs) and sum(convs) < 16 * 7 + 32 * 3 + 64 * 3  # resnet8's own
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "## Pruning" in report and "| teacher |" in report
+
+    assert {e.stage: e.action for e in Runner(load_pipeline(path), all_stages(), run_dir).plan()}["prune"] == "cached"
+    changed = _prune_pipeline(tiny_pipeline, prune.replace("recover_epochs: 1", "recover_epochs: 0"), extra, "c.yaml")
+    plan = {e.stage: (e.action, e.why) for e in Runner(load_pipeline(changed), all_stages(), run_dir).plan()}
+    assert plan["prune"] == ("run", "its config changed") and plan["distill"][0] == "run"
+    assert plan["teacher"][0] == "cached"
+
+
+@pytest.mark.slow
+def test_latency_target_stops_at_the_first_step_that_meets_it(tiny_pipeline, tmp_path):
+    run_dir = tmp_path / "run"
+    stages = [TeacherStage(), PruneStage()]
+    loose = _prune_pipeline(tiny_pipeline, "target: {latency_ms: 1000}, steps: 3, round_to: 2, recover_epochs: 0")
+    with pytest.raises(EdgekdError, match=r"target.latency_ms: the unpruned teacher already runs in .* ms"):
+        Runner(load_pipeline(loose), stages, run_dir).run()
+    # a target between the teacher's latency and a third of it: each step is measured, the first that meets it ends
+    teacher_ms = prune_steps_failed_teacher_ms(run_dir)
+    target = _prune_pipeline(
+        tiny_pipeline,
+        f"target: {{latency_ms: {teacher_ms * 0.8:.4f}}}, steps: 3, round_to: 2, recover_epochs: 0",
+        name="t.yaml",
+    )
+    try:
+        m = Runner(load_pipeline(target), stages, run_dir).run()
+    except EdgekdError as e:  # timing noise may put the teacher under the target, or every step above it: one line
+        msg = str(e)
+        assert ("target: latency_ms" in msg and "not met after 3 steps" in msg) or "already runs in" in msg, msg
+        return
+    steps = prune_steps(m.stage("prune").metrics)
+    met = [s.step for s in steps[1:] if s.latency_ms <= teacher_ms * 0.8]
+    assert steps[-1].met_target and steps[-1].step == met[0]  # the least pruning that meets it, then it stopped
+    assert all(not s.met_target for s in steps[1:-1])
+
+
+def prune_steps_failed_teacher_ms(run_dir) -> float:
+    """The teacher's latency as the failed attempt's candidate file was timed: re-time it with the same harness."""
+    from edgekd.ondevice.measure import Settings
+    from edgekd.prune.latency import measure_latency
+
+    teacher, spec = load_model(run_dir / "teacher" / "model.pt")
+    import torch
+
+    example = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
+    return measure_latency(teacher, example, run_dir / "t.onnx", Settings((1,), 2, 10, 0.1, 1))["p50_ms"]

@@ -148,7 +148,11 @@ def test_teacher_trained_without_normalisation_trips_the_gate_until_its_mean_std
     result = cli("run", str(path), "--run-dir", str(tmp_path / "run"), "--only", "teacher")
     assert result.exit_code == 2
     msg = " ".join(result.stderr.split())
-    assert "under 2x chance (10.0% for 10 classes" in msg and "mean/std" in msg and "class order" in msg
+    # which gate trips depends on how far under chance this CPU's training left it (both name the fix):
+    # under 2x chance (Intel VM), or above it but far better on raw pixels (AMD EPYC)
+    assert ("under 2x chance (10.0% for 10 classes" in msg and "mean/std" in msg and "class order" in msg) or (
+        "set teacher.mean: [0.0] and teacher.std: [1.0]" in msg
+    ), msg
     # issue 22 item 10: under mean 0.2, std 0.5 the same teacher clears the gate (about 30%), and is far better
     # fed raw pixels: the run stops and names the setting
     cfg["data"].update(mean=[0.2], std=[0.5])

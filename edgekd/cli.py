@@ -71,12 +71,18 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of u
     _debug = debug
 
 
-def _runner(pipeline: Path, run_dir: Path | None) -> Runner:
+def _runner(pipeline: Path, run_dir: Path | None, storage: str | None = None) -> Runner:
     from edgekd.pipeline import Runner
     from edgekd.stages import all_stages
 
     cfg = load_pipeline(pipeline)
-    return Runner(cfg, all_stages(), run_dir, Reporter(err))
+    return Runner(cfg, all_stages(), run_dir, Reporter(err), sweep_storage=storage)
+
+
+_STORAGE_HELP = (
+    "The sweep's Optuna storage, shared by every worker: a database URL (postgresql://USER:PASSWORD@HOST/DB, "
+    "mysql://..., sqlite:///PATH); default: RUN_DIR/distill/study.db. Or set EDGEKD_SWEEP_STORAGE."
+)
 
 
 def _summary(cfg: PipelineConfig, run_dir: Path) -> Table | None:
@@ -124,6 +130,7 @@ def run(
     allow_download: bool = typer.Option(
         False, "--allow-download", help="Let torchvision/timm download pretrained `weights:` missing from their cache."
     ),
+    storage: str | None = typer.Option(None, "--storage", envvar="EDGEKD_SWEEP_STORAGE", help=_STORAGE_HELP),
 ) -> None:
     """Run a pipeline: stages whose config and inputs are unchanged are cached."""
     from edgekd import distributed
@@ -157,7 +164,7 @@ def run(
     try:
         if allow_download:  # read by edgekd.models.weights, here and in torchrun's processes
             os.environ["EDGEKD_ALLOW_DOWNLOAD"] = "1"
-        runner = _runner(pipeline, run_dir)
+        runner = _runner(pipeline, run_dir, storage)
         from edgekd.preflight import check_files, check_pipeline
 
         check_files(runner.cfg)  # weights, feature layers and every image checked before the first stage
@@ -192,6 +199,43 @@ def run(
         raise typer.Exit(1)
     if warning := unstable_message(metrics.get("unstable") or [], runner.run_dir, local):
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sweep(
+    pipeline: Path = typer.Argument(..., help="pipeline.yaml (with a `sweep:` section)"),
+    storage: str | None = typer.Option(None, "--storage", envvar="EDGEKD_SWEEP_STORAGE", help=_STORAGE_HELP),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="This worker's run directory (default runs/<name>); one worker per directory."
+    ),
+) -> None:
+    """Work on the pipeline's distill sweep: run its trials until the study has its number of finished trials.
+
+    Start one per GPU or machine against one --storage; `edgekd run PIPELINE --storage URL` then picks the winner
+    (the stages before distill run, or are cached, in this worker's run directory first)."""
+    try:
+        runner = _runner(pipeline, run_dir, storage)
+        from edgekd.preflight import check_files, check_pipeline
+        from edgekd.stages.distill import DistillStage
+
+        check_files(runner.cfg)
+        check_pipeline(runner.cfg, local_files=True)
+        if runner.cfg.sweep is None:
+            raise EdgekdError(f"{pipeline}: has no `sweep:` section; add one (docs/sweeps.md)")
+        err.print(f"run directory: {runner.run_dir}", highlight=False, markup=False)
+        ctx, inputs = runner.helper_context("distill")
+        with runner.rundir.locked("edgekd sweep"):
+            trials = DistillStage().sweep_worker(ctx, inputs)
+    except EdgekdError as e:
+        _fail(e)
+        return
+    done = [t for t in trials if t.state == "complete"]
+    out.print(
+        f"study finished: {len(done)} complete, {sum(t.state == 'pruned' for t in trials)} pruned, "
+        f"{sum(t.state == 'failed' for t in trials)} failed",
+        highlight=False,
+        markup=False,
+    )
 
 
 @app.command()

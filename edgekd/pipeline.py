@@ -110,6 +110,7 @@ class RunContext:
         self.stage_name = ""
         self.key = ""
         self.resume = True  # False when the stage was forced: training starts afresh
+        self.sweep_storage: str | None = None  # the sweep's Optuna storage URL (`--storage`); None: the run dir's
 
     @property
     def run_dir(self) -> Path:
@@ -229,9 +230,15 @@ class Runner:
     """Runs a pipeline's stages in order into its run directory."""
 
     def __init__(
-        self, cfg: PipelineConfig, stages: list[Stage], run_dir: Path | None = None, reporter: Reporter | None = None
+        self,
+        cfg: PipelineConfig,
+        stages: list[Stage],
+        run_dir: Path | None = None,
+        reporter: Reporter | None = None,
+        sweep_storage: str | None = None,
     ) -> None:
         self.cfg = cfg
+        self.sweep_storage = sweep_storage
         self.stages = stages
         self.rundir = RunDir(run_dir or cfg.run_dir or Path("runs") / cfg.name)
         self.run_dir = self.rundir.root
@@ -347,6 +354,7 @@ class Runner:
             write_text_atomic(self.rundir.config, saved_config(self.cfg))
         manifest = Manifest(self.rundir, self.cfg.name, writes=distributed.is_main())
         ctx = RunContext(self.cfg, self.rundir, self.reporter, manifest)
+        ctx.sweep_storage = self.sweep_storage
         state = _State()
         for stage in self.stages:
             if selection.only and stage.name != selection.only:
@@ -367,6 +375,25 @@ class Runner:
         if distributed.world_size() > 1 and distributed.is_main():  # the other ranks' scratch, once all is through
             shutil.rmtree(self.rundir.scratch_root, ignore_errors=True)
         return manifest
+
+    def helper_context(self, name: str) -> tuple[RunContext, dict[str, Path]]:
+        """For a command that works for stage `name` without running it (`edgekd sweep`, a worker of the distill
+        sweep): the stages before it are run (or found cached), then the context and inputs the stage would run
+        with now, its key included. Nothing is recorded for `name`."""
+        names = [s.name for s in self.stages]
+        Selection(only=name).validate(names)
+        before = Runner(self.cfg, self.stages[: names.index(name)], self.run_dir, self.reporter, self.sweep_storage)
+        manifest = before.run()
+        state = _State()
+        for stage in before.stages:
+            entry, _, _ = self._decide(stage, manifest, state, False, planning=False)
+            self._offer(stage, manifest, state, entry, planning=False)
+        entry, inputs, _ = self._decide(self.stages[names.index(name)], manifest, state, False, planning=False)
+        if entry.action == "skip":
+            raise EdgekdError(f"{name}: {entry.why}")
+        ctx = RunContext(self.cfg, self.rundir, self.reporter, manifest)
+        ctx.sweep_storage, ctx.stage_name, ctx.key = self.sweep_storage, name, entry.key
+        return ctx, inputs
 
     def _run_stage(
         self, stage: Stage, ctx: RunContext, manifest: Manifest, state: _State, selection: Selection, names: list[str]

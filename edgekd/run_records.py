@@ -2,7 +2,8 @@
 the same class, and `from_dict` is the one validating reader (a RecordError names the bad field).
 
 - `DistillChoice`: distill/settings.json, the distill settings the sweep chose (qat's KD reads it).
-- `SweepTrial`: one trial of the distill sweep, in the distill stage's `sweep` metrics.
+- `SweepTrial`: one trial of the distill sweep: trial.json in the trial's own folder, and the distill stage's
+  `sweep` metrics.
 - `SensitivityRecord`: the qat stage's per-layer int8 sensitivity, in its `sensitivity` metrics.
 - `PruneStep`: one step of the prune stage (size, measured latency, top-1 after recovery), in its `steps` metrics.
 """
@@ -14,12 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekd.config import SEARCHABLE
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.files import write_json_atomic
 from edgekd.ondevice.records import RecordError, _check, _int, _num
 
-SWEPT = ("temperature", "soft_weight", "hard_weight")
-"""The distill settings a sweep varies, in the order trials are named."""
+SWEPT = tuple(SEARCHABLE)
+"""The distill settings a sweep may vary, in the order trials are named."""
 
 
 def _settings(doc: Any, where: str) -> dict[str, float]:
@@ -27,7 +29,7 @@ def _settings(doc: Any, where: str) -> dict[str, float]:
     unknown = sorted(set(doc) - set(SWEPT))
     if unknown:
         raise RecordError(f"{where}.{unknown[0]}: not a swept setting ({', '.join(SWEPT)})")
-    return {k: float(_check(doc[k], (int, float), f"{where}.{k}")) for k in SWEPT if k in doc}
+    return {k: SEARCHABLE[k](_check(doc[k], (int, float), f"{where}.{k}")) for k in SWEPT if k in doc}
 
 
 @dataclass(frozen=True)
@@ -58,27 +60,59 @@ class DistillChoice:
     def name(self) -> str:
         """A trial's short name: T4_soft0.9_hard0.1."""
         short = {"temperature": "T", "soft_weight": "soft", "hard_weight": "hard"}
-        return "_".join(f"{short[k]}{v:g}" for k, v in self.overrides.items())
+        return "_".join(f"{short.get(k, k)}{v:g}" for k, v in self.overrides.items())
+
+
+TRIAL_STATES = ("complete", "pruned", "failed")
 
 
 @dataclass(frozen=True)
 class SweepTrial:
-    """One distill sweep trial: the settings it overrode and the student's validation figures."""
+    """One trial of the distill sweep: the settings it trained with, its seed, and its scores. `selection_top1` and
+    `selection_kl` (to the teacher) are on the selection split carved from the training data, the figures the
+    winner is chosen by; `val_top1` is the validation split's, recorded for the record and never used to choose."""
 
+    number: int
     settings: dict[str, float]
-    val_top1: float
-    val_kl: float | None = None
+    seed: int
+    state: str
+    selection_top1: float | None = None
+    selection_kl: float | None = None
+    val_top1: float | None = None
+    epochs: int = 0
+    retry_of: int | None = None
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "sweep[]") -> SweepTrial:
         _check(doc, (dict,), where)
-        settings = {k: doc[k] for k in SWEPT if k in doc}
+        state = _check(doc.get("state"), (str,), f"{where}.state")
+        if state not in TRIAL_STATES:
+            raise RecordError(f"{where}.state: {state!r} is not one of {', '.join(TRIAL_STATES)}")
+        retry = doc.get("retry_of")
         return cls(
-            _settings(settings, where), _num(doc, "val_top1", where) or 0.0, _num(doc, "val_kl", where, optional=True)
+            number=_check(doc.get("number"), (int,), f"{where}.number"),
+            settings=_settings(doc.get("settings"), f"{where}.settings"),
+            seed=_check(doc.get("seed"), (int,), f"{where}.seed"),
+            state=state,
+            selection_top1=_num(doc, "selection_top1", where, optional=True),
+            selection_kl=_num(doc, "selection_kl", where, optional=True),
+            val_top1=_num(doc, "val_top1", where, optional=True),
+            epochs=_check(doc.get("epochs", 0), (int,), f"{where}.epochs"),
+            retry_of=None if retry is None else _check(retry, (int,), f"{where}.retry_of"),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.settings, "val_top1": self.val_top1, "val_kl": self.val_kl}
+        return asdict(self)
+
+    def write(self, path: Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: Path) -> SweepTrial:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")), "trial")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecordError) as e:
+            raise EdgekdError(f"{path}: not a sweep trial record: {e}") from None
 
 
 @dataclass(frozen=True)

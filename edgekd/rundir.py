@@ -6,6 +6,8 @@
     <root>/.staging/<stage>/...     a running stage's outputs, promoted to their catalogue paths when it succeeds
     <root>/bench/<device>.json      one bench record per device (local, or brought back by `edgekd ship`)
     <root>/tensorrt/<device>/       engines, sidecars and the ship record of one device
+    <root>/distill/study.db         the sweep's Optuna studies (SQLite), unless a storage URL is given
+    <root>/distill/sweep/<study>/trial-<n>/   one sweep trial: trial.json, student.pt, its checkpoint and curves
 
 Artifact paths come from the catalogue (edgekd.ondevice.catalog); every path that is built from a
 config value, a manifest entry or a device's answer goes through `RunDir.inside`, so it cannot leave
@@ -31,6 +33,9 @@ STAGING = ".staging"
 SCRATCH = ".ranks"
 LOCK = ".lock"
 SHIP_RECORD = "ship.json"
+STUDY_DB = "study.db"
+SWEEP = "sweep"
+TRIAL_RECORD = "trial.json"
 
 
 def check_name(name: str, field: str) -> str:
@@ -152,6 +157,20 @@ class RunDir:
     def scratch_dir(self, rank: int, stage: str) -> Path:
         """Where a process other than rank 0 writes a distributed stage's files (never recorded)."""
         return self.scratch_root / str(rank) / check_name(stage, "stage")
+
+    # ------------------------------------------------------------------ sweeps
+
+    @property
+    def study_db(self) -> Path:
+        """The SQLite file that holds the distill sweep's Optuna studies when no storage URL is given."""
+        return self.stage_dir("distill") / STUDY_DB
+
+    def trial_dir(self, study: str, number: int) -> Path:
+        """One sweep trial's folder: trial.json (its record), student.pt, checkpoint and curves."""
+        return self.stage_dir("distill") / SWEEP / check_name(study, "study") / f"trial-{int(number)}"
+
+    def trial_record(self, study: str, number: int) -> Path:
+        return self.trial_dir(study, number) / TRIAL_RECORD
 
     def failed_dir(self, stage: str) -> Path:
         """Files of a failed attempt, kept for inspection, never vouched for or shipped."""

@@ -11,6 +11,7 @@ Everything public is re-exported here: ``from edgekd.config import PipelineConfi
 from edgekd.config.devices import DEVICE_NAME, DeviceBenchConfig, DeviceConfig, DevicesConfig, load_devices
 from edgekd.config.loader import MAX_YAML_ALIASES, MAX_YAML_VALUES, is_weights_file, load_pipeline, parse_pipeline
 from edgekd.config.pipeline import (
+    SEARCHABLE,
     AdaptiveSchedule,
     AugmentConfig,
     BaselineConfig,
@@ -34,6 +35,7 @@ from edgekd.config.pipeline import (
     QatConfig,
     Schedule,
     ScheduleOrValue,
+    SearchRange,
     Section,
     StudentConfig,
     SweepConfig,
@@ -73,6 +75,8 @@ __all__ = [
     "ScheduleOrValue",
     "Section",
     "StudentConfig",
+    "SEARCHABLE",
+    "SearchRange",
     "SweepConfig",
     "TeacherConfig",
     "TensorRTConfig",

@@ -486,12 +486,117 @@ BaselineConfig = create_model(
 )
 
 
-class SweepConfig(Section):
-    """Grid over distillation settings; the best by val top-1 goes on to the later stages."""
+SEARCHABLE: dict[str, type] = {
+    "temperature": float,
+    "soft_weight": float,
+    "hard_weight": float,
+    "lr": float,
+    "weight_decay": float,
+    "momentum": float,
+    "label_smoothing": float,
+    "warmup_epochs": int,
+}
+"""The distill settings a sweep may search, with their type (each is a field of the `distill` section)."""
 
-    temperature: list[PositiveFloat] = Field(default_factory=list)
-    soft_weight: list[NonNegFloat] = Field(default_factory=list)
-    hard_weight: list[NonNegFloat] = Field(default_factory=list)
+
+class SearchRange(Section):
+    """A continuous (or integer) range of one distill setting, sampled by `tpe` or `random`."""
+
+    low: float = Field(..., description="Smallest value.")
+    high: float = Field(..., description="Largest value.")
+    log: bool = Field(False, description="Sample on a log scale (learning rates); needs low > 0.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchRange:
+        if self.high <= self.low:
+            raise ValueError(f"high ({self.high:g}) must be above low ({self.low:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, got {self.low:g}")
+        return self
+
+
+SearchValues = Annotated[list[NonNegFloat], Field(min_length=1)] | SearchRange
+
+
+class SweepConfig(Section):
+    """An Optuna study over distillation settings. Each trial trains a student on the training data less a seeded
+    selection split and is scored on that split; the best goes on to the later stages, and the validation split
+    scores only the winner. `temperature: [2, 8]`-style lists are the grid of earlier versions."""
+
+    sampler: Literal["grid", "tpe", "random"] = Field(
+        "grid", description="`grid` (every combination of the listed values), `tpe` or `random` (Optuna's samplers)."
+    )
+    trials: int | None = Field(
+        None, ge=1, le=10_000, description="Finished trials the study needs; default: the grid's size (grid), else 10."
+    )
+    space: dict[str, SearchValues] = Field(
+        default_factory=dict,
+        description=f"Distill settings to search, each a list of values or a range `{{low, high, log}}`: "
+        f"{', '.join(SEARCHABLE)}.",
+    )
+    temperature: list[PositiveFloat] = Field(default_factory=list, description="Shorthand for `space.temperature`.")
+    soft_weight: list[NonNegFloat] = Field(default_factory=list, description="Shorthand for `space.soft_weight`.")
+    hard_weight: list[NonNegFloat] = Field(default_factory=list, description="Shorthand for `space.hard_weight`.")
+    pruner: Literal["median", "none"] = Field(
+        "median",
+        description="`median`: stop a trial whose per-epoch selection top-1 falls below the median of earlier "
+        "trials at the same epoch; `none`: every trial runs its epochs.",
+    )
+    pruner_startup_trials: int = Field(3, ge=0, description="`median`: trials that finish before any is pruned.")
+    selection_split: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="Share of the training images held out (seeded by `seed`) to score trials; never trained on.",
+    )
+    max_retry: int = Field(
+        2, ge=0, description="Times a trial whose worker died (no heartbeat) is retried with the same settings."
+    )
+    heartbeat_seconds: int = Field(
+        10,
+        ge=1,
+        description="Seconds between a running trial's heartbeats; a trial silent for twice this is marked failed.",
+        json_schema_extra={"key": False},
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepConfig:
+        for name in ("temperature", "soft_weight", "hard_weight"):
+            values = getattr(self, name)
+            if values and name in self.space:
+                raise ValueError(f"{name}: given both as sweep.{name} and in sweep.space; keep one")
+        for name, values in self.search_space.items():
+            if name not in SEARCHABLE:
+                raise ValueError(f"space.{name}: not a searchable distill setting; valid: {', '.join(SEARCHABLE)}")
+            if name == "temperature" and isinstance(values, SearchRange) and values.low <= 0:
+                raise ValueError("space.temperature: low must be > 0")
+            if self.sampler == "grid" and isinstance(values, SearchRange):
+                raise ValueError(f"space.{name}: sampler grid needs a list of values, not a range (or use tpe/random)")
+        if not self.search_space:
+            raise ValueError("sweep: nothing to search; list values (temperature: [2, 8]) or ranges under `space`")
+        return self
+
+    @property
+    def search_space(self) -> dict[str, list[float] | SearchRange]:
+        """Every searched setting: `space` and the shorthand lists, in a fixed order."""
+        out: dict[str, list[float] | SearchRange] = {}
+        for name in SEARCHABLE:
+            values = self.space.get(name) or getattr(self, name, None)
+            if values:
+                out[name] = values
+        out.update({k: v for k, v in self.space.items() if k not in out})  # unknown names: refused by _check
+        return out
+
+    @property
+    def grid_size(self) -> int:
+        size = 1
+        for values in self.search_space.values():
+            size *= len(values) if isinstance(values, list) else 1
+        return size
+
+    @property
+    def n_trials(self) -> int:
+        return self.trials or (self.grid_size if self.sampler == "grid" else 10)
 
 
 # --------------------------------------------------------------------------- quantization and export

@@ -183,6 +183,51 @@ class Subset:
                 yield x[keep], y[keep], idx[keep]
 
 
+class Picked:
+    """Chosen samples of an image set, yielding their indices in the base set (so per-sample tables such as the
+    teacher cache, indexed by training sample, still apply)."""
+
+    def __init__(self, base: ImageSet, indices: torch.Tensor) -> None:
+        if isinstance(base, Subset):  # the first n samples: the chosen ones all lie among them
+            base = base.base
+        self.base, self.indices = base, indices.long()
+        self.labels = base.labels[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        shard: tuple[int, int] = (0, 1),
+    ) -> Iterator[Batch]:
+        base = self.base
+        for pos in _batch_indices(len(self), batch_size, shuffle, generator, shard):
+            idx = self.indices[pos]
+            if isinstance(base, TensorImageSet):
+                yield base._prepare(base.images[idx], device), base.labels[idx].to(device), idx
+            elif isinstance(base, FolderImageSet):
+                loader = DataLoader(base.data, batch_sampler=[idx.tolist()], num_workers=0)
+                for x, y, i in loader:
+                    yield x.to(device), y.to(device), i
+            else:
+                raise TypeError(f"cannot pick samples of a {type(base).__name__}")
+
+
+def carve(train: ImageSet, fraction: float, seed: int) -> tuple[Picked, Picked]:
+    """(fit, selection): a seeded random `fraction` of the training samples held out from the rest."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    n = max(1, round(len(train) * fraction))
+    if n >= len(train):
+        raise EdgekdError(
+            f"sweep.selection_split: {fraction:g} of {len(train)} training images leaves none to train on"
+        )
+    return Picked(train, order[n:].sort().values), Picked(train, order[:n].sort().values)
+
+
 def _batch_indices(
     n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None, shard: tuple[int, int]
 ) -> Iterator[torch.Tensor]:

@@ -13,6 +13,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -112,6 +113,11 @@ def _write_history(path: Path, history: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def read_history(path: Path) -> list[dict]:
+    """The epoch entries a training call wrote to metrics.jsonl."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 @dataclass
 class TrainEnv:
     """What a training call needs of the run it is part of (the run context builds it: `ctx.train_env`)."""
@@ -190,6 +196,7 @@ def train(
     amp: str = "off",
     channels_last: bool = False,
     param_groups: list[dict] | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place for `cfg.epochs`, resuming from `env.work_dir/checkpoint-last.pt` when its key matches.
 
@@ -199,6 +206,7 @@ def train(
     With `tensorboard_dir`, each epoch's metrics go there as scalars and the weights as histograms.
     On CUDA, `amp` ("bf16"/"fp16") runs forward passes under autocast (fp16 with a gradient scaler)
     and `channels_last` trains in NHWC memory format; on the CPU both are ignored, and the log says so.
+    `on_epoch(epoch, entry)` sees each finished epoch's log entry (a sweep's pruner: it may raise to stop).
     """
     reporter, label = env.reporter, env.label
     device = torch.device(env.device)
@@ -246,6 +254,8 @@ def train(
             f"  {label} epoch {epoch + 1}/{cfg.epochs}: loss {entry['train_loss']:.4f} "
             f"val top-1 {val['val_top1']:.2f}%{kl} ({entry['seconds']:.1f}s)"
         )
+        if on_epoch is not None:
+            on_epoch(epoch + 1, entry)
     if tensorboard is not None:
         tensorboard.close()
     model.eval()

@@ -303,13 +303,16 @@ def run_section(run: RunDir, label: str, manifest: Manifest, omit_stage: str | N
         section.kd_note = f"the hard-label baseline failed: {baseline_rec.error}"
     metrics = distill.metrics if distill else {}
     where = f"{manifest.path}: stages.distill.metrics"
-    trials = _typed(
-        lambda: [SweepTrial.from_dict(t, f"sweep[{i}]") for i, t in enumerate(metrics.get("sweep") or [])], where
-    )
-    best = metrics.get("sweep_best") or {}
+    sweep = metrics.get("sweep") or {}
+    listed = sweep.get("trials") if isinstance(sweep, dict) else None
+    trials = _typed(lambda: [SweepTrial.from_dict(t, f"sweep.trials[{i}]") for i, t in enumerate(listed or [])], where)
+    best = sweep.get("best") if isinstance(sweep, dict) else None
     for t in trials:
-        is_best = bool(best) and all(t.settings.get(k) == best.get(k) for k in t.settings)
-        section.sweep.append(SweepRow(t.settings, t.val_top1, t.val_kl, is_best))
+        section.sweep.append(
+            SweepRow(t.settings, t.val_top1, t.selection_kl, t.number == best, t.number, t.state, t.selection_top1)
+        )
+    if isinstance(sweep, dict) and isinstance(sweep.get("chosen_by"), str):
+        section.sweep_chosen_by = sweep["chosen_by"]
     prune = manifest.done("prune")
     if prune is not None:
         section.pruning = _typed(lambda: prune_steps(prune.metrics), f"{manifest.path}: stages.prune.metrics")

@@ -326,16 +326,24 @@ def run_blocks(run: RunSection, figures: dict[str, FigureFile], many: bool) -> l
         keys = list(run.sweep[0].settings)
         rows = [
             [
-                *(f"{s.settings.get(k, 0):g}" for k in keys),
-                t.num(s.val_top1),
+                str(s.number),
+                *(f"{s.settings.get(k, 0):.4g}" for k in keys),
+                s.state,
+                t.num(s.selection_top1),
                 t.num(s.val_kl, ".4f"),
+                t.num(s.val_top1),
                 "best" if s.best else "",
             ]
             for s in run.sweep
         ]
         kd += [
-            ("p", "Sweep over the distillation settings (the best went on to the later stages):"),
-            ("table", [*keys, "val top-1", "val KL", ""], rows, "detail"),
+            (
+                "p",
+                "Sweep over the distillation settings (the best went on to the later stages). The winner: "
+                + (run.sweep_chosen_by or "the best selection top-1.")
+                + " Validation top-1 of the other trials is shown for the record, not used to choose.",
+            ),
+            ("table", ["trial", *keys, "state", "selection top-1", "selection KL", "val top-1", ""], rows, "detail"),
         ]
     if kd:
         blocks += [("h2", "What distillation bought" + suffix), *kd]

@@ -122,6 +122,9 @@ class SweepRow:
     val_top1: float | None
     val_kl: float | None
     best: bool
+    number: int = 0
+    state: str = "complete"
+    selection_top1: float | None = None
 
 
 @dataclass
@@ -153,6 +156,7 @@ class RunSection:
     kd: KdGain | None = None
     kd_note: str | None = None  # why there is no KD-vs-baseline figure
     sweep: list[SweepRow] = field(default_factory=list)
+    sweep_chosen_by: str = ""  # how the sweep's winner was chosen, and on which images
     curves: list[dict[str, Any]] = field(default_factory=list)  # distill/metrics.jsonl epochs
     sensitivity: Sensitivity | None = None
     pruning: list[PruneStep] = field(default_factory=list)  # the prune stage's steps (step 0: the teacher)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from torch import nn
 
 from edgekd.config import DistillConfig
 from edgekd.data.augment import BatchAugment
-from edgekd.data.datasets import DataInfo, data_fingerprint
+from edgekd.data.datasets import DataInfo, ImageSet, data_fingerprint
 from edgekd.distill.batchnorm import batchnorms, bn_check, reestimate_bn
 from edgekd.distill.features import FeatureDistiller
 from edgekd.distill.objectives import Distillation
@@ -123,10 +124,21 @@ def distil(
     work_dir: Path,
     label: str,
     reuse_from: tuple[str, ...] = (),
+    *,
+    train_set: ImageSet | None = None,
+    score_set: ImageSet | None = None,
+    seed: int | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
 ) -> tuple[TrainResult, dict, str]:
     """Train `student` in place against `teacher` with the distill section's objective (`cfg`: soft and hard
     losses, feature pairs, augmentation, the teacher cache) in `work_dir`; (TrainResult, val metrics,
-    teacher-cache note). The distill stage and the prune stage's recovery both train through here."""
+    teacher-cache note). The distill stage and the prune stage's recovery both train through here.
+    A sweep trial trains on `train_set` (default: the training split), is scored each epoch and at the end on
+    `score_set` (default: the validation split; `t_val`: the teacher's logits on it), with its own `seed`, and
+    `on_epoch` (the pruner) sees each epoch."""
+    train_set = ctx.data.train if train_set is None else train_set
+    score_set = ctx.data.val if score_set is None else score_set
+    seed = ctx.config.seed if seed is None else seed
     data = ctx.data
     info = data.info
     features = None
@@ -137,22 +149,25 @@ def distil(
     augment = BatchAugment(cfg.augment, info.num_classes, info.mean, info.std) if cfg.augment.active else None
     cache, cache_note = teacher_cache(ctx, cfg, teacher_path, teacher, features, reuse_from)
     ctx.reporter.log(f"  {label}: teacher cache {cache_note}")
-    objective = Distillation(teacher, cfg, features=features, augment=augment, cache=cache, seed=ctx.config.seed)
+    objective = Distillation(teacher, cfg, features=features, augment=augment, cache=cache, seed=seed)
+    env = ctx.train_env(label, work_dir)
+    env.seed = seed
     result = train(
         student,
-        data.train,
-        data.val,
+        train_set,
+        score_set,
         cfg,
         objective,
-        ctx.train_env(label, work_dir),
+        env,
         reference_val_logits=t_val,
         tensorboard_dir=work_dir / "tb" if cfg.tensorboard else None,
         amp=cfg.amp,
         channels_last=cfg.channels_last,
+        on_epoch=on_epoch,
     )
     bn = settle_batchnorm(ctx, student, cfg.bn_reestimate, "distill.bn_reestimate")
     student.cpu().eval()
-    logits, labels = predict(student, data.val, ctx.config.data.eval_batch_size, "cpu")
+    logits, labels = predict(student, score_set, ctx.config.data.eval_batch_size, "cpu")
     return result, {**evaluate(logits, labels, t_val), "bn_reestimate": bn}, cache_note
 
 

@@ -1,19 +1,27 @@
-"""`distill` stage: train the student against the frozen teacher."""
+"""`distill` stage: train the student against the frozen teacher; with `sweep:`, an Optuna study over the distill
+settings (edgekd.search.study) whose winner, chosen on a split carved from the training data, goes on."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
+import torch
 from torch import nn
 
-from edgekd.config import DistillConfig, PipelineConfig, SweepConfig
-from edgekd.distill.trainer import METRICS, evaluate, predict
+from edgekd import distributed
+from edgekd.config import DistillConfig, PipelineConfig
+from edgekd.data.datasets import ImageSet, carve
+from edgekd.distill.trainer import METRICS, TrainResult, evaluate, predict, read_history
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model
 from edgekd.ondevice.files import write_bytes_atomic
 from edgekd.pipeline import RunContext, StageResult
-from edgekd.run_records import SWEPT, DistillChoice, SweepTrial
+from edgekd.run_records import DistillChoice, SweepTrial
 from edgekd.stages.common import distil, initial_student, model_summary, student_spec
+
+STUDENT = "student.pt"
 
 
 class DistillStage:
@@ -30,6 +38,8 @@ class DistillStage:
 
     def run(self, ctx: RunContext, cfg: DistillConfig, inputs: dict[str, Path]) -> StageResult:
         data = ctx.data
+        self._init: dict = {}
+        self._bn: dict = {"ran": False, "reason": None}  # no training in this process (a sweep's winner loaded)
         teacher, t_spec = load_model(inputs["teacher"])
         spec = student_spec(ctx, inputs)
         if t_spec.num_classes != spec.num_classes:
@@ -40,16 +50,20 @@ class DistillStage:
         teacher.to(ctx.device)
         t_val, labels = predict(teacher, data.val, ctx.config.data.eval_batch_size, ctx.device)
         teacher_val = evaluate(t_val, labels)
-        runs = []
-        for choice in sweep_grid(ctx.config.sweep):
-            trial = cfg.model_copy(update=choice.overrides)
-            work_dir = ctx.stage_dir / "sweep" / choice.name if choice.overrides else ctx.stage_dir
-            if choice.overrides:
-                ctx.reporter.log(f"  distill sweep: {choice.name}")
-            runs.append(
-                (choice, work_dir, *self._train(ctx, trial, inputs["teacher"], teacher, t_val, work_dir, inputs))
+        choice, sweep_metrics = DistillChoice({}), {}
+        if ctx.config.sweep is None:
+            student, result, cache_note, _ = self._train(
+                ctx, cfg, inputs["teacher"], teacher, inputs, None, None, t_val
             )
-        choice, work_dir, student, result, val, cache_note = max(runs, key=lambda r: r[4]["val_top1"])
+            work_dir = ctx.stage_dir
+        else:
+            sweep = Sweep(self, ctx, cfg, inputs["teacher"], teacher, inputs)
+            sweep.work()
+            student, result, cache_note, best, work_dir, sweep_metrics = sweep.winner()
+            choice = DistillChoice(best.settings)
+        student.cpu().eval()
+        logits, labels = predict(student, data.val, ctx.config.data.eval_batch_size, "cpu")
+        val = {**evaluate(logits, labels, t_val), "student_init": self._init, "bn_reestimate": self._bn}
         out = ctx.out("student")
         save_model(out, student, spec, data=data.info.to_dict())
         metrics = {
@@ -64,11 +78,13 @@ class DistillStage:
         settings = ctx.out("distill_settings")  # the winning settings, for qat's KD
         choice.write(settings)
         artifacts = {"student": out, "distill_settings": settings}
-        if choice.overrides:
-            trials = [SweepTrial(c.overrides, v["val_top1"], v["val_kl"]) for c, _, _, _, v, _ in runs]
-            metrics["sweep"] = [t.to_dict() for t in trials]
+        if sweep_metrics:
+            metrics["sweep"] = sweep_metrics
             metrics["sweep_best"] = choice.overrides
-            ctx.reporter.log(f"  distill sweep: best {choice.name} at val top-1 {val['val_top1']:.2f}%")
+            ctx.reporter.log(
+                f"  distill sweep: best trial {sweep_metrics['best']} {choice.name}: selection top-1 "
+                f"{sweep_metrics['best_selection_top1']:.2f}%, val top-1 {val['val_top1']:.2f}%"
+            )
         chance = 100.0 / spec.num_classes
         if val["val_top1"] < 1.5 * chance:  # a diverged student fails parity checks stages later otherwise
             losses = ", ".join(f"{h.get('train_loss', float('nan')):.3g}" for h in result.history)
@@ -91,29 +107,176 @@ class DistillStage:
             artifacts["distill_metrics"] = metrics_file
         return StageResult(artifacts, metrics)
 
+    def sweep_worker(self, ctx: RunContext, inputs: dict[str, Path]) -> list[SweepTrial]:
+        """`edgekd sweep`: one more worker of the study the stage would run now; runs trials until the study has its
+        number of finished ones and returns them. The stage itself (`edgekd run`) then picks the winner."""
+        if ctx.config.sweep is None:
+            raise EdgekdError(f"{ctx.pipeline.source or ctx.pipeline.name}: has no `sweep:` section to work on")
+        self._init = {}
+        teacher, _ = load_model(inputs["teacher"])
+        teacher.to(ctx.device)
+        sweep = Sweep(self, ctx, ctx.config.distill, inputs["teacher"], teacher, inputs)
+        sweep.work()
+        return sweep.search.trials_of(sweep.study)
+
     def _train(
         self,
         ctx: RunContext,
         cfg: DistillConfig,
         teacher_path: Path,
         teacher: nn.Module,
-        t_val,
-        work_dir: Path,
         inputs: dict[str, Path],
+        train_set: ImageSet | None,
+        score_set: ImageSet | None,
+        t_score,
+        work_dir: Path | None = None,
+        seed: int | None = None,
+        on_epoch=None,
     ):
-        """Distil one student with `cfg` in `work_dir`: (student, TrainResult, val metrics, teacher-cache note)."""
-        student, init = initial_student(ctx, student_spec(ctx, inputs), inputs)
-        ctx.reporter.log(f"  distill: student from {init['weights']}")
-        result, val, cache_note = distil(
-            ctx, cfg, student, teacher, teacher_path, t_val, work_dir, "distill", reuse_from=("prune",)
+        """Distil one student with `cfg` on `train_set`, scored each epoch on `score_set` (teacher logits `t_score`):
+        (student, TrainResult, teacher-cache note, scores on `score_set`)."""
+        seed = ctx.config.seed if seed is None else seed
+        torch.manual_seed(seed)  # a sweep trial's initialisation is a function of its own seed
+        student, self._init = initial_student(ctx, student_spec(ctx, inputs), inputs)
+        ctx.reporter.log(f"  distill: student from {self._init['weights']}")
+        result, scores, cache_note = distil(
+            ctx,
+            cfg,
+            student,
+            teacher,
+            teacher_path,
+            t_score,
+            work_dir or ctx.stage_dir,
+            "distill",
+            reuse_from=("prune",),
+            train_set=train_set,
+            score_set=score_set,
+            seed=seed,
+            on_epoch=on_epoch,
         )
-        return student, result, {**val, "student_init": init}, cache_note
+        self._bn = scores["bn_reestimate"]
+        return student, result, cache_note, scores
 
 
-def sweep_grid(sweep: SweepConfig | None) -> list[DistillChoice]:
-    """Every combination of the swept values, as overrides of the distill section (one empty choice without a sweep)."""
-    grid: list[dict] = [{}]
-    for name in SWEPT:
-        values = getattr(sweep, name) if sweep else []
-        grid = [{**g, name: v} for g in grid for v in values] if values else grid
-    return [DistillChoice(g) for g in grid]
+class Sweep:
+    """One worker of the distill sweep's Optuna study: trains trials on the training data less the selection
+    split, scores them on that split, and (in the stage) loads or reproduces the winner."""
+
+    def __init__(
+        self,
+        stage: DistillStage,
+        ctx: RunContext,
+        cfg: DistillConfig,
+        teacher_path: Path,
+        teacher: nn.Module,
+        inputs: dict[str, Path],
+    ) -> None:
+        from edgekd.search import study as search
+
+        if distributed.world_size() > 1:
+            raise EdgekdError(
+                "sweep: trials run one process each; drop --nproc/--nnodes and add workers with "
+                "`edgekd sweep PIPELINE --storage URL` instead"
+            )
+        self.search, self.stage, self.ctx, self.cfg = search, stage, ctx, cfg
+        self.teacher_path, self.teacher, self.inputs = teacher_path, teacher, inputs
+        self.cache_note = "not used (no trial trained in this process)"
+        self.sweep = ctx.config.sweep
+        seed = ctx.config.seed
+        self.fit, self.selection = carve(ctx.data.train, self.sweep.selection_split, seed)
+        self.t_sel, _ = predict(teacher, self.selection, ctx.config.data.eval_batch_size, ctx.device)
+        self.name = f"{ctx.pipeline.name}-distill-{ctx.key[:16]}"
+        storage = ctx.sweep_storage
+        self.storage_shown = search.shown(storage) if storage else f"sqlite:///{ctx.rundir.study_db}"
+        # one worker (the default storage): the sampler's seed is the run's; several: each worker its own draws
+        sampler_seed = seed if storage is None else hash((seed, ctx.rundir.root.as_posix(), os.getpid()))
+        self.study = search.open_study(
+            self.name,
+            search.open_storage(storage, ctx.rundir.study_db, self.sweep),
+            self.sweep,
+            sampler_seed % 2**31,
+        )
+
+    def _record(self, trial: SweepTrial) -> None:
+        trial.write(self.ctx.rundir.trial_record(self.name, trial.number))
+
+    def _train(self, plan) -> tuple:
+        ctx = self.ctx
+        work_dir = ctx.rundir.trial_dir(self.name, plan.number)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        trial_cfg = self.cfg.model_copy(update=plan.settings)
+        student, result, note, sel = self.stage._train(
+            ctx,
+            trial_cfg,
+            self.teacher_path,
+            self.teacher,
+            self.inputs,
+            self.fit,
+            self.selection,
+            self.t_sel,
+            work_dir,
+            plan.seed,
+            on_epoch=lambda epoch, entry: plan.report(epoch, entry["val_top1"]),
+        )
+        return student, result, note, sel, work_dir
+
+    def trial(self, plan):
+        """Train one trial and keep its student in its folder: its selection and validation scores."""
+        student, result, _, sel, work_dir = self._train(plan)
+        save_model(work_dir / STUDENT, student, student_spec(self.ctx, self.inputs))
+        v_logits, v_labels = predict(student, self.ctx.data.val, self.ctx.config.data.eval_batch_size, "cpu")
+        val = evaluate(v_logits, v_labels)  # recorded, never used to choose
+        return self.search.TrialOutcome(sel["val_top1"], sel.get("val_kl"), val["val_top1"], len(result.history))
+
+    def work(self) -> None:
+        """Run trials until the study has its number of finished trials (other workers may run some)."""
+        log = self.ctx.reporter.log
+        log(
+            f"  distill sweep: study {self.name} ({self.sweep.sampler}, {self.sweep.n_trials} trials, "
+            f"pruner {self.sweep.pruner}) in {self.storage_shown}; selection on {len(self.selection)} training images"
+        )
+        self.search.work(self.study, self.sweep, self.ctx.config.seed, self.trial, self._record, log)
+
+    def winner(self):
+        """The best trial's student (its own file when this worker trained it, else trained again with the same
+        settings and seed) and the sweep's record for the manifest."""
+        ctx = self.ctx
+        trials = self.search.trials_of(self.study)
+        best = self.search.best_of(trials)
+        work_dir = ctx.rundir.trial_dir(self.name, best.number)
+        record = ctx.rundir.trial_record(self.name, best.number)
+        reproduced = None
+        if (work_dir / STUDENT).is_file() and record.is_file() and SweepTrial.read(record).state == "complete":
+            student, _ = load_model(work_dir / STUDENT)
+            result = TrainResult(read_history(work_dir / METRICS))
+            note = "trained by this worker"
+        else:  # another worker trained it: the same settings and seed give the same student on the same machine
+            plan = self.search.TrialPlan(best.number, best.settings, best.seed, best.retry_of, lambda e, s: None)
+            student, result, self.cache_note, sel, work_dir = self._train(plan)
+            reproduced = sel["val_top1"]
+            note = f"trained again here (selection top-1 {reproduced:.2f}%, the study's {best.selection_top1:.2f}%)"
+        metrics = {
+            "study": self.name,
+            "storage": self.storage_shown,
+            "sampler": self.sweep.sampler,
+            "pruner": self.sweep.pruner,
+            "trials": [t.to_dict() for t in trials],
+            "best": best.number,
+            "best_selection_top1": best.selection_top1,
+            "selection": {
+                "split": "train",
+                "fraction": self.sweep.selection_split,
+                "images": len(self.selection),
+                "trained_on": len(self.fit),
+                "seed": ctx.config.seed,
+                "indices_sha256": hashlib.sha256(self.selection.indices.numpy().tobytes()).hexdigest(),
+            },
+            "chosen_by": (
+                f"highest top-1 on {len(self.selection)} training images held out from every trial's training "
+                f"(sweep.selection_split {self.sweep.selection_split:g}, seed {ctx.config.seed}); ties: lower KL to "
+                "the teacher. The validation split scores the winner only."
+            ),
+            "winner_model": note,
+            "reproduced_selection_top1": reproduced,
+        }
+        return student, result, self.cache_note, best, work_dir, metrics

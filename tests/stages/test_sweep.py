@@ -1,59 +1,82 @@
-"""`sweep:` trains one student per combination, sharing the teacher cache, and keeps the best."""
+"""`sweep:` is an Optuna study: each trial trains on the training data less a seeded selection split, is scored on
+it, and records the settings it trained with; the winner goes on and only it is scored on the validation split."""
 
 import json
 
 import pytest
 
 from edgekd.config import SweepConfig, load_pipeline
+from edgekd.data.datasets import load_data
+from edgekd.distill.trainer import read_history
 from edgekd.pipeline import Runner
-from edgekd.run_records import DistillChoice
-from edgekd.stages.distill import DistillStage, sweep_grid
+from edgekd.run_records import SweepTrial
+from edgekd.rundir import RunDir
+from edgekd.search.study import trial_seed
+from edgekd.stages.distill import DistillStage
 from edgekd.stages.teacher import TeacherStage
 
 pytestmark = pytest.mark.slow
 
 
-def test_grid_and_names():
-    assert sweep_grid(None) == [DistillChoice({})]
-    grid = sweep_grid(SweepConfig(temperature=[2, 8], hard_weight=[0.1, 0.5]))
-    assert [g.overrides for g in grid] == [
-        {"temperature": 2, "hard_weight": 0.1},
-        {"temperature": 2, "hard_weight": 0.5},
-        {"temperature": 8, "hard_weight": 0.1},
-        {"temperature": 8, "hard_weight": 0.5},
-    ]
-    assert [g.name for g in grid][-1] == "T8_hard0.5"
+def test_grid_space_and_its_size():
+    sweep = SweepConfig(temperature=[2, 8], hard_weight=[0.1, 0.5])
+    assert sweep.sampler == "grid" and sweep.search_space == {"temperature": [2, 8], "hard_weight": [0.1, 0.5]}
+    assert sweep.n_trials == 4
+    with pytest.raises(ValueError, match="grid needs a list"):
+        SweepConfig(space={"lr": {"low": 0.01, "high": 0.1}})
+    with pytest.raises(ValueError, match="not a searchable"):
+        SweepConfig(sampler="tpe", space={"epochs": [1, 2]})
 
 
-def test_sweep_keeps_the_best_student(tiny_pipeline, tmp_path):
-    path = tiny_pipeline(distill_epochs=2, extra="sweep:\n  temperature: [1.0, 8.0]\n  soft_weight: [0.0, 0.9]\n")
+def test_grid_sweep_runs_every_combination_and_records_each_trial(tiny_pipeline, tmp_path):
+    path = tiny_pipeline(
+        distill_epochs=1, limit_train=160, extra="sweep:\n  temperature: [1.0, 8.0]\n  soft_weight: [0.0, 0.9]\n"
+    )
     run_dir = tmp_path / "run"
-    manifest = Runner(load_pipeline(path), [TeacherStage(), DistillStage()], run_dir).run()
+    cfg = load_pipeline(path)
+    manifest = Runner(cfg, [TeacherStage(), DistillStage()], run_dir).run()
     metrics = manifest.stage("distill").to_dict()["metrics"]
-    table = metrics["sweep"]
-    assert len(table) == 4 and {(r["temperature"], r["soft_weight"]) for r in table} == {
+    sweep = metrics["sweep"]
+    trials = [SweepTrial.from_dict(t) for t in sweep["trials"]]
+    assert {(t.settings["temperature"], t.settings["soft_weight"]) for t in trials} == {
         (1, 0),
         (1, 0.9),
         (8, 0),
         (8, 0.9),
     }
-    best = max(table, key=lambda r: r["val_top1"])
-    assert metrics["val_top1"] == best["val_top1"]
-    assert metrics["sweep_best"] == {"temperature": best["temperature"], "soft_weight": best["soft_weight"]}
-    for r in table:
-        assert (
-            run_dir
-            / "distill"
-            / "sweep"
-            / DistillChoice({"temperature": r["temperature"], "soft_weight": r["soft_weight"]}).name
-            / "checkpoint-last.pt"
-        ).is_file()
+    best = max(trials, key=lambda t: (t.selection_top1, -t.selection_kl, -t.number))
+    assert sweep["best"] == best.number and metrics["sweep_best"] == best.settings
+    # chosen on a seeded split of the training data, recorded in the manifest
+    selection = sweep["selection"]
+    assert selection["split"] == "train" and selection["images"] == 16 and selection["trained_on"] == 144
+    assert "training images held out" in sweep["chosen_by"]
+    rundir = RunDir(run_dir)
+    for t in trials:
+        # each trial's own record says what it trained with; its epoch log shows the same values in force
+        record = SweepTrial.read(rundir.trial_record(sweep["study"], t.number))
+        assert record == t and record.seed == trial_seed(cfg.seed, t.number)
+        history = read_history(rundir.trial_dir(sweep["study"], t.number) / "metrics.jsonl")
+        assert history[-1]["temperature"] == t.settings["temperature"]
+        assert history[-1]["soft_weight"] == t.settings["soft_weight"]
+    assert len({t.seed for t in trials}) == 4
     # one teacher cache, built once and shared by every trial
     assert len(list((run_dir / "distill").glob("teacher_cache*"))) == 1
-    hist = [
-        json.loads(x)
-        for x in (run_dir / manifest.stage("distill").to_dict()["artifacts"]["distill_metrics"]["path"])
-        .read_text()
-        .splitlines()
-    ]
-    assert hist[-1]["temperature"] == best["temperature"]
+    # a second run is cached
+    again = Runner(cfg, [TeacherStage(), DistillStage()], run_dir).run()
+    assert again.stage("distill").status == "cached"
+
+
+def test_selection_split_is_seeded_and_disjoint_from_training(tiny_pipeline):
+    from edgekd.data.datasets import carve
+
+    cfg = load_pipeline(tiny_pipeline(limit_train=200))
+    data = load_data(cfg.data, cfg.seed)
+    fit, sel = carve(data.train, 0.1, 0)
+    fit2, sel2 = carve(data.train, 0.1, 0)
+    assert len(sel) == 20 and len(fit) == 180
+    assert sel.indices.tolist() == sel2.indices.tolist()
+    assert not set(sel.indices.tolist()) & set(fit.indices.tolist())
+    assert sel.indices.tolist() != carve(data.train, 0.1, 1)[1].indices.tolist()
+    seen = [int(i) for _, _, idx in fit.batches(64) for i in idx]  # training batches come from the fit part only
+    assert sorted(seen) == fit.indices.tolist()
+    json.dumps(sel.indices.tolist())

@@ -1,0 +1,1 @@
+"""Search: distill sweeps as Optuna studies (edgekd.search.study)."""

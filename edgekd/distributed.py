@@ -8,9 +8,13 @@ stages and writes artifacts and the manifest.
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -45,6 +49,39 @@ def init_from_env(device: torch.device) -> bool:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend)
     return True
+
+
+def check_shared_dir(token: Path, root: Path, wait_s: float = 10.0) -> None:
+    """Refuse, on every process at once, a run whose processes do not all see one run directory (nodes without a
+    shared filesystem): rank 0 writes a fresh token to `token`, every rank reads it back (waiting up to `wait_s`
+    for a network filesystem to catch up), and all compare notes. Without it, a rank on another node would look
+    for files rank 0 made in a folder of its own and wait for them forever."""
+    if world_size() == 1:
+        return
+    value = [secrets.token_hex(16) if is_main() else None]
+    dist.broadcast_object_list(value)
+    if is_main():
+        token.parent.mkdir(parents=True, exist_ok=True)
+        token.write_text(value[0], encoding="utf-8")
+    barrier()
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            seen = token.read_text(encoding="utf-8") == value[0]
+        except OSError:
+            seen = False
+        if seen or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    notes: list = [None] * world_size()
+    dist.all_gather_object(notes, (rank(), socket.gethostname(), seen))
+    blind = [(r, host) for r, host, ok in notes if not ok]
+    if blind:
+        r, host = blind[0]
+        raise EdgekdError(
+            f"run directory {root}: rank {r} on {host} does not see the files rank 0 writes there; training across "
+            "machines needs a shared run directory (one filesystem, e.g. NFS, at the same path on every node: --run-dir)"
+        )
 
 
 def choose_device(want: str) -> torch.device:

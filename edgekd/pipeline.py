@@ -346,6 +346,7 @@ class Runner:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a file in the way, no permission, read-only disk
             raise EdgekdError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
+        distributed.check_shared_dir(self.rundir.shared_token, self.run_dir)  # several nodes: one run dir, or stop
         with self.rundir.locked("edgekd run") if distributed.is_main() else contextlib.nullcontext():
             return self._run(selection, names)
 

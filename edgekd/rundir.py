@@ -154,6 +154,11 @@ class RunDir:
         """Where processes other than rank 0 write (removed once a distributed run is through)."""
         return self.root / SCRATCH
 
+    @property
+    def shared_token(self) -> Path:
+        """The file rank 0 writes and every other process reads back: do all processes see one run directory?"""
+        return self.scratch_root / "shared-dir-token"
+
     def scratch_dir(self, rank: int, stage: str) -> Path:
         """Where a process other than rank 0 writes a distributed stage's files (never recorded)."""
         return self.scratch_root / str(rank) / check_name(stage, "stage")

@@ -1,0 +1,86 @@
+"""Several `edgekd sweep` workers share one study through a storage URL; a worker killed with SIGKILL mid-trial
+leaves a trial that its stale heartbeat marks failed and that another worker retries with the same settings."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgekd.config import load_pipeline
+from edgekd.run_records import SweepTrial
+from edgekd.rundir import RunDir
+from edgekd.search.study import open_storage, optuna_module
+
+pytestmark = pytest.mark.slow
+
+SWEEP = """\
+sweep:
+  sampler: random
+  trials: 3
+  pruner: none
+  heartbeat_seconds: 1
+  space:
+    temperature: {low: 1.0, high: 8.0}
+"""
+
+
+def _worker(path, storage, run_dir):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH")] if p)}
+    cmd = [sys.executable, "-m", "edgekd.cli", "sweep", str(path), "--storage", storage, "--run-dir", str(run_dir)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_shared_study(path, storage, tmp_path):
+    """Worker A is killed mid-trial; workers B and C, started at once, finish the study."""
+    optuna = optuna_module()
+    cfg = load_pipeline(path)
+    a = _worker(path, storage, tmp_path / "a")
+    deadline = time.monotonic() + 240
+    study = None
+    while time.monotonic() < deadline and a.poll() is None:
+        names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage, tmp_path, cfg.sweep))]
+        if names:
+            study = optuna.load_study(study_name=names[0], storage=open_storage(storage, tmp_path, cfg.sweep))
+            epochs = [t for t in study.get_trials() if t.state.name == "RUNNING" and t.intermediate_values]
+            if epochs or RunDir(tmp_path / "a").trial_dir(names[0], 0).joinpath("metrics.jsonl").is_file():
+                break
+        time.sleep(0.5)
+    assert a.poll() is None, a.stdout.read()
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    killed = [t.number for t in study.get_trials() if t.state.name == "RUNNING"]
+    assert killed, "worker A was killed outside a trial"
+    b, c = _worker(path, storage, tmp_path / "b"), _worker(path, storage, tmp_path / "c")
+    outs = [p.communicate(timeout=300)[0] for p in (b, c)]
+    assert b.returncode == 0 and c.returncode == 0, outs
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 3, [(t.number, t.state.name) for t in trials]
+    assert [t.state.name for t in trials if t.number in killed] == ["FAIL"] * len(killed)
+    retried = [t for t in complete if t.system_attrs.get("failed_trial") in killed]
+    assert retried and retried[0].params == next(t.params for t in trials if t.number in killed)
+    # no trial ran twice: each complete trial was trained by exactly one worker (A may finish one before its death)
+    ran = {
+        w: {t.number for t in complete if RunDir(tmp_path / w).trial_record(study.study_name, t.number).is_file()}
+        for w in "abc"
+    }
+    assert sum(len(v) for v in ran.values()) == 3 and set().union(*ran.values()) == {t.number for t in complete}
+    for w, numbers in ran.items():
+        for n in numbers:
+            record = SweepTrial.read(RunDir(tmp_path / w).trial_record(study.study_name, n))
+            assert record.state == "complete" and (w != "a" or n not in killed)
+            assert record.state == "complete" and record.settings == next(t.params for t in complete if t.number == n)
+    return study
+
+
+def test_two_workers_and_a_killed_one_finish_a_sqlite_study(tiny_pipeline, tmp_path):
+    path = tiny_pipeline(distill_epochs=3, limit_train=160, extra=SWEEP)
+    run_shared_study(path, f"sqlite:///{tmp_path / 'study.db'}", tmp_path)
+
+
+def test_workers_share_a_study_on_a_real_postgresql_server(postgres_url, tiny_pipeline, tmp_path):
+    path = tiny_pipeline(distill_epochs=3, limit_train=160, extra=SWEEP)
+    run_shared_study(path, postgres_url, tmp_path)

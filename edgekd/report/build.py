@@ -313,6 +313,9 @@ def run_section(run: RunDir, label: str, manifest: Manifest, omit_stage: str | N
         )
     if isinstance(sweep, dict) and isinstance(sweep.get("chosen_by"), str):
         section.sweep_chosen_by = sweep["chosen_by"]
+    importance = sweep.get("importance") if isinstance(sweep, dict) else None
+    if isinstance(importance, dict):
+        section.sweep_importance = {str(k): v for k, v in importance.items() if _num(v) is not None}
     prune = manifest.done("prune")
     if prune is not None:
         section.pruning = _typed(lambda: prune_steps(prune.metrics), f"{manifest.path}: stages.prune.metrics")

@@ -41,6 +41,17 @@ def sensitivity_name(run: RunSection) -> str:
 CURVES = "distillation-curves"
 
 
+def sweep_name(run: RunSection) -> str:
+    return f"sweep-{_slug(run.label)}"
+
+
+def sweep_setting(run: RunSection) -> str | None:
+    """The setting the sweep figure plots the score against: the most important one, else the first searched."""
+    if run.sweep_importance:
+        return max(run.sweep_importance, key=lambda k: run.sweep_importance[k])
+    return next(iter(run.sweep[0].settings), None) if run.sweep else None
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
 
@@ -345,6 +356,11 @@ def run_blocks(run: RunSection, figures: dict[str, FigureFile], many: bool) -> l
             ),
             ("table", ["trial", *keys, "state", "selection top-1", "selection KL", "val top-1", ""], rows, "detail"),
         ]
+        if run.sweep_importance:
+            shares = ", ".join(f"{k} {v:.0%}" for k, v in run.sweep_importance.items())
+            kd.append(("p", f"Share of the selection score's variance by setting (Optuna's fANOVA): {shares}."))
+        if sweep_name(run) in figures:
+            kd.append(("img", sweep_name(run), f"selection top-1 against {sweep_setting(run)}", ""))
     if kd:
         blocks += [("h2", "What distillation bought" + suffix), *kd]
     blocks += pruning_blocks(run, suffix)

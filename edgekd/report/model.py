@@ -157,6 +157,7 @@ class RunSection:
     kd_note: str | None = None  # why there is no KD-vs-baseline figure
     sweep: list[SweepRow] = field(default_factory=list)
     sweep_chosen_by: str = ""  # how the sweep's winner was chosen, and on which images
+    sweep_importance: dict[str, float] = field(default_factory=dict)  # setting -> share of the score's variance
     curves: list[dict[str, Any]] = field(default_factory=list)  # distill/metrics.jsonl epochs
     sensitivity: Sensitivity | None = None
     pruning: list[PruneStep] = field(default_factory=list)  # the prune stage's steps (step 0: the teacher)

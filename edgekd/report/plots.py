@@ -178,3 +178,24 @@ def sensitivity_bars(sens: Sensitivity, path: Path) -> bytes:
     ax.set_title("Quantization sensitivity per layer", fontsize=10)
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def sweep_scatter(rows: list, setting: str, importance: float | None, path: Path) -> bytes:
+    """Each sweep trial's selection top-1 against one searched setting (the most important), the winner marked."""
+    fig = Figure(figsize=(6, 3.6), dpi=DPI)
+    ax = fig.add_subplot()
+    done = [r for r in rows if r.selection_top1 is not None and setting in r.settings]
+    for state, marker in (("complete", "o"), ("pruned", "x")):
+        pts = [r for r in done if r.state == state and not r.best]
+        ax.scatter([r.settings[setting] for r in pts], [r.selection_top1 for r in pts], marker=marker, label=state)
+    best = [r for r in done if r.best]
+    if best:
+        ax.scatter(
+            [best[0].settings[setting]], [best[0].selection_top1], marker="*", s=160, color="tab:red", label="best"
+        )
+    share = f" ({importance:.0%} of the variance)" if importance is not None else ""
+    ax.set(xlabel=f"{setting}{share}", ylabel="selection top-1 (%)", title="Sweep: selection score per trial")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, path)

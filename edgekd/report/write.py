@@ -11,7 +11,16 @@ from edgekd.ondevice import catalog
 from edgekd.ondevice.files import write_text_atomic
 from edgekd.report import plots
 from edgekd.report.build import build_report
-from edgekd.report.layout import CURVES, FigureFile, document, energy_name, scatter_name, sensitivity_name
+from edgekd.report.layout import (
+    CURVES,
+    FigureFile,
+    document,
+    energy_name,
+    scatter_name,
+    sensitivity_name,
+    sweep_name,
+    sweep_setting,
+)
 from edgekd.report.model import Report
 from edgekd.report.render_html import render_html
 from edgekd.report.render_md import render_markdown
@@ -51,6 +60,11 @@ def figures(report: Report, out_dir: Path) -> dict[str, FigureFile]:
             path = out_dir / f"{sensitivity_name(run)}.png"
             png = plots.sensitivity_bars(run.sensitivity, path)
             out[sensitivity_name(run)] = FigureFile(path, png, [])
+        setting = sweep_setting(run)
+        if run.sweep and setting:
+            path = out_dir / f"{sweep_name(run)}.png"
+            png = plots.sweep_scatter(run.sweep, setting, run.sweep_importance.get(setting), path)
+            out[sweep_name(run)] = FigureFile(path, png, [])
     curves = {run.label: run.curves for run in report.runs if run.curves}
     if curves:
         path = out_dir / f"{CURVES}.png"

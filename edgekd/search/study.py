@@ -256,3 +256,14 @@ def best_of(trials: list[SweepTrial]) -> SweepTrial:
         raise EdgekdError("sweep: no trial completed (every one was pruned or failed); see the distill log")
     kl = lambda t: t.selection_kl if t.selection_kl is not None else float("inf")  # noqa: E731
     return min(done, key=lambda t: (-(t.selection_top1 or 0.0), kl(t), t.number))
+
+
+def importances(study: Any) -> dict[str, float]:
+    """Each searched setting's share of the selection score's variance across the complete trials (Optuna's
+    fANOVA importance), most important first; {} when the trials are too few or too alike to say."""
+    optuna = optuna_module()
+    try:
+        found = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return {}
+    return {k: float(v) for k, v in found.items()}

@@ -262,6 +262,7 @@ class Sweep:
             "pruner": self.sweep.pruner,
             "trials": [t.to_dict() for t in trials],
             "best": best.number,
+            "importance": self.search.importances(self.study),
             "best_selection_top1": best.selection_top1,
             "selection": {
                 "split": "train",

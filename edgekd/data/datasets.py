@@ -205,16 +205,18 @@ class Picked:
         shard: tuple[int, int] = (0, 1),
     ) -> Iterator[Batch]:
         base = self.base
-        for pos in _batch_indices(len(self), batch_size, shuffle, generator, shard):
-            idx = self.indices[pos]
-            if isinstance(base, TensorImageSet):
+        plan = [self.indices[pos] for pos in _batch_indices(len(self), batch_size, shuffle, generator, shard)]
+        if isinstance(base, TensorImageSet):
+            for idx in plan:
                 yield base._prepare(base.images[idx], device), base.labels[idx].to(device), idx
-            elif isinstance(base, FolderImageSet):
-                loader = DataLoader(base.data, batch_sampler=[idx.tolist()], num_workers=0)
-                for x, y, i in loader:
-                    yield x.to(device), y.to(device), i
-            else:
-                raise TypeError(f"cannot pick samples of a {type(base).__name__}")
+        elif isinstance(base, FolderImageSet):  # one loader for the whole pass: its workers decode ahead
+            batches = [idx.tolist() for idx in plan]
+            pin = str(device).startswith("cuda")
+            loader = DataLoader(base.data, batch_sampler=batches, num_workers=base.num_workers, pin_memory=pin)
+            for x, y, i in loader:
+                yield x.to(device, non_blocking=True), y.to(device), i
+        else:
+            raise TypeError(f"cannot pick samples of a {type(base).__name__}")
 
 
 def carve(train: ImageSet, fraction: float, seed: int) -> tuple[Picked, Picked]:

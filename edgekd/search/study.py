@@ -8,6 +8,8 @@ name is one more worker. Optuna is used the way its own examples use it; nothing
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import inspect
 import os
 import time
@@ -214,9 +216,28 @@ def work(
         if finished >= sweep.n_trials:
             return
         if not waiting and finished + running >= sweep.n_trials:
+            _fail_unstarted(study, trials, 4 * sweep.heartbeat_seconds)
             time.sleep(poll_seconds)  # the last trials run on other workers
             continue
         study.optimize(objective, n_trials=1, catch=())
+
+
+def _fail_unstarted(study: Any, trials: list, after_s: float) -> None:
+    """Fail the running trials whose worker died between creating them and their first heartbeat (Optuna's
+    heartbeat check skips a trial that never sent one, so the study would wait for it forever). Such a trial
+    never reached the objective, which records its worker first: nothing was trained, nothing to retry."""
+    States = optuna_module().trial.TrialState
+    now = datetime.datetime.now()
+    for t in trials:
+        started = t.datetime_start
+        if (
+            t.state == States.RUNNING
+            and "worker" not in t.user_attrs
+            and started
+            and (now - started).total_seconds() > after_s
+        ):
+            with contextlib.suppress(Exception):  # another worker may fail it first
+                study.tell(t.number, state=States.FAIL)
 
 
 def trials_of(study: Any) -> list[SweepTrial]:

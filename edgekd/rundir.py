@@ -36,6 +36,7 @@ SHIP_RECORD = "ship.json"
 STUDY_DB = "study.db"
 SWEEP = "sweep"
 TRIAL_RECORD = "trial.json"
+TRIAL_STUDENT = "student.pt"
 
 
 def check_name(name: str, field: str) -> str:
@@ -176,6 +177,10 @@ class RunDir:
 
     def trial_record(self, study: str, number: int) -> Path:
         return self.trial_dir(study, number) / TRIAL_RECORD
+
+    def trial_student(self, study: str, number: int) -> Path:
+        """The student a sweep trial trained (the winner's goes on without training it again)."""
+        return self.trial_dir(study, number) / TRIAL_STUDENT
 
     def failed_dir(self, stage: str) -> Path:
         """Files of a failed attempt, kept for inspection, never vouched for or shipped."""

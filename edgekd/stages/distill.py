@@ -21,8 +21,6 @@ from edgekd.pipeline import RunContext, StageResult
 from edgekd.run_records import DistillChoice, SweepTrial
 from edgekd.stages.common import distil, initial_student, model_summary, student_spec
 
-STUDENT = "student.pt"
-
 
 class DistillStage:
     name = "distill"
@@ -223,7 +221,8 @@ class Sweep:
     def trial(self, plan):
         """Train one trial and keep its student in its folder: its selection and validation scores."""
         student, result, _, sel, work_dir = self._train(plan)
-        save_model(work_dir / STUDENT, student, student_spec(self.ctx, self.inputs))
+        student_file = self.ctx.rundir.trial_student(self.name, plan.number)
+        save_model(student_file, student, student_spec(self.ctx, self.inputs))
         v_logits, v_labels = predict(student, self.ctx.data.val, self.ctx.config.data.eval_batch_size, "cpu")
         val = evaluate(v_logits, v_labels)  # recorded, never used to choose
         return self.search.TrialOutcome(sel["val_top1"], sel.get("val_kl"), val["val_top1"], len(result.history))
@@ -246,8 +245,9 @@ class Sweep:
         work_dir = ctx.rundir.trial_dir(self.name, best.number)
         record = ctx.rundir.trial_record(self.name, best.number)
         reproduced = None
-        if (work_dir / STUDENT).is_file() and record.is_file() and SweepTrial.read(record).state == "complete":
-            student, _ = load_model(work_dir / STUDENT)
+        student_file = ctx.rundir.trial_student(self.name, best.number)
+        if student_file.is_file() and record.is_file() and SweepTrial.read(record).state == "complete":
+            student, _ = load_model(student_file)
             result = TrainResult(read_history(work_dir / METRICS))
             note = "trained by this worker"
         else:  # another worker trained it: the same settings and seed give the same student on the same machine

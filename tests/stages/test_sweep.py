@@ -8,7 +8,7 @@ import pytest
 from edgekd.config import SweepConfig, load_pipeline
 from edgekd.data.datasets import load_data
 from edgekd.distill.trainer import read_history
-from edgekd.pipeline import Runner
+from edgekd.pipeline import Runner, Selection
 from edgekd.run_records import SweepTrial
 from edgekd.rundir import RunDir
 from edgekd.search.study import trial_seed
@@ -64,6 +64,13 @@ def test_grid_sweep_runs_every_combination_and_records_each_trial(tiny_pipeline,
     # a second run is cached
     again = Runner(cfg, [TeacherStage(), DistillStage()], run_dir).run()
     assert again.stage("distill").status == "cached"
+    # the winner trained again from its settings and seed (as when another worker trained it) is the same student
+    rundir.trial_student(sweep["study"], best.number).unlink()
+    forced = Runner(cfg, [TeacherStage(), DistillStage()], run_dir).run(Selection(force=("distill",)))
+    redo = forced.stage("distill").to_dict()["metrics"]
+    assert redo["sweep"]["winner_model"].startswith("trained again here")
+    assert redo["sweep"]["reproduced_selection_top1"] == best.selection_top1
+    assert redo["val_top1"] == metrics["val_top1"]
 
 
 def test_selection_split_is_seeded_and_disjoint_from_training(tiny_pipeline):

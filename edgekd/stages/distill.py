@@ -247,7 +247,8 @@ class Sweep:
         reproduced = None
         student_file = ctx.rundir.trial_student(self.name, best.number)
         if student_file.is_file() and record.is_file() and SweepTrial.read(record).state == "complete":
-            student, _ = load_model(student_file)
+            student, _ = load_model(student_file)  # saved after its BatchNorm settling, in its trial
+            self.stage._bn = {"ran": False, "reason": None, "note": f"settled in trial {best.number}, if at all"}
             result = TrainResult(read_history(work_dir / METRICS))
             note = "trained by this worker"
         else:  # another worker trained it: the same settings and seed give the same student on the same machine

@@ -2,7 +2,6 @@
 at chance in eval mode unless its running statistics are recomputed; with them off the stage says why."""
 
 import pytest
-import torch
 from torch import nn
 
 from edgekd.config import load_pipeline
@@ -22,15 +21,6 @@ def _resnet8_mnasnet_bn(num_classes: int, in_channels: int) -> nn.Module:
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 3e-4
     return model
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models train several times faster on one thread than on contended OpenMP threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_low_momentum_batchnorm_is_reestimated_or_named(tiny_pipeline, tmp_path, monkeypatch, one_thread):

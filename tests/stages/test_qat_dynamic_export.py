@@ -21,15 +21,6 @@ pytestmark = pytest.mark.slow
 STAGES = [TeacherStage(), DistillStage(), QatStage(), DynamicQuantStage(), ExportStage()]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models train several times faster on one thread than on contended OpenMP threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_quantize_and_export_the_distilled_student(tiny_pipeline, tmp_path, one_thread):
     run_dir = tmp_path / "run"
     path = tiny_pipeline(

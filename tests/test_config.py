@@ -98,3 +98,18 @@ def test_example_pipelines_validate():
     assert len(files) >= 2
     for f in files:
         load_pipeline(f)
+
+
+def test_latency_budget_is_judged_at_a_timed_batch(tmp_path):
+    ok = load_pipeline(write(tmp_path, BASE + "benchmark:\n  budget:\n    latency_ms: {local: 2.5, xavier: 4}\n"))
+    assert ok.benchmark.budget.latency_ms == {"local": 2.5, "xavier": 4.0} and ok.benchmark.budget.latency_batch == 1
+    msg = error_of(tmp_path, BASE + "benchmark:\n  budget:\n    latency_ms: {local: 2.5}\n    latency_batch: 4\n")
+    assert "latency_batch: 4 is not timed" in msg and "batch_sizes" in msg
+
+
+def test_auto_student_needs_a_budget_on_the_scouts_first_device(tmp_path):
+    auto = BASE.replace("student:\n  model: resnet8", "student:\n  model: auto")
+    msg = error_of(tmp_path, auto + "scout:\n  devices: [xavier, local]\n")
+    assert "benchmark.budget.latency_ms.xavier" in msg
+    cfg = load_pipeline(write(tmp_path, auto + "benchmark:\n  budget:\n    latency_ms: {local: 3}\n"))
+    assert cfg.student.auto and cfg.scout.devices == ["local"]

@@ -280,12 +280,49 @@ def _steps_needed(share: float, max_step: float) -> int:
     return max(1, math.ceil(math.log(share) / math.log(1 - max_step) - 1e-9))
 
 
+class ScoutConfig(Section):
+    """Candidate students timed on the target devices before any training (`edgekd scout`, and the scout
+    stage that `student.model: auto` runs): each is built with the pipeline's input size, channels and
+    classes, exported with random weights and timed with the benchmark's harness."""
+
+    candidates: list[str] = Field(
+        default_factory=list,
+        description="Registry names, `timm/<name>` (timm installed) and `prune/<share>` (the teacher pruned to that "
+        "share of its MACs; Torch-Pruning installed). Empty: the registry models smaller than the teacher, and the "
+        "teacher pruned to 0.5 and 0.25.",
+    )
+    devices: list[Annotated[str, Field(pattern=f"^{PLAIN_NAME}$")]] = Field(
+        default_factory=lambda: ["local"],
+        min_length=1,
+        description="Where candidates are timed: `local` (this machine) and devices.yaml names; `student.model: auto` "
+        "picks by the latency budget of the first.",
+    )
+    top_k: int = Field(
+        1, ge=1, le=16, description="`auto`: how many of the largest candidates within budget are distilled briefly."
+    )
+    train_epochs: int = Field(
+        0, ge=0, description="`auto` with top_k > 1: epochs of the brief distillation that ranks the top k."
+    )
+    selection_split: float = Field(
+        0.1,
+        gt=0,
+        lt=0.5,
+        description="`auto` with top_k > 1: share of the training data held out to rank the top k (never the "
+        "validation split the report scores on).",
+    )
+
+
 class StudentConfig(Section):
     """The small model to distil into; its input (data section) is what the exported model expects.
 
-    Exactly one of `model` (a model of the registry) and `prune` (the teacher, structurally pruned)."""
+    Exactly one of `model` (a model of the registry, or `auto`: chosen by the scout) and `prune` (the
+    teacher, structurally pruned)."""
 
-    model: str | None = Field(None, description="Model name from the registry, or `timm/<name>`.")
+    model: str | None = Field(
+        None,
+        description="Model name from the registry, `timm/<name>`, or `auto`: the scout picks the candidate with the "
+        "most MACs within benchmark.budget.latency_ms of scout.devices[0].",
+    )
     prune: PruneConfig | None = Field(None, description="Make the student by pruning the teacher (the `prune` stage).")
     init_checkpoint: Path | None = Field(None, description="Optional state_dict to start the student from.")
     weights: str | None = Field(None, description=_WEIGHTS_HELP)
@@ -301,7 +338,14 @@ class StudentConfig(Section):
             raise ValueError("give exactly one of student.model and student.prune")
         if self.prune is not None and (self.weights or self.init_checkpoint):
             raise ValueError("student.prune starts from the teacher: drop student.weights/init_checkpoint")
+        if self.model == "auto" and (self.weights or self.init_checkpoint):
+            raise ValueError("student.model auto starts from random weights: drop student.weights/init_checkpoint")
         return self
+
+    @property
+    def auto(self) -> bool:
+        """The scout chooses the student (`model: auto`)."""
+        return self.model == "auto"
 
 
 # --------------------------------------------------------------------------- schedules
@@ -761,6 +805,12 @@ class BudgetConfig(Section):
     max_drop_vs_student: NonNegFloat = Field(
         1.0, description="Maximum top-1 drop of quantized artifacts versus the fp32 student, in points."
     )
+    latency_ms: dict[Annotated[str, Field(pattern=f"^{PLAIN_NAME}$")], PositiveFloat] = Field(
+        default_factory=dict,
+        description="Latency budget per device (`local` or a devices.yaml name): p50 in ms at `latency_batch`, "
+        "judged on the artifact that ships to that device; the scout and `student.model: auto` use it too.",
+    )
+    latency_batch: int = Field(1, ge=1, le=4096, description="Batch size at which `latency_ms` is judged.")
 
 
 class BenchmarkConfig(TimingConfig):
@@ -778,6 +828,15 @@ class BenchmarkConfig(TimingConfig):
         description="Re-measure artifacts with unstable figures up to this many times (`edgekd bench --repeat-unstable`).",
     )
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+
+    @model_validator(mode="after")
+    def _budget_batch_timed(self) -> BenchmarkConfig:
+        if self.budget.latency_ms and self.budget.latency_batch not in self.batch_sizes:
+            raise ValueError(
+                f"budget.latency_batch: {self.budget.latency_batch} is not timed; add it to batch_sizes "
+                f"{self.batch_sizes} or pick one of them"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -802,6 +861,7 @@ class PipelineConfig(Section):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     sweep: SweepConfig | None = None
+    scout: ScoutConfig = Field(default_factory=ScoutConfig)
     qat: QatConfig = Field(default_factory=QatConfig)
     dynamic_quant: DynamicQuantConfig = Field(default_factory=DynamicQuantConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
@@ -809,3 +869,13 @@ class PipelineConfig(Section):
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
 
     source: Path | None = Field(None, exclude=True, description="The YAML file this came from (set by the loader).")
+
+    @model_validator(mode="after")
+    def _auto_has_budget(self) -> PipelineConfig:
+        device = self.scout.devices[0]
+        if self.student.auto and device not in self.benchmark.budget.latency_ms:
+            raise ValueError(
+                f"student.model auto picks within benchmark.budget.latency_ms.{device} (scout.devices[0]); "
+                f"set it, e.g. `latency_ms: {{{device}: 5.0}}`"
+            )
+        return self

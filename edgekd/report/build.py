@@ -16,6 +16,7 @@ from edgekd.errors import EdgekdError
 from edgekd.manifest import Manifest, read_manifest
 from edgekd.ondevice import catalog
 from edgekd.ondevice.records import ArtifactRecord, BenchDoc, RecordError
+from edgekd.report.budgets import judge_accuracy, judge_latency, latency_limit, recommend, unmet_latency
 from edgekd.report.conditions import clocks_note, measured_under
 from edgekd.report.load import load_benches, load_curves
 from edgekd.report.model import (
@@ -79,23 +80,6 @@ def _student_reference(bench: BenchDoc, run: list[BenchDoc]) -> float | None:
             if (top1 := _top1(doc.get(art_id))) is not None:
                 return top1
     return None
-
-
-def _budget(row: Row, teacher_top1: float | None, student_top1: float | None, budget: BudgetConfig) -> None:
-    if row.top1 is None:
-        return
-    if teacher_top1 is None:
-        row.budget, row.budget_note = "n/a", "no teacher accuracy to compare with"
-        return
-    notes = []
-    drop = teacher_top1 - row.top1
-    if drop > budget.max_drop_vs_teacher + 1e-9:
-        notes.append(f"{drop:.2f} pts below teacher (max {budget.max_drop_vs_teacher:g})")
-    if row.model == "student" and row.precision != "fp32" and student_top1 is not None:
-        drop_s = student_top1 - row.top1
-        if drop_s > budget.max_drop_vs_student + 1e-9:
-            notes.append(f"{drop_s:.2f} pts below fp32 student (max {budget.max_drop_vs_student:g})")
-    row.budget, row.budget_note = ("over" if notes else "within"), "; ".join(notes)
 
 
 def _runtime(rec: ArtifactRecord) -> str | None:
@@ -234,8 +218,11 @@ def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: Bud
     student_top1 = _student_reference(bench, run)
     rows = [_row(rec, ref, teacher_top1) for rec in bench.artifacts]
     rows.sort(key=lambda r: (not r.reference, _ORDER[r.id]))
+    limit = latency_limit(budget, bench.device)
     for row in rows:
-        _budget(row, teacher_top1, student_top1, budget)
+        judge_accuracy(row, teacher_top1, student_top1, budget)
+    if limit is not None:
+        judge_latency(rows, limit)
     plotted = [r for r in rows if r.top1 is not None and r.at(primary) is not None]
     for row, flag in zip(plotted, pareto_front([r.at(primary).p50_ms for r in plotted], [r.top1 for r in plotted])):
         row.pareto = flag
@@ -244,18 +231,7 @@ def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: Bud
         front = pareto_front([r.at(primary).energy_mj for r in plotted], [r.top1 for r in plotted])
         for row, flag in zip(plotted, front):
             row.pareto_energy = flag
-    eligible = [r for r in plotted if r.budget == "within"]
-    best = min(eligible, key=lambda r: r.at(primary).p50_ms) if eligible else None
-    note = None
-    if best is None:
-        note = "no artifact is within the accuracy budget"
-    else:
-        best.recommended = True
-        if best.model == "teacher":
-            note = "no student artifact is within the budget, so this keeps a teacher model"
-    slower = _int8_slower_than_fp16(rows, bench.device)
-    note = "; ".join(n for n in (note, slower) if n) or None
-    return DeviceSection(
+    section = DeviceSection(
         run=label,
         device=bench.device,
         kind=bench.kind,
@@ -271,11 +247,19 @@ def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: Bud
         teacher_top1_from=teacher_from,
         student_top1=student_top1,
         rows=rows,
-        recommendation=best.id if best else None,
-        recommendation_note=note,
+        recommendation=None,
+        recommendation_note=None,
         int8_note=_int8_saturation(rows, bench.system),
         energy=energy,
+        latency_limit=limit,
     )
+    best = recommend(rows, limit, section.ranked_batch)
+    if best.row is not None:
+        best.row.recommended = True
+        section.recommendation = best.row.id
+    slower = _int8_slower_than_fp16(rows, bench.device)
+    section.recommendation_note = "; ".join(n for n in (best.note, slower) if n) or None
+    return section
 
 
 def _num(value: Any) -> float | None:
@@ -347,7 +331,7 @@ def sensitivity(record: SensitivityRecord) -> Sensitivity | None:
 
 def _summary_row(section: DeviceSection, key: str) -> SummaryRow:
     row = section.row(section.recommendation) if section.recommendation else None
-    fig = row.at(section.primary_batch) if row else None
+    fig = row.at(section.ranked_batch) if row else None
     ref = section.row(catalog.REFERENCE)
     ref_top1 = ref.top1 if ref is not None else None
     cost = ref_top1 - row.top1 if row is not None and row.top1 is not None and ref_top1 is not None else None
@@ -356,7 +340,7 @@ def _summary_row(section: DeviceSection, key: str) -> SummaryRow:
         key=key,
         recommended=row.id if row else None,
         label=row.label if row else None,
-        batch_size=section.primary_batch,
+        batch_size=section.ranked_batch,
         p50_ms=fig.p50_ms if fig else None,
         stable=fig.stable if fig else True,
         speedup=fig.speedup if fig else None,
@@ -364,12 +348,24 @@ def _summary_row(section: DeviceSection, key: str) -> SummaryRow:
         cost=cost,
         note="; ".join(notes) or None,
         unstable=sum(not f.stable for r in section.rows for f in r.latency),
+        latency_limit=section.latency_limit,
     )
 
 
 def _labels(run_dirs: list[Path]) -> list[str]:
     names = [d.resolve().name for d in run_dirs]
     return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
+
+
+def _unbenchmarked(run: RunDir, benchmarked: set[str], budget: BudgetConfig, label: str) -> list[str]:
+    """A line for each device with a latency budget that this run has no bench file of (nothing judged there)."""
+    lines = []
+    for device in sorted(set(budget.latency_ms) - benchmarked):
+        lines.append(
+            f"{label + '/' if label else ''}{device}: latency budget {latency_limit(budget, device)}, but "
+            f"{run.relative(run.bench_file(device))} is missing: {device} was not benchmarked in {run.root}"
+        )
+    return lines
 
 
 def build_report(run_dirs: list[Path], budget: BudgetConfig, omit_stage: str | None = None) -> Report:
@@ -383,7 +379,7 @@ def build_report(run_dirs: list[Path], budget: BudgetConfig, omit_stage: str | N
             raise EdgekdError(f"{d}: run directory not found")
     labels = _labels(run_dirs)
     many = len(run_dirs) > 1
-    runs, devices, skipped, unmet, unstable = [], [], [], [], []
+    runs, devices, skipped, unmet, latency_unmet, unbenchmarked, unstable = [], [], [], [], [], [], []
     for run_dir, label in zip(run_dirs, labels):
         manifest = read_manifest(run_dir)
         benches = load_benches(run_dir)
@@ -400,6 +396,7 @@ def build_report(run_dirs: list[Path], budget: BudgetConfig, omit_stage: str | N
             section = device_section(b, benches, label, budget)
             section.key = f"{label}/{b.device}" if many else b.device
             devices.append(section)
+        unbenchmarked += _unbenchmarked(RunDir(run_dir), {b.device for b in benches}, budget, label if many else "")
     failed, over = [], []
     for d in devices:
         for r in d.rows:
@@ -407,10 +404,16 @@ def build_report(run_dirs: list[Path], budget: BudgetConfig, omit_stage: str | N
                 failed.append(f"{d.key}: {r.id} failed: {r.reason}")
             if r.budget == "over":
                 over.append(f"{d.key}: {r.id} over budget: {r.budget_note}")
+            if r.latency_budget == "over":
+                over.append(f"{d.key}: {r.id} over the latency budget: {r.latency_budget_note}")
         if d.teacher_top1 is None:
             unmet.append(f"{d.key}: no teacher accuracy to check the budget against")
         elif not any(r.budget == "within" and r.model == "student" for r in d.rows):
             unmet.append(f"{d.key}: no student artifact within the accuracy budget")
+        if d.latency_limit and not any(r.budget == r.latency_budget == "within" for r in d.rows):
+            latency_unmet.append(
+                f"{d.key}: no deployable artifact meets both budgets: {unmet_latency(d.rows, d.latency_limit)}"
+            )
     ref = catalog.get(catalog.REFERENCE)
     return Report(
         title="edgekd report: " + ", ".join(labels),
@@ -425,5 +428,6 @@ def build_report(run_dirs: list[Path], budget: BudgetConfig, omit_stage: str | N
         failed=failed,
         over_budget=over,
         unmet=unmet,
+        latency_unmet=latency_unmet + unbenchmarked,
         unstable=unstable,
     )

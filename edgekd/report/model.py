@@ -56,8 +56,11 @@ class Row:
     kl: float | None = None
     top1_batch: int | None = None  # the chunk the validation images ran in for `top1` (None: older bench files)
     top1_by_batch: dict[int, float] = field(default_factory=dict)  # dynamic int8: top-1 at each benchmark batch
-    budget: str | None = None  # within | over | n/a | None (not measured)
+    budget: str | None = None  # accuracy budget: within | over | n/a | None (not measured)
     budget_note: str = ""
+    deployable: bool = False  # ships to this device: what its latency budget is judged on (budgets.deployable)
+    latency_budget: str | None = None  # within | over | n/a (not timed at its batch) | None (no budget, not deployable)
+    latency_budget_note: str = ""
     pareto: bool = False
     pareto_energy: bool = False  # on the accuracy-vs-energy front (only when the section has energy)
     reference: bool = False
@@ -65,6 +68,28 @@ class Row:
 
     def at(self, batch_size: int) -> Figure | None:
         return next((f for f in self.latency if f.batch_size == batch_size), None)
+
+    @property
+    def verdict(self) -> str:
+        """Both budgets in a few words ("within", "over accuracy", "over latency", ...); "" when neither judged it."""
+        marks = {"accuracy": self.budget, "latency": self.latency_budget}
+        over = [what for what, mark in marks.items() if mark == "over"]
+        if over:
+            return "over " + " and ".join(over)
+        if "n/a" in marks.values():
+            return "n/a"
+        return "within" if any(marks.values()) else ""
+
+
+@dataclass
+class LatencyLimit:
+    """`benchmark.budget.latency_ms` of one device: the p50 at `batch_size` at most `ms`."""
+
+    ms: float
+    batch_size: int
+
+    def __str__(self) -> str:
+        return f"p50 ≤ {self.ms:g} ms at batch {self.batch_size}"
 
 
 @dataclass
@@ -91,6 +116,12 @@ class DeviceSection:
     int8_note: str | None = None  # set when this CPU's int8 kernels may saturate: shown under the accuracy table
     energy: bool = False  # every plotted artifact has energy at the primary batch: an accuracy-vs-energy plot
     key: str = ""  # how the report names this section: the device, or run/device when several runs are compared
+    latency_limit: LatencyLimit | None = None  # this device's latency budget (None: none set)
+
+    @property
+    def ranked_batch(self) -> int:
+        """The batch size the recommendation compares latencies at: the latency budget's, else the smallest."""
+        return self.latency_limit.batch_size if self.latency_limit else self.primary_batch
 
     def row(self, artifact_id: str) -> Row | None:
         return next((r for r in self.rows if r.id == artifact_id), None)
@@ -178,6 +209,7 @@ class SummaryRow:
     cost: float | None  # reference top-1 minus the recommended artifact's, in points
     note: str | None
     unstable: int = 0  # figures of this device marked unstable (the device is marked in the summary)
+    latency_limit: LatencyLimit | None = None
 
 
 @dataclass
@@ -194,13 +226,15 @@ class Report:
     failed: list[str]  # artifacts that failed to load or run
     over_budget: list[str]
     unmet: list[str]  # devices without a student within budget (or without a teacher to check against)
+    latency_unmet: list[str]  # devices with a latency budget that no deployable artifact meets with the accuracy one
     unstable: list[str]  # "<device>: <id> batch <n>: <why>" of every unstable figure (BenchDoc.unstable); --strict
     schema: str = REPORT_SCHEMA
 
     @property
     def meets_budget(self) -> bool:
-        """Every device has a student artifact within the accuracy budget and no artifact failed."""
-        return not self.unmet and not self.failed
+        """Every device has a student artifact within the accuracy budget, every device with a latency budget a
+        deployable artifact within both, and no artifact failed."""
+        return not self.unmet and not self.latency_unmet and not self.failed
 
     @property
     def recommendations(self) -> dict[str, str | None]:

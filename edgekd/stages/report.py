@@ -41,6 +41,7 @@ class ReportStage:
                 "recommendations": report.recommendations,
                 "meets_budget": report.meets_budget,
                 "unmet": report.unmet,
+                "latency_unmet": report.latency_unmet,
                 "over_budget": report.over_budget,
                 "failed": report.failed,
                 "unstable": report.unstable,

@@ -112,7 +112,10 @@ def run(
         [], "--require", help="Fail if this stage is skipped, e.g. --require tensorrt (repeatable)."
     ),
     strict: bool = typer.Option(
-        False, "--strict", help="Exit 1 when no deployable artifact meets the accuracy budget or a figure is unstable."
+        False,
+        "--strict",
+        help="Exit 1 when no deployable artifact meets the accuracy budget (and a device's latency budget, where "
+        "benchmark.budget.latency_ms sets one) or a figure is unstable.",
     ),
     nproc: int = typer.Option(
         1, "--nproc", min=1, help="Training processes per machine (torchrun + DistributedDataParallel)."

@@ -17,14 +17,16 @@ WORST_SHOWN = 3
 
 
 def summary_table(title: str, section: DeviceSection) -> Table:
-    """One row per artifact of a device section: top-1, Δ vs teacher, p50 and speed-up at batch 1, size, note."""
-    table = Table(title=escape(f"{title} · speed-up vs {catalog.REFERENCE} at batch 1"))
-    for col in ("artifact", "val top-1", "Δ vs teacher", "p50 b=1", "speed-up", "size"):
-        table.add_column(col, justify="left" if col == "artifact" else "right", no_wrap=True)
+    """One row per artifact of a device section: top-1, Δ vs teacher, p50 and speed-up at batch 1, size, the budget
+    verdict (accuracy and, where the device has one, latency; the recommended artifact is marked), note."""
+    limit = f"; latency budget {section.latency_limit}" if section.latency_limit else ""
+    table = Table(title=escape(f"{title} · speed-up vs {catalog.REFERENCE} at batch 1{limit}"))
+    for col in ("artifact", "val top-1", "Δ vs teacher", "p50 b=1", "speed-up", "size", "budget"):
+        table.add_column(col, justify="left" if col in ("artifact", "budget") else "right", no_wrap=True)
     table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=50)
     for row in section.rows:
         if row.status != "done":
-            table.add_row(row.id, "", "", "", "", "", escape(f"{row.status}: {row.reason}"[:90]))
+            table.add_row(row.id, "", "", "", "", "", "", escape(f"{row.status}: {row.reason}"[:90]))
             continue
         fig = row.at(1)
         table.add_row(
@@ -34,6 +36,7 @@ def summary_table(title: str, section: DeviceSection) -> Table:
             f"{fig.p50_ms:.2f} ms" if fig else "",
             f"{fig.speedup:.2f}×" if fig and fig.speedup else "",
             f"{row.size_bytes / 1e6:.2f} MB" if row.size_bytes else "",
+            row.verdict + (", recommended" if row.recommended else ""),
             escape("; ".join(n for n in (row.note, f"unstable: {fig.unstable}" if fig and fig.unstable else "") if n)),
         )
     return table
@@ -69,11 +72,17 @@ def strict_failures(metrics: dict, run_dir: Path, local: str) -> list[str]:
     """Why `edgekd run --strict` fails, one line each, from the report stage's metrics ([]: it passes).
 
     It fails when no deployable artifact meets the accuracy budget (or an artifact failed, or the
-    report did not run) and when any figure is marked unstable.
+    report did not run), on each device whose latency budget no deployable artifact meets together with
+    the accuracy budget (one line each, from `latency_unmet`), and when any figure is marked unstable.
     """
     problems = []
+    latency = metrics.get("latency_unmet") or []
     if not metrics.get("meets_budget"):
-        why = "; ".join(metrics.get("unmet", []) + metrics.get("failed", [])) or "the report stage did not run"
-        problems.append(f"no deployable artifact meets the accuracy budget ({why})")
+        why = "; ".join(metrics.get("unmet", []) + metrics.get("failed", []))
+        if why or not latency:
+            problems.append(
+                f"no deployable artifact meets the accuracy budget ({why or 'the report stage did not run'})"
+            )
+        problems += latency
     unstable = unstable_message(metrics.get("unstable") or [], run_dir, local)
     return problems + ([unstable] if unstable else [])

@@ -64,6 +64,31 @@ def _budget_mark(row: Row) -> t.Cell:
     return row.budget or t.DASH
 
 
+def _latency_mark(row: Row) -> t.Cell:
+    """The latency budget's mark: deployable rows only (the others do not ship to this device)."""
+    if row.latency_budget in ("within", "over"):
+        return Mark(row.latency_budget, row.latency_budget)
+    return row.latency_budget or t.DASH
+
+
+def _verdict(report: Report) -> str:
+    budgets = "the accuracy and latency budgets" if report.budget["latency_ms"] else "the accuracy budget"
+    return f"{'meets' if report.meets_budget else 'does NOT meet'} {budgets}"
+
+
+def _latency_budgets(report: Report) -> str:
+    """The summary's sentence on latency budgets ("" when none is set)."""
+    b = report.budget
+    if not b["latency_ms"]:
+        return ""
+    each = ", ".join(f"{ms:g} ms on {device}" for device, ms in b["latency_ms"].items())
+    return (
+        f" Latency budget: p50 at batch {b['latency_batch']} at most {each}, judged on the artifacts that ship "
+        "there (the student's engines where TensorRT ran, else its ONNX Runtime files); the recommendation compares "
+        "latencies at that batch size there."
+    )
+
+
 def _latency_cell(row: Row, batch: int) -> t.Cell:
     fig = row.at(batch)
     if fig is None:
@@ -82,17 +107,18 @@ def summary_blocks(report: Report) -> list[Block]:
             f"Speed-ups and accuracy costs are against **`{report.reference}`** ({report.reference_label}), "
             f"measured on each device at its smallest batch size. Accuracy budget: at most "
             f"{b['max_drop_vs_teacher']:g} points top-1 below the teacher; quantized students at most "
-            f"{b['max_drop_vs_student']:g} points below the fp32 student.",
+            f"{b['max_drop_vs_student']:g} points below the fp32 student." + _latency_budgets(report),
         ),
-        ("p", f"**This report {'meets' if report.meets_budget else 'does NOT meet'} the accuracy budget.**"),
+        ("p", f"**This report {_verdict(report)}.**"),
     ]
     rows = []
     for s in report.summary:
         p50 = t.num(s.p50_ms) + ("" if s.stable else f" {t.UNSTABLE}")
+        p50 += f" (budget {s.latency_limit.ms:g})" if s.latency_limit else ""
         rows.append(
             [
                 Mark("unstable", f"{s.key} {t.UNSTABLE}") if s.unstable else s.key,
-                s.recommended or "none within budget",
+                s.recommended or ("none meets both budgets" if s.latency_limit else "none within budget"),
                 p50 if s.p50_ms is None else Mark("unstable", p50) if not s.stable else p50,
                 t.speedup(s.speedup),
                 t.num(s.top1),
@@ -109,6 +135,8 @@ def summary_blocks(report: Report) -> list[Block]:
         )
     )
     notes = [f"{s.key}: {s.note}" for s in report.summary if s.note]
+    keyed = {s.key for s in report.summary}  # the others: budgets on devices without a bench file
+    notes += [u for u in report.latency_unmet if u.split(": ", 1)[0] not in keyed]
     if notes:
         blocks.append(("ul", notes))
     blocks += unstable_blocks(report)
@@ -252,6 +280,7 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
             t.num(r.agreement),
             t.num(r.kl, ".4f"),
             _budget_mark(r),
+            *([_latency_mark(r)] if section.latency_limit else []),
         ]
         for r in section.rows
     ]
@@ -266,8 +295,22 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
         "Agree (%)",
         "KL",
         "Budget",
+        *(
+            [f"Latency ≤ {section.latency_limit.ms:g} ms (b{section.latency_limit.batch_size})"]
+            if section.latency_limit
+            else []
+        ),
     ]
     blocks += [("h3", "Accuracy and size"), ("table", acc_headers, acc_rows, "detail")]
+    if section.latency_limit:
+        shipped = ", ".join(f"`{r.id}`" for r in section.rows if r.deployable) or "none was benchmarked"
+        blocks.append(
+            (
+                "p",
+                f"Latency budget on {section.device}: {section.latency_limit}, judged on the artifacts that ship "
+                f"there ({shipped}); {t.DASH}: does not ship to {section.device}.",
+            )
+        )
     per_batch = [
         f"`{r.id}`: "
         + ", ".join(f"b{bs} {t.num(top1)}%" for bs, top1 in sorted(r.top1_by_batch.items()))
@@ -288,6 +331,11 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
     notes = [f"{r.status.upper()}: `{r.id}`: {r.reason}" for r in section.rows if r.status != "done"]
     notes += [f"NOTE: `{r.id}`: {r.note}" for r in section.rows if r.note]
     notes += [f"over budget: `{r.id}`: {r.budget_note}" for r in section.rows if r.budget == "over"]
+    notes += [
+        f"over the latency budget: `{r.id}`: {r.latency_budget_note}"
+        for r in section.rows
+        if r.latency_budget == "over"
+    ]
     notes += [section.int8_note[0].upper() + section.int8_note[1:]] if section.int8_note else []
     if notes:
         blocks.append(("ul", notes))
@@ -303,13 +351,14 @@ def _recommendation(section: DeviceSection, reference: str) -> str:
     row = section.row(section.recommendation) if section.recommendation else None
     if row is None:
         return f"**Recommendation on {section.device}:** {section.recommendation_note}."
-    fig = row.at(section.primary_batch)
+    fig = row.at(section.ranked_batch)
     speed = f", {t.speedup(fig.speedup)} the speed of `{reference}`" if fig and fig.speedup else ""
     delta = f" ({row.top1_delta:+.2f} vs teacher)" if row.top1_delta is not None else ""
     caveat = f" Note: {section.recommendation_note}." if section.recommendation_note else ""
+    within = "both budgets" if section.latency_limit else "budget"
     return (
-        f"**Recommendation on {section.device}:** `{row.id}` ({row.label}), fastest within budget: p50 "
-        f"{t.num(fig.p50_ms if fig else None)} ms at batch {section.primary_batch}{speed}, top-1 {t.num(row.top1)}%{delta}.{caveat}"
+        f"**Recommendation on {section.device}:** `{row.id}` ({row.label}), fastest within {within}: p50 "
+        f"{t.num(fig.p50_ms if fig else None)} ms at batch {section.ranked_batch}{speed}, top-1 {t.num(row.top1)}%{delta}.{caveat}"
     )
 
 
@@ -464,10 +513,9 @@ def document(report: Report, figures: dict[str, FigureFile]) -> list[Block]:
             ("h2", "Distillation curves"),
             ("img", CURVES, "student val top-1 and teacher-student KL per epoch", ""),
         ]
-    problems = report.failed + report.over_budget + report.unmet
+    problems = report.failed + report.over_budget + report.unmet + report.latency_unmet
     problems += [f"{t.UNSTABLE} unstable: {u}" for u in report.unstable]
-    verdict = "meets the accuracy budget" if report.meets_budget else "does NOT meet the accuracy budget"
-    blocks += [("h2", "Verdict"), ("p", f"**This report {verdict}.**")]
+    blocks += [("h2", "Verdict"), ("p", f"**This report {_verdict(report)}.**")]
     if problems:
         blocks.append(("ul", problems))
     return blocks

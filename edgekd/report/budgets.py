@@ -11,7 +11,7 @@ the tied ones the more accurate wins, then the simpler (SIMPLER).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgekd.config import BudgetConfig
 from edgekd.ondevice import catalog
@@ -94,6 +94,7 @@ class Recommendation:
 
     row: Row | None
     note: str | None
+    tied: list[str] = field(default_factory=list)  # the other candidates within the round spread of the fastest
 
 
 def recommend(rows: list[Row], limit: LatencyLimit | None, batch: int) -> Recommendation:
@@ -117,7 +118,7 @@ def recommend(rows: list[Row], limit: LatencyLimit | None, batch: int) -> Recomm
     notes = [] if students else ["no student artifact is within the budget, so this keeps a teacher model"]
     if len(tied) > 1:
         notes.append(_tie_note(best, tied, batch))
-    return Recommendation(best, "; ".join(notes) or None)
+    return Recommendation(best, "; ".join(notes) or None, [r.id for r in tied if r is not best])
 
 
 def _tie_note(best: Row, tied: list[Row], batch: int) -> str:

@@ -256,7 +256,7 @@ def device_section(bench: BenchDoc, run: list[BenchDoc], label: str, budget: Bud
     best = recommend(rows, limit, section.ranked_batch)
     if best.row is not None:
         best.row.recommended = True
-        section.recommendation = best.row.id
+        section.recommendation, section.tied = best.row.id, best.tied
     slower = _int8_slower_than_fp16(rows, bench.device)
     section.recommendation_note = "; ".join(n for n in (best.note, slower) if n) or None
     return section

@@ -356,8 +356,9 @@ def _recommendation(section: DeviceSection, reference: str) -> str:
     delta = f" ({row.top1_delta:+.2f} vs teacher)" if row.top1_delta is not None else ""
     caveat = f" Note: {section.recommendation_note}." if section.recommendation_note else ""
     within = "both budgets" if section.latency_limit else "budget"
+    fastest = f"as fast as {', '.join(f'`{i}`' for i in section.tied)}" if section.tied else "fastest"
     return (
-        f"**Recommendation on {section.device}:** `{row.id}` ({row.label}), fastest within {within}: p50 "
+        f"**Recommendation on {section.device}:** `{row.id}` ({row.label}), {fastest} within {within}: p50 "
         f"{t.num(fig.p50_ms if fig else None)} ms at batch {section.ranked_batch}{speed}, top-1 {t.num(row.top1)}%{delta}.{caveat}"
     )
 

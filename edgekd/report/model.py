@@ -113,6 +113,7 @@ class DeviceSection:
     rows: list[Row] = field(default_factory=list)
     recommendation: str | None = None
     recommendation_note: str | None = None
+    tied: list[str] = field(default_factory=list)  # artifacts whose p50 the recommended one's ties with (budgets.tie)
     int8_note: str | None = None  # set when this CPU's int8 kernels may saturate: shown under the accuracy table
     energy: bool = False  # every plotted artifact has energy at the primary batch: an accuracy-vs-energy plot
     key: str = ""  # how the report names this section: the device, or run/device when several runs are compared

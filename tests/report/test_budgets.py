@@ -98,7 +98,10 @@ def test_a_tie_within_the_round_spread_goes_to_the_more_accurate_artifact_and_sa
     note = local.recommendation_note
     assert note.startswith("student_onnx 0.12 ms, student_dynamic_int8_onnx 0.11 ms tie at batch 1")
     assert "less than their round spread (up to 10%)" in note and "the most accurate of them" in note
-    assert "the most accurate of them" in files.markdown.read_text()
+    assert local.tied == ["student_dynamic_int8_onnx"]
+    assert "`student_onnx` (student, ONNX fp32), as fast as `student_dynamic_int8_onnx` within budget: p50 0.12 ms" in (
+        files.markdown.read_text()
+    )
     assert json.loads(files.json.read_text())["recommendations"] == {"local": "student_onnx"}
 
     # the same p50 measured steadily: the rounds can order them, so the faster one wins and nothing ties
@@ -112,6 +115,7 @@ def test_a_tie_within_the_round_spread_goes_to_the_more_accurate_artifact_and_sa
     )
     local = write_report([run], run / "report", BudgetConfig()).report.devices[0]
     assert local.recommendation == "student_dynamic_int8_onnx" and local.recommendation_note is None
+    assert local.tied == []
 
     # accuracy comes before simplicity: a tied Q/DQ int8 file that scores higher wins over the fp32 one
     host(

@@ -2,7 +2,7 @@
 
 Accuracy (`max_drop_vs_teacher`, `max_drop_vs_student`): every artifact with a top-1. Latency
 (`latency_ms[device]` at `latency_batch`, by the p50): only the device's deployable artifacts, the student
-artifacts that ship there: its TensorRT engines where TensorRT ran, else the ONNX Runtime files of the bundle.
+artifacts that ship there: its TensorRT engines where any ran, else the ONNX Runtime files of the bundle.
 
 The recommendation is the fastest artifact within both budgets, except that latencies the rounds cannot tell
 apart are not ranked: every candidate whose p50 is within the round spread of the fastest's ties with it, and of
@@ -62,8 +62,8 @@ def latency_limit(budget: BudgetConfig, device: str) -> LatencyLimit | None:
 
 
 def deployable(rows: list[Row]) -> list[Row]:
-    """The student artifacts that ship to the device of `rows`: its engines if TensorRT ran there, else the ONNX
-    Runtime files of the bundle (catalogue `ships`)."""
+    """The student artifacts that ship to the device of `rows`: its student engines when any ran there, else the
+    student ONNX Runtime files of the bundle (catalogue `ships`)."""
     done = [r for r in rows if r.status == "done" and r.model == "student"]
     engines = [r for r in done if catalog.get(r.id).runtime == "tensorrt"]
     return engines or [r for r in done if catalog.get(r.id).ships]
@@ -109,7 +109,7 @@ def recommend(rows: list[Row], limit: LatencyLimit | None, batch: int) -> Recomm
         and (limit is None or r.latency_budget == "within")
     ]
     if not eligible:
-        return Recommendation(None, _nothing(rows, limit, batch))
+        return Recommendation(None, _nothing(rows, limit))
     students = [r for r in eligible if r.model == "student"]
     candidates = students or eligible
     fastest = min(candidates, key=lambda r: r.at(batch).p50_ms)
@@ -131,12 +131,12 @@ def _tie_note(best: Row, tied: list[Row], batch: int) -> str:
         same = ", ".join(r.id for r in others if r.top1 == best.top1)
         why = f"as accurate as {same} and simpler (fp32 ONNX, then fp16, dynamic int8, Q/DQ int8, then engines)"
     return (
-        f"{figures} tie at batch {batch}: their p50 differ by less than their round spread (up to {spread:.0%}), "
+        f"{figures} tie at batch {batch}: their p50 differ by no more than their round spread (up to {spread:.0%}), "
         f"so {best.id} is recommended as {why}"
     )
 
 
-def _nothing(rows: list[Row], limit: LatencyLimit | None, batch: int) -> str:
+def _nothing(rows: list[Row], limit: LatencyLimit | None) -> str:
     if limit is None or not any(r.budget == "within" for r in rows):
         return "no artifact is within the accuracy budget"
     return "no deployable artifact meets both budgets: " + unmet_latency(rows, limit)

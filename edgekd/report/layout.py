@@ -84,7 +84,7 @@ def _latency_budgets(report: Report) -> str:
     each = ", ".join(f"{ms:g} ms on {device}" for device, ms in b["latency_ms"].items())
     return (
         f" Latency budget: p50 at batch {b['latency_batch']} at most {each}, judged on the artifacts that ship "
-        "there (the student's engines where TensorRT ran, else its ONNX Runtime files); the recommendation compares "
+        "there (the student engines where any ran, else its ONNX Runtime files); the recommendation compares "
         "latencies at that batch size there."
     )
 

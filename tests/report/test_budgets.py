@@ -97,7 +97,7 @@ def test_a_tie_within_the_round_spread_goes_to_the_more_accurate_artifact_and_sa
     assert local.recommendation == "student_onnx"
     note = local.recommendation_note
     assert note.startswith("student_onnx 0.12 ms, student_dynamic_int8_onnx 0.11 ms tie at batch 1")
-    assert "less than their round spread (up to 10%)" in note and "the most accurate of them" in note
+    assert "no more than their round spread (up to 10%)" in note and "the most accurate of them" in note
     assert local.tied == ["student_dynamic_int8_onnx"]
     assert "`student_onnx` (student, ONNX fp32), as fast as `student_dynamic_int8_onnx` within budget: p50 0.12 ms" in (
         files.markdown.read_text()

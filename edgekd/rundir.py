@@ -6,6 +6,8 @@
     <root>/.staging/<stage>/...     a running stage's outputs, promoted to their catalogue paths when it succeeds
     <root>/bench/<device>.json      one bench record per device (local, or brought back by `edgekd ship`)
     <root>/tensorrt/<device>/       engines, sidecars and the ship record of one device
+    <root>/models/<name>*.onnx      an ONNX file given to `edgekd bench FILE.onnx` (whose output folder is laid out
+                                    like a run directory), and the fp16 and Q/DQ files made from it
     <root>/distill/study.db         the sweep's Optuna studies (SQLite), unless a storage URL is given
     <root>/distill/sweep/<study>/trial-<n>/   one sweep trial: trial.json, student.pt, its checkpoint and curves
 
@@ -133,11 +135,14 @@ class RunDir:
 
     # ------------------------------------------------------------------ catalogue paths
 
-    def path(self, artifact_id: str, device: str = "") -> Path:
-        """Where the artifact lives in this run (engines and bench files: on `device`'s behalf)."""
+    def path(self, artifact_id: str, device: str = "", name: str = "") -> Path:
+        """Where the artifact lives in this run (engines and bench files: on `device`'s behalf; the rows of an ONNX
+        file given to `edgekd bench`: that file's `name`)."""
         if "{device}" in catalog.get(artifact_id).file:
             check_name(device, "device name")
-        return self.inside(catalog.path_of(artifact_id, device), f"artifact {artifact_id}")
+        if catalog.per_file(artifact_id):
+            check_name(name, "model file name")
+        return self.inside(catalog.path_of(artifact_id, device, name), f"artifact {artifact_id}")
 
     def staged(self, stage: str, artifact_id: str, device: str = "") -> Path:
         """Where a running stage writes the artifact before the runner promotes it to `path()`."""

@@ -45,7 +45,7 @@ class Bench:
             raise JobError(f"{val_path}: validation data not found")
         with np.load(val_path, allow_pickle=False) as val:
             self.images = val["images"].astype(np.float32)
-            self.labels = val["labels"].astype(np.int64)
+            self.labels = val["labels"].astype(np.int64) if "labels" in val.files else None  # given files: none
             self.teacher_logits = val["teacher_logits"] if "teacher_logits" in val.files else None
         self.engine_dir = os.path.join(out_dir, "tensorrt", self.device.name)
         os.makedirs(self.engine_dir, exist_ok=True)
@@ -71,19 +71,21 @@ class Bench:
         return path if path and os.path.isfile(path) else None
 
     def built(
-        self, art_id: str, onnx: str, source_key: str, opts: trt_options.BuildOptions, calibration: Optional[str]
+        self, rel: str, onnx: str, source_key: str, opts: trt_options.BuildOptions, calibration: Optional[str]
     ) -> str:
-        """Engine `art_id` in the results folder, from the engine cache or built now from the bundle's `onnx`."""
+        """The engine of results path `rel` in the results folder, from the engine cache or built now from the
+        bundle's `onnx`."""
         import tensorrt as trt
 
         from .trt_build import build_engine
 
+        stem = _stem(rel)
         key = trt_options.engine_key(source_key, opts, self.device.kind, trt.__version__)
         source = os.path.join(self.cache_dir, "engines", key)
         if os.path.exists(source + ".engine") and os.path.exists(source + ".json"):
-            self.log(f"{art_id}: engine from the cache ({key})")
+            self.log(f"{stem}: engine from the cache ({key})")
         else:
-            self.log(f"{art_id}: building {opts.precision} engine from {onnx}")
+            self.log(f"{stem}: building {opts.precision} engine from {onnx}")
             os.makedirs(os.path.dirname(source), exist_ok=True)
             try:
                 build_engine(
@@ -92,31 +94,31 @@ class Bench:
                     opts,
                     self.device.kind,
                     self.cache_dir,
-                    shown_paths=(onnx, catalog.path_of(art_id, self.device.name)),
+                    shown_paths=(onnx, rel),
                     calibration_images=calibration,
                 )
             except Exception:  # the results keep TensorRT's log of the failed build
                 if os.path.exists(source + ".build.log"):
-                    shutil.copyfile(source + ".build.log", os.path.join(self.engine_dir, art_id + ".build.log"))
+                    shutil.copyfile(source + ".build.log", os.path.join(self.engine_dir, stem + ".build.log"))
                 raise
-        return self._copy(source, art_id)
+        return self._copy(source, stem)
 
-    def _copy(self, source: str, art_id: str) -> str:
-        target = os.path.join(self.engine_dir, art_id)
+    def _copy(self, source: str, stem: str) -> str:
+        target = os.path.join(self.engine_dir, stem)
         for suffix in ENGINE_FILES:
             if os.path.exists(source + suffix):
                 shutil.copyfile(source + suffix, target + suffix)
         return target + ".engine"
 
-    def engine_files(self, entry: EngineEntry, opts: trt_options.BuildOptions) -> str:
-        """The engine for `entry` in the results folder: prebuilt, from the engine cache, or built now."""
+    def engine_files(self, entry: EngineEntry, rel: str, opts: trt_options.BuildOptions) -> str:
+        """The engine for `entry` at results path `rel`: prebuilt, from the engine cache, or built now."""
         import tensorrt as trt
 
         if entry.prebuilt:
-            return self._copy(os.path.join(self.root, os.path.splitext(entry.prebuilt)[0]), entry.id)
+            return self._copy(os.path.join(self.root, os.path.splitext(entry.prebuilt)[0]), _stem(rel))
         calibration = self.calibration_set() if trt_options.build_plan(opts, trt.__version__).calibrate else None
         onnx, source_key = entry.build_source(opts, trt.__version__, sha256_file(calibration) if calibration else None)
-        return self.built(entry.id, onnx, source_key, opts, calibration)
+        return self.built(rel, onnx, source_key, opts, calibration)
 
     def fallback_engine(
         self, entry: EngineEntry, opts: trt_options.BuildOptions, failures: List[Dict[str, str]]
@@ -135,7 +137,9 @@ class Bench:
         if calibration is None:
             raise BuildError("the job ships no calibration set to calibrate int8 from the fp32 ONNX")
         onnx, source_key = entry.build_source(calibrated, trt.__version__, sha256_file(calibration))
-        path = self.built(str(entry.fallback), onnx, source_key, calibrated, calibration)
+        path = self.built(
+            catalog.path_of(str(entry.fallback), self.device.name), onnx, source_key, calibrated, calibration
+        )
         sidecar_path = os.path.splitext(path)[0] + ".json"
         with open(sidecar_path) as f:
             sidecar = json.load(f)
@@ -155,10 +159,10 @@ class Bench:
         subjects = []  # type: List[measure.Subject]
         fallbacks = {}  # type: Dict[str, tuple]  # fallback id -> (entry, options, failures)
         for entry in self.job.engines:
-            rel = catalog.path_of(entry.id, self.device.name)
+            rel = catalog.path_of(entry.id, self.device.name, entry.name or "")
             opts = self.job.tensorrt.build_options(entry.precision)
             try:
-                path = self.engine_files(entry, opts)
+                path = self.engine_files(entry, rel, opts)
             except Exception as e:  # one engine's failure keeps the others (the record says why)
                 error = e
                 # a BuildError first: then tensorrt imported, and _qdq_build can ask its version
@@ -168,10 +172,10 @@ class Bench:
                     error = RuntimeError(
                         f"{one_line(e)}; fell back to {entry.fallback} (int8 calibrated from {entry.fallback_onnx})"
                     )
-                self.log(f"{entry.id}: build failed: {one_line(error)}")
-                subjects.append(measure.Subject(entry.id, rel, lambda err=error: _raise(err)))
+                self.log(f"{_stem(rel)}: build failed: {one_line(error)}")
+                subjects.append(measure.Subject(entry.id, rel, lambda err=error: _raise(err), entry.name))
                 continue
-            subjects.append(measure.Subject(entry.id, rel, lambda p=path: _trt_runner(p)))
+            subjects.append(measure.Subject(entry.id, rel, lambda p=path: _trt_runner(p), entry.name))
         for fb_id, (entry, opts, failures) in fallbacks.items():
             rel = catalog.path_of(fb_id, self.device.name)
             try:
@@ -189,7 +193,7 @@ class Bench:
         """What to time: the shipped ONNX files in ONNX Runtime, then the engines (ids are catalogue ids)."""
         out = []
         for onnx in self.job.onnx:
-            out.append(measure.Subject(onnx.id, onnx.path, lambda e=onnx: self.open_onnx(e)))
+            out.append(measure.Subject(onnx.id, onnx.path, lambda e=onnx: self.open_onnx(e), onnx.name))
         return out + (self.prepare_engines() if self.job.engines else [])
 
     def run(self) -> Dict[str, object]:
@@ -217,12 +221,12 @@ class Bench:
             full = os.path.join(self.out_dir if rec.row.runtime == "tensorrt" else self.root, rec.path)
             if os.path.isfile(full):
                 rec.sha256, rec.size_bytes = sha256_file(full), os.path.getsize(full)
-            self.log("{}: {}{}".format(rec.id, rec.status, f" ({rec.reason})" if rec.reason else ""))
+            self.log("{}: {}{}".format(rec.key, rec.status, f" ({rec.reason})" if rec.reason else ""))
         doc = BenchDoc(
             device=self.device.name,
             kind=self.device.kind,
             created=datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            reference=catalog.REFERENCE,
+            reference=self.job.reference,
             system=device_info(self.device.name, self.device.kind, record_mode),
             settings=settings.as_dict(),
             conditions=conditions,
@@ -235,6 +239,11 @@ class Bench:
 
 ENGINE_FILES = (".engine", ".json", ".build.log", ".trtexec.txt", ".layers.json", ".calib.cache")
 """What a build leaves beside `<stem>.engine` (trt_build), copied from the engine cache into the results."""
+
+
+def _stem(rel: str) -> str:
+    """`tensorrt/<device>/student_trt_fp16.engine` -> `student_trt_fp16`: the name of an engine's files."""
+    return os.path.splitext(os.path.basename(rel))[0]
 
 
 def _qdq_build(opts: trt_options.BuildOptions) -> bool:

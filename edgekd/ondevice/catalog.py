@@ -21,9 +21,11 @@ ARTIFACT_PRECISIONS = ENGINE_PRECISIONS + ("int8-dynamic",)
 
 
 class Artifact(NamedTuple):
-    """One row. `file` is relative to the run directory; engines put `{device}` where the device name goes.
+    """One row. `file` is relative to the run directory; engines put `{device}` where the device name goes, and the
+    rows of ONNX files given to `edgekd bench FILE.onnx` put `{name}` where that file's name goes (several files
+    share one bench: each record says whose row it is).
 
-    model:    teacher | student | baseline | none (files that are not models)
+    model:    teacher | student | baseline | file (an ONNX file given to `edgekd bench`) | none (not models)
     runtime:  what loads it for benchmarking (RUNTIMES), or "" for files no runtime loads
     precision: one of ARTIFACT_PRECISIONS, or "" for files that are not models
     ships:    copied to devices in the bundle (ONNX files the device runs or builds engines from)
@@ -93,6 +95,14 @@ ARTIFACTS = (
     _row("student_qat_trt_int8",      "tensorrt",      "tensorrt/{device}/student_qat_trt_int8.engine", "student",  "tensorrt",    "int8",         False, "built", "student_qat_onnx", "student, QAT int8 TensorRT"),
     _row("student_ptq_trt_int8",      "tensorrt",      "tensorrt/{device}/student_ptq_trt_int8.engine", "student",  "tensorrt",    "int8",         False, "built", "student_ptq_onnx", "student, PTQ int8 TensorRT"),
     _row("student_trt_int8",          "tensorrt",      "tensorrt/{device}/student_trt_int8.engine",     "student",  "tensorrt",    "int8",         False, "built", "student_onnx",     "student, int8 TensorRT calibrated"),
+    # ONNX files given to `edgekd bench FILE.onnx`, one set per file ({name}): the file goes in the row of its own
+    # precision; the fp16 twin (strongly typed fp16 engines) and a Q/DQ copy calibrated on given images are made
+    _row("onnx_file",                 "bench",         "models/{name}.onnx",                            "file",     "onnxruntime", "fp32",         True,  "any",   None,               "ONNX file, fp32"),
+    _row("onnx_file_fp16",            "bench",         "models/{name}_fp16.onnx",                       "file",     "onnxruntime", "fp16",         True,  "any",   None,               "ONNX file, fp16"),
+    _row("onnx_file_int8",            "bench",         "models/{name}_int8_qdq.onnx",                   "file",     "onnxruntime", "int8",         True,  "any",   None,               "ONNX file, int8 Q/DQ"),
+    _row("onnx_file_trt_fp32",        "bench",         "tensorrt/{device}/{name}_trt_fp32.engine",      "file",     "tensorrt",    "fp32",         False, "built", "onnx_file",        "ONNX file, TensorRT fp32"),
+    _row("onnx_file_trt_fp16",        "bench",         "tensorrt/{device}/{name}_trt_fp16.engine",      "file",     "tensorrt",    "fp16",         False, "built", "onnx_file",        "ONNX file, TensorRT fp16"),
+    _row("onnx_file_trt_int8",        "bench",         "tensorrt/{device}/{name}_trt_int8.engine",      "file",     "tensorrt",    "int8",         False, "built", "onnx_file_int8",   "ONNX file, int8 TensorRT"),
     # what the benchmark and report stages write
     _row("distill_metrics",           "distill",       "distill/metrics.jsonl",                         "none",     "",            "",             False, "",      None,               ""),
     _row("distill_settings",          "distill",       "distill/settings.json",                         "none",     "",            "",             False, "",      None,               ""),
@@ -124,12 +134,20 @@ def made_by(stage: str) -> Tuple[str, ...]:
     return tuple(a.id for a in ARTIFACTS if a.stage == stage)
 
 
-def path_of(artifact_id: str, device: str = "") -> str:
-    """Run-dir relative path of an artifact (engines and bench files need the device name)."""
+def per_file(artifact_id: str) -> bool:
+    """Whether the row is one of an ONNX file given to `edgekd bench` (its path and record name the file)."""
+    return "{name}" in get(artifact_id).file
+
+
+def path_of(artifact_id: str, device: str = "", name: str = "") -> str:
+    """Run-dir relative path of an artifact (engines and bench files need the device name, rows of a given ONNX
+    file that file's name)."""
     row = get(artifact_id)
     if "{device}" in row.file and not device:
         raise ValueError(f"artifact {artifact_id} lives under a device's folder: pass the device name")
-    return row.file.replace("{device}", device)
+    if ("{name}" in row.file) != bool(name):
+        raise ValueError(f"artifact {artifact_id}: pass a file name exactly for the rows of a given ONNX file")
+    return row.file.replace("{device}", device).replace("{name}", name)
 
 
 def engines_for(onnx_id: str, precisions: List[str]) -> List[Artifact]:
@@ -138,6 +156,6 @@ def engines_for(onnx_id: str, precisions: List[str]) -> List[Artifact]:
 
 
 def benchmarked(where: str) -> List[Artifact]:
-    """Rows timed on the host ("host") or on a device ("device"), engines included."""
+    """A run's rows timed on the host ("host") or on a device ("device"), engines included."""
     wanted = ("host", "any", "built") if where == "host" else ("any", "built")
-    return [a for a in ARTIFACTS if a.bench in wanted]
+    return [a for a in ARTIFACTS if a.bench in wanted and not per_file(a.id)]

@@ -110,6 +110,17 @@ def _catalogue_id(value: Any, where: str, runtime: str) -> str:
     return value
 
 
+def _file_name(doc: Dict[str, Any], art_id: str, where: str) -> Optional[str]:
+    """The entry's `name`: the plain name of its ONNX file for the rows of a given file (catalog.per_file), else
+    absent."""
+    value = doc.get("name")
+    if catalog.per_file(art_id):
+        return _name(value, where + ".name")
+    if value is not None:
+        raise _fail(where + ".name", value, f"no name: {art_id} is a run's artifact, not a given file's")
+    return None
+
+
 def _list(value: Any, where: str) -> list:
     if not isinstance(value, list):
         raise _fail(where, value, "a list")
@@ -212,18 +223,24 @@ class TensorRTOptions:
 
 @dataclass(frozen=True)
 class OnnxEntry:
-    """An ONNX file the device times in ONNX Runtime: a catalogue id and its bundle path."""
+    """An ONNX file the device times in ONNX Runtime: a catalogue id and its bundle path (and for the rows of a file
+    given to `edgekd bench`, that file's name)."""
 
     id: str
     path: str
+    name: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"id": self.id, "path": self.path}
+        doc = {"id": self.id, "path": self.path}
+        if self.name is not None:
+            doc["name"] = self.name
+        return doc
 
     @classmethod
     def from_dict(cls, doc: Any, where: str, root: Optional[str] = None) -> "OnnxEntry":
-        _obj(doc, where, ("id", "path"), ("id", "path"))
-        return cls(_catalogue_id(doc["id"], where + ".id", "onnxruntime"), _path(doc["path"], where + ".path", root))
+        _obj(doc, where, ("id", "path", "name"), ("id", "path"))
+        art_id = _catalogue_id(doc["id"], where + ".id", "onnxruntime")
+        return cls(art_id, _path(doc["path"], where + ".path", root), _file_name(doc, art_id, where))
 
 
 @dataclass(frozen=True)
@@ -234,7 +251,8 @@ class EngineEntry:
     `prebuilt` the bundle path of an engine built earlier (--engines-only), then nothing is built;
     `fallback` (a Q/DQ int8 engine only) the catalogue id of the calibrated int8 engine built from the same model's
     fp32 ONNX `fallback_onnx` and the job's calibration set when this engine's Q/DQ build fails (TensorRT 8.5/8.6
-    on a Xavier fail some Q/DQ models that 10.x builds: NVIDIA/TensorRT #4527).
+    on a Xavier fail some Q/DQ models that 10.x builds: NVIDIA/TensorRT #4527); `name` the ONNX file's name for the
+    engines of a file given to `edgekd bench`.
     """
 
     id: str  # catalogue id, e.g. student_trt_fp16, student_qat_trt_int8
@@ -247,6 +265,7 @@ class EngineEntry:
     fallback: Optional[str] = None
     fallback_onnx: Optional[str] = None
     fallback_onnx_sha256: Optional[str] = None
+    name: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         doc = {
@@ -262,6 +281,8 @@ class EngineEntry:
             doc.update(
                 fallback=self.fallback, fallback_onnx=self.fallback_onnx, fallback_onnx_sha256=self.fallback_onnx_sha256
             )
+        if self.name is not None:
+            doc["name"] = self.name
         return doc
 
     @classmethod
@@ -270,6 +291,7 @@ class EngineEntry:
         precision = doc["precision"]
         if not isinstance(precision, str) or precision not in catalog.ENGINE_PRECISIONS:
             raise _fail(where + ".precision", precision, "one of " + ", ".join(catalog.ENGINE_PRECISIONS))
+        art_id = _catalogue_id(doc["id"], where + ".id", "tensorrt")
         fp16_onnx = doc.get("fp16_onnx")
         prebuilt = doc.get("prebuilt")
         fallback = doc.get("fallback")
@@ -281,7 +303,7 @@ class EngineEntry:
             if source is None or source.precision != "fp32":
                 raise _fail(where + ".fallback", fallback, "an int8 engine calibrated from an fp32 ONNX")
         return cls(
-            id=_catalogue_id(doc["id"], where + ".id", "tensorrt"),
+            id=art_id,
             precision=precision,
             onnx=_path(doc["onnx"], where + ".onnx", root),
             onnx_sha256=_sha256(doc["onnx_sha256"], where + ".onnx_sha256"),
@@ -295,6 +317,7 @@ class EngineEntry:
             fallback_onnx_sha256=None
             if fallback is None
             else _sha256(doc.get("fallback_onnx_sha256"), where + ".fallback_onnx_sha256"),
+            name=_file_name(doc, art_id, where),
         )
 
     def build_source(
@@ -318,7 +341,10 @@ class EngineEntry:
 @dataclass(frozen=True)
 class Job:
     """job.json: the device, the validation batch (`val`) and the DLA int8 calibration set (`calibration`) by
-    bundle path, how to measure, the ONNX Runtime providers, the engines' shared build options, what to time."""
+    bundle path, how to measure, the ONNX Runtime providers, the engines' shared build options, what to time, and
+    the catalogue id the bench file names as its `reference`.
+
+    A job of ONNX files given to `edgekd bench` ships random inputs as `val` (no labels: nothing is scored)."""
 
     device: JobDevice
     val: str
@@ -328,6 +354,7 @@ class Job:
     tensorrt: TensorRTOptions = field(default_factory=TensorRTOptions)
     onnx: List[OnnxEntry] = field(default_factory=list)
     engines: List[EngineEntry] = field(default_factory=list)
+    reference: str = catalog.REFERENCE
     schema: str = JOB_SCHEMA
 
     def to_dict(self) -> Dict[str, Any]:
@@ -346,6 +373,7 @@ class Job:
             "tensorrt": self.tensorrt.to_dict(),
             "onnx": [e.to_dict() for e in self.onnx],
             "engines": [e.to_dict() for e in self.engines],
+            **({} if self.reference == catalog.REFERENCE else {"reference": self.reference}),
         }
 
     def to_json(self) -> bytes:
@@ -375,17 +403,20 @@ class Job:
         for where, entry in [(f"onnx[{i}]", e) for i, e in enumerate(onnx)] + [
             (f"engines[{i}]", e) for i, e in enumerate(engines)
         ]:
-            if entry.id in seen:
-                raise _fail(where + ".id", entry.id, "an id that appears once in the job")
-            seen.add(entry.id)
+            if (entry.id, entry.name) in seen:
+                raise _fail(where + ".id", entry.id, "an id that appears once in the job (once per file name)")
+            seen.add((entry.id, entry.name))
         for i, entry in enumerate(engines):
-            if entry.fallback in seen:
+            if (entry.fallback, None) in seen:
                 raise _fail(f"engines[{i}].fallback", entry.fallback, "an engine id the job does not build itself")
         for i, entry in enumerate(engines):  # what the host checked in devices.yaml, checked again
             problems = trt_options.validate_options(build.build_options(entry.precision))
             if problems:
                 raise JobError(f"{JOB_FILE}: tensorrt: {problems[0]} (engines[{i}], {entry.id})")
-        return cls(device, val, settings, calibration, providers, build, onnx, engines)
+        reference = doc.get("reference", catalog.REFERENCE)
+        if not isinstance(reference, str) or reference not in catalog.BY_ID:
+            raise _fail("reference", reference, "a catalogue id")
+        return cls(device, val, settings, calibration, providers, build, onnx, engines, reference)
 
     @classmethod
     def read(cls, path: str) -> "Job":

@@ -1,7 +1,8 @@
 """The one latency and accuracy harness, used unchanged by the host benchmark and the device bench (numpy, Python 3.8).
 
 How figures are taken (docs/benchmarking.md says why):
-- every artifact is loaded first, then checked for accuracy on the validation set;
+- every artifact is loaded first, then checked for accuracy on the validation set (when it has labels: a
+  given ONNX file is timed on random inputs, and its records carry no accuracy);
 - per batch size, each artifact gets `warmup` untimed calls, then `repeats` rounds: each round
   visits every artifact once, in a shuffled order, and times at least `min_runs` calls and
   `min_seconds / repeats` seconds of it, so a slow period of the machine hits all artifacts alike;
@@ -150,11 +151,13 @@ class Settings(NamedTuple):
 
 
 class Subject(NamedTuple):
-    """One artifact to benchmark: its catalogue id, run-dir relative path, and a call that makes its (unloaded) runtime."""
+    """One artifact to benchmark: its catalogue id, run-dir relative path, a call that makes its (unloaded) runtime,
+    and for the rows of a given ONNX file (catalog.per_file) that file's name."""
 
     id: str
     path: str
     open: Callable[[], Runtime]
+    name: Optional[str] = None
 
 
 class PowerMonitor:
@@ -217,11 +220,11 @@ def _load(subject: Subject, record: ArtifactRecord, log: Callable[[str], None]) 
     try:
         runtime = subject.open()
         runtime.load()
-        record.runtime = RuntimeInfo.from_dict(runtime.describe(), subject.id + ".runtime")
+        record.runtime = RuntimeInfo.from_dict(runtime.describe(), record.key + ".runtime")
         return runtime
     except Exception as e:  # one artifact failing must not lose the others' figures
         record.status, record.reason = "failed", one_line(e)
-        log(f"{subject.id}: load failed: {record.reason}")
+        log(f"{record.key}: load failed: {record.reason}")
         if runtime is not None:
             runtime.close()
         return None
@@ -230,7 +233,7 @@ def _load(subject: Subject, record: ArtifactRecord, log: Callable[[str], None]) 
 def bench_artifacts(
     subjects: Sequence[Subject],
     images: np.ndarray,
-    labels: np.ndarray,
+    labels: Optional[np.ndarray],
     teacher_logits: Optional[np.ndarray],
     settings: Settings,
     power: Optional[PowerMonitor] = None,
@@ -239,12 +242,13 @@ def bench_artifacts(
 ) -> Tuple[List[ArtifactRecord], Dict[str, Any]]:
     """Records of every subject (done or failed, in the order given) and the bench's `conditions`.
 
-    `inspect(runtime, record)` may add what only the caller knows (parameter and MAC counts).
+    `inspect(runtime, record)` may add what only the caller knows (parameter and MAC counts). Without `labels`
+    (images that are only inputs) nothing is scored: the records carry latency alone.
     Every runtime that was opened is closed exactly once before this returns or raises.
     """
     power = power or PowerMonitor()
     conditions = {"before": sysload.snapshot()}  # type: Dict[str, Any]
-    records = [ArtifactRecord(id=s.id, status="done", path=s.path) for s in subjects]
+    records = [ArtifactRecord(id=s.id, status="done", path=s.path, name=s.name) for s in subjects]
     live = []  # type: List[_Live]
     try:
         for subject, record in zip(subjects, records):
@@ -255,6 +259,8 @@ def bench_artifacts(
             try:
                 if inspect is not None:
                     inspect(runtime, record)
+                if labels is None:
+                    continue
                 chunk = max(settings.batch_sizes)
                 logits = predict(runtime, images, chunk)
                 acc = accuracy_metrics(logits, labels, teacher_logits)
@@ -266,10 +272,10 @@ def bench_artifacts(
                         for bs in settings.batch_sizes
                         if runtime.accepts(bs)
                     ]
-                record.accuracy = Accuracy.from_dict(acc, subject.id + ".accuracy")
+                record.accuracy = Accuracy.from_dict(acc, record.key + ".accuracy")
             except Exception as e:  # a runtime that cannot run the validation set is not timed
                 record.status, record.reason = "failed", one_line(e)
-                log(f"{subject.id}: failed: {record.reason}")
+                log(f"{record.key}: failed: {record.reason}")
         timed = [x for x in live if x.record.status == "done"]
         power.start()
         try:
@@ -307,7 +313,7 @@ def _time_batch(
             calls.append((x, call))
         except Exception as e:  # fails this artifact, not the others
             x.record.status, x.record.reason = "failed", one_line(e)
-            log(f"{x.subject.id}: batch {batch_size} failed: {x.record.reason}")
+            log(f"{x.record.key}: batch {batch_size} failed: {x.record.reason}")
     samples = {id(x): [] for x, _ in calls}  # type: Dict[int, List[float]]
     medians = {id(x): [] for x, _ in calls}  # type: Dict[int, List[float]]
     windows = {id(x): [] for x, _ in calls}  # type: Dict[int, List[Window]]
@@ -337,7 +343,7 @@ def _time_batch(
             lat["energy_mj"] = measured["power_w"] * lat["mean_ms"] / batch_size
         x.record.latency.append(Latency(**lat))
         if lat["unstable"]:
-            log("{}: batch {}: unstable: {}".format(x.subject.id, batch_size, lat["unstable"]))
+            log("{}: batch {}: unstable: {}".format(x.record.key, batch_size, lat["unstable"]))
     return {"batch_size": batch_size, "artifacts": len(calls), "others_cores": others}
 
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
 from . import catalog
+from .names import is_plain_name
 
 BENCH_SCHEMA = "edgekd.bench/2"
 STATUSES = ("done", "failed", "skipped")
@@ -153,7 +154,8 @@ class RuntimeInfo:
 
 @dataclass
 class ArtifactRecord:
-    """One artifact benchmarked on one device. `id` is a catalogue id; `path` is run-dir relative."""
+    """One artifact benchmarked on one device. `id` is a catalogue id; `path` is run-dir relative; `name` is the
+    ONNX file's name for the rows of a file given to `edgekd bench` (catalog.per_file), else None."""
 
     id: str
     status: str
@@ -167,10 +169,16 @@ class ArtifactRecord:
     latency: List[Latency] = field(default_factory=list)
     accuracy: Optional[Accuracy] = None
     note: Optional[str] = None  # what a reader must know about a done record, e.g. that it is a calibrated fallback
+    name: Optional[str] = None
 
     @property
     def row(self) -> catalog.Artifact:
         return catalog.get(self.id)
+
+    @property
+    def key(self) -> str:
+        """The id, and for a given file's rows its name too (`<name>/<id>`): unique in a bench document."""
+        return self.id if self.name is None else f"{self.name}/{self.id}"
 
     def latency_at(self, batch_size: int) -> Optional[Latency]:
         return next((lat for lat in self.latency if lat.batch_size == batch_size), None)
@@ -183,7 +191,11 @@ class ArtifactRecord:
             raise RecordError(
                 "{}.id: {!r} is not an artifact id; valid ids: {}".format(where, art_id, ", ".join(catalog.BY_ID))
             )
-        where = f"{where}[{art_id}]"
+        name = _str(doc, "name", f"{where}[{art_id}]", optional=True)
+        if catalog.per_file(art_id) != (name is not None) or (name is not None and not is_plain_name(name)):
+            want = "the plain name of the ONNX file" if catalog.per_file(art_id) else "absent (not a given file's row)"
+            raise RecordError(f"{where}[{art_id}].name: {name!r}; expected {want}")
+        where = f"{where}[{art_id if name is None else name + '/' + art_id}]"
         status = _str(doc, "status", where)
         if status not in STATUSES:
             raise RecordError("{}.status: {!r}; valid: {}".format(where, status, ", ".join(STATUSES)))
@@ -206,6 +218,7 @@ class ArtifactRecord:
             latency=[Latency.from_dict(x, f"{where}.latency[{i}]") for i, x in enumerate(lat)],
             accuracy=Accuracy.from_dict(accuracy, where + ".accuracy") if accuracy is not None else None,
             note=_str(doc, "note", where, optional=True),
+            name=name,
         )
 
 
@@ -230,14 +243,14 @@ class BenchDoc:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
-    def get(self, artifact_id: str) -> Optional[ArtifactRecord]:
-        return next((a for a in self.artifacts if a.id == artifact_id), None)
+    def get(self, artifact_id: str, name: Optional[str] = None) -> Optional[ArtifactRecord]:
+        return next((a for a in self.artifacts if (a.id, a.name) == (artifact_id, name)), None)
 
     @property
     def unstable(self) -> List[str]:
         """Every figure marked unstable, as "<device>: <id> batch <n>: <why>" (what --strict fails on)."""
         return [
-            "{}: {} batch {}: {}".format(self.device, a.id, lat.batch_size, lat.unstable or "unstable")
+            "{}: {} batch {}: {}".format(self.device, a.key, lat.batch_size, lat.unstable or "unstable")
             for a in self.artifacts
             for lat in a.latency
             if not lat.stable
@@ -253,8 +266,8 @@ class BenchDoc:
             raise RecordError(f"{where}.reference: {reference!r} is not an artifact id")
         arts = _check(doc.get("artifacts"), (list,), where + ".artifacts")
         records = [ArtifactRecord.from_dict(a, f"{where}.artifacts") for a in arts]
-        ids = [r.id for r in records]
-        if len(set(ids)) != len(ids):
+        keys = [r.key for r in records]
+        if len(set(keys)) != len(keys):
             raise RecordError(f"{where}.artifacts: an artifact id appears twice")
         return cls(
             device=_str(doc, "device", where),

@@ -18,7 +18,9 @@ class ReportStage:
     reads = ("benchmark.budget", "benchmark.device_name")
     toolchain = ("matplotlib",)
     needs = ("bench",)
-    uses = tuple(a.id for a in catalog.ARTIFACTS if a.stage != "report" and a.id != "bench")  # what it quotes
+    uses = tuple(  # what it quotes: the run's artifacts (not the rows of files given to `edgekd bench`)
+        a.id for a in catalog.ARTIFACTS if a.stage != "report" and a.id != "bench" and not catalog.per_file(a.id)
+    )
     distributed = False
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:

@@ -84,6 +84,23 @@ def test_bench_writes_the_bench_file_and_keeps_going_after_a_failure(job, tmp_pa
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
 
 
+def test_given_files_are_timed_under_their_names_without_labels(job, tmp_path):
+    """Two ONNX files given to `edgekd bench` share one job: the same catalogue rows, told apart by name; their
+    inputs carry no labels, so nothing is scored, and the bench file names the job's reference."""
+    doc = json.loads(job.read_text())
+    doc["onnx"] = [{"id": "onnx_file", "path": "export/student.onnx", "name": n} for n in ("a", "b")]
+    doc["reference"] = "onnx_file"
+    job.write_text(json.dumps(doc))
+    with np.load(tmp_path / "bench" / "val.npz") as val:
+        np.savez(tmp_path / "bench" / "val.npz", images=val["images"])
+    out = tmp_path / "results"
+    assert bench.main([str(job), "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    result = BenchDoc.from_dict(json.loads((out / "bench" / "dev.json").read_text()))
+    assert result.reference == "onnx_file" and [a.key for a in result.artifacts] == ["a/onnx_file", "b/onnx_file"]
+    assert all(a.status == "done" and a.accuracy is None and len(a.latency) == 2 for a in result.artifacts)
+    assert result.get("onnx_file", "b") is result.artifacts[1] and result.get("onnx_file") is None
+
+
 @pytest.mark.skipif(shutil.which("jetson_clocks") is not None, reason="a real jetson_clocks is installed")
 def test_lock_clocks_without_jetson_clocks_is_noted_not_fatal(job, tmp_path):
     doc = json.loads(job.read_text())
@@ -250,6 +267,19 @@ def test_a_job_naming_paths_outside_the_bundle_is_refused(job, tmp_path, capsys,
             id="fallback-built-itself",
         ),
         pytest.param(lambda d: d.update(calibration=["bench/calib.npz"]), "calibration", id="calibration-list"),
+        # the rows of a given ONNX file name it (a plain name); a run's rows name none
+        pytest.param(
+            lambda d: d.update(onnx=[{"id": "onnx_file", "path": "export/student.onnx"}]),
+            "onnx[0].name",
+            id="file-no-name",
+        ),
+        pytest.param(
+            lambda d: d.update(onnx=[{"id": "onnx_file", "path": "export/student.onnx", "name": "../x"}]),
+            "onnx[0].name",
+            id="file-name-path",
+        ),
+        pytest.param(lambda d: d["onnx"][0].update(name="student"), "onnx[0].name", id="run-row-named"),
+        pytest.param(lambda d: d.update(reference="resnet"), "reference", id="reference-not-an-id"),
         # a field this version does not know is refused, not ignored
         pytest.param(lambda d: d.update(evil=1), "evil", id="unknown-field"),
         pytest.param(lambda d: d.update(schema="edgekd.job/0"), "schema", id="schema"),

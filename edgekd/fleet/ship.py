@@ -21,6 +21,7 @@ import os
 import posixpath
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,6 +272,10 @@ def _prebuilt_engines(
     return found
 
 
+BundleMaker = Callable[[dict], "tuple[Bundle, list[str]]"]
+"""Makes the bundle (and the warnings about what it leaves out) from the device's probe."""
+
+
 def ship(run_dir: str | Path, device: DeviceConfig, engines_only: bool = False, force: bool = False) -> ShipResult:
     """Benchmark `run_dir`'s artifacts on `device`: results land in tensorrt/<device>/ and bench/<device>.json.
 
@@ -281,40 +286,59 @@ def ship(run_dir: str | Path, device: DeviceConfig, engines_only: bool = False, 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise EdgekdError(f"{run_dir}: run directory not found")
-    run = RunDir(run_dir)
-    with run.locked(f"edgekd ship --device {device.name}"):
-        return _ship(run, device, engines_only, force)
-
-
-def _ship(run: RunDir, device: DeviceConfig, engines_only: bool, force: bool) -> ShipResult:
-    run_dir = run.root
-    for precision in device.tensorrt.precisions if "tensorrt" in device.backends else []:
-        problems = validate_options(build_options(device, precision))
-        if problems:
-            raise EdgekdError(f"devices.yaml: device '{device.name}': tensorrt: {problems[0]}")
+    check_build_options(device)
     if engines_only and "tensorrt" not in device.backends:
         raise EdgekdError(
             f"--engines-only: device '{device.name}' has no tensorrt backend (backends: {device.backends})"
         )
 
-    manifest = run_manifest(run_dir)  # read once: the bundle and the engine lookup share it
-    ssh = Ssh(device)
-    r = RemoteLayout(device.workdir)
-    with ssh.holding_lock(r.lock):  # one ship at a time in a device's workdir, from any host
-        return _ship_locked(run, manifest, ssh, r, device, engines_only, force)
+    def bundle_for(found: dict) -> tuple[Bundle, list[str]]:
+        manifest = run_manifest(run_dir)  # read once, under the run's lock: the bundle and the engine lookup share it
+        prebuilt = None
+        if engines_only:
+            prebuilt = _prebuilt_engines(run_dir, device, found["libraries"]["tensorrt"]["version"], manifest)
+        return make_bundle(run_dir, device, prebuilt, manifest)
+
+    return deliver(RunDir(run_dir), device, bundle_for, force, engines_only)
+
+
+def check_build_options(device: DeviceConfig) -> None:
+    """The device's TensorRT options for each of its precisions, checked as the device will (one-line EdgekdError)."""
+    for precision in device.tensorrt.precisions if "tensorrt" in device.backends else []:
+        problems = validate_options(build_options(device, precision))
+        if problems:
+            raise EdgekdError(f"devices.yaml: device '{device.name}': tensorrt: {problems[0]}")
+
+
+def deliver(
+    run: RunDir, device: DeviceConfig, bundle_for: BundleMaker, force: bool = False, engines_only: bool = False
+) -> ShipResult:
+    """Copy the bundle `bundle_for(probe)` makes to `device`, run its bench there, bring the results back into
+    `run` (tensorrt/<device>/, bench/<device>.json; checked first: they are untrusted) and cache the engines built.
+
+    `run` is a run directory or any folder laid out like one (`edgekd bench FILE.onnx --device`). Holds the
+    folder's lock and the device workdir's. force: re-run the bench even when the device holds its results.
+    """
+    with run.locked(f"edgekd ship --device {device.name}"):
+        ssh = Ssh(device)
+        r = RemoteLayout(device.workdir)
+        with ssh.holding_lock(r.lock):  # one ship at a time in a device's workdir, from any host
+            return _ship_locked(run, bundle_for, ssh, r, device, engines_only, force)
 
 
 def _ship_locked(
-    run: RunDir, manifest: Manifest, ssh: Ssh, r: RemoteLayout, device: DeviceConfig, engines_only: bool, force: bool
+    run: RunDir,
+    bundle_for: BundleMaker,
+    ssh: Ssh,
+    r: RemoteLayout,
+    device: DeviceConfig,
+    engines_only: bool,
+    force: bool,
 ) -> ShipResult:
-    run_dir = run.root
     found, objects, bundles, results = _probe_and_list(ssh, r)
     report = assess(device, found)
     report.require_ok()
-    prebuilt = None
-    if engines_only:
-        prebuilt = _prebuilt_engines(run_dir, device, found["libraries"]["tensorrt"]["version"], manifest)
-    bundle, warnings = make_bundle(run_dir, device, prebuilt, manifest)
+    bundle, warnings = bundle_for(found)
     result = ShipResult(device.name, bundle.id, warnings=warnings + report.warnings)
 
     scratch = run.root / f".ship-tmp-{secrets.token_hex(4)}"

@@ -40,11 +40,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Planned:
-    """One catalogue artifact to benchmark (`reason` None) or to list as skipped with `reason`; `path` run-dir relative."""
+    """One catalogue artifact to benchmark (`reason` None) or to list as skipped with `reason`; `path` run-dir relative;
+    `name` the file's name for the rows of an ONNX file given to `edgekd bench` (catalog.per_file)."""
 
     id: str
     path: str
     reason: str | None = None
+    name: str | None = None
 
 
 def settings_from_config(cfg: BenchmarkConfig, seed: int = 0) -> Settings:
@@ -97,7 +99,7 @@ def _opener(path: Path, runtime: str, threads: int | None, torch_device: str, pr
 def benchmark_artifacts(
     planned: Sequence[Planned],
     images: np.ndarray,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     teacher_logits: np.ndarray | None,
     settings: Settings,
     device_name: str,
@@ -106,41 +108,44 @@ def benchmark_artifacts(
     torch_device: str = "cpu",
     ort_providers: Sequence[str] = DEFAULT_PROVIDERS,
     out: Path | None = None,
+    reference: str = catalog.REFERENCE,
 ) -> BenchDoc:
-    """Latency and accuracy of every planned artifact; writes it to `out` (default: the run's bench file of
-    `device_name`) and returns it."""
+    """Latency and accuracy (given `labels`) of every planned artifact; writes it to `out` (default: the run's bench
+    file of `device_name`) and returns it."""
     run_dir = Path(run_dir)
     subjects, records = [], {}
     for item in planned:
         path = run_dir / item.path
+        key = (item.id, item.name)
         if item.reason is None and not path.is_file():
-            item = Planned(item.id, item.path, f"{item.path}: artifact file not found in {run_dir}")
+            item = Planned(item.id, item.path, f"{item.path}: artifact file not found in {run_dir}", item.name)
         if item.reason is not None:
-            records[item.id] = ArtifactRecord(item.id, "skipped", item.path, reason=item.reason)
+            records[key] = ArtifactRecord(item.id, "skipped", item.path, reason=item.reason, name=item.name)
             continue
         row = catalog.get(item.id)
         opener = _opener(path, row.runtime, settings.threads, torch_device, ort_providers)
-        subjects.append(Subject(item.id, item.path, opener))
-        records[item.id] = ArtifactRecord(
-            item.id, "done", item.path, sha256=sha256_file(path), size_bytes=path.stat().st_size
+        subjects.append(Subject(item.id, item.path, opener, item.name))
+        records[key] = ArtifactRecord(
+            item.id, "done", item.path, sha256=sha256_file(path), size_bytes=path.stat().st_size, name=item.name
         )
     measured, conditions = bench_artifacts(
         subjects, images, labels, teacher_logits, settings, inspect=_params_and_macs(images), log=log.info
     )
     for rec in measured:
-        rec.sha256, rec.size_bytes = records[rec.id].sha256, records[rec.id].size_bytes
+        key = (rec.id, rec.name)
+        rec.sha256, rec.size_bytes = records[key].sha256, records[key].size_bytes
         if rec.reason:
             rec.reason = rec.reason.replace(str(run_dir / rec.path), rec.path)  # run-dir relative, like `path`
-        records[rec.id] = rec
+        records[key] = rec
     doc = BenchDoc(
         device=device_name,
         kind=device_kind,
         created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        reference=catalog.REFERENCE,
+        reference=reference,
         system=describe_system(device_name, device_kind),
         settings=settings.as_dict(),
         conditions=conditions,
-        artifacts=[records[p.id] for p in planned],
+        artifacts=[records[(p.id, p.name)] for p in planned],
     )
     write_json_atomic(str(out or RunDir(run_dir).bench_file(device_name)), doc.to_dict())
     return doc

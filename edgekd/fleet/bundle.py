@@ -12,6 +12,8 @@ A bundle mirrors the run directory, so paths in the device's bench file are run-
     engines/<id>.engine + .json                           prebuilt engines (--engines-only)
 
 Only what the run's manifest vouches for ships (finished stage, sha256 unchanged); ids are catalogue ids.
+`files_bundle` ships ONNX files given to `edgekd bench FILE.onnx` the same way, from an output folder laid
+out like a run (models/<name>*.onnx, random inputs without labels as bench/val.npz).
 
 Every file is content-addressed (sha256), and the bundle id is the hash of that manifest,
 so shipping an unchanged run copies nothing.
@@ -172,10 +174,7 @@ def make_bundle(
     bundle, warnings = Bundle(), []
     for stage, why in manifest.stale().items():  # their files stay home until they run again
         warnings.append(f"{run_dir}: stage {stage} is not shipped: {why}")
-    package = Path(device_package.__file__).parent
-    for src in sorted(package.glob("*.py")):
-        bundle.add(f"{PACKAGE}/{src.name}", src)
-    bundle.add(VAL_PATH, val)
+    _add_device_code(bundle, val)
 
     engines: list[EngineEntry] = []
     onnx: list[OnnxEntry] = []
@@ -229,16 +228,53 @@ def make_bundle(
             f"{device.backends} (expected some of {shippable_ids})"
         )
     b = device.benchmark
-    bundle.set_job(
-        Job(
-            device=JobDevice(device.name, device.kind, device.record_power_mode, device.lock_clocks),
-            val=VAL_PATH,
-            calibration=calibration,
-            settings=JobSettings(b.batch_sizes, b.warmup, b.min_runs, b.min_seconds, b.repeats, b.threads),
-            ort_providers=list(device.ort_providers),
-            tensorrt=TensorRTOptions.from_options(build_options(device, "fp16")),
-            onnx=onnx,
-            engines=engines,
-        )
-    )
+    settings = JobSettings(b.batch_sizes, b.warmup, b.min_runs, b.min_seconds, b.repeats, b.threads)
+    bundle.set_job(_job(device, settings, onnx, engines, calibration))
     return bundle, warnings
+
+
+def files_bundle(
+    root: Path,
+    device: DeviceConfig,
+    inputs: Path,
+    onnx: list[OnnxEntry],
+    engines: list[EngineEntry],
+    settings: JobSettings,
+) -> Bundle:
+    """The bundle of ONNX files given to `edgekd bench`: `root` is its output folder, laid out like a run directory
+    (entry paths are relative to it), `inputs` the images they are timed on (no labels: nothing is scored)."""
+    bundle = Bundle()
+    _add_device_code(bundle, inputs)
+    for rel in sorted({e.path for e in onnx} | {p for e in engines for p in (e.onnx, e.fp16_onnx) if p}):
+        bundle.add(rel, RunDir(root).inside(rel, "bench file"))
+    bundle.set_job(_job(device, settings, onnx, engines, reference="onnx_file"))
+    return bundle
+
+
+def _add_device_code(bundle: Bundle, val: Path) -> None:
+    """edgekd/ondevice as the package `edgekd_device`, and the images the device times (with labels, for a run)."""
+    package = Path(device_package.__file__).parent
+    for src in sorted(package.glob("*.py")):
+        bundle.add(f"{PACKAGE}/{src.name}", src)
+    bundle.add(VAL_PATH, val)
+
+
+def _job(
+    device: DeviceConfig,
+    settings: JobSettings,
+    onnx: list[OnnxEntry],
+    engines: list[EngineEntry],
+    calibration: str | None = None,
+    reference: str = catalog.REFERENCE,
+) -> Job:
+    return Job(
+        device=JobDevice(device.name, device.kind, device.record_power_mode, device.lock_clocks),
+        val=VAL_PATH,
+        calibration=calibration,
+        settings=settings,
+        ort_providers=list(device.ort_providers),
+        tensorrt=TensorRTOptions.from_options(build_options(device, "fp16")),
+        onnx=onnx,
+        engines=engines,
+        reference=reference,
+    )

@@ -70,7 +70,7 @@ def quantize_dynamic_torchscript(model: nn.Module, path: Path, example: torch.Te
 
 
 @contextmanager
-def _quiet_root_logger() -> Iterator[None]:
+def quiet_root_logger() -> Iterator[None]:
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -92,7 +92,7 @@ def quantize_dynamic_onnx(src: Path, dest: Path) -> DynamicQuantResult:
             "skipped",
             reason=f"{src} has no MatMul, Gemm, LSTM or GRU node with constant weights (convolutions are left fp32)",
         )
-    with atomic_path(Path(dest)) as tmp, _quiet_root_logger():
+    with atomic_path(Path(dest)) as tmp, quiet_root_logger():
         # its "consider pre-processing" hint concerns shape inference, which the export already did
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=list(ONNX_OPS))
         out = onnx.load(str(tmp))

@@ -292,9 +292,12 @@ def validate(pipeline: Path = typer.Argument(..., help="pipeline.yaml")) -> None
 
 @app.command()
 def bench(
-    run_dir: Path = typer.Argument(..., help="A run directory made by `edgekd run`."),
-    device: str | None = typer.Option(
-        None, "--device", help="Benchmark on this device from devices.yaml (ships the run there)."
+    target: Path = typer.Argument(..., help="A run directory made by `edgekd run`, or an .onnx file to time as it is."),
+    device: list[str] = typer.Option(
+        [],
+        "--device",
+        help="Benchmark on this device from devices.yaml (repeatable): a run is shipped there, an .onnx file goes in "
+        "a bundle of its own. For an .onnx file, `local` is this machine (the default).",
     ),
     devices_file: Path = typer.Option(Path("devices.yaml"), "--devices", help="The devices file."),
     pipeline: Path | None = typer.Option(
@@ -305,25 +308,55 @@ def bench(
         "--repeat-unstable",
         help="Re-measure artifacts whose figures are marked unstable (benchmark.repeat_unstable times, at least 2).",
     ),
+    precision: str | None = typer.Option(
+        None,
+        "--precision",
+        help="An .onnx file: precisions to time, e.g. fp32,fp16,int8 (default: what the file is, int8 too with "
+        "--calib; engines on a device: its tensorrt.precisions).",
+    ),
+    batch: str | None = typer.Option(
+        None, "--batch", help="An .onnx file: batch sizes, e.g. 1,8 (default 1,8 here, devices.yaml's on a device)."
+    ),
+    calib: Path | None = typer.Option(
+        None,
+        "--calib",
+        help="An .onnx file: images that calibrate its int8 Q/DQ copy: an .npz with an `images` array preprocessed "
+        "as the model expects, or a folder of images (resized, scaled to [0, 1], normalised by --mean/--std).",
+    ),
+    mean: str | None = typer.Option(None, "--mean", help="--calib folder: per-channel mean (default ImageNet's)."),
+    std: str | None = typer.Option(None, "--std", help="--calib folder: per-channel std (default ImageNet's)."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="An .onnx file: the output folder (default: bench-<file name> here)."
+    ),
 ) -> None:
-    """Re-run the benchmark of a run, on this machine or on a device, and rebuild its report."""
+    """Re-run the benchmark of a run, or time an ONNX file as it is, on this machine or on devices."""
+    if not target.is_dir():
+        file_options = {"--pipeline": pipeline, "--repeat-unstable": repeat_unstable}
+        _bench_file(target, device, devices_file, file_options, precision, batch, calib, mean, std, out_dir)
+        return
     try:
+        for name, value in {"--precision": precision, "--batch": batch, "--calib": calib, "--out": out_dir}.items():
+            if value is not None:
+                raise EdgekdError(
+                    f"{name} applies to an .onnx file; {target} is a run directory (its pipeline's settings)"
+                )
         if device and repeat_unstable:  # the device job measures every artifact again; it has no partial re-run
             raise EdgekdError(
-                f"--repeat-unstable re-measures on this machine only; `edgekd bench {run_dir} --device {device}` "
-                f"measures every artifact on {device} again: drop one of the two options"
+                f"--repeat-unstable re-measures on this machine only; `edgekd bench {target} --device {device[0]}` "
+                f"measures every artifact on {device[0]} again: drop one of the two options"
             )
+        for name in device:
+            _ship(target, name, devices_file, engines_only=False, force=True)
         if device:
-            _ship(run_dir, device, devices_file, engines_only=False, force=True)
             return
-        cfg = load_pipeline(pipeline or _run_pipeline(run_dir))
+        cfg = load_pipeline(pipeline or _run_pipeline(target))
         if repeat_unstable:
             bench_cfg = cfg.benchmark.model_copy(update={"repeat_unstable": max(2, cfg.benchmark.repeat_unstable)})
             cfg = cfg.model_copy(update={"benchmark": bench_cfg})
         from edgekd.pipeline import Runner, Selection
         from edgekd.stages import all_stages
 
-        runner = Runner(cfg, all_stages(), run_dir, Reporter(err))
+        runner = Runner(cfg, all_stages(), target, Reporter(err))
         manifest = runner.run(Selection(force=("benchmark",), start="benchmark"))
     except EdgekdError as e:
         _fail(e)
@@ -333,8 +366,87 @@ def bench(
 
     report_rec = manifest.stage("report")
     unstable = (report_rec.metrics.get("unstable") if report_rec else None) or []
-    if warning := unstable_message(unstable, run_dir, runner.cfg.benchmark.device_name, repeat_unstable):
+    if warning := unstable_message(unstable, target, runner.cfg.benchmark.device_name, repeat_unstable):
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+def _bench_file(
+    path: Path,
+    devices: list[str],
+    devices_file: Path,
+    run_only: dict[str, object],
+    precision: str | None,
+    batch: str | None,
+    calib: Path | None,
+    mean: str | None,
+    std: str | None,
+    out_dir: Path | None,
+) -> None:
+    """`edgekd bench FILE.onnx`: the file timed as it is here and/or on devices (edgekd.bench.files)."""
+    from edgekd.bench.onnx_file import read_onnx_file
+    from edgekd.ondevice.catalog import ENGINE_PRECISIONS
+
+    try:
+        for name, value in run_only.items():
+            if value:
+                raise EdgekdError(f"{name} applies to a run directory; {path} is not one")
+        onnx_file = read_onnx_file(path)  # a missing or non-ONNX file fails here, before anything is loaded
+        precisions = _csv(precision, "--precision", str, ENGINE_PRECISIONS)
+        sizes = _csv(batch, "--batch", int)
+        if sizes and not all(1 <= b <= 4096 for b in sizes):
+            raise EdgekdError(f"--batch {batch}: batch sizes are from 1 to 4096")
+        names = devices or ["local"]
+        targets = {n: None if n == "local" else _device(n, devices_file) for n in dict.fromkeys(names)}
+        from edgekd.bench.calib_images import load_calibration_images
+        from edgekd.bench.files import prepare_files, time_files
+        from edgekd.report.files import NO_ACCURACY, files_table, write_files_report
+
+        images = None
+        if calib is not None:
+            floats = (_csv(mean, "--mean", float), _csv(std, "--std", float))
+            images = load_calibration_images(calib, onnx_file.shape, *floats)
+        folder = out_dir or Path(f"bench-{onnx_file.name}")
+        twins = any(
+            d is not None and "tensorrt" in d.backends and "fp16" in (precisions or d.tensorrt.precisions)
+            for d in targets.values()
+        )
+        given = prepare_files({onnx_file.name: path}, folder, images.images if images else None, twins)
+        docs = [time_files(given, folder, d, precisions, sizes) for d in targets.values()]
+        report = write_files_report(folder, [g.file for g in given], docs, images.source if images else None)
+    except EdgekdError as e:
+        _fail(e)
+        return
+    for doc in docs:
+        out.print(files_table(doc))
+    from edgekd.rundir import RunDir
+
+    run = RunDir(folder)
+    for doc in docs:
+        out.print(f"bench: {run.bench_file(doc.device)}", highlight=False, markup=False)
+    out.print(f"report: {report}\n{NO_ACCURACY}", highlight=False, markup=False)
+    if unstable := [line for doc in docs for line in doc.unstable]:
+        err.print(f"[yellow]warning:[/] {len(unstable)} figures are unstable: {escape(unstable[0])}", soft_wrap=True)
+
+
+def _csv(text: str | None, option: str, kind: type, valid: tuple[str, ...] = ()) -> list | None:
+    """`1,8` as [1, 8] (None when the option is not given); a value that is not of `kind` (or not in `valid`) fails."""
+    if text is None:
+        return None
+    try:
+        values = [kind(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    bad = [v for v in values if valid and v not in valid]
+    if not values or bad:
+        hint = f"one or more of {', '.join(valid)}" if valid else f"comma-separated {kind.__name__} values"
+        raise EdgekdError(f"{option} {text}: expected {hint}")
+    return list(dict.fromkeys(values))
+
+
+def _device(name: str, devices_file: Path):
+    from edgekd.config import load_devices
+
+    return load_devices(devices_file).get(name)
 
 
 @app.command()

@@ -143,6 +143,10 @@ _LAYER_OF_OP = {
     "QuantizeLinear": "QUANTIZE",
     "DequantizeLinear": "DEQUANTIZE",
     "Cast": "CAST" if _FAMILY != "8.5" else "IDENTITY",
+    # what torchvision's mobilenet_v3 exports with (onnx-tensorrt imports them on every release edgekd supports)
+    "Identity": "IDENTITY",
+    "HardSigmoid": "ACTIVATION",
+    "HardSwish": "ACTIVATION",
 }
 _DLA_LAYERS = {"CONVOLUTION", "ACTIVATION", "POOLING", "SCALE", "ELEMENTWISE", "REDUCE"}
 _NUMPY_OF = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "BOOL": "bool", "UINT8": "uint8"}

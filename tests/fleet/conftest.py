@@ -149,6 +149,24 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> SshServer:
     server.stop()
 
 
+@pytest.fixture
+def engine_cache_dir(tmp_path, monkeypatch):
+    """Engines a ship brings back go to this test's engine cache, not the user's (~/.cache/edgekd)."""
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "host-cache"))
+
+
+@pytest.fixture(scope="session")
+def device_venv() -> str:
+    """The device-like venv's python: $EDGEKD_DEVICE_PYTHON (set by .ci/run), else .ci/device-venv's default."""
+    python = os.environ.get("EDGEKD_DEVICE_PYTHON") or str(REPO / ".ci" / "device-venv.d" / "bin" / "python")
+    if not os.access(python, os.X_OK):
+        why = f"no device-like venv at {python}; run `sh .ci/device-venv`"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(why + " (CI=true: this test must run)")
+        pytest.skip(why)
+    return python
+
+
 @pytest.fixture(scope="session")
 def isolated_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     """An executable that runs this machine's Python with edgekd and torch imports refused (the 'device python')."""

@@ -1,10 +1,13 @@
-"""Helpers the fleet tests share: recording artifacts in a run's manifest as the runner would."""
+"""Helpers the fleet tests share: recording artifacts in a run's manifest as the runner would, Q/DQ files, and the
+device-like python that runs the TensorRT stand-in."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
+
+STANDINS = Path(__file__).resolve().parents[1] / "standins"
 
 
 def vouch(run: Path, stage: str, files: dict[str, str]) -> None:
@@ -44,3 +47,19 @@ def write_qdq(fp32: Path, out: Path, images) -> None:
         weight_type=QuantType.QInt8,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
     )
+
+
+def device_python(folder: Path, venv_python: str, release: str, fault: str = "") -> str:
+    """A `python3` for devices.yaml: the venv's python with the stand-ins behaving as TensorRT `release` (and, for a
+    test that needs one, the stand-in's test-only fault injection `fault`: see tests/standins/tensorrt)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / "python3"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"export EDGEKD_TRT_STANDIN={release}\n"
+        + (f"export EDGEKD_TRT_STANDIN_FAULT={fault}\n" if fault else "")
+        + f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{STANDINS}"\n'
+        f'exec {venv_python} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torchvision
 import yaml
-from test_ship_standin import _device_python, device_venv  # noqa: F401 (a fixture)
+from fleet_helpers import device_python
 from typer.testing import CliRunner
 
 from edgekd.cli import app
@@ -22,13 +22,7 @@ from edgekd.config import TensorRTConfig
 from edgekd.ondevice.files import sha256_file
 from edgekd.ondevice.records import BenchDoc
 
-pytestmark = [pytest.mark.ssh, pytest.mark.slow]
-
-
-@pytest.fixture(autouse=True)
-def engine_cache_dir(tmp_path, monkeypatch):
-    """Engines a bench brings back go to this test's engine cache, not the user's (~/.cache/edgekd)."""
-    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "host-cache"))
+pytestmark = [pytest.mark.ssh, pytest.mark.slow, pytest.mark.usefixtures("engine_cache_dir")]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +57,8 @@ def bench(*args) -> BenchDoc:
 
 
 @pytest.mark.tensorrt
-def test_a_file_is_built_and_timed_on_a_tensorrt_device(sshd, device_venv, mobilenet, tmp_path):  # noqa: F811
-    python = _device_python(tmp_path / "py", device_venv, "10.3.0")  # strongly typed: fp16 from the fp16 twin
+def test_a_file_is_built_and_timed_on_a_tensorrt_device(sshd, device_venv, mobilenet, tmp_path):
+    python = device_python(tmp_path / "py", device_venv, "10.3.0")  # strongly typed: fp16 from the fp16 twin
     device = sshd.device(tmp_path / "remote", python, ["tensorrt"], name="orin")
     device.tensorrt = TensorRTConfig(precisions=["fp16"], opt_batch=4, max_batch=8)
     devices = devices_yaml(tmp_path / "devices.yaml", device)

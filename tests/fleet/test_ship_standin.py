@@ -9,57 +9,19 @@ rebuilds nothing. The stand-in proves the flow, never a figure: everything it me
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fleet_helpers import vouch, write_qdq
+from fleet_helpers import device_python, vouch, write_qdq
 
 from edgekd.config import BudgetConfig, TensorRTConfig
 from edgekd.fleet.check import check_device
 from edgekd.fleet.ship import ship
 from edgekd.ondevice.calibrate import write_calibration_set
 
-pytestmark = [pytest.mark.ssh, pytest.mark.slow, pytest.mark.tensorrt]
-
-REPO = Path(__file__).resolve().parents[2]
-STANDINS = REPO / "tests" / "standins"
-
-
-@pytest.fixture(autouse=True)
-def engine_cache_dir(tmp_path, monkeypatch):
-    """Engines a ship brings back go to this test's engine cache, not the user's (~/.cache/edgekd)."""
-    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "host-cache"))
-
-
-@pytest.fixture(scope="session")
-def device_venv() -> str:
-    """The device-like venv's python: $EDGEKD_DEVICE_PYTHON (set by .ci/run), else .ci/device-venv's default."""
-    python = os.environ.get("EDGEKD_DEVICE_PYTHON") or str(REPO / ".ci" / "device-venv.d" / "bin" / "python")
-    if not os.access(python, os.X_OK):
-        why = f"no device-like venv at {python}; run `sh .ci/device-venv`"
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(why + " (CI=true: this test must run)")
-        pytest.skip(why)
-    return python
-
-
-def _device_python(folder: Path, venv_python: str, release: str, fault: str = "") -> str:
-    """A `python3` for devices.yaml: the venv's python with the stand-ins behaving as TensorRT `release` (and, for a
-    test that needs one, the stand-in's test-only fault injection `fault`: see tests/standins/tensorrt)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wrapper = folder / "python3"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f"export EDGEKD_TRT_STANDIN={release}\n"
-        + (f"export EDGEKD_TRT_STANDIN_FAULT={fault}\n" if fault else "")
-        + f'export PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{STANDINS}"\n'
-        f'exec {venv_python} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    return str(wrapper)
+pytestmark = [pytest.mark.ssh, pytest.mark.slow, pytest.mark.tensorrt, pytest.mark.usefixtures("engine_cache_dir")]
 
 
 @pytest.fixture
@@ -101,7 +63,7 @@ def test_ship_to_tensorrt_only_devices_end_to_end(sshd, device_venv, full_run, t
     assert venv.stdout.strip() < "1.24", venv.stdout
     rows: dict[str, dict[str, dict]] = {}
     for name, (release, dla, precisions) in DEVICES.items():
-        python = _device_python(tmp_path / "py" / name, device_venv, release)
+        python = device_python(tmp_path / "py" / name, device_venv, release)
         device = sshd.device(tmp_path / "remote" / name, python, ["tensorrt"], name=name)
         device.tensorrt = TensorRTConfig(
             precisions=precisions, dla_core=dla, static_shapes=dla is not None, opt_batch=4, max_batch=8
@@ -159,7 +121,7 @@ def test_ship_to_tensorrt_only_devices_end_to_end(sshd, device_venv, full_run, t
 def _device_for(sshd, tmp_path: Path, venv: str, name: str):
     release, dla, precisions = DEVICES[name]
     device = sshd.device(
-        tmp_path / "remote" / name, _device_python(tmp_path / "py" / name, venv, release), ["tensorrt"], name=name
+        tmp_path / "remote" / name, device_python(tmp_path / "py" / name, venv, release), ["tensorrt"], name=name
     )
     device.tensorrt = TensorRTConfig(
         precisions=precisions, dla_core=dla, static_shapes=dla is not None, opt_batch=4, max_batch=8
@@ -175,7 +137,7 @@ def test_a_failed_qdq_build_falls_back_to_a_calibrated_engine_the_report_names(s
     report (never a silent swap)."""
     from edgekd.report.write import write_report
 
-    python = _device_python(tmp_path / "py", device_venv, "8.5.2", fault="qdq-assert")
+    python = device_python(tmp_path / "py", device_venv, "8.5.2", fault="qdq-assert")
     device = sshd.device(tmp_path / "remote", python, ["tensorrt"], name="xavier-qdq")
     device.tensorrt = TensorRTConfig(precisions=["int8"], opt_batch=4, max_batch=8)
     result = ship(full_run, device)

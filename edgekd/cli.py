@@ -401,6 +401,8 @@ def _bench_file(
         from edgekd.bench.files import prepare_files, time_files
         from edgekd.report.files import NO_ACCURACY, files_table, write_files_report
 
+        if calib is None and (mean or std):
+            raise EdgekdError("--mean and --std normalise a --calib folder of images; give --calib DIR too")
         images = None
         if calib is not None:
             floats = (_csv(mean, "--mean", float), _csv(std, "--std", float))

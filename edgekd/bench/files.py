@@ -117,7 +117,8 @@ def bench_onnx_files(
     calibration: np.ndarray | None = None,
 ) -> BenchDoc:
     """Time ONNX files (name -> path) on this machine (`device` None) or on `device`, in one bench; the record is
-    also written to `out`/bench/<device>.json (see the module docstring for the folder).
+    also written to `out`/bench/<device>.json. `out` is a folder of its own, laid out like a run (see the module
+    docstring), never a run directory: its bench files would replace the run's.
 
     precisions: fp32, fp16, int8 (default: what each file is, int8 too when `calibration` is given; on a device,
     its tensorrt.precisions for engines). batch_sizes: default the settings' (here) or devices.yaml's (there).

@@ -168,3 +168,23 @@ def test_what_cannot_be_benchmarked_is_one_line_exit_2(mobilenet, tmp_path, monk
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.output
     assert not (tmp_path / "bench-mobilenet_v3_small").exists()
+
+
+def test_a_device_that_can_build_none_of_the_asked_precisions_says_why_before_connecting(tiny_fixed, tmp_path):
+    """Every precision a device cannot have is named with its reason (here before any SSH: nothing would run)."""
+    from edgekd.bench.files import prepare_files, time_files
+    from edgekd.config import DeviceConfig, TensorRTConfig
+    from edgekd.errors import EdgekdError
+
+    device = DeviceConfig(
+        host="192.0.2.1",
+        kind="jetson-agx-xavier",
+        tensorrt=TensorRTConfig(precisions=["fp16"], dla_core=0, static_shapes=True, opt_batch=1),
+    )
+    device.name = "xavier-dla"
+    given = prepare_files({"tiny": tiny_fixed}, tmp_path / "out")
+    with pytest.raises(EdgekdError) as e:
+        time_files(given, tmp_path / "out", device, ["fp32", "int8"])
+    message = str(e.value)
+    assert message.startswith("nothing to time on device 'xavier-dla': tiny/onnx_file_trt_fp32: DLA runs fp16 or int8")
+    assert "tiny/onnx_file_trt_int8: int8 on the DLA is calibrated from an fp32 ONNX on the device" in message

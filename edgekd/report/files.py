@@ -72,7 +72,7 @@ def _conditions(doc: BenchDoc) -> str:
     others = [f["others_cores"] for f in c.get("figures", []) if f.get("others_cores") is not None]
     load = [c.get(k, {}).get("loadavg", [None])[0] for k in ("before", "after")]
     parts = [
-        f"{s.get('repeats')} interleaved rounds of at least {s.get('min_runs')} runs after {s.get('warmup')} warm-up",
+        f"{s.get('repeats')} interleaved round(s) of at least {s.get('min_runs')} runs after {s.get('warmup')} warm-up",
         f"{s.get('threads')} threads",
         f"1-min load {load[0]} before, {load[1]} after",
     ]

@@ -98,7 +98,7 @@ def test_a_torchvision_file_is_timed_with_the_harness_and_reported(mobilenet, tm
     assert report.count("| `mobilenet_v3_small` | onnx_file | onnxruntime ") == 2  # batch 1 and 2
     assert "- SKIPPED: `mobilenet_v3_small/onnx_file_fp16`: the file is fp32" in report
     assert "- SKIPPED: `mobilenet_v3_small/onnx_file_int8`: the file has no QuantizeLinear" in report
-    assert "Accuracy is not measured" in report and "Measured under: 3 interleaved rounds" in report
+    assert "Accuracy is not measured" in report and "Measured under: 3 interleaved round(s)" in report
 
 
 def test_a_qdq_file_gets_an_int8_row_and_a_fixed_batch_is_noted(tiny_fixed, tmp_path):

@@ -395,10 +395,14 @@ def _bench_file(
         sizes = _csv(batch, "--batch", int)
         if sizes and not all(1 <= b <= 4096 for b in sizes):
             raise EdgekdError(f"--batch {batch}: batch sizes are from 1 to 4096")
-        names = devices or ["local"]
-        targets = {n: None if n == "local" else _device(n, devices_file) for n in dict.fromkeys(names)}
+        names = list(dict.fromkeys(devices or ["local"]))  # `local`: this machine
+        if any(n != "local" for n in names):
+            from edgekd.config import load_devices
+
+            fleet = load_devices(devices_file)
+        targets = {n: None if n == "local" else fleet.get(n) for n in names}
         from edgekd.bench.calib_images import load_calibration_images
-        from edgekd.bench.files import prepare_files, time_files
+        from edgekd.bench.files import fp16_twins_needed, prepare_files, time_files
         from edgekd.report.files import NO_ACCURACY, files_table, write_files_report
 
         if calib is None and (mean or std):
@@ -408,10 +412,7 @@ def _bench_file(
             floats = (_csv(mean, "--mean", float), _csv(std, "--std", float))
             images = load_calibration_images(calib, onnx_file.shape, *floats)
         folder = out_dir or Path(f"bench-{onnx_file.name}")
-        twins = any(
-            d is not None and "tensorrt" in d.backends and "fp16" in (precisions or d.tensorrt.precisions)
-            for d in targets.values()
-        )
+        twins = fp16_twins_needed(list(targets.values()), precisions)
         given = prepare_files({onnx_file.name: path}, folder, images.images if images else None, twins)
         docs = [time_files(given, folder, d, precisions, sizes) for d in targets.values()]
         report = write_files_report(folder, [g.file for g in given], docs, images.source if images else None)
@@ -443,12 +444,6 @@ def _csv(text: str | None, option: str, kind: type, valid: tuple[str, ...] = ())
         hint = f"one or more of {', '.join(valid)}" if valid else f"comma-separated {kind.__name__} values"
         raise EdgekdError(f"{option} {text}: expected {hint}")
     return list(dict.fromkeys(values))
-
-
-def _device(name: str, devices_file: Path):
-    from edgekd.config import load_devices
-
-    return load_devices(devices_file).get(name)
 
 
 @app.command()

@@ -125,11 +125,16 @@ def bench_onnx_files(
     settings: how figures are taken (default: measure.Settings() here, the device's `benchmark` section there).
     calibration: NCHW images that calibrate a Q/DQ int8 copy of the fp32 files (bench.calib_images).
     """
-    twins = (
-        device is not None and "tensorrt" in device.backends and "fp16" in (precisions or device.tensorrt.precisions)
-    )
-    given = prepare_files(files, out, calibration, twins)
+    given = prepare_files(files, out, calibration, fp16_twins_needed([device], precisions))
     return time_files(given, out, device, precisions, batch_sizes, settings)
+
+
+def fp16_twins_needed(devices: Sequence[DeviceConfig | None], precisions: Sequence[str] | None) -> bool:
+    """Whether any of `devices` (None: this machine) builds fp16 engines, which TensorRT >= 10 builds from an fp16
+    ONNX (prepare_files' `fp16_twins`)."""
+    return any(
+        d is not None and "tensorrt" in d.backends and "fp16" in (precisions or d.tensorrt.precisions) for d in devices
+    )
 
 
 def time_files(
@@ -281,7 +286,7 @@ def _finish(run: RunDir, doc: BenchDoc, given: Sequence[Given], device: DeviceCo
 
 
 def _why_not(rec: ArtifactRecord, f: OnnxFile, device: DeviceConfig | None) -> str:
-    if rec.row.runtime != "tensorrt":
+    if f.fixed_batch is not None or device is None or rec.row.runtime != "tensorrt":
         return f"the file fixes batch {f.fixed_batch}"
-    lo, _, hi = build_options(device, rec.row.precision).batch_profile() if device else (None, None, None)
+    lo, _, hi = build_options(device, rec.row.precision).batch_profile()
     return f"outside the engine's batch profile {lo}..{hi} (devices.yaml tensorrt min_batch/opt_batch/max_batch)"

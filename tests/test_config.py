@@ -113,3 +113,22 @@ def test_auto_student_needs_a_budget_on_the_scouts_first_device(tmp_path):
     assert "benchmark.budget.latency_ms.xavier" in msg
     cfg = load_pipeline(write(tmp_path, auto + "benchmark:\n  budget:\n    latency_ms: {local: 3}\n"))
     assert cfg.student.auto and cfg.scout.devices == ["local"]
+
+
+def test_scout_candidates_name_a_share_in_range_once(tmp_path):
+    ok = load_pipeline(write(tmp_path, BASE + "scout:\n  candidates: [resnet8, prune/0.5, timm/resnet18]\n"))
+    assert ok.scout.candidates == ["resnet8", "prune/0.5", "timm/resnet18"]
+    for bad in ("prune/1.5", "prune/half", "prune/0"):
+        assert "needs a share of the teacher's MACs in (0, 1)" in error_of(
+            tmp_path, BASE + f"scout:\n  candidates: [{bad}]\n"
+        )
+    assert "resnet8 is listed twice" in error_of(tmp_path, BASE + "scout:\n  candidates: [resnet8, resnet8]\n")
+
+
+def test_auto_student_refuses_settings_that_name_student_layers(tmp_path):
+    auto = BASE.replace("student:\n  model: resnet8", "student:\n  model: auto") + (
+        "benchmark:\n  budget:\n    latency_ms: {local: 3}\n"
+    )
+    msg = error_of(tmp_path, auto + "distill:\n  features: [{teacher: layer2, student: layer2}]\n")
+    assert "distill.features names student layers" in msg and "not known before the scout runs" in msg
+    assert "qat.keep_float names student layers" in error_of(tmp_path, auto + "qat:\n  keep_float: [fc]\n")

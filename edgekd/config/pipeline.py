@@ -280,6 +280,10 @@ def _steps_needed(share: float, max_step: float) -> int:
     return max(1, math.ceil(math.log(share) / math.log(1 - max_step) - 1e-9))
 
 
+PRUNE_CANDIDATE = "prune/"
+"""How a scout candidate names the teacher pruned to a share of its MACs: `prune/0.5`."""
+
+
 class ScoutConfig(Section):
     """Candidate students timed on the target devices before any training (`edgekd scout`, and the scout
     stage that `student.model: auto` runs): each is built with the pipeline's input size, channels and
@@ -310,6 +314,25 @@ class ScoutConfig(Section):
         description="`auto` with top_k > 1: share of the training data held out to rank the top k (never the "
         "validation split the report scores on).",
     )
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name.startswith(PRUNE_CANDIDATE):
+                share = name.removeprefix(PRUNE_CANDIDATE)
+                try:
+                    ok = 0 < float(share) < 1
+                except ValueError:
+                    ok = False
+                if not ok:
+                    raise ValueError(
+                        f"{name}: `prune/<share>` needs a share of the teacher's MACs in (0, 1), e.g. prune/0.5"
+                    )
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]} is listed twice")
+        return names
 
 
 class StudentConfig(Section):
@@ -872,10 +895,18 @@ class PipelineConfig(Section):
 
     @model_validator(mode="after")
     def _auto_has_budget(self) -> PipelineConfig:
+        if not self.student.auto:
+            return self
         device = self.scout.devices[0]
-        if self.student.auto and device not in self.benchmark.budget.latency_ms:
+        if device not in self.benchmark.budget.latency_ms:
             raise ValueError(
                 f"student.model auto picks within benchmark.budget.latency_ms.{device} (scout.devices[0]); "
                 f"set it, e.g. `latency_ms: {{{device}: 5.0}}`"
             )
+        for field, names in (("distill.features", self.distill.features), ("qat.keep_float", self.qat.keep_float)):
+            if names:
+                raise ValueError(
+                    f"{field} names student layers, but with student.model auto the student is not known before "
+                    f"the scout runs; drop {field} or name the student"
+                )
         return self

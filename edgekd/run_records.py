@@ -6,6 +6,8 @@ the same class, and `from_dict` is the one validating reader (a RecordError name
   `sweep` metrics.
 - `SensitivityRecord`: the qat stage's per-layer int8 sensitivity, in its `sensitivity` metrics.
 - `PruneStep`: one step of the prune stage (size, measured latency, top-1 after recovery), in its `steps` metrics.
+- `ScoutEntry`, `ScoutTable`: the scout's timing of each candidate student on one device (scout/tables/<device>.json,
+  the entries of scout/cache.json); `ScoutChoice`: what the scout stage chose and why, in its `scout` metrics.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from edgekd.config import SEARCHABLE
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.files import write_json_atomic
-from edgekd.ondevice.records import RecordError, _check, _int, _num
+from edgekd.ondevice.records import Latency, RecordError, _check, _int, _num, _str
 
 SWEPT = tuple(SEARCHABLE)
 """The distill settings a sweep may vary, in the order trials are named."""
@@ -247,3 +249,173 @@ def not_faster(steps: list[PruneStep]) -> list[tuple[PruneStep, PruneStep]]:
         and prev.latency_ms is not None
         and s.latency_ms >= prev.latency_ms
     ]
+
+
+SCOUT_SCHEMA = "edgekd.scout/1"
+SCOUT_STATUSES = ("done", "failed", "skipped")
+
+
+@dataclass
+class ScoutEntry:
+    """One candidate student on one device: its size and its latency at the budget's batch (the benchmark's
+    `Latency` record), whether that p50 is within the device's budget (None: no budget there), whether the figure
+    came from the cache; or, failed or skipped, why it was not timed."""
+
+    candidate: str
+    status: str
+    reason: str | None = None
+    params: int | None = None
+    macs: int | None = None
+    latency: Latency | None = None
+    within_budget: bool | None = None
+    cached: bool = False
+
+    @property
+    def p50_ms(self) -> float | None:
+        return self.latency.p50_ms if self.latency is not None else None
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "entry") -> ScoutEntry:
+        _check(doc, (dict,), where)
+        status = _str(doc, "status", where)
+        if status not in SCOUT_STATUSES:
+            raise RecordError(f"{where}.status: {status!r} is not one of {', '.join(SCOUT_STATUSES)}")
+        latency = doc.get("latency")
+        if status == "done" and latency is None:
+            raise RecordError(f"{where}.latency: a timed candidate needs its latency")
+        return cls(
+            candidate=_str(doc, "candidate", where),
+            status=status,
+            reason=_str(doc, "reason", where, optional=True),
+            params=_int(doc, "params", where, optional=True),
+            macs=_int(doc, "macs", where, optional=True),
+            latency=None if latency is None else Latency.from_dict(latency, f"{where}.latency"),
+            within_budget=_check(doc.get("within_budget"), (bool,), f"{where}.within_budget", optional=True),
+            cached=_check(doc.get("cached", False), (bool,), f"{where}.cached"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ScoutTable:
+    """The scout's table of one device: every candidate, timed at `batch_size` on `runtime` at `precision` in
+    interleaved rounds (`settings`), against the device's latency budget (`budget_ms`, None: none set)."""
+
+    device: str
+    runtime: str
+    precision: str
+    batch_size: int
+    budget_ms: float | None
+    created: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    entries: list[ScoutEntry] = field(default_factory=list)
+    schema: str = SCOUT_SCHEMA
+
+    def timed(self) -> list[ScoutEntry]:
+        """The candidates with a latency, fastest first."""
+        return sorted((e for e in self.entries if e.status == "done"), key=lambda e: e.p50_ms or 0.0)
+
+    def fitting(self) -> list[ScoutEntry]:
+        """The candidates within the budget, the most MACs first (ties: the faster first)."""
+        within = [e for e in self.timed() if e.within_budget]
+        return sorted(within, key=lambda e: (-(e.macs or 0), e.p50_ms or 0.0))
+
+    def entry(self, candidate: str) -> ScoutEntry | None:
+        return next((e for e in self.entries if e.candidate == candidate), None)
+
+    def pareto(self) -> list[str]:
+        """The timed candidates no other one beats on both counts (as fast or faster, as many MACs or more)."""
+        timed = self.timed()
+        return [
+            e.candidate
+            for e in timed
+            if not any(
+                o.p50_ms <= e.p50_ms and (o.macs or 0) >= (e.macs or 0) and (o.p50_ms, o.macs) != (e.p50_ms, e.macs)
+                for o in timed
+            )
+        ]
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "scout") -> ScoutTable:
+        _check(doc, (dict,), where)
+        if doc.get("schema") != SCOUT_SCHEMA:
+            raise RecordError(f"{where}.schema: {doc.get('schema')!r}, expected {SCOUT_SCHEMA!r}")
+        entries = _check(doc.get("entries"), (list,), f"{where}.entries")
+        return cls(
+            device=_str(doc, "device", where),
+            runtime=_str(doc, "runtime", where),
+            precision=_str(doc, "precision", where),
+            batch_size=_int(doc, "batch_size", where),
+            budget_ms=_num(doc, "budget_ms", where, optional=True),
+            created=_str(doc, "created", where),
+            settings=_check(doc.get("settings", {}), (dict,), f"{where}.settings"),
+            entries=[ScoutEntry.from_dict(e, f"{where}.entries[{i}]") for i, e in enumerate(entries)],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScoutTrial:
+    """One of the top k candidates distilled briefly: its top-1 on the selection split carved from the training
+    data (never the validation split), after `epochs` epochs."""
+
+    candidate: str
+    selection_top1: float
+    epochs: int
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "trials[]") -> ScoutTrial:
+        _check(doc, (dict,), where)
+        return cls(_str(doc, "candidate", where), _num(doc, "selection_top1", where), _int(doc, "epochs", where))
+
+
+@dataclass
+class ScoutChoice:
+    """What the scout stage chose for `student.model: auto`, and why: the candidate, the device and budget it was
+    chosen against, the sentence that says why it won, the brief distillation of the top k (when asked for), and
+    the table of every scouted device (the first is the one chosen on)."""
+
+    chosen: str
+    device: str
+    budget_ms: float
+    why: str
+    tables: list[ScoutTable]
+    trials: list[ScoutTrial] = field(default_factory=list)
+
+    @property
+    def table(self) -> ScoutTable:
+        """The table of the device the choice was made on."""
+        return next(t for t in self.tables if t.device == self.device)
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "scout") -> ScoutChoice:
+        _check(doc, (dict,), where)
+        tables = _check(doc.get("tables"), (list,), f"{where}.tables")
+        trials = _check(doc.get("trials", []), (list,), f"{where}.trials")
+        choice = cls(
+            chosen=_str(doc, "chosen", where),
+            device=_str(doc, "device", where),
+            budget_ms=_num(doc, "budget_ms", where),
+            why=_str(doc, "why", where),
+            tables=[ScoutTable.from_dict(t, f"{where}.tables[{i}]") for i, t in enumerate(tables)],
+            trials=[ScoutTrial.from_dict(t, f"{where}.trials[{i}]") for i, t in enumerate(trials)],
+        )
+        if not any(t.device == choice.device for t in choice.tables):
+            raise RecordError(f"{where}.tables: no table of {choice.device!r}, the device the choice was made on")
+        if choice.table.entry(choice.chosen) is None:
+            raise RecordError(f"{where}.chosen: {choice.chosen!r} is not in the table of {choice.device!r}")
+        return choice
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def scout_choice(metrics: Any, where: str = "scout") -> ScoutChoice | None:
+    """The scout stage's choice from its manifest metrics (None when it recorded none)."""
+    if not isinstance(metrics, dict) or metrics.get("scout") is None:
+        return None
+    return ScoutChoice.from_dict(metrics["scout"], where)

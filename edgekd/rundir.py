@@ -10,6 +10,9 @@
                                     like a run directory), and the fp16 and Q/DQ files made from it
     <root>/distill/study.db         the sweep's Optuna studies (SQLite), unless a storage URL is given
     <root>/distill/sweep/<study>/trial-<n>/   one sweep trial: trial.json, student.pt, its checkpoint and curves
+    <root>/scout/cache.json         the scout's timings and model sizes, kept across runs (edgekd.search.scout)
+    <root>/scout/tables/<device>.json|png   the scout's table of one device, and its latency-vs-MACs plot
+    <root>/scout/trials/<candidate>/         one candidate's brief distillation (`scout.top_k`)
 
 Artifact paths come from the catalogue (edgekd.ondevice.catalog); every path that is built from a
 config value, a manifest entry or a device's answer goes through `RunDir.inside`, so it cannot leave
@@ -39,6 +42,10 @@ STUDY_DB = "study.db"
 SWEEP = "sweep"
 TRIAL_RECORD = "trial.json"
 TRIAL_STUDENT = "student.pt"
+SCOUT = "scout"
+SCOUT_CACHE = "cache.json"
+SCOUT_TABLES = "tables"
+SCOUT_TRIALS = "trials"
 
 
 def check_name(name: str, field: str) -> str:
@@ -186,6 +193,25 @@ class RunDir:
     def trial_student(self, study: str, number: int) -> Path:
         """The student a sweep trial trained (the winner's goes on without training it again)."""
         return self.trial_dir(study, number) / TRIAL_STUDENT
+
+    # ------------------------------------------------------------------ the scout
+
+    @property
+    def scout_cache(self) -> Path:
+        """The scout's cache: each candidate's timing per (model, input, device, runtime, toolchain), and sizes."""
+        return self.stage_dir(SCOUT) / SCOUT_CACHE
+
+    def scout_table(self, device: str) -> Path:
+        """scout/tables/<device>.json: the scout's table of one device (edgekd.run_records.ScoutTable)."""
+        return self.stage_dir(SCOUT) / SCOUT_TABLES / f"{check_name(device, 'device name')}.json"
+
+    def scout_plot(self, device: str) -> Path:
+        """scout/tables/<device>.png: latency against MACs of the device's candidates."""
+        return self.scout_table(device).with_suffix(".png")
+
+    def scout_trial_dir(self, candidate: str) -> Path:
+        """Where one candidate is distilled briefly to rank the top k (`prune/0.5` -> trials/prune-0.5)."""
+        return self.stage_dir(SCOUT) / SCOUT_TRIALS / check_name(candidate.replace("/", "-"), "scout candidate")
 
     def failed_dir(self, stage: str) -> Path:
         """Files of a failed attempt, kept for inspection, never vouched for or shipped."""

@@ -68,6 +68,7 @@ ARTIFACTS = (
     #    id                           stage            file                                             model       runtime        precision       ships  bench    source              label
     # models: checkpoints (state_dict + spec)
     _row("teacher",                   "teacher",       "teacher/model.pt",                              "teacher",  "torch",       "fp32",         False, "host",  None,               "teacher, PyTorch eager"),
+    _row("scout_student",             "scout",         "scout/student.pt",                              "student",  "",            "fp32",         False, "",      None,               "student the scout chose"),
     _row("pruned_student",            "prune",         "prune/student.pt",                              "student",  "",            "fp32",         False, "",      None,               "pruned teacher, recovered"),
     _row("student",                   "distill",       "distill/student.pt",                            "student",  "torch",       "fp32",         False, "host",  None,               "student, PyTorch eager"),
     _row("baseline_student",          "baseline",      "baseline/student.pt",                           "baseline", "torch",       "fp32",         False, "",      None,               "student without KD"),

@@ -27,13 +27,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # Library modules, usable without the pipeline. models (architectures, weights, input specs) and
     # export (TorchScript, ONNX) need no other library; data takes its input specs from models,
     # runtimes load models, quant writes through export; training (distill: objectives, trainer,
-    # fine-tuning) needs data and models, the host benchmark needs data, models and runtimes; pruning and
-    # the search time candidates with the benchmark and train them; the report and the fleet read what
-    # the benchmark and the devices wrote.
+    # fine-tuning) needs data and models, the host benchmark needs data, models and runtimes; pruning
+    # times candidates with the benchmark; the report and the fleet read what the benchmark and the devices
+    # wrote; the search (sweeps, the scout) builds candidates, pruned ones too, times them and plots them.
     ("models", "export"),
     ("data", "runtimes", "quant"),
     ("distill", "bench"),
-    ("prune", "search", "report", "fleet"),
+    ("prune", "report", "fleet"),
+    ("search",),
     # What the runner needs on top of the libraries: cache keys (data fingerprints), checks before a run,
     # the generated YAML reference.
     ("keys", "preflight", "reference"),

@@ -1,5 +1,5 @@
 """Report figures (matplotlib, Agg canvas, no global pyplot state): accuracy vs latency (or energy per image),
-distillation curves, per-layer quantization sensitivity.
+distillation curves, per-layer quantization sensitivity, the scout's MACs vs latency.
 
 Point labels are placed so that none overlaps another label, a marker or the axes' edge; a label
 that finds no free place is dropped and returned, so the caller can list it beside the figure.
@@ -19,6 +19,7 @@ from matplotlib.transforms import Bbox
 
 from edgekd.ondevice.files import write_bytes_atomic
 from edgekd.report.model import Sensitivity
+from edgekd.run_records import ScoutTable
 
 DPI = 110
 MARKER_PX = 6  # half the size of a marker's box, in pixels
@@ -199,3 +200,51 @@ def sweep_scatter(rows: list, setting: str, importance: float | None, path: Path
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def scout_scatter(table: ScoutTable, path: Path) -> tuple[bytes, list[str]]:
+    """The scout's candidates on one device: MACs against p50 latency (both log), the Pareto front (fewer ms, more
+    MACs) joined, the latency budget as a vertical line, candidates over it hollow. Returns the PNG and the labels
+    that had no free place."""
+    fig = Figure(figsize=(7.5, 4.6), dpi=DPI)
+    ax = fig.add_subplot()
+    timed = [e for e in table.timed() if e.macs]
+    front = set(table.pareto())
+    for e in timed:
+        on_front = e.candidate in front
+        ax.scatter(
+            e.p50_ms,
+            e.macs / 1e6,
+            s=40,
+            marker="o" if on_front else "s",
+            facecolors="tab:blue" if e.within_budget is not False else "none",
+            edgecolors="tab:red" if on_front else "tab:blue",
+            linewidths=1.5,
+            zorder=3,
+        )
+    line = sorted((e for e in timed if e.candidate in front), key=lambda e: e.p50_ms)
+    if len(line) > 1:
+        ax.plot([e.p50_ms for e in line], [e.macs / 1e6 for e in line], "--", color="tab:red", zorder=2)
+    if table.budget_ms is not None:
+        ax.axvline(table.budget_ms, color="tab:gray", linestyle=":", lw=1.2, label=f"budget {table.budget_ms:g} ms")
+        ax.legend(fontsize=7, loc="lower right")
+    if timed:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # labelled ticks on short ranges too, unlabelled minor ones
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.25, y=0.2)
+    ax.set_xlabel(f"p50 latency at batch {table.batch_size} (ms, log scale), {table.runtime} {table.precision}")
+    ax.set_ylabel("MACs per image (M, log scale)")
+    ax.set_title(f"{table.device}: scout candidates, MACs vs latency", fontsize=10)
+    ax.grid(True, alpha=0.3, which="both")
+    fig.text(
+        0.01,
+        -0.02,
+        "circle: on the Pareto front (red dashes), square: dominated; filled: within the latency budget, hollow: over",
+        fontsize=7,
+    )
+    placed = place_labels(ax, [e.p50_ms for e in timed], [e.macs / 1e6 for e in timed], [e.candidate for e in timed])
+    return save_png(fig, path), [e.candidate for e, t in zip(timed, placed) if t is None]

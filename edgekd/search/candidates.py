@@ -1,0 +1,118 @@
+"""Candidate students for the scout: names made into models at the pipeline's input, their size, the default list.
+
+A candidate is a registry name (`resnet8`), `timm/<name>` (timm installed) or `prune/<share>`: the teacher with
+whole channels removed by Torch-Pruning (edgekd.prune, default settings: magnitude, round_to 8, the same share
+per layer) until its MACs are at most that share of the teacher's. Every candidate is built at the teacher's
+input (classes, channels, image size); the weights are random, since latency does not depend on them. Only the
+chosen prune candidate is cut from the trained teacher, and per-layer pruning gives it the same layer sizes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from importlib.util import find_spec
+
+import torch
+from torch import nn
+
+from edgekd.bench.macs import count_macs
+from edgekd.config.pipeline import PRUNE_CANDIDATE
+from edgekd.errors import EdgekdError
+from edgekd.models import ModelSpec, count_params, model_names
+from edgekd.models.registry import TIMM_PREFIX
+from edgekd.models.structure import structure_of
+from edgekd.prune.pruner import StepSettings, choose_share, cut, size_of
+
+DEFAULT_SHARES = (0.5, 0.25)
+"""The pruned teachers among the default candidates, as shares of the teacher's MACs."""
+
+PRUNING = StepSettings(max_step=0.99)
+"""How a prune candidate is cut: Torch-Pruning's defaults as edgekd uses them, in as few cuts as reach the share
+(no recovery between cuts, so nothing asks for small steps)."""
+
+MAX_CUTS = 8
+"""Cuts tried before a prune candidate is given up (one cut removes at most half of each layer's channels)."""
+
+
+def share_of(name: str) -> float | None:
+    """The MACs share of a `prune/<share>` candidate; None for any other name."""
+    return float(name.removeprefix(PRUNE_CANDIDATE)) if name.startswith(PRUNE_CANDIDATE) else None
+
+
+def unavailable(name: str) -> str | None:
+    """Why a candidate cannot be built on this machine (a package is not installed), or None."""
+    if name.startswith(TIMM_PREFIX) and find_spec("timm") is None:
+        return "timm is not installed: pip install 'edgekd[timm]'"
+    if share_of(name) is not None and find_spec("torch_pruning") is None:
+        return "Torch-Pruning is not installed: pip install 'edgekd[prune]'"
+    return None
+
+
+def spec_of(name: str, teacher: ModelSpec) -> ModelSpec:
+    """The spec a candidate is built from, before pruning: the teacher's own for `prune/<share>` (input adapter
+    included, as the prune stage keeps it), else the registry model at the teacher's input."""
+    if share_of(name) is not None:
+        return teacher
+    return ModelSpec(name, teacher.num_classes, teacher.in_channels, teacher.image_size)
+
+
+def identity(name: str, teacher: ModelSpec) -> dict:
+    """What decides a candidate's architecture, for cache keys: its spec, and for a pruned teacher the share and
+    how it is cut."""
+    out: dict = {"spec": dataclasses.asdict(spec_of(name, teacher))}
+    if (share := share_of(name)) is not None:
+        out.update(share=share, pruning=dataclasses.asdict(PRUNING))
+    return out
+
+
+def build(name: str, teacher: ModelSpec, trained: nn.Module | None = None) -> tuple[nn.Module, ModelSpec]:
+    """The candidate (eval mode, on the CPU) and the spec that rebuilds it; `prune/<share>` cuts a copy of `trained`
+    (the trained teacher) when given, else a randomly initialised teacher."""
+    spec = spec_of(name, teacher)
+    share = share_of(name)
+    if share is None:
+        return spec.build().eval(), spec
+    model = copy.deepcopy(trained) if trained is not None else teacher.build()
+    prune_to(model.cpu().eval(), share, (teacher.in_channels, teacher.image_size, teacher.image_size))
+    return model, dataclasses.replace(teacher, structure=structure_of(model, teacher.build()))
+
+
+def prune_to(model: nn.Module, share: float, shape: tuple[int, int, int]) -> None:
+    """Cut `model` in place until its MACs are at most `share` of what they were (edgekd.prune's search per cut)."""
+    example = torch.zeros(1, *shape)
+    base = size_of(model, shape).macs
+    macs = base
+    for _ in range(MAX_CUTS):
+        if macs <= base * share:
+            return
+        cut(model, example, choose_share(model, example, int(base * share), PRUNING).share, PRUNING)
+        macs, before = size_of(model, shape).macs, macs
+        if macs >= before:
+            break
+    if macs > base * share:
+        raise EdgekdError(
+            f"{PRUNE_CANDIDATE}{share:g}: Torch-Pruning stops at {macs / base:.2f} of the teacher's MACs "
+            f"(round_to {PRUNING.round_to}); ask for a larger share"
+        )
+
+
+def size(model: nn.Module, spec: ModelSpec) -> tuple[int, int]:
+    """(params, MACs of one image) of a built candidate."""
+    return count_params(model), count_macs(model, (spec.in_channels, spec.image_size, spec.image_size))
+
+
+def defaults(teacher: ModelSpec, size_of_name: Callable[[str], tuple[int, int] | None]) -> list[str]:
+    """The candidates of an empty `scout.candidates`: the registry models with fewer MACs than the teacher at its
+    input (`size_of_name(name)`: (params, MACs), None when the model cannot be built there), then the pruned
+    teachers of DEFAULT_SHARES."""
+    teacher_size = size_of_name(teacher.name)
+    if teacher_size is None:
+        raise EdgekdError(f"teacher.model {teacher.name}: cannot be built to size the default scout candidates")
+    smaller = []
+    for name in model_names():
+        found = size_of_name(name) if name != teacher.name else None
+        if found is not None and found[1] < teacher_size[1]:
+            smaller.append(name)
+    return smaller + [f"{PRUNE_CANDIDATE}{share:g}" for share in DEFAULT_SHARES]

@@ -1,0 +1,116 @@
+"""The scout library on tiny inputs: candidates built, exported and timed together, failures kept in the table with
+their reason, a rerun served from the cache, the choice within the budget, and the one-line errors."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from edgekd.errors import EdgekdError
+from edgekd.models import ModelSpec
+from edgekd.ondevice.measure import Settings
+from edgekd.ondevice.records import Latency, RecordError
+from edgekd.run_records import ScoutChoice, ScoutEntry, ScoutTable
+from edgekd.rundir import RunDir
+from edgekd.search import candidates
+from edgekd.search.scout import choose, scout_devices
+
+TEACHER = ModelSpec("resnet8", 10, 1, 16)
+QUICK = Settings((1,), warmup=1, min_runs=3, min_seconds=0.0, repeats=2, threads=1)
+
+
+def _scout(run: RunDir, names: list[str], budget: float = 1000.0) -> ScoutTable:
+    (table,) = scout_devices(names, TEACHER, QUICK, 17, ["local"], {"local": budget}, run, lambda _: None)
+    return table
+
+
+def test_a_candidate_that_fails_stays_in_the_table_and_a_rerun_is_served_from_the_cache(tmp_path):
+    run = RunDir(tmp_path)
+    names = ["resnet8", "no_such_net", "timm/resnet18", "prune/0.5"]
+    t0 = time.perf_counter()
+    first = _scout(run, names)
+    took = time.perf_counter() - t0
+    assert [e.candidate for e in first.entries] == names  # the order asked for, failures included
+    ok, bad, timm, pruned = first.entries
+    assert ok.status == "done" and ok.p50_ms > 0 and ok.params == 77754 and ok.macs > 0 and ok.within_budget
+    assert bad.status == "failed" and "unknown model 'no_such_net'" in bad.reason and bad.latency is None
+    if candidates.unavailable("timm/resnet18"):
+        assert timm.status == "skipped" and "timm is not installed" in timm.reason
+    assert pruned.status == "done" and pruned.macs <= ok.macs * 0.5 and pruned.params < ok.params
+    assert not any(e.cached for e in first.entries)
+    assert first.runtime.startswith("onnxruntime ") and first.precision == "fp32" and first.batch_size == 1
+    assert ScoutTable.from_dict(json.loads(run.scout_table("local").read_text())) == first
+    assert run.scout_plot("local").read_bytes()[:4] == b"\x89PNG"
+
+    t0 = time.perf_counter()
+    again = _scout(run, names)
+    assert time.perf_counter() - t0 < took
+    timed = [e for e in again.entries if e.status == "done"]
+    assert [e.candidate for e in timed] == ["resnet8", "prune/0.5"] and all(e.cached for e in timed)
+    assert [e.latency for e in timed] == [ok.latency, pruned.latency]  # the same figures
+    assert again.entry("no_such_net").status == "failed"  # failures are tried again, never cached
+
+
+def test_the_pruned_teacher_rebuilds_from_its_spec_and_the_trained_one_gets_the_same_layers():
+    model, spec = candidates.build("prune/0.5", TEACHER)
+    params, macs = candidates.size(model, spec)
+    assert spec.structure and candidates.size(spec.build(), spec) == (params, macs)
+    teacher_macs = candidates.size(*candidates.build("resnet8", TEACHER))[1]
+    assert macs <= 0.5 * teacher_macs
+    trained, _ = candidates.build("resnet8", TEACHER)
+    _, from_trained = candidates.build("prune/0.5", TEACHER, trained=trained)
+    assert from_trained.structure == spec.structure
+
+
+def test_the_default_candidates_are_the_registry_models_smaller_than_the_teacher_and_two_pruned_teachers():
+    sizes = {"resnet8": (1, 10), "resnet14": (2, 20), "mnasnet0_5": (3, 5), "resnet20": (4, 40)}
+    names = candidates.defaults(ModelSpec("resnet14", 10, 1, 16), sizes.get)
+    assert names == ["resnet8", "mnasnet0_5", "prune/0.5", "prune/0.25"]
+
+
+def test_a_remote_device_is_refused_in_one_line_before_anything_is_built(tmp_path):
+    with pytest.raises(EdgekdError) as e:
+        scout_devices(["resnet8"], TEACHER, QUICK, 17, ["local", "xavier"], {}, RunDir(tmp_path), print)
+    message = str(e.value)
+    assert "\n" not in message and "'xavier'" in message and "remote ONNX timing" in message
+    assert not RunDir(tmp_path).scout_cache.exists()
+
+
+def _latency(p50: float) -> Latency:
+    return Latency(1, 3, p50, p50, p50, p50, 0.0, p50, p50, 1000 / p50, [p50, p50], 0.05)
+
+
+def _table(budget: float) -> ScoutTable:
+    entries = [
+        ScoutEntry("big", "done", macs=40, latency=_latency(2.0)),
+        ScoutEntry("mid", "done", macs=20, latency=_latency(0.9)),
+        ScoutEntry("wide", "done", macs=10, latency=_latency(0.4)),
+        ScoutEntry("broken", "failed", "export failed"),
+    ]
+    for e in entries:
+        e.within_budget = e.p50_ms <= budget if e.latency else None
+    return ScoutTable("local", "onnxruntime", "fp32", 1, budget, "now", entries=entries)
+
+
+def test_the_choice_is_the_most_macs_within_the_budget_and_nothing_within_it_names_the_fastest():
+    assert choose(_table(1.0)).candidate == "mid"
+    assert _table(1.0).pareto() == ["wide", "mid", "big"]
+    with pytest.raises(EdgekdError) as e:
+        choose(_table(0.1))
+    message = str(e.value)
+    assert message.startswith("benchmark.budget.latency_ms.local: no scout candidate runs within 0.1 ms")
+    assert "the fastest, wide, takes 0.400 ms" in message and "\n" not in message
+
+
+def test_records_round_trip_and_a_bad_field_is_named():
+    choice = ScoutChoice("mid", "local", 1.0, "the most MACs", [_table(1.0)])
+    assert ScoutChoice.from_dict(json.loads(json.dumps(choice.to_dict()))) == choice
+    doc = choice.to_dict()
+    doc["tables"][0]["entries"][1]["macs"] = "20"
+    with pytest.raises(RecordError, match=r"scout.tables\[0\].entries\[1\].macs: expected int"):
+        ScoutChoice.from_dict(doc)
+    doc = choice.to_dict() | {"chosen": "elsewhere"}
+    with pytest.raises(RecordError, match="'elsewhere' is not in the table of 'local'"):
+        ScoutChoice.from_dict(doc)

@@ -19,7 +19,7 @@ from edgekd import __version__
 from edgekd.config import PipelineConfig, load_pipeline
 from edgekd.errors import EdgekdError
 from edgekd.progress import Reporter
-from edgekd.rundir import RunDir
+from edgekd.rundir import RunDir, check_name
 
 if TYPE_CHECKING:  # edgekd.pipeline imports torch (seconds): only the commands that run stages load it
     from edgekd.pipeline import Runner
@@ -242,6 +242,55 @@ def sweep(
 
 
 @app.command()
+def scout(
+    pipeline: Path = typer.Argument(..., help="pipeline.yaml"),
+    device: list[str] = typer.Option(
+        [], "--device", help="Scout on this device (repeatable; default: the pipeline's scout.devices)."
+    ),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="The run directory whose scout cache and tables are used (default runs/<name>)."
+    ),
+) -> None:
+    """Time candidate students on the target devices before any training: p50 latency with its spread, params,
+    MACs, and whether each fits benchmark.budget.latency_ms (scout/tables/<device>.json and a plot)."""
+    try:
+        runner = _runner(pipeline, run_dir)
+        cfg = runner.cfg
+        from edgekd.data.datasets import load_data
+        from edgekd.data.preprocessing import data_inputs
+        from edgekd.models import ModelSpec
+        from edgekd.search.scout import scout_devices, settings_for, timer_for
+
+        devices = [check_name(d, "--device") for d in device] or cfg.scout.devices
+        for name in devices:
+            timer_for(name)  # refused before the data loads
+        info = load_data(cfg.data, cfg.seed, data_inputs(cfg.data, cfg.student)).info
+        teacher = ModelSpec(cfg.teacher.model, info.num_classes, info.in_channels, info.image_size)
+        settings = settings_for(cfg.benchmark, cfg.seed)
+        err.print(f"run directory: {runner.run_dir}", highlight=False, markup=False)
+        with runner.rundir.locked("edgekd scout"):
+            tables = scout_devices(
+                cfg.scout.candidates,
+                teacher,
+                settings,
+                cfg.export.opset,
+                devices,
+                cfg.benchmark.budget.latency_ms,
+                runner.rundir,
+                runner.reporter.log,
+            )
+    except EdgekdError as e:
+        _fail(e)
+        return
+    from edgekd.report.terminal import scout_table
+
+    for table in tables:
+        out.print(scout_table(table))
+        saved = f"saved: {runner.rundir.scout_table(table.device)} and {runner.rundir.scout_plot(table.device)}"
+        out.print(saved, highlight=False, markup=False)
+
+
+@app.command()
 def plan(
     pipeline: Path = typer.Argument(..., help="pipeline.yaml"),
     run_dir: Path | None = typer.Option(None, "--run-dir"),
@@ -285,6 +334,9 @@ def validate(pipeline: Path = typer.Argument(..., help="pipeline.yaml")) -> None
     student = (
         cfg.student.model or f"{cfg.teacher.model} pruned to {cfg.student.prune.target.model_dump(exclude_none=True)}"
     )
+    if cfg.student.auto:
+        device = cfg.scout.devices[0]
+        student = f"auto (the scout's pick within {cfg.benchmark.budget.latency_ms[device]:g} ms on {device})"
     out.print(
         f"[green]ok[/] {escape(str(pipeline))}: pipeline '{cfg.name}', {cfg.data.dataset} → teacher {cfg.teacher.model}, student {student}"
     )

@@ -1,5 +1,6 @@
 """What the terminal shows of a report: the summary table of one device, the unstable-figures warning and
-the verdicts of `edgekd run --strict`. Built from the report model (edgekd.report.model), never recomputed."""
+the verdicts of `edgekd run --strict`. Built from the report model (edgekd.report.model), never recomputed;
+and the scout's table of one device (`edgekd scout`), from its record."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from edgekd.ondevice import catalog
 from edgekd.report.model import DeviceSection
+from edgekd.run_records import ScoutTable
 
 WORST_SHOWN = 3
 """How many unstable figures the terminal names; the report lists them all."""
@@ -86,3 +88,33 @@ def strict_failures(metrics: dict, run_dir: Path, local: str) -> list[str]:
         problems += latency
     unstable = unstable_message(metrics.get("unstable") or [], run_dir, local)
     return problems + ([unstable] if unstable else [])
+
+
+def scout_table(table: ScoutTable) -> Table:
+    """The scout's candidates on one device, fastest first, then those not timed: p50 and the spread of its rounds
+    (slowest - fastest round median, over their mean), params, MACs, within the latency budget or not, and why a
+    candidate was not timed or is unstable."""
+    budget = f"budget {table.budget_ms:g} ms" if table.budget_ms is not None else "no latency budget"
+    title = f"scout · {table.device} · {table.runtime} {table.precision} · batch {table.batch_size} · {budget}"
+    out = Table(title=escape(title))
+    for col in ("candidate", "p50 (ms)", "spread", "params (M)", "MACs (M)", "budget"):
+        out.add_column(col, justify="left" if col == "candidate" else "right", no_wrap=True)
+    out.add_column("note", overflow="fold", max_width=70)
+    for e in table.timed():
+        mark = "—" if e.within_budget is None else "within" if e.within_budget else "over"
+        lat = e.latency
+        note = "; ".join(
+            n for n in ("cached" if e.cached else "", f"unstable: {lat.unstable}" if lat.unstable else "") if n
+        )
+        out.add_row(
+            escape(e.candidate),
+            f"{e.p50_ms:.3f}",
+            f"{lat.spread:.0%}",
+            f"{e.params / 1e6:.3f}" if e.params is not None else "",
+            f"{e.macs / 1e6:.1f}" if e.macs is not None else "",
+            mark,
+            escape(note),
+        )
+    for e in (e for e in table.entries if e.status != "done"):
+        out.add_row(escape(e.candidate), "", "", "", "", "", escape(f"{e.status}: {e.reason}"))
+    return out

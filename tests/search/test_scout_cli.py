@@ -1,0 +1,47 @@
+"""`edgekd scout PIPELINE`: the quickstart's default candidates timed on this machine, then again from the cache;
+a device it cannot scout on yet is one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+from edgekd.run_records import ScoutTable
+from edgekd.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_the_quickstart_lists_at_least_eight_timed_candidates_and_a_rerun_is_cached(tmp_path):
+    cmd = [sys.executable, "-m", "edgekd.cli", "scout", str(ROOT / "pipelines" / "quickstart.yaml")]
+    cmd += ["--run-dir", str(tmp_path / "run")]
+    runs = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        runs.append(time.perf_counter() - t0)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "scout · local · onnxruntime" in done.stdout and "saved: " in done.stdout
+        table = ScoutTable.from_dict(json.loads(RunDir(tmp_path / "run").scout_table("local").read_text()))
+        if len(runs) == 1:
+            first = table
+    timed = first.timed()
+    assert len(timed) >= 8 and all(e.p50_ms > 0 and e.macs and e.params for e in timed)
+    assert {"prune/0.5", "prune/0.25"} <= {e.candidate for e in timed}  # the defaults: smaller models, pruned teachers
+    assert all(e.cached for e in table.timed()) and runs[1] < runs[0] / 2, runs
+    assert [(e.candidate, e.latency) for e in table.timed()] == [(e.candidate, e.latency) for e in timed]
+
+
+def test_a_device_it_cannot_scout_on_yet_is_one_line(tiny_pipeline, tmp_path):
+    result = CliRunner().invoke(app, ["scout", str(tiny_pipeline()), "--device", "xavier", "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    message = " ".join(result.stderr.split())
+    assert "error: scout device 'xavier': scouting on a remote device needs the remote ONNX timing" in message

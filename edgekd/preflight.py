@@ -24,6 +24,8 @@ def check_pipeline(cfg: PipelineConfig, local_files: bool = False) -> None:
         if section.model is None:  # student.prune: the student is the teacher, pruned
             models[role] = models["teacher"]
             continue
+        if role == "student" and cfg.student.auto:  # the scout picks it (config refuses student layer names)
+            continue
         try:
             models[role] = build_model(section.model, num_classes=10, in_channels=cfg.data.channels or 3)
         except EdgekdError as e:

@@ -32,6 +32,7 @@ def test_quickstart_end_to_end(tmp_path):
     status = {name: s["status"] for name, s in stages.items()}
     assert status == {
         "teacher": "done",
+        "scout": "skipped",  # student.model is not auto
         "prune": "skipped",  # student.model is set
         "distill": "done",
         "baseline": "done",

@@ -14,11 +14,13 @@ def all_stages() -> list[Stage]:
     from edgekd.stages.prune import PruneStage
     from edgekd.stages.qat import QatStage
     from edgekd.stages.report import ReportStage
+    from edgekd.stages.scout import ScoutStage
     from edgekd.stages.teacher import TeacherStage
     from edgekd.stages.tensorrt import TensorRTStage
 
     return [
         TeacherStage(),
+        ScoutStage(),
         PruneStage(),
         DistillStage(),
         BaselineStage(),

@@ -40,7 +40,7 @@ class BaselineStage:
     )
     toolchain = ("torch", "torchvision")
     needs: tuple[str, ...] = ()
-    uses = ("pruned_student",)  # the architecture to train, with student.prune
+    uses = ("pruned_student", "scout_student")  # the architecture to train, with student.prune or auto
     distributed = True
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
@@ -52,6 +52,8 @@ class BaselineStage:
         torch.manual_seed(config.seed)
         if config.student.prune is not None:  # the pruned architecture, from scratch: what pruning + KD bought
             student, init = spec.build(), {"weights": "none (the pruned architecture, freshly initialised)"}
+        elif config.student.auto:  # the scout's architecture, from scratch (its file may hold the teacher, cut)
+            student, init = spec.build(), {"weights": "none (the scout's architecture, freshly initialised)"}
         else:
             student, init = initial_student(ctx, spec, inputs)
         optim = baseline_optim(config)

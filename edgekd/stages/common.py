@@ -80,26 +80,44 @@ def teacher_cache(
 
 
 def student_spec(ctx: RunContext, inputs: dict[str, Path]) -> ModelSpec:
-    """The student's architecture: `student.model` from the registry, or the pruned teacher the prune stage made
-    (its spec carries the pruned layer sizes); the one place training stages get it from."""
-    if ctx.config.student.prune is None:
-        return spec_for(ctx, ctx.config.student.model)
-    return load_model(_pruned(inputs))[1]
+    """The student's architecture: `student.model` from the registry, or the model an earlier stage made, the
+    pruned teacher (student.prune) or the scout's choice (auto), whose spec carries its layer sizes; the one place
+    training stages get it from."""
+    made = made_student(ctx, inputs)
+    return spec_for(ctx, ctx.config.student.model) if made is None else load_model(made)[1]
 
 
-def _pruned(inputs: dict[str, Path]) -> Path:
-    if "pruned_student" not in inputs:
-        raise EdgekdError("student.prune: no pruned student from the prune stage; run the pipeline with it first")
-    return inputs["pruned_student"]
+MADE_BY = {
+    "pruned_student": ("student.prune", "the pruned teacher"),
+    "scout_student": ("student.model auto", "the scout's choice"),
+}
+"""The student files earlier stages make: the field that asks for one, and what it is."""
+
+
+def _made_id(ctx: RunContext) -> str | None:
+    cfg = ctx.config.student
+    return "pruned_student" if cfg.prune is not None else "scout_student" if cfg.auto else None
+
+
+def made_student(ctx: RunContext, inputs: dict[str, Path]) -> Path | None:
+    """The student file an earlier stage made for this pipeline: prune's (student.prune) or the scout's (auto);
+    None for a registry student."""
+    art = _made_id(ctx)
+    if art is not None and art not in inputs:
+        stage = catalog.get(art).stage
+        raise EdgekdError(f"{MADE_BY[art][0]}: no student from the {stage} stage; run the pipeline with it first")
+    return inputs[art] if art is not None else None
 
 
 def initial_student(ctx: RunContext, spec: ModelSpec, inputs: dict[str, Path]) -> tuple[nn.Module, dict]:
-    """The student a distillation starts from: the pruned teacher (student.prune), or `student.weights` adapted to
-    the data (or a fresh model), then `student.init_checkpoint` when given; and the choices made, for the manifest."""
+    """The student a distillation starts from: the file an earlier stage made (the pruned teacher, the scout's
+    choice), or `student.weights` adapted to the data (or a fresh model), then `student.init_checkpoint` when given;
+    and the choices made, for the manifest."""
     cfg = ctx.config.student
-    if cfg.prune is not None:
-        student, _ = load_model(_pruned(inputs))
-        return student.train(), {"weights": f"the pruned teacher ({catalog.path_of('pruned_student')})"}
+    if (made := made_student(ctx, inputs)) is not None:
+        art = _made_id(ctx)
+        student, _ = load_model(made)
+        return student.train(), {"weights": f"{MADE_BY[art][1]} ({catalog.path_of(art)})"}
     student, init = initial_model(
         spec.name,
         cfg.weights,

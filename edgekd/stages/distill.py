@@ -28,7 +28,7 @@ class DistillStage:
     reads = ("seed", "device", "data", "student", "distill", "sweep")
     toolchain = ("torch", "torchvision")
     needs = ("teacher",)
-    uses = ("pruned_student",)  # the student to start from, with student.prune
+    uses = ("pruned_student", "scout_student")  # the student to start from, with student.prune or auto
     distributed = True
 
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
@@ -146,7 +146,7 @@ class DistillStage:
             t_score,
             work_dir or ctx.stage_dir,
             "distill",
-            reuse_from=("prune",),
+            reuse_from=("prune", "scout"),
             train_set=train_set,
             score_set=score_set,
             seed=seed,

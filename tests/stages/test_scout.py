@@ -1,0 +1,87 @@
+"""The scout stage on tiny digits: `student.model: auto` picks the candidate with the most MACs within the budget,
+and it is the student of every later stage; the top k ranked by a brief distillation; a budget nothing meets."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekd.config import load_pipeline
+from edgekd.errors import EdgekdError
+from edgekd.manifest import Manifest
+from edgekd.models import load_model
+from edgekd.pipeline import Runner
+from edgekd.run_records import scout_choice
+from edgekd.stages import all_stages
+from edgekd.stages.scout import ScoutStage
+from edgekd.stages.teacher import TeacherStage
+
+pytest.importorskip("torch_pruning")
+
+LEAN = (
+    "qat: {enabled: false}\ndynamic_quant: {enabled: false}\ntensorrt: {enabled: false}\n"
+    "export: {teacher: false, fp16_onnx: false, torchscript: 'off'}\n"
+)
+
+
+def _auto(tiny_pipeline, candidates: str, budget_ms: float, extra: str = "", teacher: str = "resnet8"):
+    path = tiny_pipeline(distill_epochs=1, limit_train=128, extra=extra)
+    text = path.read_text().replace("student:\n  model: resnet8\n", "student:\n  model: auto\n")
+    text = text.replace("teacher:\n  model: resnet8\n", f"teacher:\n  model: {teacher}\n")
+    text = text.replace("  repeats: 1\n", f"  repeats: 2\n  budget:\n    latency_ms: {{local: {budget_ms}}}\n")
+    path.write_text(text + f"scout:\n  candidates: {candidates}\n")
+    return path
+
+
+def test_the_scout_is_skipped_unless_the_student_is_auto(tiny_pipeline, tmp_path):
+    plan = {e.stage: e for e in Runner(load_pipeline(tiny_pipeline()), all_stages(), tmp_path).plan()}
+    assert plan["scout"].action == "skip" and plan["scout"].why == "student.model is not auto"
+
+
+@pytest.mark.slow
+def test_auto_picks_the_largest_candidate_within_budget_and_every_later_stage_trains_it(tiny_pipeline, tmp_path):
+    # the teacher resnet14 cut to half its MACs has more of them than mobilenet_v3_small at 16x16
+    path = _auto(
+        tiny_pipeline, "[mobilenet_v3_small, prune/0.5]", 1000, LEAN + "baseline: {enabled: true}\n", "resnet14"
+    )
+    m = Runner(load_pipeline(path), all_stages(), tmp_path).run()
+    status = {name: rec.status for name, rec in m.stages.items()}
+    assert status["scout"] == "done" and status["prune"] == "skipped" and status["report"] == "done", status
+    choice = scout_choice(m.stage("scout").metrics)
+    assert choice.chosen == "prune/0.5" and choice.table.entry("prune/0.5").within_budget
+    assert "the most MACs" in choice.why and "of the 2 of 2 candidates within 1000 ms on local" in choice.why
+    _, chosen = load_model(tmp_path / m.stage("scout").artifacts["scout_student"].path)
+    assert chosen.name == "resnet14" and chosen.structure
+    for stage, art in (("distill", "student"), ("baseline", "baseline_student")):
+        _, spec = load_model(tmp_path / m.stage(stage).artifacts[art].path)
+        assert spec == chosen, stage  # the scout's architecture, rebuilt from plain data
+    assert m.stage("distill").metrics["student_init"]["weights"] == "the scout's choice (scout/student.pt)"
+    assert m.stage("baseline").metrics["student_init"]["weights"].startswith("none (the scout's architecture")
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Scout" in report and "| prune/0.5 |" in report and "**Scout vs benchmark on local:**" in report
+    plan = {e.stage: e.action for e in Runner(load_pipeline(path), all_stages(), tmp_path).plan()}
+    assert plan["scout"] == "cached" and plan["distill"] == "cached"
+
+
+@pytest.mark.slow
+def test_the_top_k_are_ranked_on_training_images_held_out(tiny_pipeline, tmp_path):
+    path = _auto(tiny_pipeline, "[resnet8, mobilenet_v3_small, prune/0.5]", 1000)
+    path.write_text(path.read_text() + "  top_k: 2\n  train_epochs: 1\n  selection_split: 0.25\n")
+    m = Runner(load_pipeline(path), [TeacherStage(), ScoutStage()], tmp_path).run()
+    choice = scout_choice(m.stage("scout").metrics)
+    fitting = m.stage("scout").metrics["fitting"]
+    assert [t.candidate for t in choice.trials] == fitting[:2] and all(t.epochs == 1 for t in choice.trials)
+    best = max(choice.trials, key=lambda t: t.selection_top1)
+    assert choice.chosen == best.candidate and "25% of the training data held out" in choice.why
+    assert "the validation split was not used" in choice.why
+
+
+def test_a_budget_nothing_meets_stops_at_the_scout_naming_the_fastest(tiny_pipeline, tmp_path):
+    path = _auto(tiny_pipeline, "[resnet8]", 0.0001)
+    with pytest.raises(EdgekdError) as e:
+        Runner(load_pipeline(path), all_stages(), tmp_path).run()
+    message = str(e.value)
+    assert "\n" not in message and "the fastest, resnet8, takes" in message
+    assert message.startswith("benchmark.budget.latency_ms.local: no scout candidate runs within 0.0001 ms on local")
+    record = Manifest(tmp_path).stage("scout")
+    assert record.status == "failed" and record.error == message
+    assert Manifest(tmp_path).stage("distill") is None  # nothing after the scout ran

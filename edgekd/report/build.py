@@ -15,6 +15,7 @@ from edgekd.config import BudgetConfig
 from edgekd.errors import EdgekdError
 from edgekd.manifest import Manifest, read_manifest
 from edgekd.ondevice import catalog
+from edgekd.ondevice.measure import SPREAD_FLOOR_MS
 from edgekd.ondevice.records import ArtifactRecord, BenchDoc, RecordError
 from edgekd.report.budgets import judge_accuracy, judge_latency, latency_limit, recommend, unmet_latency
 from edgekd.report.conditions import clocks_note, measured_under
@@ -26,13 +27,14 @@ from edgekd.report.model import (
     Report,
     Row,
     RunSection,
+    ScoutCheck,
     Sensitivity,
     SensitivityRow,
     StageRow,
     SummaryRow,
     SweepRow,
 )
-from edgekd.run_records import SensitivityRecord, SweepTrial, prune_steps
+from edgekd.run_records import ScoutChoice, SensitivityRecord, SweepTrial, prune_steps, scout_choice
 from edgekd.rundir import RunDir
 
 T = TypeVar("T")
@@ -303,12 +305,38 @@ def run_section(run: RunDir, label: str, manifest: Manifest, omit_stage: str | N
     prune = manifest.done("prune")
     if prune is not None:
         section.pruning = _typed(lambda: prune_steps(prune.metrics), f"{manifest.path}: stages.prune.metrics")
+    scout = manifest.stage("scout")
+    if scout is not None and scout.finished:  # a skipped scout's last choice is not this run's student
+        section.scout = _typed(lambda: scout_choice(scout.metrics), f"{manifest.path}: stages.scout.metrics")
     qat = manifest.done("qat")
     record = qat.metrics.get("sensitivity") if qat else None
     if record is not None:
         sens = _typed(lambda: SensitivityRecord.from_dict(record), f"{manifest.path}: stages.qat.metrics")
         section.sensitivity = sensitivity(sens)
     return section
+
+
+SCOUTED = "student_onnx"
+"""The artifact whose benchmark figure the scout's figure of the chosen student is checked against: the fp32 ONNX on
+ONNX Runtime is what the scout times on `local`."""
+
+
+def scout_check(choice: ScoutChoice, benches: list[BenchDoc]) -> ScoutCheck | None:
+    """The chosen student's scout figure beside the benchmark's of the trained student on the same device (`local`:
+    this machine's bench file), when both were measured at the budget's batch."""
+    table = choice.table
+    entry = table.entry(choice.chosen)
+    bench = next(
+        (b for b in benches if b.device == table.device or (table.device == "local" and b.kind == "host")), None
+    )
+    record = bench.get(SCOUTED) if bench is not None else None
+    figure = record.latency_at(table.batch_size) if record is not None and record.status == "done" else None
+    if entry is None or entry.latency is None or figure is None:
+        return None
+    a, b = entry.latency, figure
+    allowed = max(a.spread * a.p50_ms, b.spread * b.p50_ms, SPREAD_FLOOR_MS)
+    agree = abs(a.p50_ms - b.p50_ms) <= allowed
+    return ScoutCheck(table.device, SCOUTED, table.batch_size, a.p50_ms, a.spread, b.p50_ms, b.spread, agree)
 
 
 def _typed(read: Callable[[], T], where: str) -> T:
@@ -384,6 +412,7 @@ def build_report(run_dirs: list[Path], budget: BudgetConfig, omit_stage: str | N
         manifest = read_manifest(run_dir)
         benches = load_benches(run_dir)
         run = run_section(RunDir(run_dir), label, manifest, omit_stage)
+        run.scout_check = scout_check(run.scout, benches) if run.scout else None
         runs.append(run)
         prefix = f"{label}: " if many else ""
         for stage in run.stages:

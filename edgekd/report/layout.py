@@ -12,7 +12,7 @@ from pathlib import Path
 from edgekd.report import text as t
 from edgekd.report.model import DeviceSection, Report, Row, RunSection
 from edgekd.report.text import Mark
-from edgekd.run_records import not_faster
+from edgekd.run_records import ScoutTable, not_faster
 
 Block = tuple
 
@@ -39,6 +39,10 @@ def sensitivity_name(run: RunSection) -> str:
 
 
 CURVES = "distillation-curves"
+
+
+def scout_name(run: RunSection, device: str) -> str:
+    return f"scout-{_slug(run.label)}-{_slug(device)}"
 
 
 def sweep_name(run: RunSection) -> str:
@@ -413,6 +417,7 @@ def run_blocks(run: RunSection, figures: dict[str, FigureFile], many: bool) -> l
             kd.append(("img", sweep_name(run), f"selection top-1 against {sweep_setting(run)}", ""))
     if kd:
         blocks += [("h2", "What distillation bought" + suffix), *kd]
+    blocks += scout_blocks(run, figures, suffix)
     blocks += pruning_blocks(run, suffix)
     sens = run.sensitivity
     if sens:
@@ -445,6 +450,93 @@ def run_blocks(run: RunSection, figures: dict[str, FigureFile], many: bool) -> l
         rows = [[s.name, s.status, t.num(s.seconds, ".1f", " s"), s.note] for s in run.stages]
         blocks += [("h2", "Stages" + suffix), ("table", ["Stage", "Status", "Time", "Reason / error"], rows, "stages")]
     return blocks
+
+
+def scout_blocks(run: RunSection, figures: dict[str, FigureFile], suffix: str) -> list[Block]:
+    """Why the scout chose the student (`student.model: auto`): every candidate of each scouted device, which fit
+    the budget, the brief distillation of the top k, and the chosen student's scout latency beside its benchmark."""
+    choice = run.scout
+    if choice is None:
+        return []
+    blocks: list[Block] = [
+        ("h2", "Scout" + suffix),
+        (
+            "p",
+            f"The student was chosen by the scout (`student.model: auto`) on **{choice.device}**, within its latency "
+            f"budget of {choice.budget_ms:g} ms: **{choice.why}**. Each candidate was built at the pipeline's input "
+            "with random weights, exported to ONNX and timed before any training, in interleaved rounds.",
+        ),
+    ]
+    if choice.trials:
+        rows = [[trial.candidate, str(trial.epochs), t.num(trial.selection_top1)] for trial in choice.trials]
+        blocks += [
+            (
+                "p",
+                "The largest candidates within the budget, each distilled briefly and scored on training images "
+                "held out from that training (never the validation split):",
+            ),
+            ("table", ["Candidate", "Epochs", "Selection top-1 (%)"], rows, "detail"),
+        ]
+    for table in choice.tables:
+        rows = _scout_rows(table, choice.chosen if table.device == choice.device else None)
+        budget = f"budget {table.budget_ms:g} ms" if table.budget_ms is not None else "no latency budget"
+        blocks += [
+            ("h3", f"Candidates on {table.device}"),
+            (
+                "p",
+                f"{table.runtime} {table.precision}, p50 at batch {table.batch_size}, {budget}; spread: how far the "
+                "medians of the timing rounds differ.",
+            ),
+            ("table", ["Candidate", "p50 (ms)", "Spread", "Params (M)", "MACs (M)", "Budget", "Note"], rows, "detail"),
+        ]
+        if scout_name(run, table.device) in figures:
+            blocks.append(
+                ("img", scout_name(run, table.device), f"scout candidates on {table.device}: MACs vs latency", "")
+            )
+    check = run.scout_check
+    if check is not None:
+        verdict = (
+            "they agree within the spread of their rounds"
+            if check.agree
+            else "they differ by more than the spread of their rounds"
+        )
+        blocks.append(
+            (
+                "p",
+                f"**Scout vs benchmark on {check.device}:** the scout timed `{choice.chosen}` at {check.scout_ms:.3f} ms "
+                f"(spread {check.scout_spread:.0%}, random weights); the benchmark timed the trained student's "
+                f"`{check.artifact}` at {check.bench_ms:.3f} ms (spread {check.bench_spread:.0%}), both p50 at batch "
+                f"{check.batch_size}: {verdict}.",
+            )
+        )
+    return blocks
+
+
+def _scout_rows(table: ScoutTable, chosen: str | None) -> list[list[t.Cell]]:
+    """The scout's candidates on one device, fastest first, then those not timed and why."""
+    front = set(table.pareto())
+    rows = []
+    for e in table.timed() + [e for e in table.entries if e.status != "done"]:
+        lat = e.latency
+        notes = [
+            "chosen" if e.candidate == chosen else "",
+            "Pareto front" if e.candidate in front else "",
+            f"{e.status}: {e.reason}" if e.status != "done" else "",
+            f"{t.UNSTABLE} {lat.unstable}" if lat is not None and lat.unstable else "",
+        ]
+        fits = None if e.within_budget is None else "within" if e.within_budget else "over"
+        rows.append(
+            [
+                e.candidate,
+                t.num(e.p50_ms, ".3f"),
+                f"{lat.spread:.0%}" if lat is not None else t.DASH,
+                t.count(e.params, 1e6, ".3f"),
+                t.count(e.macs, 1e6, ".1f"),
+                t.DASH if fits is None else Mark(fits, fits),
+                "; ".join(n for n in notes if n),
+            ]
+        )
+    return rows
 
 
 def pruning_blocks(run: RunSection, suffix: str) -> list[Block]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgekd.run_records import PruneStep
+from edgekd.run_records import PruneStep, ScoutChoice
 
 REPORT_SCHEMA = "edgekd.report/3"
 
@@ -181,6 +181,22 @@ class Sensitivity:
 
 
 @dataclass
+class ScoutCheck:
+    """The chosen student's latency as the scout measured it (random weights, before training) beside the
+    benchmark's figure of the trained student's `artifact` on the same device, and whether they agree: they differ
+    by no more than the larger spread of their rounds (at least the harness's floor)."""
+
+    device: str
+    artifact: str
+    batch_size: int
+    scout_ms: float
+    scout_spread: float
+    bench_ms: float
+    bench_spread: float
+    agree: bool
+
+
+@dataclass
 class RunSection:
     label: str
     path: str
@@ -193,6 +209,8 @@ class RunSection:
     curves: list[dict[str, Any]] = field(default_factory=list)  # distill/metrics.jsonl epochs
     sensitivity: Sensitivity | None = None
     pruning: list[PruneStep] = field(default_factory=list)  # the prune stage's steps (step 0: the teacher)
+    scout: ScoutChoice | None = None  # what the scout stage chose for `student.model: auto`, and why
+    scout_check: ScoutCheck | None = None  # the chosen student's scout latency beside the benchmark's
 
 
 @dataclass

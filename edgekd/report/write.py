@@ -17,6 +17,7 @@ from edgekd.report.layout import (
     document,
     energy_name,
     scatter_name,
+    scout_name,
     sensitivity_name,
     sweep_name,
     sweep_setting,
@@ -56,6 +57,10 @@ def figures(report: Report, out_dir: Path) -> dict[str, FigureFile]:
             )
             out[name] = FigureFile(path, png, dropped)
     for run in report.runs:
+        for table in run.scout.tables if run.scout else []:
+            path = out_dir / f"{scout_name(run, table.device)}.png"
+            png, dropped = plots.scout_scatter(table, path)
+            out[scout_name(run, table.device)] = FigureFile(path, png, dropped)
         if run.sensitivity:
             path = out_dir / f"{sensitivity_name(run)}.png"
             png = plots.sensitivity_bars(run.sensitivity, path)

@@ -114,3 +114,26 @@ def test_records_round_trip_and_a_bad_field_is_named():
     doc = choice.to_dict() | {"chosen": "elsewhere"}
     with pytest.raises(RecordError, match="'elsewhere' is not in the table of 'local'"):
         ScoutChoice.from_dict(doc)
+
+
+def test_the_report_shows_the_choice_and_the_scout_figure_beside_the_benchmarks():
+    from edgekd.ondevice.records import ArtifactRecord, BenchDoc
+    from edgekd.report.build import scout_check
+    from edgekd.report.layout import scout_blocks
+    from edgekd.report.model import RunSection
+
+    choice = ScoutChoice("mid", "local", 1.0, "mid: the most MACs", [_table(1.0)])
+    student = ArtifactRecord("student_onnx", "done", "export/student.onnx", latency=[_latency(0.92)])
+    bench = BenchDoc("mybox", "host", "now", "teacher_onnx", artifacts=[student])
+    check = scout_check(choice, [bench])  # `local` is this machine: the host's bench file, whatever its name
+    assert (check.scout_ms, check.bench_ms, check.agree) == (0.9, 0.92, True)
+    student.latency = [_latency(1.5)]
+    assert not scout_check(choice, [bench]).agree
+    blocks = scout_blocks(RunSection("run", "/r", scout=choice, scout_check=check), {}, "")
+    text = " ".join(str(b) for b in blocks)
+    assert blocks[0] == ("h2", "Scout") and "**mid: the most MACs**" in text
+    table = next(b for b in blocks if b[0] == "table")
+    assert [r[0] for r in table[2]] == ["wide", "mid", "big", "broken"]  # fastest first, then the failed
+    assert "chosen" in table[2][1][-1] and table[2][3][-1] == "failed: export failed"
+    assert "they agree within the spread of their rounds" in text
+    assert scout_blocks(RunSection("run", "/r"), {}, "") == []

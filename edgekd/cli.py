@@ -250,6 +250,9 @@ def scout(
     run_dir: Path | None = typer.Option(
         None, "--run-dir", help="The run directory whose scout cache and tables are used (default runs/<name>)."
     ),
+    fresh: bool = typer.Option(
+        False, "--fresh", help="Time every candidate again (figures taken on a busy machine are cached too)."
+    ),
 ) -> None:
     """Time candidate students on the target devices before any training: p50 latency with its spread, params,
     MACs, and whether each fits benchmark.budget.latency_ms (scout/tables/<device>.json and a plot)."""
@@ -278,6 +281,7 @@ def scout(
                 cfg.benchmark.budget.latency_ms,
                 runner.rundir,
                 runner.reporter.log,
+                fresh,
             )
     except EdgekdError as e:
         _fail(e)

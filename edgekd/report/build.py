@@ -336,7 +336,8 @@ def scout_check(choice: ScoutChoice, benches: list[BenchDoc]) -> ScoutCheck | No
     a, b = entry.latency, figure
     allowed = max(a.spread * a.p50_ms, b.spread * b.p50_ms, SPREAD_FLOOR_MS)
     agree = abs(a.p50_ms - b.p50_ms) <= allowed
-    return ScoutCheck(table.device, SCOUTED, table.batch_size, a.p50_ms, a.spread, b.p50_ms, b.spread, agree)
+    stable = a.stable and b.stable
+    return ScoutCheck(table.device, SCOUTED, table.batch_size, a.p50_ms, a.spread, b.p50_ms, b.spread, agree, stable)
 
 
 def _typed(read: Callable[[], T], where: str) -> T:

@@ -495,11 +495,11 @@ def scout_blocks(run: RunSection, figures: dict[str, FigureFile], suffix: str) -
             )
     check = run.scout_check
     if check is not None:
-        verdict = (
-            "they agree within the spread of their rounds"
-            if check.agree
-            else "they differ by more than the spread of their rounds"
-        )
+        verdict = ("they agree within" if check.agree else "they differ by more than") + " the spread of their rounds"
+        if not check.stable:
+            verdict += (
+                f" ({t.UNSTABLE} a figure is marked unstable: re-measure on a quiet machine before trusting either)"
+            )
         blocks.append(
             (
                 "p",

@@ -194,6 +194,7 @@ class ScoutCheck:
     bench_ms: float
     bench_spread: float
     agree: bool
+    stable: bool  # neither figure is marked unstable (rounds disagreed, or the machine was busy)
 
 
 @dataclass

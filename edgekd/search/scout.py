@@ -180,9 +180,11 @@ def resolve(names: Sequence[str], teacher: ModelSpec, cache: Cache) -> tuple[str
 # --------------------------------------------------------------------------- scouting
 
 
-def scout(request: Request, device: str, budget_ms: float | None, cache: Cache, log: Log) -> ScoutTable:
-    """Every candidate of `request` on `device`: cached figures as they are, the others built, exported and timed
-    together; each marked within `budget_ms` (p50) or not."""
+def scout(
+    request: Request, device: str, budget_ms: float | None, cache: Cache, log: Log, fresh: bool = False
+) -> ScoutTable:
+    """Every candidate of `request` on `device`: cached figures as they are (`fresh`: none), the others built,
+    exported and timed together; each marked within `budget_ms` (p50) or not."""
     timer = timer_for(device)
     entries: dict[str, ScoutEntry] = {}
     todo: dict[str, str] = {}  # candidate -> timing key
@@ -190,40 +192,24 @@ def scout(request: Request, device: str, budget_ms: float | None, cache: Cache, 
         key = timing_key(name, request, device)
         if (why := cands.unavailable(name)) is not None:
             entries[name] = ScoutEntry(name, "skipped", why)
-        elif key in cache.timings:
+        elif key in cache.timings and not fresh:
             entries[name] = dataclasses.replace(cache.timings[key], cached=True)
         else:
             todo[name] = key
-    teacher = request.teacher
-    shape = (teacher.in_channels, teacher.image_size, teacher.image_size)
+    t = request.teacher
     rng = np.random.default_rng(request.settings.seed)
-    batch = rng.standard_normal((request.batch_size, *shape)).astype(np.float32)
-    sizes: dict[str, tuple[int, int]] = {}
+    batch = rng.standard_normal((request.batch_size, t.in_channels, t.image_size, t.image_size)).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="edgekd-scout-") as tmp:
-        exported = []
-        for name in todo:
-            try:
-                with torch.random.fork_rng():
-                    torch.manual_seed(request.settings.seed)
-                    model, spec = cands.build(name, teacher)
-                sizes[name] = cands.size(model, spec)
-                example = torch.from_numpy(batch[:1])
-                path = export_onnx(model, Path(tmp) / f"{len(exported)}.onnx", example, opset=request.opset)
-                exported.append((name, path))
-                log(
-                    f"  scout: {name} exported ({sizes[name][0] / 1e6:.2f} M params, {sizes[name][1] / 1e6:.1f} M MACs)"
-                )
-            except Exception as e:  # one candidate failing must not lose the others' figures
-                entries[name] = ScoutEntry(name, "failed", one_line(e), *sizes.get(name, (None, None)))
-                log(f"  scout: {name} failed: {one_line(e)}")
+        exported, sizes = _export(list(todo), request, torch.from_numpy(batch[:1]), Path(tmp), entries, log)
         if exported:
             log(f"  scout: timing {len(exported)} candidates on {device} at batch {request.batch_size}")
-        records, ran = timer(exported, batch, request.settings, log)
+        records, ran = timer(exported, batch, request.settings, lambda msg: log(f"  scout: {msg}"))
     for rec in records:
         params, macs = sizes[rec.id]
         if rec.status == "done" and rec.latency:
-            entries[rec.id] = ScoutEntry(rec.id, "done", None, params, macs, rec.latency[0])
-            cache.timings[todo[rec.id]] = entries[rec.id]
+            entries[rec.id] = cache.timings[todo[rec.id]] = ScoutEntry(
+                rec.id, "done", None, params, macs, rec.latency[0]
+            )
         else:
             entries[rec.id] = ScoutEntry(rec.id, "failed", rec.reason or "not timed", params, macs)
     for entry in entries.values():
@@ -241,6 +227,26 @@ def scout(request: Request, device: str, budget_ms: float | None, cache: Cache, 
     )
 
 
+def _export(
+    names: list[str], request: Request, example: torch.Tensor, folder: Path, failed: dict[str, ScoutEntry], log: Log
+) -> tuple[list[tuple[str, Path]], dict[str, tuple[int, int]]]:
+    """Each candidate built with seeded random weights, sized and exported into `folder`: (name, ONNX file) of those
+    exported and their (params, MACs); a failure goes into `failed` with its reason."""
+    exported, sizes = [], {}
+    for name in names:
+        try:
+            with torch.random.fork_rng():
+                torch.manual_seed(request.settings.seed)
+                model, spec = cands.build(name, request.teacher)
+            sizes[name] = cands.size(model, spec)
+            exported.append((name, export_onnx(model, folder / f"{len(exported)}.onnx", example, opset=request.opset)))
+            log(f"  scout: {name} exported ({sizes[name][0] / 1e6:.2f} M params, {sizes[name][1] / 1e6:.1f} M MACs)")
+        except Exception as e:  # one candidate failing must not lose the others' figures
+            failed[name] = ScoutEntry(name, "failed", one_line(e), *sizes.get(name, (None, None)))
+            log(f"  scout: {name} failed: {one_line(e)}")
+    return exported, sizes
+
+
 def scout_devices(
     names: Sequence[str],
     teacher: ModelSpec,
@@ -250,8 +256,10 @@ def scout_devices(
     budgets: dict[str, float],
     run: RunDir,
     log: Log,
+    fresh: bool = False,
 ) -> list[ScoutTable]:
-    """`names` (empty: the defaults) on every device, with the run's cache; each table saved (scout/tables/)."""
+    """`names` (empty: the defaults) on every device, with the run's cache (`fresh`: every figure taken again and
+    cached in place of the old); each table saved (scout/tables/)."""
     for device in devices:
         timer_for(device)  # a device that cannot be scouted stops before anything is built
     cache = Cache(run.scout_cache)
@@ -259,7 +267,7 @@ def scout_devices(
     tables = []
     try:
         for device in devices:
-            tables.append(scout(request, device, budgets.get(device), cache, log))
+            tables.append(scout(request, device, budgets.get(device), cache, log, fresh))
     finally:
         cache.save()
     for table in tables:

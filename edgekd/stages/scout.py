@@ -139,8 +139,7 @@ def _why(chosen: ScoutEntry, table: ScoutTable, trials: list[ScoutTrial], cfg: S
             f"data held out (seed {seed}) among the {len(trials)} candidates with the most MACs {within}, each "
             f"distilled {cfg.train_epochs} epoch(s) on the rest; the validation split was not used"
         )
-    fitting = len(table.fitting())
     return (
         f"{chosen.candidate} ({timed}): the most MACs ({(chosen.macs or 0) / 1e6:.1f} M, the proxy for capacity) "
-        f"of the {fitting} of {len(table.entries)} candidates {within}"
+        f"of the {len(table.fitting())} candidates (of {len(table.entries)} scouted) {within}"
     )

@@ -51,6 +51,8 @@ def test_a_candidate_that_fails_stays_in_the_table_and_a_rerun_is_served_from_th
     assert [e.candidate for e in timed] == ["resnet8", "prune/0.5"] and all(e.cached for e in timed)
     assert [e.latency for e in timed] == [ok.latency, pruned.latency]  # the same figures
     assert again.entry("no_such_net").status == "failed"  # failures are tried again, never cached
+    (fresh,) = scout_devices(["resnet8"], TEACHER, QUICK, 17, ["local"], {}, run, lambda _: None, fresh=True)
+    assert not fresh.entries[0].cached and fresh.entries[0].within_budget is None  # timed again; no budget given
 
 
 def test_the_pruned_teacher_rebuilds_from_its_spec_and_the_trained_one_gets_the_same_layers():
@@ -129,6 +131,7 @@ def test_the_report_shows_the_choice_and_the_scout_figure_beside_the_benchmarks(
     assert (check.scout_ms, check.bench_ms, check.agree) == (0.9, 0.92, True)
     student.latency = [_latency(1.5)]
     assert not scout_check(choice, [bench]).agree
+    student.latency = [_latency(0.92)]
     blocks = scout_blocks(RunSection("run", "/r", scout=choice, scout_check=check), {}, "")
     text = " ".join(str(b) for b in blocks)
     assert blocks[0] == ("h2", "Scout") and "**mid: the most MACs**" in text
@@ -136,4 +139,8 @@ def test_the_report_shows_the_choice_and_the_scout_figure_beside_the_benchmarks(
     assert [r[0] for r in table[2]] == ["wide", "mid", "big", "broken"]  # fastest first, then the failed
     assert "chosen" in table[2][1][-1] and table[2][3][-1] == "failed: export failed"
     assert "they agree within the spread of their rounds" in text
+    assert "marked unstable" not in text
+    student.latency[0].stable = False
+    blocks = scout_blocks(RunSection("run", "/r", scout=choice, scout_check=scout_check(choice, [bench])), {}, "")
+    assert "a figure is marked unstable: re-measure on a quiet machine" in " ".join(str(b) for b in blocks)
     assert scout_blocks(RunSection("run", "/r"), {}, "") == []

@@ -48,7 +48,7 @@ def test_auto_picks_the_largest_candidate_within_budget_and_every_later_stage_tr
     assert status["scout"] == "done" and status["prune"] == "skipped" and status["report"] == "done", status
     choice = scout_choice(m.stage("scout").metrics)
     assert choice.chosen == "prune/0.5" and choice.table.entry("prune/0.5").within_budget
-    assert "the most MACs" in choice.why and "of the 2 of 2 candidates within 1000 ms on local" in choice.why
+    assert "the most MACs" in choice.why and "of the 2 candidates (of 2 scouted) within 1000 ms on local" in choice.why
     _, chosen = load_model(tmp_path / m.stage("scout").artifacts["scout_student"].path)
     assert chosen.name == "resnet14" and chosen.structure
     for stage, art in (("distill", "student"), ("baseline", "baseline_student")):

@@ -74,7 +74,20 @@ def test_the_top_k_are_ranked_on_training_images_held_out(tiny_pipeline, tmp_pat
     assert choice.chosen == best.candidate and "25% of the training data held out" in choice.why
     assert "the validation split was not used" in choice.why
 
+    def plan(old: str, new: str) -> dict:
+        path.write_text(path.read_text().replace(old, new))
+        return {
+            e.stage: (e.action, e.why)
+            for e in Runner(load_pipeline(path), [TeacherStage(), ScoutStage()], tmp_path).plan()
+        }
 
+    # the budget is read, the benchmark's batch sizes other than the budget's are not
+    assert plan("batch_sizes: [1]", "batch_sizes: [1, 4]")["scout"][0] == "cached"
+    changed = plan("latency_ms: {local: 1000}", "latency_ms: {local: 900}")
+    assert changed["scout"] == ("run", "its config changed") and changed["teacher"][0] == "cached"
+
+
+@pytest.mark.slow
 def test_a_budget_nothing_meets_stops_at_the_scout_naming_the_fastest(tiny_pipeline, tmp_path):
     path = _auto(tiny_pipeline, "[resnet8]", 0.0001)
     with pytest.raises(EdgekdError) as e:

@@ -210,8 +210,8 @@ class RunDir:
         return self.scout_table(device).with_suffix(".png")
 
     def scout_trial_dir(self, candidate: str) -> Path:
-        """Where one candidate is distilled briefly to rank the top k (`prune/0.5` -> trials/prune-0.5)."""
-        return self.stage_dir(SCOUT) / SCOUT_TRIALS / check_name(candidate.replace("/", "-"), "scout candidate")
+        """Where one candidate (as a plain name: `prune-0.5`) is distilled briefly to rank the top k."""
+        return self.stage_dir(SCOUT) / SCOUT_TRIALS / check_name(candidate, "scout candidate")
 
     def failed_dir(self, stage: str) -> Path:
         """Files of a failed attempt, kept for inspection, never vouched for or shipped."""

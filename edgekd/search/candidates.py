@@ -41,6 +41,11 @@ def share_of(name: str) -> float | None:
     return float(name.removeprefix(PRUNE_CANDIDATE)) if name.startswith(PRUNE_CANDIDATE) else None
 
 
+def file_name(name: str) -> str:
+    """A candidate as a plain name (for files, folders and bench records): `prune/0.5` -> `prune-0.5`."""
+    return name.replace("/", "-")
+
+
 def unavailable(name: str) -> str | None:
     """Why a candidate cannot be built on this machine (a package is not installed), or None."""
     if name.startswith(TIMM_PREFIX) and find_spec("timm") is None:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,14 +47,17 @@ from edgekd.runtimes.onnxruntime import DEFAULT_PROVIDERS, choose_providers
 from edgekd.search import candidates as cands
 
 LOCAL = "local"
+ONNX_FILE = "onnx_file"
+"""The catalogue row a candidate's ONNX file is timed as: a given ONNX file, named by candidates.file_name."""
 RUNTIME, PRECISION = "onnxruntime", "fp32"
 """What `local` times: the fp32 ONNX file on ONNX Runtime, as the benchmark times the student's `student_onnx`."""
 TOOLCHAIN = ("torch", "torchvision", "onnx", "onnxruntime", "timm", "torch-pruning")
 CACHE_SCHEMA = "edgekd.scout-cache/1"
 
 Log = Callable[[str], None]
-Timer = Callable[[Sequence[tuple[str, Path]], np.ndarray, Settings, Log], tuple[list[ArtifactRecord], str]]
-"""Times ONNX files (name, path) on one batch: the benchmark's record of each, and what ran them."""
+Timer = Callable[[Mapping[str, Path], np.ndarray, Settings, Log], tuple[dict[str, ArtifactRecord], str]]
+"""Times ONNX files (plain name -> path) on one batch together: the benchmark's record of each by name, and what
+ran them."""
 
 
 @dataclass(frozen=True)
@@ -81,18 +84,15 @@ def settings_for(benchmark: BenchmarkConfig, seed: int) -> Settings:
 # --------------------------------------------------------------------------- where candidates are timed
 
 
-def time_here(models: Sequence[tuple[str, Path]], batch: np.ndarray, settings: Settings, log: Log):
-    """`local`: ONNX Runtime on this machine with the benchmark's providers and threads, in its harness."""
+def time_here(files: Mapping[str, Path], batch: np.ndarray, settings: Settings, log: Log):
+    """`local`: ONNX Runtime on this machine with the benchmark's providers and threads, in its harness (the files
+    as the `onnx_file` rows of `edgekd bench FILE.onnx`; no labels, so latency alone)."""
     providers = choose_providers(DEFAULT_PROVIDERS)
     ran = f"{RUNTIME} {onnxruntime.__version__} ({providers[0].removesuffix('ExecutionProvider')})"
-    if not models:
-        return [], ran
-    subjects = [
-        Subject(name, path.name, functools.partial(open_runtime, path, RUNTIME, settings.threads, providers=providers))
-        for name, path in models
-    ]
-    records, _ = bench_artifacts(subjects, batch, np.zeros(len(batch), dtype=np.int64), None, settings, log=log)
-    return records, ran
+    opener = functools.partial(open_runtime, backend=RUNTIME, threads=settings.threads, providers=providers)
+    subjects = [Subject(ONNX_FILE, path.name, functools.partial(opener, path), name) for name, path in files.items()]
+    records, _ = bench_artifacts(subjects, batch, None, None, settings, log=log) if subjects else ([], {})
+    return {r.name: r for r in records}, ran
 
 
 def timer_for(device: str) -> Timer:
@@ -203,15 +203,14 @@ def scout(
         exported, sizes = _export(list(todo), request, torch.from_numpy(batch[:1]), Path(tmp), entries, log)
         if exported:
             log(f"  scout: timing {len(exported)} candidates on {device} at batch {request.batch_size}")
-        records, ran = timer(exported, batch, request.settings, lambda msg: log(f"  scout: {msg}"))
-    for rec in records:
-        params, macs = sizes[rec.id]
+        files = {cands.file_name(name): path for name, path in exported}
+        records, ran = timer(files, batch, request.settings, lambda msg: log(f"  scout: {msg}"))
+    for name, _ in exported:
+        rec, (params, macs) = records[cands.file_name(name)], sizes[name]
         if rec.status == "done" and rec.latency:
-            entries[rec.id] = cache.timings[todo[rec.id]] = ScoutEntry(
-                rec.id, "done", None, params, macs, rec.latency[0]
-            )
+            entries[name] = cache.timings[todo[name]] = ScoutEntry(name, "done", None, params, macs, rec.latency[0])
         else:
-            entries[rec.id] = ScoutEntry(rec.id, "failed", rec.reason or "not timed", params, macs)
+            entries[name] = ScoutEntry(name, "failed", rec.reason or "not timed", params, macs)
     for entry in entries.values():
         if entry.status == "done" and budget_ms is not None:
             entry.within_budget = entry.p50_ms <= budget_ms
@@ -239,7 +238,9 @@ def _export(
                 torch.manual_seed(request.settings.seed)
                 model, spec = cands.build(name, request.teacher)
             sizes[name] = cands.size(model, spec)
-            exported.append((name, export_onnx(model, folder / f"{len(exported)}.onnx", example, opset=request.opset)))
+            exported.append(
+                (name, export_onnx(model, folder / f"{cands.file_name(name)}.onnx", example, opset=request.opset))
+            )
             log(f"  scout: {name} exported ({sizes[name][0] / 1e6:.2f} M params, {sizes[name][1] / 1e6:.1f} M MACs)")
         except Exception as e:  # one candidate failing must not lose the others' figures
             failed[name] = ScoutEntry(name, "failed", one_line(e), *sizes.get(name, (None, None)))

@@ -21,7 +21,7 @@ from edgekd.distill.trainer import predict
 from edgekd.models import ModelSpec, load_model, save_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.run_records import ScoutChoice, ScoutEntry, ScoutTable, ScoutTrial
-from edgekd.search.candidates import build, size
+from edgekd.search.candidates import build, file_name, size
 from edgekd.search.scout import TOOLCHAIN, choose, machine, scout_devices, settings_for
 from edgekd.stages.common import distil, model_summary
 
@@ -108,7 +108,7 @@ class ScoutStage:
         for entry in top:
             torch.manual_seed(config.seed)
             student, _ = build(entry.candidate, t_spec, trained=teacher)
-            work_dir = ctx.rundir.scout_trial_dir(entry.candidate)
+            work_dir = ctx.rundir.scout_trial_dir(file_name(entry.candidate))
             label = f"scout {entry.candidate}"
             _, scores, _ = distil(
                 ctx,

@@ -15,9 +15,8 @@ from edgekd.config import BudgetConfig
 from edgekd.errors import EdgekdError
 from edgekd.manifest import Manifest, read_manifest
 from edgekd.ondevice import catalog
-from edgekd.ondevice.measure import SPREAD_FLOOR_MS
 from edgekd.ondevice.records import ArtifactRecord, BenchDoc, RecordError
-from edgekd.report.budgets import judge_accuracy, judge_latency, latency_limit, recommend, unmet_latency
+from edgekd.report.budgets import judge_accuracy, judge_latency, latency_limit, recommend, tie, unmet_latency
 from edgekd.report.conditions import clocks_note, measured_under
 from edgekd.report.load import load_benches, load_curves
 from edgekd.report.model import (
@@ -334,8 +333,7 @@ def scout_check(choice: ScoutChoice, benches: list[BenchDoc]) -> ScoutCheck | No
     if entry is None or entry.latency is None or figure is None:
         return None
     a, b = entry.latency, figure
-    allowed = max(a.spread * a.p50_ms, b.spread * b.p50_ms, SPREAD_FLOOR_MS)
-    agree = abs(a.p50_ms - b.p50_ms) <= allowed
+    agree = tie(a, b)  # the rule that ties latencies in the recommendation
     stable = a.stable and b.stable
     return ScoutCheck(table.device, SCOUTED, table.batch_size, a.p50_ms, a.spread, b.p50_ms, b.spread, agree, stable)
 

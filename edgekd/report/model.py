@@ -184,7 +184,7 @@ class Sensitivity:
 class ScoutCheck:
     """The chosen student's latency as the scout measured it (random weights, before training) beside the
     benchmark's figure of the trained student's `artifact` on the same device, and whether they agree: they differ
-    by no more than the larger spread of their rounds (at least the harness's floor)."""
+    by no more than the larger spread of their rounds (budgets.tie, the rule of the recommendation)."""
 
     device: str
     artifact: str

@@ -261,14 +261,20 @@ def scout(
         cfg = runner.cfg
         from edgekd.data.datasets import load_data
         from edgekd.data.preprocessing import data_inputs
-        from edgekd.models import ModelSpec
+        from edgekd.manifest import read_manifest
+        from edgekd.models import ModelSpec, load_model
         from edgekd.search.scout import scout_devices, settings_for, timer_for
 
         devices = [check_name(d, "--device") for d in device] or cfg.scout.devices
         for name in devices:
             timer_for(name)  # refused before the data loads
-        info = load_data(cfg.data, cfg.seed, data_inputs(cfg.data, cfg.student)).info
-        teacher = ModelSpec(cfg.teacher.model, info.num_classes, info.in_channels, info.image_size)
+        trained = read_manifest(runner.rundir).vouched().get("teacher")  # its spec is what the scout stage cuts
+        teacher = load_model(trained)[1] if trained is not None else None
+        if (
+            teacher is None or teacher.name != cfg.teacher.model
+        ):  # none trained yet: the registry's, at the data's input
+            info = load_data(cfg.data, cfg.seed, data_inputs(cfg.data, cfg.student)).info
+            teacher = ModelSpec(cfg.teacher.model, info.num_classes, info.in_channels, info.image_size)
         settings = settings_for(cfg.benchmark, cfg.seed)
         err.print(f"run directory: {runner.run_dir}", highlight=False, markup=False)
         with runner.rundir.locked("edgekd scout"):

@@ -3,14 +3,19 @@ and it is the student of every later stage; the top k ranked by a brief distilla
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from typer.testing import CliRunner
+
+from edgekd.cli import app
 from edgekd.config import load_pipeline
 from edgekd.errors import EdgekdError
 from edgekd.manifest import Manifest
 from edgekd.models import load_model
 from edgekd.pipeline import Runner
-from edgekd.run_records import scout_choice
+from edgekd.run_records import ScoutTable, scout_choice
+from edgekd.rundir import RunDir
 from edgekd.stages import all_stages
 from edgekd.stages.scout import ScoutStage
 from edgekd.stages.teacher import TeacherStage
@@ -37,6 +42,14 @@ def test_the_scout_is_skipped_unless_the_student_is_auto(tiny_pipeline, tmp_path
     assert plan["scout"].action == "skip" and plan["scout"].why == "student.model is not auto"
 
 
+def test_a_device_the_scout_cannot_time_on_stops_the_run_before_the_teacher(tiny_pipeline, tmp_path):
+    path = _auto(tiny_pipeline, "[resnet8]", 5)
+    path.write_text(path.read_text().replace("{local: 5}", "{xavier: 5}") + "  devices: [xavier]\n")
+    result = CliRunner().invoke(app, ["run", str(path), "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "scout device 'xavier'" in " ".join(result.stderr.split())
+    assert Manifest(tmp_path).stage("teacher") is None
+
+
 @pytest.mark.slow
 def test_auto_picks_the_largest_candidate_within_budget_and_every_later_stage_trains_it(tiny_pipeline, tmp_path):
     # the teacher resnet14 cut to half its MACs has more of them than mobilenet_v3_small at 16x16
@@ -60,6 +73,11 @@ def test_auto_picks_the_largest_candidate_within_budget_and_every_later_stage_tr
     assert "## Scout" in report and "| prune/0.5 |" in report and "**Scout vs benchmark on local:**" in report
     plan = {e.stage: e.action for e in Runner(load_pipeline(path), all_stages(), tmp_path).plan()}
     assert plan["scout"] == "cached" and plan["distill"] == "cached"
+    # `edgekd scout` on the run cuts the same trained teacher: every figure the stage took serves it
+    result = CliRunner().invoke(app, ["scout", str(path), "--run-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    table = ScoutTable.from_dict(json.loads(RunDir(tmp_path).scout_table("local").read_text()))
+    assert [e.cached for e in table.entries] == [True, True]
 
 
 @pytest.mark.slow

@@ -195,7 +195,9 @@ class TimingConfig(Section):
         ge=1,
         description="Interleaved rounds (each visits every artifact once, shuffled); their spread marks unstable figures.",
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads for the runtimes; default: all cores.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for the runtimes; default: OMP_NUM_THREADS where set, else all cores."
+    )
 
 
 class PruneTarget(Section):

@@ -43,6 +43,10 @@ def load_runner(path: Path, int8_kernels: bool = True) -> Callable[[np.ndarray],
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # a check, not a latency figure: the process's thread budget (torch's, which follows OMP_NUM_THREADS
+        # and set_num_threads), and idle threads sleep instead of spinning on cores other work could use
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if not int8_kernels:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

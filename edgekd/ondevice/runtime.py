@@ -90,7 +90,11 @@ class Runtime:
 
 
 def resolve_threads(threads: Optional[int]) -> int:
-    """The CPU threads a runtime is given: the number asked for, else every core (so records hold a number)."""
+    """The CPU threads a runtime is given (a number, so records say what ran): the number asked for, else
+    OMP_NUM_THREADS where the environment limits the process's threads, else every core."""
     import os
 
-    return int(threads) if threads else (os.cpu_count() or 1)
+    if threads:
+        return int(threads)
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    return int(limit) if limit.isdigit() and int(limit) > 0 else (os.cpu_count() or 1)

@@ -61,9 +61,14 @@ def test_a_failed_load_in_a_with_block_still_closes(tmp_path: Path) -> None:
     assert rt.closed and not rt.loaded
 
 
-@pytest.mark.parametrize("threads", [None, 1])
-def test_threads_are_always_a_number(onnx_path: Path, threads) -> None:
+@pytest.mark.parametrize(("threads", "omp", "expect"), [(None, None, os.cpu_count()), (1, "3", 1), (None, "3", 3)])
+def test_threads_are_always_a_number(onnx_path: Path, threads, omp, expect, monkeypatch) -> None:
+    """Asked-for threads win; else OMP_NUM_THREADS where the environment limits the process; else every core."""
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
     with open_runtime(onnx_path, "onnxruntime", threads=threads) as rt:
         used = rt.describe()["threads"]
-        assert isinstance(used, int) and used == (threads or os.cpu_count())
+        assert isinstance(used, int) and used == expect
         assert rt.session.get_session_options().intra_op_num_threads == used

@@ -444,7 +444,7 @@ def _bench_file(
     std: str | None,
     out_dir: Path | None,
 ) -> None:
-    """`edgekd bench FILE.onnx`: the file timed as it is here and/or on devices (edgekd.bench.files)."""
+    """`edgekd bench FILE.onnx`: the file timed as it is here and/or on devices (edgekd.fleet.files)."""
     from edgekd.bench.onnx_file import read_onnx_file
     from edgekd.ondevice.catalog import ENGINE_PRECISIONS
 
@@ -464,7 +464,7 @@ def _bench_file(
             fleet = load_devices(devices_file)
         targets = {n: None if n == "local" else fleet.get(n) for n in names}
         from edgekd.bench.calib_images import load_calibration_images
-        from edgekd.bench.files import fp16_twins_needed, prepare_files, time_files
+        from edgekd.fleet.files import fp16_twins_needed, prepare_files, time_files
         from edgekd.report.files import NO_ACCURACY, files_table, write_files_report
 
         if calib is None and (mean or std):

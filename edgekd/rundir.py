@@ -22,6 +22,7 @@ the root. Nothing else in edgekd joins run-directory names.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from pathlib import Path
 from edgekd.errors import EdgekdError
 from edgekd.ondevice import catalog
 from edgekd.ondevice.names import is_plain_name
+from edgekd.ondevice.records import BenchDoc, RecordError
 
 MANIFEST = "manifest.json"
 CONFIG = "pipeline.yaml"
@@ -234,3 +236,15 @@ class RunDir:
     def ship_record(self, device: str) -> Path:
         """tensorrt/<device>/ship.json: what the last `edgekd ship` to that device did."""
         return self.engine_dir(device) / SHIP_RECORD
+
+
+def load_bench(path: Path) -> BenchDoc:
+    """bench/<device>.json as typed records; a file that does not match the schema is a one-line EdgekdError."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EdgekdError(f"{path}: cannot read bench file: {e}") from None
+    try:
+        return BenchDoc.from_dict(doc)
+    except RecordError as e:
+        raise EdgekdError(f"{path}: {e}") from None

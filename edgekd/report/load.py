@@ -8,20 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgekdError
-from edgekd.ondevice.records import BenchDoc, RecordError
-from edgekd.rundir import RunDir
-
-
-def load_bench(path: Path) -> BenchDoc:
-    """bench/<device>.json as typed records; a file that does not match the schema is a one-line EdgekdError."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EdgekdError(f"{path}: cannot read bench file: {e}") from None
-    try:
-        return BenchDoc.from_dict(doc)
-    except RecordError as e:
-        raise EdgekdError(f"{path}: {e}") from None
+from edgekd.ondevice.records import BenchDoc
+from edgekd.rundir import RunDir, load_bench
 
 
 def load_benches(run_dir: Path) -> list[BenchDoc]:

@@ -172,9 +172,9 @@ def test_what_cannot_be_benchmarked_is_one_line_exit_2(mobilenet, tmp_path, monk
 
 def test_a_device_that_can_build_none_of_the_asked_precisions_says_why_before_connecting(tiny_fixed, tmp_path):
     """Every precision a device cannot have is named with its reason (here before any SSH: nothing would run)."""
-    from edgekd.bench.files import prepare_files, time_files
     from edgekd.config import DeviceConfig, TensorRTConfig
     from edgekd.errors import EdgekdError
+    from edgekd.fleet.files import prepare_files, time_files
 
     device = DeviceConfig(
         host="192.0.2.1",

@@ -23,8 +23,8 @@ from edgekd.quant import calibrate_ptq
 from edgekd.quant.sensitivity import sensitivity_record
 from edgekd.report import write_report
 from edgekd.report.build import pareto_front
-from edgekd.report.load import load_bench
 from edgekd.report.plots import place_labels
+from edgekd.rundir import load_bench
 
 EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b50\u2705\u274c\ufe0f]")
 BATCHES = (1, 4)

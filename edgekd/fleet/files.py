@@ -31,8 +31,7 @@ from edgekd.ondevice.job import EngineEntry, JobSettings, OnnxEntry
 from edgekd.ondevice.measure import Settings
 from edgekd.ondevice.records import ArtifactRecord, BenchDoc
 from edgekd.ondevice.trt_options import validate_options
-from edgekd.report.load import load_bench
-from edgekd.rundir import RunDir, check_name
+from edgekd.rundir import RunDir, check_name, load_bench
 
 log = logging.getLogger(__name__)
 

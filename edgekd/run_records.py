@@ -259,7 +259,9 @@ SCOUT_STATUSES = ("done", "failed", "skipped")
 class ScoutEntry:
     """One candidate student on one device: its size and its latency at the budget's batch (the benchmark's
     `Latency` record), whether that p50 is within the device's budget (None: no budget there), whether the figure
-    came from the cache; or, failed or skipped, why it was not timed."""
+    came from the cache; or, failed or skipped, why it was not timed. On a device, `artifact` is the row the
+    latency is of (the best engine where engines ran, else the ONNX Runtime file: what the report judges) and
+    `runtime` what ran it as the device reported it (e.g. `tensorrt 8.5.2.2`, or `tensorrt-standin ...` in tests)."""
 
     candidate: str
     status: str
@@ -269,6 +271,8 @@ class ScoutEntry:
     latency: Latency | None = None
     within_budget: bool | None = None
     cached: bool = False
+    artifact: str | None = None
+    runtime: str | None = None
 
     @property
     def p50_ms(self) -> float | None:
@@ -292,6 +296,8 @@ class ScoutEntry:
             latency=None if latency is None else Latency.from_dict(latency, f"{where}.latency"),
             within_budget=_check(doc.get("within_budget"), (bool,), f"{where}.within_budget", optional=True),
             cached=_check(doc.get("cached", False), (bool,), f"{where}.cached"),
+            artifact=_str(doc, "artifact", where, optional=True),
+            runtime=_str(doc, "runtime", where, optional=True),
         )
 
     def to_dict(self) -> dict[str, Any]:

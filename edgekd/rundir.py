@@ -13,6 +13,8 @@
     <root>/scout/cache.json         the scout's timings and model sizes, kept across runs (edgekd.search.scout)
     <root>/scout/tables/<device>.json|png   the scout's table of one device, and its latency-vs-MACs plot
     <root>/scout/trials/<candidate>/         one candidate's brief distillation (`scout.top_k`)
+    <root>/scout/devices/<device>/           the candidates' files shipped to a device and timed there: a folder
+                                             laid out like a run (edgekd.fleet.files), never the run's own bench/
 
 Artifact paths come from the catalogue (edgekd.ondevice.catalog); every path that is built from a
 config value, a manifest entry or a device's answer goes through `RunDir.inside`, so it cannot leave
@@ -48,6 +50,7 @@ SCOUT = "scout"
 SCOUT_CACHE = "cache.json"
 SCOUT_TABLES = "tables"
 SCOUT_TRIALS = "trials"
+SCOUT_DEVICES = "devices"
 
 
 def check_name(name: str, field: str) -> str:
@@ -214,6 +217,11 @@ class RunDir:
     def scout_trial_dir(self, candidate: str) -> Path:
         """Where one candidate (as a plain name: `prune-0.5`) is distilled briefly to rank the top k."""
         return self.stage_dir(SCOUT) / SCOUT_TRIALS / check_name(candidate, "scout candidate")
+
+    def scout_device_dir(self, device: str) -> Path:
+        """scout/devices/<device>/: the folder the scout times candidates on a device in (edgekd.fleet.files'
+        `out`: its own bench/, models/ and tensorrt/<device>/, so the run's bench files are never replaced)."""
+        return self.stage_dir(SCOUT) / SCOUT_DEVICES / check_name(device, "device name")
 
     def failed_dir(self, stage: str) -> Path:
         """Files of a failed attempt, kept for inspection, never vouched for or shipped."""

@@ -303,6 +303,11 @@ class ScoutConfig(Section):
         description="Where candidates are timed: `local` (this machine) and devices.yaml names; `student.model: auto` "
         "picks by the latency budget of the first.",
     )
+    devices_file: Path = Field(
+        Path("devices.yaml"),
+        description="The devices.yaml that defines the names in `devices` other than `local` (read only when there "
+        "are such; `edgekd scout --devices` overrides it).",
+    )
     top_k: int = Field(
         1, ge=1, le=16, description="`auto`: how many of the largest candidates within budget are distilled briefly."
     )

@@ -253,9 +253,13 @@ def scout(
     fresh: bool = typer.Option(
         False, "--fresh", help="Time every candidate again (figures taken on a busy machine are cached too)."
     ),
+    devices_file: Path | None = typer.Option(
+        None, "--devices", help="The devices file that names the devices (default: the pipeline's scout.devices_file)."
+    ),
 ) -> None:
     """Time candidate students on the target devices before any training: p50 latency with its spread, params,
-    MACs, and whether each fits benchmark.budget.latency_ms (scout/tables/<device>.json and a plot)."""
+    MACs, and whether each fits benchmark.budget.latency_ms (scout/tables/<device>.json and a plot). On a
+    devices.yaml device the candidates are shipped there and timed as it ships them (docs/scout.md)."""
     try:
         runner = _runner(pipeline, run_dir)
         cfg = runner.cfg
@@ -263,11 +267,11 @@ def scout(
         from edgekd.data.preprocessing import data_inputs
         from edgekd.manifest import read_manifest
         from edgekd.models import ModelSpec, load_model
-        from edgekd.search.scout import scout_devices, settings_for, timer_for
+        from edgekd.search.scout import scout_devices, settings_for, targets
 
         devices = [check_name(d, "--device") for d in device] or cfg.scout.devices
-        for name in devices:
-            timer_for(name)  # refused before the data loads
+        devices_file = devices_file or cfg.scout.devices_file
+        targets(devices, devices_file)  # an unknown device is refused before the data loads
         trained = read_manifest(runner.rundir).vouched().get("teacher")  # its spec is what the scout stage cuts
         teacher = load_model(trained)[1] if trained is not None else None
         if (
@@ -288,6 +292,7 @@ def scout(
                 runner.rundir,
                 runner.reporter.log,
                 fresh,
+                devices_file,
             )
     except EdgekdError as e:
         _fail(e)

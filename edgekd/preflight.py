@@ -45,11 +45,10 @@ def check_pipeline(cfg: PipelineConfig, local_files: bool = False) -> None:
         from edgekd.prune.pruner import check_prunable
 
         check_prunable(models["teacher"], cfg.student.prune, cfg.data.channels or 3, cfg.data.image_size)
-    if cfg.student.auto:  # a device the scout cannot time on stops the run here, not after the teacher trained
-        from edgekd.search.scout import timer_for
+    if cfg.student.auto:  # a device devices.yaml does not define stops the run here, not after the teacher trained
+        from edgekd.search.scout import targets
 
-        for device in cfg.scout.devices:
-            timer_for(device)
+        targets(cfg.scout.devices, cfg.scout.devices_file)
     if cfg.qat.enabled and cfg.qat.keep_float:  # found here, not after the teacher and the student have trained
         from edgekd.quant.qat import check_keep_float
 

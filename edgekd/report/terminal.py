@@ -103,8 +103,9 @@ def scout_table(table: ScoutTable) -> Table:
     for e in table.timed():
         mark = "—" if e.within_budget is None else "within" if e.within_budget else "over"
         lat = e.latency
+        row = f"{e.artifact} ({e.runtime})" if e.artifact else ""  # on a device: the row judged, and what ran it
         note = "; ".join(
-            n for n in ("cached" if e.cached else "", f"unstable: {lat.unstable}" if lat.unstable else "") if n
+            n for n in ("cached" if e.cached else "", row, f"unstable: {lat.unstable}" if lat.unstable else "") if n
         )
         out.add_row(
             escape(e.candidate),

@@ -22,7 +22,7 @@ from edgekd.models import ModelSpec, load_model, save_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.run_records import ScoutChoice, ScoutEntry, ScoutTable, ScoutTrial
 from edgekd.search.candidates import build, file_name, size
-from edgekd.search.scout import TOOLCHAIN, choose, machine, scout_devices, settings_for
+from edgekd.search.scout import TOOLCHAIN, choose, machine, scout_devices, settings_for, targets
 from edgekd.stages.common import distil, model_summary
 
 
@@ -50,8 +50,9 @@ class ScoutStage:
         return None if cfg.student.auto else "student.model is not auto"
 
     def environment(self, cfg: PipelineConfig, run_dir: Path) -> dict:
-        """The machines the candidates are timed on."""
-        return {device: machine(device) for device in cfg.scout.devices}
+        """The machines the candidates are timed on (a device: its devices.yaml entry; the runtime versions it
+        reports key each figure in the scout's cache)."""
+        return {t.name: machine(t) for t in targets(cfg.scout.devices, cfg.scout.devices_file)}
 
     def run(self, ctx: RunContext, cfg: ScoutConfig, inputs: dict[str, Path]) -> StageResult:
         config = ctx.config
@@ -59,7 +60,15 @@ class ScoutStage:
         settings = settings_for(config.benchmark, config.seed)
         budgets = config.benchmark.budget.latency_ms
         tables = scout_devices(
-            cfg.candidates, t_spec, settings, config.export.opset, cfg.devices, budgets, ctx.rundir, ctx.reporter.log
+            cfg.candidates,
+            t_spec,
+            settings,
+            config.export.opset,
+            cfg.devices,
+            budgets,
+            ctx.rundir,
+            ctx.reporter.log,
+            devices_file=cfg.devices_file,
         )
         table = tables[0]
         chosen = choose(table)  # nothing within the budget stops the run here

@@ -72,12 +72,17 @@ def test_the_default_candidates_are_the_registry_models_smaller_than_the_teacher
     assert names == ["resnet8", "mnasnet0_5", "prune/0.5", "prune/0.25"]
 
 
-def test_a_remote_device_is_refused_in_one_line_before_anything_is_built(tmp_path):
-    with pytest.raises(EdgekdError) as e:
-        scout_devices(["resnet8"], TEACHER, QUICK, 17, ["local", "xavier"], {}, RunDir(tmp_path), print)
-    message = str(e.value)
-    assert "\n" not in message and "'xavier'" in message and "remote ONNX timing" in message
-    assert not RunDir(tmp_path).scout_cache.exists()
+def test_a_device_devices_yaml_does_not_define_is_refused_in_one_line_before_anything_is_built(tmp_path):
+    devices = tmp_path / "devices.yaml"
+    devices.write_text("devices: {orin: {host: 10.0.0.2, kind: jetson-orin-nano}}\n")
+    for path, says in ((devices, "no device named 'xavier'"), (tmp_path / "none.yaml", "devices file not found")):
+        with pytest.raises(EdgekdError) as e:
+            scout_devices(
+                ["resnet8"], TEACHER, QUICK, 17, ["local", "xavier"], {}, RunDir(tmp_path), print, devices_file=path
+            )
+        message = str(e.value)
+        assert "\n" not in message and message.startswith("scout device 'xavier': ") and says in message
+        assert not RunDir(tmp_path).scout_cache.exists()
 
 
 def _latency(p50: float) -> Latency:

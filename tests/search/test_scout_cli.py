@@ -1,5 +1,5 @@
 """`edgekd scout PIPELINE`: the quickstart's default candidates timed on this machine, then again from the cache;
-a device it cannot scout on yet is one line, exit 2."""
+a device devices.yaml does not define is one line, exit 2 (remote scouting: tests/fleet/test_scout_ship.py)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,12 @@ def test_the_quickstart_lists_at_least_eight_timed_candidates_and_a_rerun_is_cac
     assert [(e.candidate, e.latency) for e in table.timed()] == [(e.candidate, e.latency) for e in timed]
 
 
-def test_a_device_it_cannot_scout_on_yet_is_one_line(tiny_pipeline, tmp_path):
-    result = CliRunner().invoke(app, ["scout", str(tiny_pipeline()), "--device", "xavier", "--run-dir", str(tmp_path)])
+def test_a_device_devices_yaml_does_not_define_is_one_line(tiny_pipeline, tmp_path):
+    devices = tmp_path / "devices.yaml"
+    devices.write_text("devices: {orin: {host: 10.0.0.2, kind: jetson-orin-nano}}\n")
+    args = ["scout", str(tiny_pipeline()), "--device", "xavier", "--devices", str(devices), "--run-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "Traceback" not in result.output
     message = " ".join(result.stderr.split())
-    assert "error: scout device 'xavier': scouting on a remote device needs the remote ONNX timing" in message
+    assert "error: scout device 'xavier': " in message and "no device named 'xavier'" in message
+    assert "defined devices: orin" in message

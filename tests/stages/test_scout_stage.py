@@ -42,12 +42,16 @@ def test_the_scout_is_skipped_unless_the_student_is_auto(tiny_pipeline, tmp_path
     assert plan["scout"].action == "skip" and plan["scout"].why == "student.model is not auto"
 
 
-def test_a_device_the_scout_cannot_time_on_stops_the_run_before_the_teacher(tiny_pipeline, tmp_path):
+def test_a_device_devices_yaml_does_not_define_stops_the_run_before_the_teacher(tiny_pipeline, tmp_path):
     path = _auto(tiny_pipeline, "[resnet8]", 5)
-    path.write_text(path.read_text().replace("{local: 5}", "{xavier: 5}") + "  devices: [xavier]\n")
-    result = CliRunner().invoke(app, ["run", str(path), "--run-dir", str(tmp_path)])
-    assert result.exit_code == 2 and "scout device 'xavier'" in " ".join(result.stderr.split())
-    assert Manifest(tmp_path).stage("teacher") is None
+    devices = tmp_path / "devices.yaml"
+    devices.write_text("devices: {orin: {host: 10.0.0.2, kind: jetson-orin-nano}}\n")
+    extra = f"  devices: [xavier]\n  devices_file: {devices}\n"
+    path.write_text(path.read_text().replace("{local: 5}", "{xavier: 5}") + extra)
+    result = CliRunner().invoke(app, ["run", str(path), "--run-dir", str(tmp_path / "run")])
+    message = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "scout device 'xavier'" in message and "no device named 'xavier'" in message
+    assert Manifest(tmp_path / "run").stage("teacher") is None
 
 
 @pytest.mark.slow

@@ -317,7 +317,15 @@ def run_section(run: RunDir, label: str, manifest: Manifest, omit_stage: str | N
 
 SCOUTED = "student_onnx"
 """The artifact whose benchmark figure the scout's figure of the chosen student is checked against: the fp32 ONNX on
-ONNX Runtime is what the scout times on `local`."""
+ONNX Runtime is what the scout times on `local`; on a device, the student's counterpart of the row the scout judged
+(its `onnx_file_trt_fp16` is the student's `student_trt_fp16`)."""
+
+
+def scouted(entry_artifact: str | None) -> str:
+    """The student artifact that corresponds to the row a scout figure is of (SCOUTED)."""
+    if entry_artifact is None or entry_artifact == "onnx_file":
+        return SCOUTED
+    return entry_artifact.replace("onnx_file", "student", 1)
 
 
 def scout_check(choice: ScoutChoice, benches: list[BenchDoc]) -> ScoutCheck | None:
@@ -325,17 +333,18 @@ def scout_check(choice: ScoutChoice, benches: list[BenchDoc]) -> ScoutCheck | No
     this machine's bench file), when both were measured at the budget's batch."""
     table = choice.table
     entry = table.entry(choice.chosen)
+    artifact = scouted(entry.artifact if entry is not None else None)
     bench = next(
         (b for b in benches if b.device == table.device or (table.device == "local" and b.kind == "host")), None
     )
-    record = bench.get(SCOUTED) if bench is not None else None
+    record = bench.get(artifact) if bench is not None and artifact in catalog.BY_ID else None
     figure = record.latency_at(table.batch_size) if record is not None and record.status == "done" else None
     if entry is None or entry.latency is None or figure is None:
         return None
     a, b = entry.latency, figure
     agree = tie(a, b)  # the rule that ties latencies in the recommendation
     stable = a.stable and b.stable
-    return ScoutCheck(table.device, SCOUTED, table.batch_size, a.p50_ms, a.spread, b.p50_ms, b.spread, agree, stable)
+    return ScoutCheck(table.device, artifact, table.batch_size, a.p50_ms, a.spread, b.p50_ms, b.spread, agree, stable)
 
 
 def _typed(read: Callable[[], T], where: str) -> T:

@@ -149,3 +149,17 @@ def test_the_report_shows_the_choice_and_the_scout_figure_beside_the_benchmarks(
     blocks = scout_blocks(RunSection("run", "/r", scout=choice, scout_check=scout_check(choice, [bench])), {}, "")
     assert "a figure is marked unstable: re-measure on a quiet machine" in " ".join(str(b) for b in blocks)
     assert scout_blocks(RunSection("run", "/r"), {}, "") == []
+
+
+def test_on_a_device_the_scout_figure_is_checked_against_the_students_engine_of_the_row_it_judged():
+    from edgekd.ondevice.records import ArtifactRecord, BenchDoc
+    from edgekd.report.build import scout_check
+
+    table = _table(1.0)
+    table.device = "orin"
+    table.entry("mid").artifact = "onnx_file_trt_fp16"  # the scout judged mid's fp16 engine on orin
+    choice = ScoutChoice("mid", "orin", 1.0, "mid", [table])
+    onnx = ArtifactRecord("student_onnx", "done", "export/student.onnx", latency=[_latency(5.0)])
+    fp16 = ArtifactRecord("student_trt_fp16", "done", "tensorrt/orin/student_trt_fp16.engine", latency=[_latency(0.91)])
+    check = scout_check(choice, [BenchDoc("orin", "jetson", "now", "teacher_onnx", artifacts=[onnx, fp16])])
+    assert (check.artifact, check.bench_ms, check.agree) == ("student_trt_fp16", 0.91, True)

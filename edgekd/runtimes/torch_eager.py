@@ -29,6 +29,7 @@ class TorchRuntime(Runtime):
         self.device = torch.device(device)
         self.threads = resolve_threads(threads)
         self.module: Any = None
+        self._threads_before: int | None = None  # torch's process-wide thread count, given back on close
 
     def _read(self, path: Path) -> Any:
         from edgekd.models import load_model
@@ -48,6 +49,7 @@ class TorchRuntime(Runtime):
             )
         module = self.source if isinstance(self.source, torch.nn.Module) else self._read(Path(self.source))
         self.module = module.to(self.device).eval()
+        self._threads_before = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         self.threads = torch.get_num_threads()
         self.timer = None  # every runtime is timed by host wall clock, input on the host to output on the host
@@ -75,6 +77,8 @@ class TorchRuntime(Runtime):
 
     def _release(self) -> None:
         self.module = None
+        if self._threads_before is not None:  # the count is process-wide: the caller's work after us keeps its own
+            torch.set_num_threads(self._threads_before)
         if self.device.type == "cuda" and torch.cuda.is_available():
             torch.cuda.empty_cache()
 

@@ -72,3 +72,15 @@ def test_threads_are_always_a_number(onnx_path: Path, threads, omp, expect, monk
         used = rt.describe()["threads"]
         assert isinstance(used, int) and used == expect
         assert rt.session.get_session_options().intra_op_num_threads == used
+
+
+def test_the_torch_runtime_gives_torchs_thread_count_back(tmp_path: Path) -> None:
+    """torch's thread count is process-wide: the eager runtime sets its own while loaded and restores the caller's."""
+    import torch
+
+    from edgekd.runtimes.torch_eager import runtime
+
+    before = torch.get_num_threads()
+    with runtime(torch.nn.Linear(4, 2), threads=before + 1) as rt:
+        assert torch.get_num_threads() == before + 1 and rt.describe()["threads"] == before + 1
+    assert torch.get_num_threads() == before

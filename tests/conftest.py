@@ -28,23 +28,42 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(int(share))
 
 
-# The longest tests (pytest --durations): the quickstart end to end, one registry model trained per test, a run per
-# changed key, a run killed and resumed four times. Each takes minutes of CPU; handed out last, one would run alone
-# at the end.
-LONGEST = (
-    "tests/test_quickstart.py",
-    "tests/quant/test_ptq_agreement.py",
-    "tests/test_keys.py::test_each_change_reruns_exactly_its_downstream_stages",
-    "tests/hardening/test_kill_resume.py",
-)
+# The longest tests and about what each costs, in seconds on one of CI's two workers (`.ci/run`'s --durations on an
+# idle 2-core AMD EPYC VM, 2026-12-07). The longest prefix that matches a test gives its cost.
+PTQ = "tests/quant/test_ptq_agreement.py::test_ptq_onnx_picks_the_fake_quant_class"
+LONGEST: dict[str, float] = {
+    f"{PTQ}[efficientnet_b1]": 190,
+    "tests/test_quickstart.py": 160,
+    f"{PTQ}[resnet101]": 117,
+    f"{PTQ}[efficientnet_b0]": 88,
+    f"{PTQ}[resnet50]": 80,
+    "tests/hardening/test_kill_resume.py": 56,
+    f"{PTQ}[convnext_tiny]": 53,
+    f"{PTQ}[mnasnet0_5]": 49,
+    "tests/search/test_scout_cli.py::test_the_quickstart_lists_at_least_eight_timed_candidates": 48,
+    "tests/test_distributed.py::test_two_processes_match_one": 45,
+    "tests/test_keys.py::test_each_change_reruns_exactly_its_downstream_stages": 43,
+    f"{PTQ}[resnet110]": 39,
+    f"{PTQ}[resnet32x4]": 33,
+    "tests/fleet/test_bench_file_ship.py": 33,
+    "tests/test_distributed.py": 31,
+    PTQ: 20,
+}
+
+
+def expected_cost(nodeid: str) -> float:
+    """The cost LONGEST gives a test (its longest matching prefix), 0 for the rest."""
+    matches = [prefix for prefix in LONGEST if nodeid.startswith(prefix)]
+    return LONGEST[max(matches, key=len)] if matches else 0.0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist, the LONGEST tests first, then the other `slow` ones (a stable sort: the rest keep their
-    order), so that the long ones start early and the workers end together on short ones instead of one worker
-    finishing a long test alone."""
+    """Under pytest-xdist, the costliest tests first, then the other `slow` ones, then the rest (a stable sort:
+    they keep their order). `.ci/run` hands tests out one at a time (--dist load --maxschedchunk 1) to whichever
+    worker is free, so the long ones start early on both workers and the workers end together on short ones
+    (longest processing time first) instead of one worker finishing a long test alone."""
     if hasattr(config, "workerinput"):  # an xdist worker: the order the controller hands tests out in
-        items.sort(key=lambda item: (not item.nodeid.startswith(LONGEST), item.get_closest_marker("slow") is None))
+        items.sort(key=lambda item: (-expected_cost(item.nodeid), item.get_closest_marker("slow") is None))
 
 
 @pytest.fixture

@@ -650,7 +650,7 @@ def test_unknown_stage_names(tmp_path, flag):
         str(tmp_path / "run"),
         flag,
         "distil",
-        fragments=(f"{flag} distil: no such stage; stages are: teacher, prune, distill",),
+        fragments=(f"{flag} distil: no such stage; stages are: teacher, scout, prune, distill",),
     )
 
 

@@ -173,6 +173,9 @@ def work(
     States = optuna.trial.TrialState
 
     def objective(trial: Any) -> float:
+        if _surplus(study, trial.number, sweep.n_trials):
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("surplus: lower-numbered trials finish the study")
         settings = suggest(trial, sweep)
         retry_of = next((_retry_of(t) for t in study.get_trials(deepcopy=False) if t.number == trial.number), None)
         plan_seed = trial_seed(seed, trial.number if retry_of is None else retry_of)
@@ -210,7 +213,7 @@ def work(
     while True:
         optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
-        finished = sum(t.state in (States.COMPLETE, States.PRUNED) for t in trials)
+        finished = sum(t.state in (States.COMPLETE, States.PRUNED) and not t.user_attrs.get("surplus") for t in trials)
         running = sum(t.state == States.RUNNING for t in trials)
         waiting = sum(t.state == States.WAITING for t in trials)
         if finished >= sweep.n_trials:
@@ -220,6 +223,16 @@ def work(
             time.sleep(poll_seconds)  # the last trials run on other workers
             continue
         study.optimize(objective, n_trials=1, catch=())
+
+
+def _surplus(study: Any, number: int, n_trials: int) -> bool:
+    """Whether the trials numbered below `number` already finish the study (finished, or running elsewhere).
+    Two workers that both saw room for one more trial each start one; the storage numbers trials in order,
+    so the later one stands down (pruned, marked `surplus`, never trained nor counted) and the study ends
+    with exactly `n_trials`, as Optuna's own MaxTrialsCallback would not guarantee."""
+    States = optuna_module().trial.TrialState
+    lower = [t for t in study.get_trials(deepcopy=False) if t.number < number and not t.user_attrs.get("surplus")]
+    return sum(t.state in (States.COMPLETE, States.PRUNED, States.RUNNING) for t in lower) >= n_trials
 
 
 def _fail_unstarted(study: Any, trials: list, after_s: float) -> None:
@@ -241,13 +254,14 @@ def _fail_unstarted(study: Any, trials: list, after_s: float) -> None:
 
 
 def trials_of(study: Any) -> list[SweepTrial]:
-    """Every finished trial of the study as a typed record (whichever worker ran it), by trial number."""
+    """Every finished trial of the study as a typed record (whichever worker ran it), by trial number; surplus
+    trials (stood down untrained, `_surplus`) are left out."""
     optuna = optuna_module()
     States = optuna.trial.TrialState
     out = []
     for t in study.get_trials(deepcopy=False):
         state = {States.COMPLETE: "complete", States.PRUNED: "pruned", States.FAIL: "failed"}.get(t.state)
-        if state is None:
+        if state is None or t.user_attrs.get("surplus"):
             continue
         attrs = t.user_attrs
         last = max(t.intermediate_values) if t.intermediate_values else None

@@ -58,7 +58,10 @@ def run_shared_study(path, storage, tmp_path):
     assert b.returncode == 0 and c.returncode == 0, outs
     trials = study.get_trials()
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 3, [(t.number, t.state.name) for t in trials]
+    assert len(complete) == 3, [
+        (t.number, t.state.name) for t in trials
+    ]  # B and C racing for the last: one stands down
+    assert all(t.user_attrs.get("surplus") for t in trials if t.state.name == "PRUNED"), "pruner: none prunes nothing"
     assert [t.state.name for t in trials if t.number in killed] == ["FAIL"] * len(killed)
     retried = [t for t in complete if t.system_attrs.get("failed_trial") in killed]
     assert retried and retried[0].params == next(t.params for t in trials if t.number in killed)

@@ -39,6 +39,7 @@ import onnxruntime
 import torch
 
 from edgekd import __version__
+from edgekd.bench.benchmark import settings_from_config
 from edgekd.bench.sysinfo import cpu_model, gpu_name, library_versions
 from edgekd.config import BenchmarkConfig, DeviceConfig, load_devices
 from edgekd.errors import EdgekdError
@@ -87,8 +88,7 @@ class Request:
 
 def settings_for(benchmark: BenchmarkConfig, seed: int) -> Settings:
     """The benchmark's timing settings, at the latency budget's batch alone (its other batch sizes are not read)."""
-    b = benchmark
-    return Settings((b.budget.latency_batch,), b.warmup, b.min_runs, b.min_seconds, b.repeats, b.threads, seed)
+    return settings_from_config(benchmark, seed)._replace(batch_sizes=(benchmark.budget.latency_batch,))
 
 
 # --------------------------------------------------------------------------- where candidates are timed

@@ -173,11 +173,12 @@ def work(
     States = optuna.trial.TrialState
 
     def objective(trial: Any) -> float:
-        if _surplus(study, trial.number, sweep.n_trials):
+        trials = study.get_trials(deepcopy=False)
+        if _surplus(trials, trial.number, sweep.n_trials):
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned("surplus: lower-numbered trials finish the study")
         settings = suggest(trial, sweep)
-        retry_of = next((_retry_of(t) for t in study.get_trials(deepcopy=False) if t.number == trial.number), None)
+        retry_of = next((_retry_of(t) for t in trials if t.number == trial.number), None)
         plan_seed = trial_seed(seed, trial.number if retry_of is None else retry_of)
         trial.set_user_attr("seed", plan_seed)
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
@@ -225,13 +226,13 @@ def work(
         study.optimize(objective, n_trials=1, catch=())
 
 
-def _surplus(study: Any, number: int, n_trials: int) -> bool:
-    """Whether the trials numbered below `number` already finish the study (finished, or running elsewhere).
+def _surplus(trials: list, number: int, n_trials: int) -> bool:
+    """Whether the study's `trials` numbered below `number` already finish it (finished, or running elsewhere).
     Two workers that both saw room for one more trial each start one; the storage numbers trials in order,
     so the later one stands down (pruned, marked `surplus`, never trained nor counted) and the study ends
     with exactly `n_trials`, as Optuna's own MaxTrialsCallback would not guarantee."""
     States = optuna_module().trial.TrialState
-    lower = [t for t in study.get_trials(deepcopy=False) if t.number < number and not t.user_attrs.get("surplus")]
+    lower = [t for t in trials if t.number < number and not t.user_attrs.get("surplus")]
     return sum(t.state in (States.COMPLETE, States.PRUNED, States.RUNNING) for t in lower) >= n_trials
 
 

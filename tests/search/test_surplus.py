@@ -10,10 +10,10 @@ def test_the_later_of_two_racing_trials_stands_down_and_a_failed_one_leaves_room
     for value in (1.0, 2.0):
         study.tell(study.ask(), value)
     first, second = study.ask(), study.ask()  # both started while two of three trials had finished
-    assert not _surplus(study, first.number, 3)
-    assert _surplus(study, second.number, 3)
+    assert not _surplus(study.get_trials(), first.number, 3)
+    assert _surplus(study.get_trials(), second.number, 3)
     study.tell(first, state=optuna.trial.TrialState.FAIL)  # its worker died: the study needs another trial
-    assert not _surplus(study, second.number, 3)
+    assert not _surplus(study.get_trials(), second.number, 3)
     second.set_user_attr("surplus", True)  # a trial that stood down is not counted for a later one
     study.tell(second, state=optuna.trial.TrialState.PRUNED)
-    assert not _surplus(study, study.ask().number, 3)
+    assert not _surplus(study.get_trials(), study.ask().number, 3)

@@ -49,8 +49,11 @@ class Planned:
     name: str | None = None
 
 
-def settings_from_config(cfg: BenchmarkConfig, seed: int = 0) -> Settings:
-    return Settings(tuple(cfg.batch_sizes), cfg.warmup, cfg.min_runs, cfg.min_seconds, cfg.repeats, cfg.threads, seed)
+def settings_from_config(cfg: BenchmarkConfig, seed: int = 0, batch_sizes: tuple[int, ...] = ()) -> Settings:
+    """The benchmark section's timing settings; `batch_sizes` replaces (and then leaves unread) its own."""
+    return Settings(
+        batch_sizes or tuple(cfg.batch_sizes), cfg.warmup, cfg.min_runs, cfg.min_seconds, cfg.repeats, cfg.threads, seed
+    )
 
 
 def plan_host(run_dir: Path, manifest: Manifest, device_name: str) -> list[Planned]:

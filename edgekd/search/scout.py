@@ -88,7 +88,7 @@ class Request:
 
 def settings_for(benchmark: BenchmarkConfig, seed: int) -> Settings:
     """The benchmark's timing settings, at the latency budget's batch alone (its other batch sizes are not read)."""
-    return settings_from_config(benchmark, seed)._replace(batch_sizes=(benchmark.budget.latency_batch,))
+    return settings_from_config(benchmark, seed, (benchmark.budget.latency_batch,))
 
 
 # --------------------------------------------------------------------------- where candidates are timed

@@ -49,11 +49,14 @@ def save_torchscript(
     example: torch.Tensor,
     method: Literal["trace", "script"] = "trace",
     atol: float = 1e-4,
+    rtol: float = 1e-4,
 ) -> Path:
     """Export, save atomically, reload the file and check it against eager `model` on `example`.
 
-    Raises EdgekdError when the reloaded module's outputs differ from eager by more than `atol`
-    (a trace that baked in data-dependent control flow shows up here).
+    Raises EdgekdError when the reloaded module's outputs differ from eager by more than atol + rtol x max |output|
+    (a trace that baked in data-dependent control flow shows up here; float rounding that differs between two
+    runs of one kernel on several threads, about 1e-3 on logits of 15 measured on a dynamic-int8 MobileNetV2,
+    does not).
     """
     path = Path(path)
     scripted = to_torchscript(model, example, method)
@@ -69,8 +72,11 @@ def save_torchscript(
     with torch.no_grad():
         want = model(example.cpu())
         got = reloaded(example.cpu())
-    diff = float((want - got).abs().max())
-    if not diff <= atol:
-        raise EdgekdError(f"{path}: reloaded TorchScript differs from the eager model by {diff:.3g} > atol {atol:g}")
+    diff, bound = float((want - got).abs().max()), atol + rtol * float(want.abs().max())
+    if not diff <= bound:
+        raise EdgekdError(
+            f"{path}: reloaded TorchScript differs from the eager model by {diff:.3g} > {bound:.3g} "
+            f"(atol {atol:g} + rtol {rtol:g} x max |output|)"
+        )
     write_bytes_atomic(path, buffer.getvalue())
     return path

@@ -183,7 +183,7 @@ def distil(
         channels_last=cfg.channels_last,
         on_epoch=on_epoch,
     )
-    bn = settle_batchnorm(ctx, student, cfg.bn_reestimate, "distill.bn_reestimate")
+    bn = settle_batchnorm(ctx, student, cfg.bn_reestimate, "distill.bn_reestimate", train_set)
     student.cpu().eval()
     logits, labels = predict(student, score_set, ctx.config.data.eval_batch_size, "cpu")
     return result, {**evaluate(logits, labels, t_val), "bn_reestimate": bn}, cache_note
@@ -224,15 +224,20 @@ BN_CHECK_IMAGES = 512  # training images the BatchNorm check scores on
 BN_IMAGES = 2048  # training images the running statistics are re-estimated from
 
 
-def settle_batchnorm(ctx: RunContext, model: nn.Module, mode: str | bool, field: str) -> dict:
+def settle_batchnorm(
+    ctx: RunContext, model: nn.Module, mode: str | bool, field: str, train_set: ImageSet | None = None
+) -> dict:
     """BatchNorm re-estimation of a trained `model` (in place, on `ctx.device`) as `field` (`mode`: "auto",
-    True, False) asks, before it is evaluated, saved, exported or calibrated; the record for the manifest:
-    {"mode", "ran", "reason", "images", "eval_top1", "train_top1", "eval_top1_after"} (top-1s on training images)."""
+    True, False) asks, before it is evaluated, saved, exported or calibrated, on the images it trained on
+    (`train_set`, default: the training split; a sweep trial's never include its selection split); the record
+    for the manifest: {"mode", "ran", "reason", "images", "eval_top1", "train_top1", "eval_top1_after"} (top-1s
+    on those training images)."""
     if not batchnorms(model):
         return {"mode": mode, "ran": False, "reason": "no BatchNorm"}
+    train_set = ctx.data.train if train_set is None else train_set
     seed, batch_size = ctx.config.seed, ctx.config.data.batch_size
     generator = torch.Generator().manual_seed(seed + 2)
-    batches = ctx.data.train.batches(256, shuffle=True, generator=generator)
+    batches = train_set.batches(256, shuffle=True, generator=generator)
     xs, ys = zip(
         *((b[0].cpu(), b[1].cpu()) for b in itertools.islice(batches, -(-BN_CHECK_IMAGES // 256))), strict=True
     )
@@ -248,7 +253,7 @@ def settle_batchnorm(ctx: RunContext, model: nn.Module, mode: str | bool, field:
     }
     if mode is True or (mode == "auto" and check.reason):
         generator = torch.Generator().manual_seed(seed + 3)
-        train = ctx.data.train.batches(batch_size, shuffle=True, generator=generator, device=ctx.device)
+        train = train_set.batches(batch_size, shuffle=True, generator=generator, device=ctx.device)
         record.update(ran=True, images=reestimate_bn(model, train, BN_IMAGES))
         record["eval_top1_after"] = bn_check(model, x, y).eval_top1
         why = check.reason or f"{field}: true"

@@ -4,10 +4,12 @@ it, and records the settings it trained with; the winner goes on and only it is 
 import json
 
 import pytest
+import torch
 
 from edgekd.config import SweepConfig, load_pipeline
-from edgekd.data.datasets import load_data
+from edgekd.data.datasets import carve, load_data
 from edgekd.distill.trainer import read_history
+from edgekd.models import build_model
 from edgekd.pipeline import Runner, Selection
 from edgekd.run_records import SweepTrial
 from edgekd.rundir import RunDir
@@ -16,6 +18,15 @@ from edgekd.stages.distill import DistillStage
 from edgekd.stages.teacher import TeacherStage
 
 pytestmark = pytest.mark.slow
+
+SELECTION_ONLY = """\
+name: sel
+data: {{dataset: digits, image_size: 16, batch_size: 32, limit_train: 160, limit_val: 64}}
+teacher: {{model: resnet8, checkpoint: {teacher}, allow_weak: true}}
+student: {{model: resnet8}}
+distill: {{epochs: 1, lr: 0.05, bn_reestimate: true}}
+sweep: {{temperature: [4.0], selection_split: 0.25}}
+"""
 
 
 def test_grid_space_and_its_size():
@@ -74,8 +85,6 @@ def test_grid_sweep_runs_every_combination_and_records_each_trial(tiny_pipeline,
 
 
 def test_selection_split_is_seeded_and_disjoint_from_training(tiny_pipeline):
-    from edgekd.data.datasets import carve
-
     cfg = load_pipeline(tiny_pipeline(limit_train=200))
     data = load_data(cfg.data, cfg.seed)
     fit, sel = carve(data.train, 0.1, 0)
@@ -87,3 +96,32 @@ def test_selection_split_is_seeded_and_disjoint_from_training(tiny_pipeline):
     seen = [int(i) for _, _, idx in fit.batches(64) for i in idx]  # training batches come from the fit part only
     assert sorted(seen) == fit.indices.tolist()
     json.dumps(sel.indices.tolist())
+
+
+def test_the_selection_images_never_reach_a_trials_student(tmp_path, monkeypatch):
+    """A trial trains, and re-estimates its BatchNorm statistics, on its training part alone: with the selection
+    images inverted (the same files otherwise), the trial trains the same student bit for bit."""
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.pt"
+    torch.save(build_model("resnet8", 10, 1).state_dict(), teacher)  # an untrained stand-in: the same in both runs
+    path = tmp_path / "p.yaml"
+    path.write_text(SELECTION_ONLY.format(teacher=teacher))
+    cfg = load_pipeline(path)
+    stages = [TeacherStage(), DistillStage()]
+    runs = {"a": Runner(cfg, stages, tmp_path / "a").run()}
+
+    def inverted_selection(data_cfg, seed, inputs=None):
+        data = load_data(data_cfg, seed, inputs)
+        _, selection = carve(data.train, cfg.sweep.selection_split, seed)
+        images = selection.base.images
+        images[selection.indices] = 1.0 - images[selection.indices]
+        return data
+
+    monkeypatch.setattr("edgekd.pipeline.load_data", inverted_selection)
+    runs["b"] = Runner(cfg, stages, tmp_path / "b").run()
+    a, b = (
+        torch.load(RunDir(tmp_path / run).trial_student(study, 0), weights_only=True)["state_dict"]
+        for run, manifest in runs.items()
+        for study in [manifest.stage("distill").to_dict()["metrics"]["sweep"]["study"]]
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -17,21 +17,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekd.config import SEARCHABLE
+from edgekd.config import SEARCHABLE, search_type
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.files import write_json_atomic
 from edgekd.ondevice.records import Latency, RecordError, _check, _int, _num, _str
 
-SWEPT = tuple(SEARCHABLE)
-"""The distill settings a sweep may vary, in the order trials are named."""
-
 
 def _settings(doc: Any, where: str) -> dict[str, float]:
     _check(doc, (dict,), where)
-    unknown = sorted(set(doc) - set(SWEPT))
+    unknown = sorted(k for k in doc if not isinstance(k, str) or search_type(k) is None)
     if unknown:
-        raise RecordError(f"{where}.{unknown[0]}: not a swept setting ({', '.join(SWEPT)})")
-    return {k: SEARCHABLE[k](_check(doc[k], (int, float), f"{where}.{k}")) for k in SWEPT if k in doc}
+        raise RecordError(
+            f"{where}.{unknown[0]}: not a swept setting ({', '.join(SEARCHABLE)}, features.<i>.weight, "
+            "or a schedule's parameter)"
+        )
+    return {k: search_type(k)(_check(v, (int, float), f"{where}.{k}")) for k, v in doc.items()}
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,9 @@ class DistillChoice:
 
     @property
     def name(self) -> str:
-        """A trial's short name: T4_soft0.9_hard0.1."""
+        """A trial's short name: T4_soft0.9_hard0.1, features.0.weight=0.5 for a path into a setting."""
         short = {"temperature": "T", "soft_weight": "soft", "hard_weight": "hard"}
-        return "_".join(f"{short.get(k, k)}{v:g}" for k, v in self.overrides.items())
+        return "_".join(f"{short.get(k, k)}{'=' if '.' in k else ''}{v:g}" for k, v in self.overrides.items())
 
 
 TRIAL_STATES = ("complete", "pruned", "failed")

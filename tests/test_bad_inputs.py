@@ -179,7 +179,7 @@ BAD_VALUES = [  # (path, value, fragments of the message)
     (("benchmark", "device_name"), "/abs", ("benchmark.device_name: String should match pattern",)),
     (("benchmark", "device_name"), "x\n", ("benchmark.device_name: String should match pattern",)),
     (("name",), "..", ("name: String should match pattern",)),
-    (("teacher", "epochs"), True, ("teacher: epochs: expected a number, got the boolean true",)),
+    (("teacher", "epochs"), True, ("teacher.epochs: expected a number, got the boolean true",)),
     (("data", "num_workers"), 100000, ("data.num_workers: Input should be less than or equal to 256",)),
     (("data", "eval_batch_size"), 1e12, ("data.eval_batch_size: Input should be less than or equal to 65536",)),
     (("benchmark", "batch_sizes"), [1e9], ("benchmark.batch_sizes.0: Input should be less than or equal to 4096",)),

@@ -42,6 +42,9 @@ from edgekd.config.pipeline import (
     SweepConfig,
     TeacherConfig,
     TensorRTConfig,
+    search_paths,
+    search_type,
+    with_settings,
 )
 
 __all__ = [
@@ -86,4 +89,7 @@ __all__ = [
     "load_devices",
     "load_pipeline",
     "parse_pipeline",
+    "search_paths",
+    "search_type",
+    "with_settings",
 ]

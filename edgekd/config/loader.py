@@ -183,6 +183,10 @@ def _format_error(err: dict, lines: dict[tuple, int], where: str) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    sub, sep, rest = msg.partition(": ")  # a section's check that names a key inside it: `space.lr: ...`
+    deeper = {".".join(map(str, k)): n for k, n in lines.items()}.get(f"{dotted}.{sub}") if sep else None
+    if deeper is not None:
+        return f"{where}:{deeper}: {dotted}.{sub}: {rest}{shown}"
     return f"{place}: {dotted}: {msg}{shown}"
 
 

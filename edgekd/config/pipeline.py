@@ -7,10 +7,20 @@ its line in the file and the nearest valid key (the loader, :mod:`edgekd.config.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from edgekd.ondevice.catalog import ENGINE_PRECISIONS
 from edgekd.ondevice.names import PLAIN_NAME
@@ -570,7 +580,67 @@ SEARCHABLE: dict[str, type] = {
     "label_smoothing": float,
     "warmup_epochs": int,
 }
-"""The distill settings a sweep may search, with their type (each is a field of the `distill` section)."""
+"""The distill fields a sweep may search, with their type; `search_type` adds the paths into a field."""
+
+SCHEDULED = ("temperature", "soft_weight", "hard_weight")
+"""The distill fields that take a schedule, whose parameters a sweep may search (`temperature.end`)."""
+
+SCHEDULE_PARAMS: dict[str, type] = {
+    name: int if info.annotation is int else float
+    for model in (ConstantSchedule, LinearSchedule, CosineSchedule, Phase, AdaptiveSchedule)
+    for name, info in model.model_fields.items()
+    if name not in ("kind", "fraction")  # the schedule's tag; a phase's fraction must keep the sum at 1
+}
+"""The searchable parameters of a schedule (or of one of its phases), with their type."""
+
+_PATH = re.compile(
+    r"features\.\d+\.weight|(?P<head>temperature|soft_weight|hard_weight)\.(?:phases\.\d+\.)?(?P<param>\w+)"
+)
+
+
+def search_type(path: str) -> type | None:
+    """The type of the setting a `sweep.space` path names (None: it names none): a field of SEARCHABLE, a feature
+    pair's weight (`features.<i>.weight`) or a schedule's parameter (`temperature.end`, `soft_weight.phases.<i>.value`).
+    Whether a pipeline's distill section has that setting: `search_paths`."""
+    if path in SEARCHABLE:
+        return SEARCHABLE[path]
+    found = _PATH.fullmatch(path)
+    if found is None:
+        return None
+    return SCHEDULE_PARAMS.get(found["param"]) if found["head"] else float
+
+
+def search_paths(distill: DistillConfig) -> list[str]:
+    """The paths `sweep.space` may name in this distill section: SEARCHABLE's fields, each feature pair's weight,
+    and each parameter of the schedules it gives (a plain number has none)."""
+    paths = [*SEARCHABLE, *(f"features.{i}.weight" for i in range(len(distill.features)))]
+    for name in SCHEDULED:
+        value = getattr(distill, name)
+        parts = (
+            [(f"{name}.phases.{i}", p) for i, p in enumerate(value.phases)]
+            if isinstance(value, PhasedSchedule)
+            else [(name, value)]
+        )
+        paths += [
+            f"{at}.{param}"
+            for at, part in parts
+            if isinstance(part, Section)
+            for param in SCHEDULE_PARAMS
+            if getattr(part, param, None) is not None
+        ]
+    return paths
+
+
+def with_settings(distill: DistillConfig, settings: dict[str, float]) -> DistillConfig:
+    """A validated copy of `distill` with each path of `settings` (one of `search_paths`) set to its value."""
+    data = distill.model_dump()
+    for path, value in settings.items():
+        *parents, last = path.split(".")
+        node = data
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[last] = value
+    return DistillConfig.model_validate(data)
 
 
 class SearchRange(Section):
@@ -606,7 +676,10 @@ class SweepConfig(Section):
     space: dict[str, SearchValues] = Field(
         default_factory=dict,
         description=f"Distill settings to search, each a list of values or a range `{{low, high, log}}`: "
-        f"{', '.join(SEARCHABLE)}.",
+        f"{', '.join(SEARCHABLE)}; a feature pair's weight, `features.<i>.weight` (i from 0); a parameter of a "
+        "schedule given for temperature, soft_weight or hard_weight, e.g. `temperature.end`, `soft_weight.start`, "
+        f"`hard_weight.phases.<i>.value` ({', '.join(SCHEDULE_PARAMS)}; not a phase's fraction). A path must "
+        "exist in the distill section: `features.1.weight` needs two pairs, `temperature.end` a schedule with an end.",
     )
     temperature: list[PositiveFloat] = Field(default_factory=list, description="Shorthand for `space.temperature`.")
     soft_weight: list[NonNegFloat] = Field(default_factory=list, description="Shorthand for `space.soft_weight`.")
@@ -640,10 +713,14 @@ class SweepConfig(Section):
             if values and name in self.space:
                 raise ValueError(f"{name}: given both as sweep.{name} and in sweep.space; keep one")
         for name, values in self.search_space.items():
-            if name not in SEARCHABLE:
-                raise ValueError(f"space.{name}: not a searchable distill setting; valid: {', '.join(SEARCHABLE)}")
-            if name == "temperature" and isinstance(values, SearchRange) and values.low <= 0:
-                raise ValueError("space.temperature: low must be > 0")
+            if search_type(name) is None:
+                raise ValueError(
+                    f"space.{name}: not a searchable distill setting; valid: {', '.join(SEARCHABLE)}, "
+                    "features.<i>.weight, or <temperature|soft_weight|hard_weight>.<schedule parameter>"
+                )
+            head = name.split(".", 1)[0]
+            if head != name and head in self.search_space:
+                raise ValueError(f"space.{name}: {head} itself is searched too; search {head} or its parameters")
             if self.sampler == "grid" and isinstance(values, SearchRange):
                 raise ValueError(f"space.{name}: sampler grid needs a list of values, not a range (or use tpe/random)")
         if not self.search_space:
@@ -899,6 +976,27 @@ class PipelineConfig(Section):
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
 
     source: Path | None = Field(None, exclude=True, description="The YAML file this came from (set by the loader).")
+
+    @field_validator("sweep")
+    @classmethod
+    def _space_fits_distill(cls, sweep: SweepConfig | None, info: ValidationInfo) -> SweepConfig | None:
+        """Every searched path exists in this distill section and takes every value the sweep may give it."""
+        distill = info.data.get("distill")
+        if sweep is None or distill is None:
+            return sweep
+        valid = search_paths(distill)
+        for path, values in sweep.search_space.items():
+            if path not in valid:
+                raise ValueError(f"space.{path}: not in this pipeline's distill section; valid: {', '.join(valid)}")
+            kind = search_type(path)
+            for value in (values.low, values.high) if isinstance(values, SearchRange) else values:
+                try:
+                    with_settings(distill, {path: kind(value)})
+                except ValidationError as e:  # a schedule's error, not the "a number" branch of its union
+                    errors = [x for x in e.errors() if not isinstance(x.get("input"), dict)] or e.errors()
+                    why = errors[0]["msg"].removeprefix("Value error, ")
+                    raise ValueError(f"space.{path}: {value:g} is not a valid distill.{path} ({why})") from None
+        return sweep
 
     @model_validator(mode="after")
     def _auto_has_budget(self) -> PipelineConfig:

@@ -88,7 +88,10 @@ class Distillation:
         if self.augment is not None:
             self.augment.reseed(_augment_seed(self.seed, epoch))
         self.values = self.schedules.values(epoch)
-        return dict(self.values)
+        weights = {
+            f"feat{i}_weight": pair.weight for i, pair in enumerate(self.features.pairs if self.features else [])
+        }
+        return {**self.values, **weights}
 
     def _teacher(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
         if self.cache is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd.config import SEARCHABLE, SearchRange, SweepConfig
+from edgekd.config import SearchRange, SweepConfig, search_type
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.text import first_line
 from edgekd.run_records import SweepTrial
@@ -147,13 +147,14 @@ def suggest(trial: Any, sweep: SweepConfig) -> dict[str, float]:
     """The trial's settings, asked of the sampler (a retried trial gets the settings of the one it retries)."""
     out: dict[str, float] = {}
     for name, values in sweep.search_space.items():
+        kind = search_type(name)
         if isinstance(values, SearchRange):
-            if SEARCHABLE[name] is int:
+            if kind is int:
                 out[name] = trial.suggest_int(name, int(values.low), int(values.high), log=values.log)
             else:
                 out[name] = trial.suggest_float(name, values.low, values.high, log=values.log)
         else:
-            out[name] = SEARCHABLE[name](trial.suggest_categorical(name, list(values)))
+            out[name] = kind(trial.suggest_categorical(name, list(values)))
     return out
 
 
@@ -267,7 +268,7 @@ def trials_of(study: Any) -> list[SweepTrial]:
         attrs = t.user_attrs
         last = max(t.intermediate_values) if t.intermediate_values else None
         top1 = t.value if t.state == States.COMPLETE else (t.intermediate_values[last] if last else None)
-        settings = {k: SEARCHABLE[k](v) for k, v in t.params.items()}
+        settings = {k: search_type(k)(v) for k, v in t.params.items()}
         out.append(
             SweepTrial(
                 t.number,

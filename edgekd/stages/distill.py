@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from edgekd import distributed
-from edgekd.config import DistillConfig, PipelineConfig
+from edgekd.config import DistillConfig, PipelineConfig, with_settings
 from edgekd.data.datasets import ImageSet, carve
 from edgekd.distill.trainer import METRICS, TrainResult, evaluate, predict, read_history
 from edgekd.errors import EdgekdError
@@ -202,7 +202,7 @@ class Sweep:
         ctx = self.ctx
         work_dir = ctx.rundir.trial_dir(self.name, plan.number)
         work_dir.mkdir(parents=True, exist_ok=True)
-        trial_cfg = self.cfg.model_copy(update=plan.settings)
+        trial_cfg = with_settings(self.cfg, plan.settings)
         student, result, note, sel = self.stage._train(
             ctx,
             trial_cfg,

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgekd.config import PipelineConfig, QatConfig
+from edgekd.config import PipelineConfig, QatConfig, with_settings
 from edgekd.distill.features import FeatureDistiller
 from edgekd.distill.objectives import CrossEntropy, Distillation
 from edgekd.distill.trainer import Objective, evaluate, predict, train
@@ -236,7 +236,7 @@ class QatStage:
         teacher.to(ctx.device)
         settings = inputs.get("distill_settings")  # the sweep's winner, if any
         best = DistillChoice.read(settings).overrides if settings else {}
-        kd = ctx.config.distill.model_copy(update=best)
+        kd = with_settings(ctx.config.distill, best)
         info = ctx.data.info
         features = None
         if kd.features:

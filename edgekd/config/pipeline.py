@@ -694,7 +694,8 @@ class SweepConfig(Section):
         0.1,
         gt=0,
         lt=1,
-        description="Share of the training images held out (seeded by `seed`) to score trials; never trained on.",
+        description="Share of the training images held out (seeded by `seed`) to score trials; a trial never trains "
+        "on them, nor re-estimates its BatchNorm statistics on them.",
     )
     max_retry: int = Field(
         2, ge=0, description="Times a trial whose worker died (no heartbeat) is retried with the same settings."

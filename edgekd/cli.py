@@ -76,12 +76,17 @@ def _runner(pipeline: Path, run_dir: Path | None, storage: str | None = None) ->
     from edgekd.stages import all_stages
 
     cfg = load_pipeline(pipeline)
+    if storage is not None and cfg.sweep is not None:  # a bad URL or journal path: said before any stage runs
+        from edgekd.search.study import check_storage
+
+        check_storage(storage, cfg.sweep)
     return Runner(cfg, all_stages(), run_dir, Reporter(err), sweep_storage=storage)
 
 
 _STORAGE_HELP = (
     "The sweep's Optuna storage, shared by every worker: a database URL (postgresql://USER:PASSWORD@HOST/DB, "
-    "mysql://..., sqlite:///PATH); default: RUN_DIR/distill/study.db. Or set EDGEKD_SWEEP_STORAGE."
+    "mysql://..., sqlite:///PATH) or a journal file on a filesystem every worker mounts (journal:///ABS/PATH/study.log); "
+    "default: RUN_DIR/distill/study.db. Or set EDGEKD_SWEEP_STORAGE."
 )
 
 

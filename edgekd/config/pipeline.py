@@ -698,12 +698,16 @@ class SweepConfig(Section):
         "on them, nor re-estimates its BatchNorm statistics on them.",
     )
     max_retry: int = Field(
-        2, ge=0, description="Times a trial whose worker died (no heartbeat) is retried with the same settings."
+        2,
+        ge=0,
+        description="Times a trial whose worker died (no heartbeat) is retried with the same settings; database "
+        "storages only (a journal file has no heartbeats, and refuses this field).",
     )
     heartbeat_seconds: int = Field(
         10,
         ge=1,
-        description="Seconds between a running trial's heartbeats; a trial silent for twice this is marked failed.",
+        description="Seconds between a running trial's heartbeats; a trial silent for twice this is marked failed. "
+        "Database storages only (a journal file has no heartbeats, and refuses this field).",
         json_schema_extra={"key": False},
     )
 

@@ -24,7 +24,9 @@ from edgekd.errors import EdgekdError
 from edgekd.ondevice.text import first_line
 from edgekd.run_records import SweepTrial
 
-SCHEMES = ("sqlite", "postgresql", "mysql")
+SCHEMES = ("sqlite", "postgresql", "mysql", "journal")
+JOURNAL = "journal://"
+HEARTBEAT_FIELDS = ("max_retry", "heartbeat_seconds")
 
 
 def optuna_module() -> Any:
@@ -60,18 +62,53 @@ def shown(url: str) -> str:
         return url.split("://", 1)[0] + "://..."
 
 
+def check_storage(url: str, sweep: SweepConfig) -> str:
+    """The storage URL's scheme, once the URL is one edgekd can open with this sweep section: a database URL, or a
+    journal file, `journal:///ABS/PATH`, in an existing folder (Optuna's JournalStorage, with its NFS-safe
+    lock). A journal has no heartbeats (Optuna <= 5.1): the sweep fields that rely on them are refused."""
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise EdgekdError(
+            f"--storage {shown(url) if scheme else '(not a URL)'}: not a storage URL; use sqlite:///PATH, "
+            "postgresql://USER:PASSWORD@HOST/DB, mysql://USER:PASSWORD@HOST/DB or journal:///ABS/PATH/study.log"
+        )
+    if scheme != "journal":
+        return scheme
+    path = Path(url.removeprefix(JOURNAL))
+    if not path.is_absolute():
+        raise EdgekdError(
+            f"--storage {url}: a journal file needs an absolute path that every worker sees alike, "
+            "journal:///ABS/PATH/study.log (three slashes)"
+        )
+    if not path.parent.is_dir():
+        raise EdgekdError(
+            f"--storage {url}: folder {path.parent} does not exist; create it on the filesystem every worker mounts"
+        )
+    if path.exists() and not path.is_file():
+        raise EdgekdError(f"--storage {url}: {path} is not a regular file; name the study's journal file")
+    if given := [name for name in HEARTBEAT_FIELDS if name in sweep.model_fields_set]:
+        raise EdgekdError(
+            f"sweep.{given[0]}: a journal storage has no heartbeats, so a dead worker's trial is neither found nor "
+            f"retried (docs/sweeps.md); drop sweep.{given[0]} or use a database URL for --storage"
+        )
+    return scheme
+
+
 def open_storage(url: str | None, default_db: Path, sweep: SweepConfig) -> Any:
-    """An Optuna RDB storage with heartbeats: `url` (another worker's database) or the SQLite file `default_db`."""
+    """The study's Optuna storage: an RDB storage with heartbeats for `url` (another worker's database) or the
+    SQLite file `default_db`; a JournalStorage for `journal:///ABS/PATH` (see `check_storage`)."""
     optuna = optuna_module()
     if url is None:
         default_db.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{default_db}"
-    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
-    if scheme not in SCHEMES:
-        raise EdgekdError(
-            f"--storage {shown(url) if scheme else '(not a URL)'}: not a database URL; use sqlite:///PATH, "
-            "postgresql://USER:PASSWORD@HOST/DB or mysql://USER:PASSWORD@HOST/DB"
-        )
+    scheme = check_storage(url, sweep)
+    if scheme == "journal":
+        try:
+            return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url.removeprefix(JOURNAL)))
+        except OSError as e:  # unwritable, or the filesystem refuses the lock's symlink
+            raise EdgekdError(
+                f"--storage {url}: cannot open the journal file ({type(e).__name__}: {first_line(e)})"
+            ) from None
     callback = _retry_callback()(max_retry=sweep.max_retry)
     new_name = "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
     try:
@@ -87,6 +124,16 @@ def open_storage(url: str | None, default_db: Path, sweep: SweepConfig) -> Any:
         raise EdgekdError(
             f"--storage {shown(url)}: cannot open the study storage ({type(e).__name__}: {why})"
         ) from None
+
+
+def stalled_hint(url: str | None, study: str) -> str | None:
+    """What to do about a trial whose worker died where the storage cannot tell (a journal has no heartbeats)."""
+    if url is None or not url.startswith(JOURNAL):
+        return None
+    return (
+        "a journal storage has no heartbeats: if one of those workers died, end its trial with "
+        f"`optuna tell --storage {url.removeprefix(JOURNAL)} --study-name {study} --trial-number N --state fail`"
+    )
 
 
 def make_sampler(sweep: SweepConfig, seed: int) -> Any:
@@ -166,10 +213,11 @@ def work(
     record: Callable[[SweepTrial], None],
     log: Callable[[str], None],
     poll_seconds: float = 1.0,
+    stalled: str | None = None,
 ) -> None:
     """Run trials until `study` has `sweep.n_trials` finished ones (complete or pruned); other workers may run
     some. While the trials still to finish are all running elsewhere, wait for them (a dead worker's trial is
-    failed by its stale heartbeat, and retried)."""
+    failed by its stale heartbeat, and retried; without heartbeats the log says what to do: `stalled`)."""
     optuna = optuna_module()
     States = optuna.trial.TrialState
 
@@ -212,15 +260,21 @@ def work(
         )
         return out.selection_top1
 
+    awaited: list[int] = []
     while True:
         optuna.storages.fail_stale_trials(study)
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in (States.COMPLETE, States.PRUNED) and not t.user_attrs.get("surplus") for t in trials)
-        running = sum(t.state == States.RUNNING for t in trials)
+        running = [t for t in trials if t.state == States.RUNNING]
         waiting = sum(t.state == States.WAITING for t in trials)
         if finished >= sweep.n_trials:
             return
-        if not waiting and finished + running >= sweep.n_trials:
+        if not waiting and finished + len(running) >= sweep.n_trials:
+            if awaited != [t.number for t in running]:  # said once per set of trials awaited
+                awaited = [t.number for t in running]
+                workers = ", ".join(str(t.user_attrs.get("worker", "starting")) for t in running)
+                hint = f"; {stalled}" if stalled else ""
+                log(f"  distill sweep: waiting for trials {awaited} on other workers ({workers}){hint}")
             _fail_unstarted(study, trials, 4 * sweep.heartbeat_seconds)
             time.sleep(poll_seconds)  # the last trials run on other workers
             continue

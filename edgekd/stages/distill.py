@@ -234,7 +234,8 @@ class Sweep:
             f"  distill sweep: study {self.name} ({self.sweep.sampler}, {self.sweep.n_trials} trials, "
             f"pruner {self.sweep.pruner}) in {self.storage_shown}; selection on {len(self.selection)} training images"
         )
-        self.search.work(self.study, self.sweep, self.ctx.config.seed, self.trial, self._record, log)
+        stalled = self.search.stalled_hint(self.ctx.sweep_storage, self.name)
+        self.search.work(self.study, self.sweep, self.ctx.config.seed, self.trial, self._record, log, stalled=stalled)
 
     def winner(self):
         """The best trial's student (its own file when this worker trained it, else trained again with the same

@@ -1,5 +1,6 @@
 """Several `edgekd sweep` workers share one study through a storage URL; a worker killed with SIGKILL mid-trial
-leaves a trial that its stale heartbeat marks failed and that another worker retries with the same settings."""
+leaves a trial that its stale heartbeat marks failed and that another worker retries with the same settings.
+A journal file (no heartbeats) is shared the same way by workers that live."""
 
 import os
 import signal
@@ -84,3 +85,25 @@ def test_workers_share_a_study_on_a_real_postgresql_server(postgres_url, tiny_pi
     use is tested in tests/stages/test_sweep.py): ~100 s of CPU, so one storage only."""
     path = tiny_pipeline(distill_epochs=2, limit_train=128, extra=SWEEP)
     run_shared_study(path, postgres_url, tmp_path)
+
+
+def test_two_workers_share_a_study_in_a_journal_file(tiny_pipeline, tmp_path):
+    """Two workers started at once against one journal file finish the study together: exactly `trials` complete
+    trials, each trained by one worker only (its record is in that worker's run directory alone)."""
+    journal = SWEEP.replace("  heartbeat_seconds: 1\n", "")  # a journal has no heartbeats: the field is refused
+    path = tiny_pipeline(teacher_epochs=0, distill_epochs=1, limit_train=96, extra=journal)
+    storage = f"journal://{tmp_path / 'study.log'}"
+    workers = [_worker(path, storage, tmp_path / w) for w in "ab"]
+    outs = [p.communicate(timeout=300)[0] for p in workers]
+    assert [p.returncode for p in workers] == [0, 0], outs
+    cfg = load_pipeline(path)
+    optuna = optuna_module()
+    (summary,) = optuna.get_all_study_summaries(open_storage(storage, tmp_path, cfg.sweep))
+    trials = optuna.load_study(study_name=summary.study_name, storage=open_storage(storage, tmp_path, cfg.sweep))
+    complete = {t.number: t.params for t in trials.get_trials() if t.state.name == "COMPLETE"}
+    assert len(complete) == cfg.sweep.n_trials, outs
+    ran = {w: {n for n in complete if RunDir(tmp_path / w).trial_record(summary.study_name, n).is_file()} for w in "ab"}
+    assert not ran["a"] & ran["b"] and ran["a"] | ran["b"] == set(complete), ran
+    for w, numbers in ran.items():
+        for n in numbers:
+            assert SweepTrial.read(RunDir(tmp_path / w).trial_record(summary.study_name, n)).settings == complete[n]

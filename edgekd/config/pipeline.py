@@ -128,6 +128,11 @@ class OptimConfig(Section):
     gamma: float = Field(0.1, gt=0, le=1, description="`step` scheduler: decay factor.")
     warmup_epochs: int = Field(0, ge=0, description="Linear warm-up epochs before the schedule.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the hard-label cross-entropy.")
+    channels_last: bool = Field(
+        True,
+        description="Train and evaluate in NHWC memory format (faster convolutions on CPU and CUDA); the saved model "
+        "and every export are NCHW either way.",
+    )
 
 
 class ModelInputs(Section):
@@ -529,7 +534,6 @@ class DistillConfig(OptimConfig):
         False, description="Write TensorBoard event files under distill/tb/.", json_schema_extra={"key": False}
     )
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="Mixed precision on CUDA.")
-    channels_last: bool = Field(False, description="channels-last memory format on CUDA.")
     bn_reestimate: BnReestimate = Field("auto", description=BN_REESTIMATE_HELP)
 
     @field_validator("temperature")

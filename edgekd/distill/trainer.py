@@ -194,7 +194,6 @@ def train(
     reference_val_logits: torch.Tensor | None = None,
     tensorboard_dir: Path | None = None,
     amp: str = "off",
-    channels_last: bool = False,
     param_groups: list[dict] | None = None,
     on_epoch: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
@@ -204,8 +203,9 @@ def train(
     so the global batch, and the result up to floating-point differences, match a single process.
 
     With `tensorboard_dir`, each epoch's metrics go there as scalars and the weights as histograms.
-    On CUDA, `amp` ("bf16"/"fp16") runs forward passes under autocast (fp16 with a gradient scaler)
-    and `channels_last` trains in NHWC memory format; on the CPU both are ignored, and the log says so.
+    On CUDA, `amp` ("bf16"/"fp16") runs forward passes under autocast (fp16 with a gradient scaler); on the CPU
+    it is ignored, and the log says so. `cfg.channels_last` trains (and scores each epoch) in NHWC memory format,
+    which oneDNN and cuDNN convolve faster; the model is NCHW again when training ends.
     `on_epoch(epoch, entry)` sees each finished epoch's log entry (a sweep's pruner: it may raise to stop).
     """
     reporter, label = env.reporter, env.label
@@ -213,9 +213,9 @@ def train(
     env.work_dir.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
     on_cuda = device.type == "cuda"
-    if (amp != "off" or channels_last) and not on_cuda:
-        reporter.log(f"  {label}: amp/channels_last apply on CUDA only; training in fp32 on {device}")
-    memory_format = torch.channels_last if channels_last and on_cuda else torch.contiguous_format
+    if amp != "off" and not on_cuda:
+        reporter.log(f"  {label}: amp applies on CUDA only; training in fp32 on {device}")
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if on_cuda else None
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype is torch.float16)
@@ -258,7 +258,7 @@ def train(
             on_epoch(epoch + 1, entry)
     if tensorboard is not None:
         tensorboard.close()
-    model.eval()
+    model.to(memory_format=torch.contiguous_format).eval()
     return result
 
 

@@ -180,7 +180,6 @@ def distil(
         reference_val_logits=t_val,
         tensorboard_dir=work_dir / "tb" if cfg.tensorboard else None,
         amp=cfg.amp,
-        channels_last=cfg.channels_last,
         on_epoch=on_epoch,
     )
     bn = settle_batchnorm(ctx, student, cfg.bn_reestimate, "distill.bn_reestimate", train_set)

@@ -28,7 +28,7 @@ def test_low_momentum_batchnorm_is_reestimated_or_named(tiny_pipeline, tmp_path,
     stages = [TeacherStage(), DistillStage()]
 
     def pipeline(distill_extra: str, name: str):
-        path = tiny_pipeline(distill_epochs=2, extra=distill_extra, name=name)
+        path = tiny_pipeline(distill_epochs=3, extra=distill_extra, name=name)
         text = path.read_text().replace("student:\n  model: resnet8\n", "student:\n  model: resnet8_mnasnet_bn\n")
         path.write_text(text)
         return path

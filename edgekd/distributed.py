@@ -39,6 +39,25 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast(value: object) -> object:
+    """Rank 0's `value` on every process (pickled over the process group); `value` itself in a single process."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box)
+    return box[0]
+
+
+def agree(value: object, what: str) -> None:
+    """Check that every process holds the same `value` (an internal invariant: a RuntimeError names `what`)."""
+    if world_size() == 1:
+        return
+    seen: list = [None] * world_size()
+    dist.all_gather_object(seen, value)
+    if odd := [r for r, v in enumerate(seen) if v != seen[0]]:
+        raise RuntimeError(f"{what}: rank {odd[0]} has {seen[odd[0]]!r}, rank 0 has {seen[0]!r}")
+
+
 def init_from_env(device: torch.device) -> bool:
     """Join the process group torchrun described in the environment; False when not under torchrun."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) < 2:

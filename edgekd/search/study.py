@@ -214,10 +214,12 @@ def work(
     log: Callable[[str], None],
     poll_seconds: float = 1.0,
     stalled: str | None = None,
+    idle: Callable[[], None] | None = None,
 ) -> None:
     """Run trials until `study` has `sweep.n_trials` finished ones (complete or pruned); other workers may run
     some. While the trials still to finish are all running elsewhere, wait for them (a dead worker's trial is
-    failed by its stale heartbeat, and retried; without heartbeats the log says what to do: `stalled`)."""
+    failed by its stale heartbeat, and retried; without heartbeats the log says what to do: `stalled`), calling
+    `idle()` at each poll (under torchrun: the other ranks hear from rank 0 before their collective times out)."""
     optuna = optuna_module()
     States = optuna.trial.TrialState
 
@@ -276,6 +278,8 @@ def work(
                 hint = f"; {stalled}" if stalled else ""
                 log(f"  distill sweep: waiting for trials {awaited} on other workers ({workers}){hint}")
             _fail_unstarted(study, trials, 4 * sweep.heartbeat_seconds)
+            if idle is not None:
+                idle()
             time.sleep(poll_seconds)  # the last trials run on other workers
             continue
         study.optimize(objective, n_trials=1, catch=())

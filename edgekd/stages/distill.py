@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from edgekd.models import load_model, save_model
 from edgekd.ondevice.files import write_bytes_atomic
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.run_records import DistillChoice, SweepTrial
+from edgekd.search import lockstep
 from edgekd.stages.common import distil, initial_student, model_summary, student_spec
 
 
@@ -156,6 +158,16 @@ class DistillStage:
         return student, result, cache_note, scores
 
 
+@dataclass(frozen=True)
+class Standings:
+    """What rank 0 reads of the finished study, sent to every rank for the winner step."""
+
+    trials: list[SweepTrial]
+    best: SweepTrial
+    importance: dict[str, float]
+    trained_here: bool  # the winner's student file is this run's own
+
+
 class Sweep:
     """One worker of the distill sweep's Optuna study: trains trials on the training data less the selection
     split, scores them on that split, and (in the stage) loads or reproduces the winner."""
@@ -171,36 +183,43 @@ class Sweep:
     ) -> None:
         from edgekd.search import study as search
 
-        if distributed.world_size() > 1:
-            raise EdgekdError(
-                "sweep: trials run one process each; drop --nproc/--nnodes and add workers with "
-                "`edgekd sweep PIPELINE --storage URL` instead"
-            )
         self.search, self.stage, self.ctx, self.cfg = search, stage, ctx, cfg
         self.teacher_path, self.teacher, self.inputs = teacher_path, teacher, inputs
         self.cache_note = "not used (no trial trained in this process)"
         self.sweep = ctx.config.sweep
         seed = ctx.config.seed
         self.fit, self.selection = carve(ctx.data.train, self.sweep.selection_split, seed)
+        distributed.agree(self._selection_sha256(), "sweep: the selection split")  # one split on every rank
         self.t_sel, _ = predict(teacher, self.selection, ctx.config.data.eval_batch_size, ctx.device)
         self.name = f"{ctx.pipeline.name}-distill-{ctx.key[:16]}"
         storage = ctx.sweep_storage
         self.storage_shown = search.shown(storage) if storage else f"sqlite:///{ctx.rundir.study_db}"
-        # one worker (the default storage): the sampler's seed is the run's; several: each worker its own draws
-        sampler_seed = seed if storage is None else hash((seed, ctx.rundir.root.as_posix(), os.getpid()))
-        self.study = search.open_study(
-            self.name,
-            search.open_storage(storage, ctx.rundir.study_db, self.sweep),
-            self.sweep,
-            sampler_seed % 2**31,
-        )
+        self.lead = lockstep.Lead()
+        self.study = None  # rank 0 alone talks to the study; the other ranks follow its orders (lockstep)
+        if distributed.is_main():
+            # one worker (the default storage): the sampler's seed is the run's; several: each worker its own draws
+            sampler_seed = seed if storage is None else hash((seed, ctx.rundir.root.as_posix(), os.getpid()))
+            self.study = search.open_study(
+                self.name,
+                search.open_storage(storage, ctx.rundir.study_db, self.sweep),
+                self.sweep,
+                sampler_seed % 2**31,
+            )
+
+    def _selection_sha256(self) -> str:
+        return hashlib.sha256(self.selection.indices.numpy().tobytes()).hexdigest()
 
     def _record(self, trial: SweepTrial) -> None:
         trial.write(self.ctx.rundir.trial_record(self.name, trial.number))
 
-    def _train(self, plan) -> tuple:
+    def _train(self, plan, on_epoch=None) -> tuple:
         ctx = self.ctx
-        work_dir = ctx.rundir.trial_dir(self.name, plan.number)
+        # rank 0 trains in the trial's folder; the other ranks in their scratch copy of the stage's folder
+        work_dir = (
+            ctx.rundir.trial_dir(self.name, plan.number)
+            if distributed.is_main()
+            else ctx.stage_dir / f"trial-{plan.number}"
+        )
         work_dir.mkdir(parents=True, exist_ok=True)
         trial_cfg = with_settings(self.cfg, plan.settings)
         student, result, note, sel = self.stage._train(
@@ -214,45 +233,80 @@ class Sweep:
             self.t_sel,
             work_dir,
             plan.seed,
-            on_epoch=lambda epoch, entry: plan.report(epoch, entry["val_top1"]),
+            on_epoch=on_epoch,
         )
         return student, result, note, sel, work_dir
 
     def trial(self, plan):
-        """Train one trial and keep its student in its folder: its selection and validation scores."""
-        student, result, _, sel, work_dir = self._train(plan)
+        """Train one trial (on every rank: its plan goes to the others first) and keep its student in its folder:
+        its selection and validation scores."""
+        world = distributed.world_size()
+        if world > 1:
+            self.ctx.reporter.log(f"  distill sweep: trial {plan.number} trains on {world} processes")
+            self.lead.send(lockstep.Order("trial", plan.number, plan.settings, plan.seed, plan.retry_of))
+        pruned, epochs = self.search.optuna_module().TrialPruned, self.cfg.epochs
+        student, result, _, sel, work_dir = self._train(
+            plan, lambda e, entry: self.lead.epoch(plan.report, e, entry["val_top1"], pruned, e == epochs)
+        )
         student_file = self.ctx.rundir.trial_student(self.name, plan.number)
         save_model(student_file, student, student_spec(self.ctx, self.inputs))
         v_logits, v_labels = predict(student, self.ctx.data.val, self.ctx.config.data.eval_batch_size, "cpu")
         val = evaluate(v_logits, v_labels)  # recorded, never used to choose
         return self.search.TrialOutcome(sel["val_top1"], sel.get("val_kl"), val["val_top1"], len(result.history))
 
+    def _follow(self, order: lockstep.Order) -> None:
+        """A rank other than 0: train the trial rank 0 sent, stopping when rank 0 prunes it."""
+        plan = self.search.TrialPlan(order.number, order.settings, order.seed, order.retry_of, lambda e, s: None)
+        self._train(plan, lockstep.heed)
+
     def work(self) -> None:
-        """Run trials until the study has its number of finished trials (other workers may run some)."""
+        """Run trials until the study has its number of finished trials (other workers may run some); under torchrun
+        every rank trains each trial, as rank 0 orders."""
+        if not distributed.is_main():
+            lockstep.follow(self._follow)
+            return
         log = self.ctx.reporter.log
         log(
             f"  distill sweep: study {self.name} ({self.sweep.sampler}, {self.sweep.n_trials} trials, "
             f"pruner {self.sweep.pruner}) in {self.storage_shown}; selection on {len(self.selection)} training images"
         )
         stalled = self.search.stalled_hint(self.ctx.sweep_storage, self.name)
-        self.search.work(self.study, self.sweep, self.ctx.config.seed, self.trial, self._record, log, stalled=stalled)
+        idle = (lambda: self.lead.send(lockstep.Order("wait"))) if distributed.world_size() > 1 else None
+        with self.lead:
+            self.search.work(
+                self.study, self.sweep, self.ctx.config.seed, self.trial, self._record, log, stalled=stalled, idle=idle
+            )
+            if distributed.world_size() > 1:
+                self.lead.send(lockstep.Order("done"))
+
+    def _standings(self) -> Standings:
+        trials = self.search.trials_of(self.study)
+        best = self.search.best_of(trials)
+        record = self.ctx.rundir.trial_record(self.name, best.number)
+        student_file = self.ctx.rundir.trial_student(self.name, best.number)
+        here = student_file.is_file() and record.is_file() and SweepTrial.read(record).state == "complete"
+        return Standings(trials, best, self.search.importances(self.study), here)
 
     def winner(self):
         """The best trial's student (its own file when this worker trained it, else trained again with the same
         settings and seed) and the sweep's record for the manifest."""
         ctx = self.ctx
-        trials = self.search.trials_of(self.study)
-        best = self.search.best_of(trials)
+        if distributed.is_main():
+            with self.lead:
+                standings = self._standings()
+                self.lead.send(standings)
+        else:
+            standings = lockstep.receive()
+        trials, best = standings.trials, standings.best
         work_dir = ctx.rundir.trial_dir(self.name, best.number)
-        record = ctx.rundir.trial_record(self.name, best.number)
         reproduced = None
         student_file = ctx.rundir.trial_student(self.name, best.number)
-        if student_file.is_file() and record.is_file() and SweepTrial.read(record).state == "complete":
+        if standings.trained_here:
             student, _ = load_model(student_file)  # saved after its BatchNorm settling, in its trial
             self.stage._bn = {"ran": False, "reason": None, "note": f"settled in trial {best.number}, if at all"}
             result = TrainResult(read_history(work_dir / METRICS))
             note = "trained by this worker"
-        else:  # another worker trained it: the same settings and seed give the same student on the same machine
+        else:  # another worker trained it: the same settings and seed give the same student (on every rank here)
             plan = self.search.TrialPlan(best.number, best.settings, best.seed, best.retry_of, lambda e, s: None)
             student, result, self.cache_note, sel, work_dir = self._train(plan)
             reproduced = sel["val_top1"]
@@ -264,7 +318,7 @@ class Sweep:
             "pruner": self.sweep.pruner,
             "trials": [t.to_dict() for t in trials],
             "best": best.number,
-            "importance": self.search.importances(self.study),
+            "importance": standings.importance,
             "best_selection_top1": best.selection_top1,
             "selection": {
                 "split": "train",
@@ -272,7 +326,7 @@ class Sweep:
                 "images": len(self.selection),
                 "trained_on": len(self.fit),
                 "seed": ctx.config.seed,
-                "indices_sha256": hashlib.sha256(self.selection.indices.numpy().tobytes()).hexdigest(),
+                "indices_sha256": self._selection_sha256(),
             },
             "chosen_by": (
                 f"highest top-1 on {len(self.selection)} training images held out from every trial's training "

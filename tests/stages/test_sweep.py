@@ -1,8 +1,12 @@
 """`sweep:` is an Optuna study: each trial trains on the training data less a seeded selection split, is scored on
 it, and records the settings it trained with; the winner goes on and only it is scored on the validation split."""
 
+import hashlib
 import json
+import subprocess
+import sys
 
+import optuna
 import pytest
 import torch
 
@@ -18,6 +22,8 @@ from edgekd.stages.distill import DistillStage
 from edgekd.stages.teacher import TeacherStage
 
 pytestmark = pytest.mark.slow
+
+LEAN = "qat:\n  enabled: false\ndynamic_quant:\n  enabled: false\nexport:\n  enabled: false\n"
 
 SELECTION_ONLY = """\
 name: sel
@@ -125,3 +131,36 @@ def test_the_selection_images_never_reach_a_trials_student(tmp_path, monkeypatch
         for study in [manifest.stage("distill").to_dict()["metrics"]["sweep"]["study"]]
     )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_sweep_under_nproc_trains_every_trial_on_every_process(tiny_pipeline, tmp_path):
+    """`edgekd run --nproc 2` (two gloo processes): rank 0 works the study and both processes train each trial;
+    the selection split, the trials' seeds and their records are those one process would have."""
+    path = tiny_pipeline(limit_train=192, extra=LEAN + "sweep:\n  temperature: [1.0, 8.0]\n")
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edgekd.cli", "run", str(path), "--run-dir", str(run_dir), "--nproc", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cfg = load_pipeline(path)
+    metrics = json.loads((run_dir / "manifest.json").read_text())["stages"]["distill"]["metrics"]
+    sweep = metrics["sweep"]
+    rundir = RunDir(run_dir)
+    study = optuna.load_study(study_name=sweep["study"], storage=f"sqlite:///{rundir.study_db}")
+    finished = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
+    assert len(finished) == 2
+    trials = [SweepTrial.from_dict(t) for t in sweep["trials"]]
+    assert sorted(t.settings["temperature"] for t in trials) == [1.0, 8.0]
+    for t in trials:
+        assert f"trial {t.number} trains on 2 processes" in done.stderr
+        record = SweepTrial.read(rundir.trial_record(sweep["study"], t.number))
+        assert record == t and record.seed == trial_seed(cfg.seed, t.number)
+        history = read_history(rundir.trial_dir(sweep["study"], t.number) / "metrics.jsonl")
+        assert history[-1]["temperature"] == t.settings["temperature"]
+    # the winner: the best on the split one process carves from the training data, never on the validation split
+    complete = [t for t in trials if t.state == "complete"]
+    best = max(complete, key=lambda t: (t.selection_top1, -t.selection_kl, -t.number))
+    assert sweep["best"] == best.number and metrics["sweep_best"] == best.settings
+    _, selection = carve(load_data(cfg.data, cfg.seed).train, cfg.sweep.selection_split, cfg.seed)
+    assert sweep["selection"]["split"] == "train"
+    assert sweep["selection"]["indices_sha256"] == hashlib.sha256(selection.indices.numpy().tobytes()).hexdigest()
+    assert sweep["winner_model"] == "trained by this worker"

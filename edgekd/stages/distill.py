@@ -199,12 +199,13 @@ class Sweep:
         if distributed.is_main():
             # one worker (the default storage): the sampler's seed is the run's; several: each worker its own draws
             sampler_seed = seed if storage is None else hash((seed, ctx.rundir.root.as_posix(), os.getpid()))
-            self.study = search.open_study(
-                self.name,
-                search.open_storage(storage, ctx.rundir.study_db, self.sweep),
-                self.sweep,
-                sampler_seed % 2**31,
-            )
+            with self.lead:  # the other ranks wait for the first order meanwhile
+                self.study = search.open_study(
+                    self.name,
+                    search.open_storage(storage, ctx.rundir.study_db, self.sweep),
+                    self.sweep,
+                    sampler_seed % 2**31,
+                )
 
     def _selection_sha256(self) -> str:
         return hashlib.sha256(self.selection.indices.numpy().tobytes()).hexdigest()

@@ -46,6 +46,7 @@ LONGEST: dict[str, float] = {
     f"{PTQ}[resnet110]": 39,
     f"{PTQ}[resnet32x4]": 33,
     "tests/fleet/test_bench_file_ship.py": 33,
+    "tests/stages/test_sweep.py::test_a_sweep_under_nproc": 40,
     "tests/test_distributed.py": 31,
     PTQ: 20,
 }

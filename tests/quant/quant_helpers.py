@@ -74,8 +74,11 @@ def train_until(
 
     The val top-1 is looked at every `check_every` steps, but only once the last 8 training batches were
     classified within `margin` of `target` (free: their logits are computed anyway): a look costs about as
-    much as 7 training steps, and while the model is plainly not there yet it would only say so."""
+    much as 7 training steps, and while the model is plainly not there yet it would only say so.
+    Trains in channels-last memory format, as the pipeline does (half the step time of depthwise nets on the CPU);
+    the model it returns is NCHW."""
     xt, yt, xv, yv = data
+    model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, fused=True)  # one kernel per step: big models
     steps, epoch, top1 = 0, 0, 0.0
     recent: list[float] = []  # training-batch top-1 of the last 8 steps
@@ -94,4 +97,4 @@ def train_until(
                 if top1 >= target or steps >= max_steps:
                     break
         epoch += 1
-    return model.eval(), top1, steps
+    return model.to(memory_format=torch.contiguous_format).eval(), top1, steps

@@ -148,15 +148,17 @@ class _Loop:
 
 
 def _resume(loop: _Loop, env: TrainEnv, epochs: int, result: TrainResult) -> int:
-    """Load the last epoch checkpoint when its key matches (and resuming is allowed); the epoch to start at."""
+    """Load the last epoch checkpoint when its key matches (and resuming is allowed); the epoch to start at.
+    Under torchrun rank 0's checkpoint is the run's: every process resumes from it, so all start at one epoch."""
     path = env.checkpoint
     if not env.resume:
         path.unlink(missing_ok=True)
         return 0
-    if not path.is_file():
-        return 0
-    ckpt = torch.load(path, map_location=env.device, weights_only=True)
-    if ckpt.get("key") != env.key:
+    ckpt = None
+    if distributed.is_main() and path.is_file():
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = distributed.broadcast(ckpt)
+    if not isinstance(ckpt, dict) or ckpt.get("key") != env.key:
         return 0
     loop.model.load_state_dict(ckpt["model"])
     for m, state in zip(loop.extra, ckpt["extra"]):
@@ -170,16 +172,18 @@ def _resume(loop: _Loop, env: TrainEnv, epochs: int, result: TrainResult) -> int
 
 
 def _save_checkpoint(loop: _Loop, env: TrainEnv, epoch: int, history: list[dict]) -> None:
-    state = {
-        "key": env.key,
-        "epoch": epoch,
-        "model": loop.model.state_dict(),
-        "extra": [m.state_dict() for m in loop.extra],
-        "optimizer": loop.optimizer.state_dict(),
-        "objective": loop.objective.state_dict(),
-        "history": history,
-    }
-    atomic_torch_save(state, env.checkpoint)
+    """The epoch's checkpoint (under torchrun rank 0's alone: every process resumes from it) and the history."""
+    if distributed.is_main():
+        state = {
+            "key": env.key,
+            "epoch": epoch,
+            "model": loop.model.state_dict(),
+            "extra": [m.state_dict() for m in loop.extra],
+            "optimizer": loop.optimizer.state_dict(),
+            "objective": loop.objective.state_dict(),
+            "history": history,
+        }
+        atomic_torch_save(state, env.checkpoint)
     _write_history(env.work_dir / METRICS, history)
 
 

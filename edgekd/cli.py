@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,6 +136,14 @@ def run(
         None, "--master-addr", help="torchrun: rank 0's address (static rendezvous)."
     ),
     master_port: int | None = typer.Option(None, "--master-port", help="torchrun: rank 0's port (static rendezvous)."),
+    peer_timeout: int = typer.Option(
+        600,
+        "--peer-timeout",
+        min=1,
+        help="Seconds a training process waits for another that does not answer (its node died or was cut off) "
+        "before the run stops (NCCL's own default; gloo's is 30 minutes); raise it when rank 0 can keep the others "
+        "waiting longer (a sweep scoring each trial on a large validation set, slow checkpoint writes).",
+    ),
     allow_download: bool = typer.Option(
         False, "--allow-download", help="Let torchvision/timm download pretrained `weights:` missing from their cache."
     ),
@@ -153,6 +162,7 @@ def run(
         *[a for f in force for a in ("--force", f)],
         *[a for r in require for a in ("--require", r)],
         *(["--strict"] if strict else []),
+        f"--peer-timeout={peer_timeout}",
     ]
     if (nproc > 1 or nnodes != "1") and "RANK" not in os.environ:
         rdzv = [
@@ -177,7 +187,8 @@ def run(
 
         check_files(runner.cfg)  # weights, feature layers and every image checked before the first stage
         check_pipeline(runner.cfg, local_files=True)
-        if distributed.init_from_env(distributed.choose_device(runner.cfg.device)) and not distributed.is_main():
+        device = distributed.choose_device(runner.cfg.device)
+        if distributed.init_from_env(device, timedelta(seconds=peer_timeout)) and not distributed.is_main():
             runner.reporter.quiet = True
             runner.reporter.console = Console(stderr=True, quiet=True)
         if distributed.is_main():

@@ -3,17 +3,24 @@
 `edgekd run --nproc N` re-launches the same command under `torch.distributed.run`; every
 process runs the training stages on its share of each batch, and rank 0 alone runs the other
 stages and writes artifacts and the manifest.
+
+A process that is gone (killed, its node down or cut off) ends the others instead of leaving them waiting:
+a collective that cannot complete fails after the peer timeout (`edgekd run --peer-timeout`, or at once when
+the dead process's sockets close), and `lost_peer` turns that failure into one line that says how to resume.
+While rank 0 runs a stage alone the others wait for it in `wait_for_main`, for as long as the stage takes.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -34,7 +41,15 @@ def is_main() -> bool:
     return rank() == 0
 
 
+SOLO_STAGE_WAIT = timedelta(days=7)  # how long the other ranks wait for a stage rank 0 runs alone: as long as it takes
+
+# set by init_from_env: the gloo group wait_for_main waits in, and the peer timeout (`edgekd run --peer-timeout`)
+_waiting: dist.ProcessGroup | None = None
+_peer_timeout: timedelta | None = None
+
+
 def barrier() -> None:
+    """Every process waits for every other, each up to the peer timeout (all of them are working on one step)."""
     if world_size() > 1:
         dist.barrier()
 
@@ -58,16 +73,50 @@ def agree(value: object, what: str) -> None:
         raise RuntimeError(f"{what}: rank {odd[0]} has {seen[odd[0]]!r}, rank 0 has {seen[0]!r}")
 
 
-def init_from_env(device: torch.device) -> bool:
-    """Join the process group torchrun described in the environment; False when not under torchrun."""
+def wait_for_main() -> None:
+    """After a stage rank 0 ran alone: the other ranks wait for rank 0 for as long as the stage takes, and rank 0,
+    which arrives last, gives each of them the peer timeout to answer (a node that vanished is noticed here)."""
+    if world_size() > 1:
+        dist.monitored_barrier(group=_waiting, timeout=_peer_timeout if is_main() else None)
+
+
+def init_from_env(device: torch.device, peer_timeout: timedelta) -> bool:
+    """Join the process group torchrun described in the environment; False when not under torchrun.
+
+    Collectives wait up to `peer_timeout` for a process that does not answer (gloo's default is 30 minutes,
+    NCCL's 10), then fail, and `lost_peer` explains the failure."""
+    global _waiting, _peer_timeout
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) < 2:
         return False
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=peer_timeout)
+        _waiting, _peer_timeout = dist.new_group(backend="gloo", timeout=SOLO_STAGE_WAIT), peer_timeout
     return True
+
+
+# How a collective reports a process that is gone: torch's DistError (NCCL, the store) or, from gloo, a RuntimeError
+# raised in gloo's transport ("Connection closed by peer", "Timed out waiting ...") or by monitored_barrier.
+_GLOO_LOST = ("gloo/transport/", "failed to pass monitoredBarrier")
+
+
+def lost_peer(error: BaseException) -> EdgekdError | None:
+    """The one-line error for a failure that means another process of the run is gone; None for any other."""
+    if world_size() == 1 or not isinstance(error, RuntimeError):
+        return None
+    text = str(error).strip()  # e.g. "[.../gloo/transport/tcp/pair.cc:561] Connection closed by peer [...]. This ..."
+    if not isinstance(error, dist.DistError) and not any(mark in text for mark in _GLOO_LOST):
+        return None
+    # its first sentence, without gloo's "[file:line] " or monitored_barrier's "[Rank 0]: "
+    cause = re.sub(r"^(\[[^\]]*\]:?\s*)+", "", " ".join(text.split())).split(". ")[0]
+    return EdgekdError(
+        f"rank {rank()} lost contact with another process of this run ({cause}): that process failed (see its "
+        "node's output), or its node died or was cut off; finished stages and the last finished epoch's checkpoint "
+        "are kept: run the same command again on every node (or on one node, without --nnodes and its options) to "
+        "resume from them"
+    )
 
 
 def check_shared_dir(token: Path, root: Path, wait_s: float = 10.0) -> None:

@@ -346,9 +346,14 @@ class Runner:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a file in the way, no permission, read-only disk
             raise EdgekdError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
-        distributed.check_shared_dir(self.rundir.shared_token, self.run_dir)  # several nodes: one run dir, or stop
-        with self.rundir.locked("edgekd run") if distributed.is_main() else contextlib.nullcontext():
-            return self._run(selection, names)
+        try:
+            distributed.check_shared_dir(self.rundir.shared_token, self.run_dir)  # several nodes: one run dir, or stop
+            with self.rundir.locked("edgekd run") if distributed.is_main() else contextlib.nullcontext():
+                return self._run(selection, names)
+        except RuntimeError as e:  # a process of the run is gone: one line that says how to resume
+            if lost := distributed.lost_peer(e):
+                raise lost from e
+            raise
 
     def _run(self, selection: Selection, names: list[str]) -> Manifest:
         if distributed.is_main():  # what the user's file meant, paths resolved: `edgekd bench/report/ship RUN_DIR`
@@ -365,7 +370,10 @@ class Runner:
             entry = None
             if stage.distributed or distributed.is_main():
                 entry = self._run_stage(stage, ctx, manifest, state, selection, names)
-            distributed.barrier()
+            if stage.distributed:
+                distributed.barrier()
+            else:  # rank 0 ran it alone, for as long as it takes
+                distributed.wait_for_main()
             if not distributed.is_main():
                 manifest.reload()
                 entry, _, _ = self._decide(stage, manifest, state, False, planning=False)
@@ -436,7 +444,8 @@ class Runner:
                 )
             artifacts = self._promote(stage, ctx, result) if distributed.is_main() else {}
         except BaseException as e:
-            error = str(e) if isinstance(e, EdgekdError) else f"{type(e).__name__}: {e}"
+            shown = distributed.lost_peer(e) or e  # a process of the run is gone: the line run() raises for it
+            error = str(shown) if isinstance(shown, EdgekdError) else f"{type(e).__name__}: {e}"
             seconds = round(time.perf_counter() - t0, 3)
             failed = dataclasses.replace(attempt, status="failed", error=error, ended=now(), seconds=seconds)
             manifest.record(stage.name, failed)

@@ -16,8 +16,6 @@ import os
 import re
 import secrets
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -189,21 +187,23 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
 
 
 def launch(argv: Sequence[str], nproc: int, torchrun_args: Sequence[str] = ()) -> int:
-    """Run `edgekd <argv>` under torchrun with `nproc` processes per node; returns its exit code."""
+    """Run `edgekd <argv>` under torchrun with `nproc` processes per node; returns the exit code of its processes.
+
+    torchrun's agent runs in this process (`torch.distributed.run.main`), so a failed process ends the command
+    with that process's own message and exit code, not under torchrun's traceback of the agent."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
     if nproc < 1:
         raise EdgekdError(f"--nproc {nproc}: needs at least 1 process")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc-per-node={nproc}",
-        *torchrun_args,
-        "-m",
-        "edgekd.cli",
-        *argv,
-    ]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))),
-    }
-    return subprocess.call(cmd, env=env)
+    # the processes' share of the cores; they inherit this process's environment
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    try:
+        torchrun([f"--nproc-per-node={nproc}", *torchrun_args, "-m", "edgekd.cli", *argv])
+    except ChildFailedError as e:
+        code = e.get_first_failure()[1].exitcode
+        return code if code > 0 else 128 - code  # a process killed by a signal: 128 + its number, as a shell says
+    except SignalException as e:  # Ctrl-C, or a scheduler's SIGTERM: the agent has stopped the processes
+        return 128 + e.sigval
+    return 0

@@ -67,7 +67,14 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch: int = 64) -> nn.Mod
 
 
 def train_until(
-    model: nn.Module, data: tuple, target: float, max_steps: int, lr: float, check_every: int = 25, margin: float = 0.15
+    model: nn.Module,
+    data: tuple,
+    target: float,
+    max_steps: int,
+    lr: float,
+    check_every: int = 25,
+    margin: float = 0.15,
+    channels_last: bool = True,
 ) -> tuple[nn.Module, float, int]:
     """AdamW on cross-entropy, batches of 32, until the val top-1 (BatchNorm recalibrated on 512 training
     images) reaches `target` or `max_steps` pass. Returns (model in eval mode, val top-1, steps).
@@ -75,10 +82,10 @@ def train_until(
     The val top-1 is looked at every `check_every` steps, but only once the last 8 training batches were
     classified within `margin` of `target` (free: their logits are computed anyway): a look costs about as
     much as 7 training steps, and while the model is plainly not there yet it would only say so.
-    Trains in channels-last memory format, as the pipeline does (half the step time of depthwise nets on the CPU);
-    the model it returns is NCHW."""
+    Trains in channels-last memory format (`channels_last`), as the pipeline does (half the step time of depthwise
+    nets on the CPU); the model it returns is NCHW."""
     xt, yt, xv, yv = data
-    model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, fused=True)  # one kernel per step: big models
     steps, epoch, top1 = 0, 0, 0.0
     recent: list[float] = []  # training-batch top-1 of the last 8 steps

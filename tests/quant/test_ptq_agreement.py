@@ -34,7 +34,7 @@ SETTINGS = {
     "mnasnet0_5": {"target": 0.85},
     # at 92%, 4 of the 359 images are within 0.27 (of a 100-logit range) of a tie, which summation order
     # decides; at 96% none is (measured: agreement 98.9% and 100%)
-    "resnet50": {"target": 0.95},
+    "resnet50": {"target": 0.95, "channels_last": False},  # NCHW: 125 steps to 95% (61 CPU s), channels-last 250 (117)
     # bunched logits: on an AVX2 AMD EPYC at 90.5% its median top-2 margin is 2.7% of the logit range, and the 8
     # images (2.2%) where the file and fake quant differ all have margins under 3% (max |Δlogit| 4.8%); trained
     # on to 95.3% (350 steps) it still differed on 5 (98.6%), all within 1.2%. Held to the pipeline's 97% bar.

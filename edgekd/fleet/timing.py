@@ -130,6 +130,11 @@ def time_on(target: Target, out: Path) -> Timer:
     return timer
 
 
+def timer_for(target: Target, out: Path) -> Timer:
+    """How files are timed on `target`: here in ONNX Runtime, or on a device in folder `out` (`time_on`)."""
+    return time_on(target, out) if target.remote else time_here
+
+
 def judged(records: Sequence[ArtifactRecord], name: str, batch_size: int) -> ArtifactRecord:
     """The record of file `name` the budget is judged on (report.budgets.deployable): its fastest done engine at
     `batch_size` where any ran, else its ONNX Runtime fp32 file; neither done, a failed record with the reasons."""

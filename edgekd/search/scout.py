@@ -18,7 +18,7 @@ after training uses). A candidate's figure is the row the report judges the budg
 Timings are cached in scout/cache.json per (candidate, input, device, machine, runtime, precision, timing
 settings, toolchain), so a second scout of the same candidates times nothing; on a device the machine is its
 devices.yaml entry and the TensorRT and ONNX Runtime versions its probe reports (one SSH round trip, so an
-upgraded device is timed again). Where candidates are timed is one function per kind of device (`timer_for`).
+upgraded device is timed again). Where candidates are timed is edgekd.fleet.timing's `timer_for`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from edgekd.fleet.timing import (
     RUNTIME,
     Log,
     Target,
-    Timer,
     device_settings,
     device_toolchain,
     find_target,
@@ -54,7 +53,7 @@ from edgekd.fleet.timing import (
     runtime_label,
     shipped,
     time_here,
-    time_on,
+    timer_for,
 )
 from edgekd.models import ModelSpec
 from edgekd.ondevice import catalog
@@ -98,11 +97,6 @@ def targets(devices: Sequence[str], devices_file: Path | None) -> list[Target]:
     """The devices named, `local` as it is and the others from `devices_file`: an unknown name, or a file that
     does not read, is a one-line error before anything is built."""
     return [find_target(name, devices_file, f"scout device {name!r}") for name in devices]
-
-
-def timer_for(target: Target, run: RunDir) -> Timer:
-    """How candidates are timed on `target`: here in ONNX Runtime, or on a device in the run's folder for it."""
-    return time_on(target, run.scout_device_dir(target.name)) if target.remote else time_here
 
 
 # --------------------------------------------------------------------------- the cache
@@ -190,7 +184,7 @@ def scout(
     target = Target(target) if isinstance(target, str) else target
     if target.remote and run is None:
         raise ValueError("scouting on a device needs the run directory")
-    timer = timer_for(target, run) if run is not None else time_here
+    timer = timer_for(target, run.scout_device_dir(target.name)) if run is not None else time_here
     settings = device_settings(target, request.settings)
     runtimes = device_toolchain(target)
     entries: dict[str, ScoutEntry] = {}

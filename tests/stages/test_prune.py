@@ -89,12 +89,14 @@ def test_latency_target_stops_at_the_first_step_that_meets_it(tiny_pipeline, tmp
 
 
 def prune_steps_failed_teacher_ms(run_dir) -> float:
-    """The teacher's latency as the failed attempt's candidate file was timed: re-time it with the same harness."""
-    from edgekd.ondevice.measure import Settings
-    from edgekd.prune.latency import measure_latency
-
-    teacher, spec = load_model(run_dir / "teacher" / "model.pt")
+    """The teacher's latency as the failed attempt's candidate file was timed: re-time it with the same timer."""
     import torch
 
+    from edgekd.fleet.timing import time_here
+    from edgekd.ondevice.measure import Settings
+    from edgekd.prune.latency import time_candidate
+
+    teacher, spec = load_model(run_dir / "teacher" / "model.pt")
     example = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
-    return measure_latency(teacher, example, run_dir / "t.onnx", Settings((1,), 2, 10, 0.1, 1))["p50_ms"]
+    _, latency = time_candidate(teacher, example, run_dir / "t.onnx", time_here, Settings((1,), 2, 10, 0.1, 1), print)
+    return latency.p50_ms

@@ -2,9 +2,12 @@
 
 import onnx
 import pytest
+from typer.testing import CliRunner
 
+from edgekd.cli import app
 from edgekd.config import load_pipeline
 from edgekd.errors import EdgekdError
+from edgekd.manifest import Manifest
 from edgekd.models import load_model
 from edgekd.pipeline import Runner
 from edgekd.run_records import prune_steps
@@ -22,6 +25,22 @@ def _prune_pipeline(tiny_pipeline, prune: str, extra: str = "", name: str = "p.y
     text = path.read_text().replace("student:\n  model: resnet8\n", f"student:\n  prune: {{{prune}, {TIMING}}}\n")
     path.write_text(text)
     return path
+
+
+def test_a_timing_device_devices_yaml_does_not_define_stops_the_run_before_the_teacher(tiny_pipeline, tmp_path):
+    devices = tmp_path / "devices.yaml"
+    devices.write_text("devices: {orin: {host: 10.0.0.2, kind: jetson-orin-nano}}\n")
+    for device, devices_file, says in (
+        ("xavier", devices, "no device named 'xavier'; defined devices: orin"),
+        ("orin", tmp_path / "missing.yaml", "missing.yaml"),
+    ):
+        target = f"target: {{latency_ms: 1.0, device: {device}, devices_file: {devices_file}}}, recover_epochs: 0"
+        path = _prune_pipeline(tiny_pipeline, target)
+        result = CliRunner().invoke(app, ["run", str(path), "--run-dir", str(tmp_path / "run")])
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and message.startswith("error: student.prune.target.device: "), message
+        assert says in message and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert Manifest(tmp_path / "run").stage("teacher") is None
 
 
 @pytest.mark.slow

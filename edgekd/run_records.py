@@ -197,8 +197,11 @@ class SensitivityRecord:
 @dataclass(frozen=True)
 class PruneStep:
     """One pruning step: the channel share Torch-Pruning removed, the size after it (and as shares of the
-    teacher's), the batch-1 ONNX latency measured when the target is a latency (None otherwise), and the val
-    top-1 after the step's recovery (None with recover_epochs 0). Step 0 is the unpruned teacher."""
+    teacher's), the batch-1 latency of its candidate, and the val top-1 after the step's recovery (None with
+    recover_epochs 0). Step 0 is the unpruned teacher. The latency is of `device` (`local`: this machine), of
+    catalogue row `artifact` at `precision` (a device's fastest engine, else its ONNX Runtime file), and `runtime`
+    is what ran it as it reported itself (`onnxruntime 1.20.1`, `tensorrt 8.5.2.2`, or `tensorrt-standin ...` in
+    tests: the stand-in's figure, never TensorRT's). Records written before devices were timed have no device."""
 
     step: int
     channel_share: float
@@ -210,6 +213,17 @@ class PruneStep:
     latency_spread: float | None = None
     val_top1: float | None = None
     met_target: bool = False
+    device: str | None = None
+    artifact: str | None = None
+    precision: str | None = None
+    runtime: str | None = None
+
+    @property
+    def timed_on(self) -> str | None:
+        """Where and as what the latency was taken, for the report: `orin: tensorrt-standin 8.5.2-standin fp16`."""
+        if self.device is None:
+            return None
+        return f"{self.device}: {' '.join(p for p in (self.runtime, self.precision) if p)}"
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "steps[]") -> PruneStep:
@@ -225,6 +239,10 @@ class PruneStep:
             latency_spread=_num(doc, "latency_spread", where, optional=True),
             val_top1=_num(doc, "val_top1", where, optional=True),
             met_target=_check(doc.get("met_target", False), (bool,), f"{where}.met_target"),
+            device=_str(doc, "device", where, optional=True),
+            artifact=_str(doc, "artifact", where, optional=True),
+            precision=_str(doc, "precision", where, optional=True),
+            runtime=_str(doc, "runtime", where, optional=True),
         )
 
     def to_dict(self) -> dict[str, Any]:

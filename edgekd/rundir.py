@@ -15,6 +15,8 @@
     <root>/scout/trials/<candidate>/         one candidate's brief distillation (`scout.top_k`)
     <root>/scout/devices/<device>/           the candidates' files shipped to a device and timed there: a folder
                                              laid out like a run (edgekd.fleet.files), never the run's own bench/
+    <root>/prune/devices/<device>/           the pruning steps' candidates shipped to a device and timed there (the
+                                             same layout; `student.prune.target.device`)
 
 Artifact paths come from the catalogue (edgekd.ondevice.catalog); every path that is built from a
 config value, a manifest entry or a device's answer goes through `RunDir.inside`, so it cannot leave
@@ -50,7 +52,9 @@ SCOUT = "scout"
 SCOUT_CACHE = "cache.json"
 SCOUT_TABLES = "tables"
 SCOUT_TRIALS = "trials"
-SCOUT_DEVICES = "devices"
+TIMED_ON = "devices"
+"""A stage's folder of the devices it timed files on (scout, prune)."""
+PRUNE = "prune"
 
 
 def check_name(name: str, field: str) -> str:
@@ -221,7 +225,12 @@ class RunDir:
     def scout_device_dir(self, device: str) -> Path:
         """scout/devices/<device>/: the folder the scout times candidates on a device in (edgekd.fleet.files'
         `out`: its own bench/, models/ and tensorrt/<device>/, so the run's bench files are never replaced)."""
-        return self.stage_dir(SCOUT) / SCOUT_DEVICES / check_name(device, "device name")
+        return self.stage_dir(SCOUT) / TIMED_ON / check_name(device, "device name")
+
+    def prune_device_dir(self, device: str) -> Path:
+        """prune/devices/<device>/: the folder the prune stage times its steps' candidates on a device in (as
+        scout_device_dir)."""
+        return self.stage_dir(PRUNE) / TIMED_ON / check_name(device, "device name")
 
     def failed_dir(self, stage: str) -> Path:
         """Files of a failed attempt, kept for inspection, never vouched for or shipped."""

@@ -223,11 +223,21 @@ class PruneTarget(Section):
     params: float | None = Field(None, gt=0, lt=1, description="Share of the teacher's parameters to keep at most.")
     latency_ms: PositiveFloat | None = Field(
         None,
-        description="Batch-1 p50 latency (ONNX Runtime fp32) to reach; each step's candidate is exported and timed, "
+        description="Batch-1 p50 latency to reach on `device`; each step's candidate is exported and timed there, "
         "and pruning stops at the first step that meets it.",
     )
-    device: Literal["local"] = Field(
-        "local", description="Where `latency_ms` is measured: `local` (this machine; devices are not supported yet)."
+    device: str = Field(
+        "local",
+        pattern=f"^{PLAIN_NAME}$",
+        description="Where every step's candidate is timed: `local` (this machine, ONNX Runtime fp32) or a device "
+        "of `devices_file`, where the candidate is shipped and timed as `edgekd bench FILE.onnx --device` times "
+        "it (its fastest engine, else ONNX Runtime fp32, with its devices.yaml `benchmark` settings).",
+    )
+    devices_file: Path = Field(
+        Path("devices.yaml"),
+        description="The devices.yaml that defines `device` (read only when it is not `local`; the key covers the "
+        "device's entry and the runtime versions it reports, not the rest of the file).",
+        json_schema_extra={"key": False},
     )
 
     @model_validator(mode="after")
@@ -278,7 +288,8 @@ class PruneConfig(Section):
     recover_epochs: int = Field(1, ge=0, description="Epochs of distillation after each step.")
     timing: TimingConfig = Field(
         default_factory=TimingConfig,
-        description="How each step's candidate is timed (ONNX Runtime, batch 1; `batch_sizes` is not used).",
+        description="How each step's candidate is timed on `local` (batch 1; `batch_sizes` is not used); a device "
+        "is timed with its devices.yaml `benchmark` settings.",
     )
 
     @model_validator(mode="after")

@@ -1,33 +1,40 @@
 """A pruning candidate's latency, measured the way the benchmark measures the student's ONNX file.
 
-The candidate is exported to ONNX (edgekd.export, as the export stage does) and timed with the benchmark's
-harness (ondevice/measure.time_runs: warm-up, interleaved rounds, their spread) on ONNX Runtime at batch 1,
-the runtime and batch size of the report's `student_onnx` row.
+The candidate is exported to ONNX (edgekd.export, as the export stage does) and timed at batch 1 by a timer the
+prune stage hands in (edgekd.fleet.timing: ONNX Runtime here with the benchmark's harness, or shipped to a
+device and judged on the row the report judges there), so pruning and the scout time candidates with one code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from edgekd.errors import EdgekdError
 from edgekd.export.onnx import export_onnx
-from edgekd.ondevice.measure import Settings, time_runs
-from edgekd.runtimes.onnxruntime import runtime
+from edgekd.ondevice.measure import Settings
+from edgekd.ondevice.records import ArtifactRecord, Latency
 
 
-def measure_latency(model: nn.Module, example: torch.Tensor, onnx_path: Path, settings: Settings) -> dict:
-    """Batch-1 latency summary (p50_ms, spread, ...; ondevice.measure.summarize) of `model` exported to `onnx_path`."""
+def time_candidate(
+    model: nn.Module,
+    example: torch.Tensor,
+    onnx_path: Path,
+    timer: Callable[..., tuple[dict[str, ArtifactRecord], str]],
+    settings: Settings,
+    log: Callable[[str], None],
+) -> tuple[ArtifactRecord, Latency]:
+    """`model` exported to `onnx_path` and timed by `timer` (an edgekd.fleet.timing.Timer) at batch 1: the record
+    the figure is of and its latency; a candidate that could not be timed is a one-line error with the reason."""
     export_onnx(model, onnx_path, example[:1], dynamic_batch=True)
     batch = np.ascontiguousarray(example[:1].cpu().numpy(), dtype=np.float32)
-    with runtime(onnx_path, settings.threads, providers=("CPUExecutionProvider",)) as rt:
-        return time_runs(
-            rt.prepare(batch),
-            1,
-            warmup=settings.warmup,
-            min_runs=settings.min_runs,
-            min_seconds=settings.min_seconds,
-            repeats=settings.repeats,
-        )
+    records, _ = timer({onnx_path.stem: onnx_path}, batch, settings._replace(batch_sizes=(1,)), log)
+    rec = records[onnx_path.stem]
+    latency = rec.latency_at(1) if rec.status == "done" else None
+    if latency is None:
+        raise EdgekdError(f"student.prune.target.device: {onnx_path.name} could not be timed: {rec.reason}")
+    return rec, latency

@@ -540,8 +540,8 @@ def _scout_rows(table: ScoutTable, chosen: str | None) -> list[list[t.Cell]]:
 
 
 def pruning_blocks(run: RunSection, suffix: str) -> list[Block]:
-    """The prune stage's steps: size, measured batch-1 latency, top-1 after recovery; and where the MACs fell but
-    the latency did not."""
+    """The prune stage's steps: size, measured batch-1 latency and where and as what it was taken, top-1 after
+    recovery; and where the MACs fell but the latency did not."""
     steps = run.pruning
     if not steps:
         return []
@@ -552,19 +552,23 @@ def pruning_blocks(run: RunSection, suffix: str) -> list[Block]:
             f"{s.macs / 1e6:.2f} M ({s.macs_share:.2f})",
             f"{s.params / 1e3:.1f} k ({s.params_share:.2f})",
             t.num(s.latency_ms, ".3f"),
+            s.timed_on or t.DASH,
             t.num(s.val_top1),
             ("met" if s.met_target else "") if s.step else "",
         ]
         for s in steps
     ]
+    devices = sorted({s.device for s in steps if s.device})
+    where = " and ".join(devices) if devices != ["local"] and devices else "this machine"
     blocks: list[Block] = [
         ("h2", "Pruning" + suffix),
         (
             "p",
             "The student is the teacher with whole channels removed (Torch-Pruning), step by step; each step's "
-            "candidate was exported to ONNX and timed at batch 1 on this machine, then recovered by distillation "
-            "from the unpruned teacher (top-1 after that recovery; the distill stage then trained it further). "
-            "The hard-label baseline, when enabled, is the same pruned architecture trained from scratch.",
+            f"candidate was exported to ONNX and timed at batch 1 on {where} (on a device: its fastest engine, else "
+            "ONNX Runtime; `Timed on` names what ran it), then recovered by distillation from the unpruned teacher "
+            "(top-1 after that recovery; the distill stage then trained it further). The hard-label baseline, when "
+            "enabled, is the same pruned architecture trained from scratch.",
         ),
         (
             "table",
@@ -574,6 +578,7 @@ def pruning_blocks(run: RunSection, suffix: str) -> list[Block]:
                 "MACs (of teacher)",
                 "Params (of teacher)",
                 "p50 b=1 (ms)",
+                "Timed on",
                 "Top-1 (%)",
                 "Target",
             ],
@@ -581,6 +586,14 @@ def pruning_blocks(run: RunSection, suffix: str) -> list[Block]:
             "detail",
         ),
     ]
+    if any((s.runtime or "").startswith("tensorrt-standin") for s in steps):
+        blocks.append(
+            (
+                "p",
+                "**These latencies came from the tests' TensorRT stand-in (`tensorrt-standin`, engines run on ONNX "
+                "Runtime):** they prove the flow, not TensorRT's speed.",
+            )
+        )
     for prev, s in not_faster(steps):
         blocks.append(
             (

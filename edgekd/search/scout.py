@@ -7,68 +7,67 @@ harness (ondevice.measure.bench_artifacts: every model loaded, warm-up, then int
 round, so none is favoured by when it ran; their spread marks unstable figures) at the budget's batch. A
 candidate that cannot be built, exported or timed stays in the table with the reason.
 
-On a devices.yaml device the candidates go through the ship machinery (edgekd.fleet.files.bench_onnx_files,
-as `edgekd bench FILE.onnx --device` does: one bundle, engines built there, the engine cache on both sides) at the
-precisions the device ships: engines at its tensorrt.precisions where it has TensorRT (int8 engines from Q/DQ
-copies calibrated on seeded random images: an engine's latency does not depend on its scales), and the files in
-ONNX Runtime fp32 where it has ONNX Runtime, with the device's own timing settings (devices.yaml `benchmark`, as
-its benchmark after training uses). A candidate's figure is the row the report judges the budget on
+On a devices.yaml device the candidates go through the ship machinery (edgekd.fleet.timing, which latency-targeted
+pruning shares: one bundle, engines built there, the engine cache on both sides) at the precisions the device
+ships: engines at its tensorrt.precisions where it has TensorRT (int8 engines from Q/DQ copies calibrated on
+seeded random images: an engine's latency does not depend on its scales), and the files in ONNX Runtime fp32
+where it has ONNX Runtime, with the device's own timing settings (devices.yaml `benchmark`, as its benchmark
+after training uses). A candidate's figure is the row the report judges the budget on
 (report.budgets.deployable): its fastest engine where engines ran, else the ONNX Runtime file.
 
 Timings are cached in scout/cache.json per (candidate, input, device, machine, runtime, precision, timing
 settings, toolchain), so a second scout of the same candidates times nothing; on a device the machine is its
 devices.yaml entry and the TensorRT and ONNX Runtime versions its probe reports (one SSH round trip, so an
-upgraded device is timed again). Where candidates are timed is one function per kind of device (`timer_for`).
+upgraded device is timed again). Where candidates are timed is edgekd.fleet.timing's `timer_for`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
-import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
 import torch
 
 from edgekd import __version__
 from edgekd.bench.benchmark import settings_from_config
-from edgekd.bench.sysinfo import cpu_model, gpu_name, library_versions
-from edgekd.config import BenchmarkConfig, DeviceConfig, load_devices
+from edgekd.bench.sysinfo import library_versions
+from edgekd.config import BenchmarkConfig
 from edgekd.errors import EdgekdError
 from edgekd.export.onnx import export_onnx
+from edgekd.fleet.timing import (
+    PRECISION,
+    RUNTIME,
+    Log,
+    Target,
+    device_settings,
+    device_toolchain,
+    find_target,
+    machine,
+    runtime_label,
+    shipped,
+    time_here,
+    timer_for,
+)
 from edgekd.models import ModelSpec
 from edgekd.ondevice import catalog
 from edgekd.ondevice.files import write_json_atomic
-from edgekd.ondevice.measure import Settings, Subject, bench_artifacts
-from edgekd.ondevice.records import ArtifactRecord, RecordError
+from edgekd.ondevice.measure import Settings
+from edgekd.ondevice.records import RecordError
 from edgekd.ondevice.text import one_line
 from edgekd.report.plots import scout_scatter
 from edgekd.run_records import ScoutEntry, ScoutTable
 from edgekd.rundir import RunDir
-from edgekd.runtimes.base import open_runtime
-from edgekd.runtimes.onnxruntime import DEFAULT_PROVIDERS, choose_providers
 from edgekd.search import candidates as cands
 
-LOCAL = "local"
-ONNX_FILE = "onnx_file"
-"""The catalogue row a candidate's ONNX file is timed as: a given ONNX file, named by candidates.file_name."""
-RUNTIME, PRECISION = "onnxruntime", "fp32"
-"""What `local` times: the fp32 ONNX file on ONNX Runtime, as the benchmark times the student's `student_onnx`."""
 TOOLCHAIN = ("torch", "torchvision", "onnx", "onnxruntime", "timm", "torch-pruning")
 CACHE_SCHEMA = "edgekd.scout-cache/1"
-
-Log = Callable[[str], None]
-Timer = Callable[[Mapping[str, Path], np.ndarray, Settings, Log], tuple[dict[str, ArtifactRecord], str]]
-"""Times ONNX files (plain name -> path) on one batch together: the benchmark's record of each by name, and what
-ran them."""
 
 
 @dataclass(frozen=True)
@@ -94,141 +93,10 @@ def settings_for(benchmark: BenchmarkConfig, seed: int) -> Settings:
 # --------------------------------------------------------------------------- where candidates are timed
 
 
-def time_here(files: Mapping[str, Path], batch: np.ndarray, settings: Settings, log: Log):
-    """`local`: ONNX Runtime on this machine with the benchmark's providers and threads, in its harness (the files
-    as the `onnx_file` rows of `edgekd bench FILE.onnx`; no labels, so latency alone)."""
-    providers = choose_providers(DEFAULT_PROVIDERS)
-    ran = f"{RUNTIME} {onnxruntime.__version__} ({providers[0].removesuffix('ExecutionProvider')})"
-    opener = functools.partial(open_runtime, backend=RUNTIME, threads=settings.threads, providers=providers)
-    subjects = [Subject(ONNX_FILE, path.name, functools.partial(opener, path), name) for name, path in files.items()]
-    records, _ = bench_artifacts(subjects, batch, None, None, settings, log=log) if subjects else ([], {})
-    return {r.name: r for r in records}, ran
-
-
-ENGINE_ROWS = ("onnx_file_trt_fp32", "onnx_file_trt_fp16", "onnx_file_trt_int8")
-"""The engine rows of a candidate's file on a device, as edgekd.fleet.files names them."""
-CALIBRATION_IMAGES = 8
-"""Seeded random images that calibrate the Q/DQ copy an int8 engine is built from (latency only)."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """A device to scout on: its name, and its devices.yaml entry (None: `local`, this machine)."""
-
-    name: str
-    config: DeviceConfig | None = None
-
-    @property
-    def remote(self) -> bool:
-        return self.config is not None
-
-
 def targets(devices: Sequence[str], devices_file: Path | None) -> list[Target]:
     """The devices named, `local` as it is and the others from `devices_file`: an unknown name, or a file that
     does not read, is a one-line error before anything is built."""
-    found = []
-    for name in devices:
-        if name == LOCAL:
-            found.append(Target(name))
-            continue
-        try:
-            found.append(Target(name, load_devices(devices_file or Path("devices.yaml")).get(name)))
-        except EdgekdError as e:
-            raise EdgekdError(f"scout device {name!r}: {e}") from None
-    return found
-
-
-def device_settings(target: Target, settings: Settings) -> Settings:
-    """The timing settings on `target`: the request's here; on a device its devices.yaml `benchmark` (what its
-    benchmark after training uses, so the two figures compare) at the request's batch and seed."""
-    if not target.remote:
-        return settings
-    b = target.config.benchmark
-    return Settings(settings.batch_sizes, b.warmup, b.min_runs, b.min_seconds, b.repeats, b.threads, settings.seed)
-
-
-def shipped(device: DeviceConfig) -> tuple[str, ...]:
-    """What `device` ships a candidate as: engines at its tensorrt.precisions where it has TensorRT, and the
-    fp32 file in ONNX Runtime where it has ONNX Runtime (the catalogue rows' precisions, `ort-` for the latter)."""
-    engines = "tensorrt" in device.backends and device.tensorrt.enabled
-    return (
-        *(f"trt-{p}" for p in (device.tensorrt.precisions if engines else [])),
-        *(["ort-fp32"] if "onnxruntime" in device.backends else []),
-    )
-
-
-def time_on(target: Target, out: Path) -> Timer:
-    """A devices.yaml device: the files shipped in one bundle (edgekd.fleet.files.bench_onnx_files into `out`),
-    each candidate's figure being the row the report judges (`judged`)."""
-    from edgekd.fleet.files import bench_onnx_files
-
-    device = target.config
-    assert device is not None
-
-    def timer(files: Mapping[str, Path], batch: np.ndarray, settings: Settings, log: Log):
-        if not files:
-            return {}, ""
-        ships = shipped(device)
-        engines = any(p.startswith("trt-") for p in ships)
-        calibration = None
-        if "trt-int8" in ships:  # int8 engines are built from Q/DQ files; random images give the scales (latency only)
-            rng = np.random.default_rng(settings.seed)
-            calibration = rng.standard_normal((CALIBRATION_IMAGES, *batch.shape[1:])).astype(np.float32)
-        log(f"shipping {len(files)} files to {device.name} ({', '.join(ships) or 'nothing it ships'})")
-        doc = bench_onnx_files(
-            files,
-            out,
-            device,
-            precisions=None if engines else ["fp32"],  # engines: the device's tensorrt.precisions
-            batch_sizes=settings.batch_sizes,
-            settings=settings,
-            calibration=calibration,
-        )
-        records = {name: judged(doc.artifacts, name, settings.batch_sizes[0]) for name in files}
-        return records, ""
-
-    return timer
-
-
-def judged(records: Sequence[ArtifactRecord], name: str, batch_size: int) -> ArtifactRecord:
-    """The record of file `name` the budget is judged on (report.budgets.deployable): its fastest done engine at
-    `batch_size` where any ran, else its ONNX Runtime fp32 file; neither done, a failed record with the reasons."""
-    mine = [r for r in records if r.name == name]
-    done = [r for r in mine if r.status == "done" and r.latency_at(batch_size) is not None]
-    engines = [r for r in done if r.id in ENGINE_ROWS]
-    if engines:
-        return min(engines, key=lambda r: r.latency_at(batch_size).p50_ms)
-    ort = next((r for r in done if r.id == ONNX_FILE), None)
-    if ort is not None:
-        return ort
-    reasons = "; ".join(f"{r.id}: {r.reason}" for r in mine if r.reason) or "not timed"
-    return ArtifactRecord(ONNX_FILE, "failed", name, reason=reasons, name=name)
-
-
-def timer_for(target: Target, run: RunDir) -> Timer:
-    """How candidates are timed on `target`: here in ONNX Runtime, or on a device in the run's folder for it."""
-    return time_on(target, run.scout_device_dir(target.name)) if target.remote else time_here
-
-
-def machine(target: Target) -> dict:
-    """What a figure measured on `target` depends on beyond the model: for `local`, this machine; for a device,
-    its devices.yaml entry less how it is reached (SSH options, timeouts, where its files go)."""
-    if target.remote:
-        keep = ("kind", "backends", "ort_providers", "lock_clocks", "tensorrt")
-        return {"device": target.name, **target.config.model_dump(mode="json", include=set(keep))}
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu_name(), "providers": choose_providers()}
-
-
-def device_toolchain(target: Target) -> dict:
-    """The runtime versions a figure on `target` depends on: nothing more here (the host toolchain is in every key);
-    on a device, what its probe reports (one SSH round trip; an unreachable device is a one-line error)."""
-    if not target.remote:
-        return {}
-    from edgekd.fleet.check import probe_device
-    from edgekd.fleet.ssh import Ssh
-
-    libs = probe_device(Ssh(target.config))[1].get("libraries", {})
-    return {lib: (libs.get(lib) or {}).get("version") for lib in ("tensorrt", "onnxruntime", "numpy", "pycuda")}
+    return [find_target(name, devices_file, f"scout device {name!r}") for name in devices]
 
 
 # --------------------------------------------------------------------------- the cache
@@ -316,7 +184,7 @@ def scout(
     target = Target(target) if isinstance(target, str) else target
     if target.remote and run is None:
         raise ValueError("scouting on a device needs the run directory")
-    timer = timer_for(target, run) if run is not None else time_here
+    timer = timer_for(target, run.scout_device_dir(target.name)) if run is not None else time_here
     settings = device_settings(target, request.settings)
     runtimes = device_toolchain(target)
     entries: dict[str, ScoutEntry] = {}
@@ -344,7 +212,7 @@ def scout(
         if latency is not None:
             entry = ScoutEntry(name, "done", None, params, macs, latency)
             if target.remote:
-                entry.artifact, entry.runtime = rec.id, _runtime_label(rec)
+                entry.artifact, entry.runtime = rec.id, runtime_label(rec)
             entries[name] = cache.timings[todo[name]] = entry
         else:
             entries[name] = ScoutEntry(name, "failed", rec.reason or "not timed", params, macs)
@@ -364,11 +232,6 @@ def scout(
         settings=settings.as_dict(),
         entries=ordered,
     )
-
-
-def _runtime_label(rec: ArtifactRecord) -> str:
-    """What ran a record, as the device reported it: `tensorrt 8.5.2.2`, `tensorrt-standin 10.3.0-standin`."""
-    return f"{rec.runtime.name} {rec.runtime.version}" if rec.runtime is not None else "?"
 
 
 def _what_ran(entries: Sequence[ScoutEntry], target: Target) -> tuple[str, str]:

@@ -1,10 +1,13 @@
 """`prune` stage: the student is the teacher with whole channels removed (student.prune), step by step.
 
-Each step removes at most `max_step` of the MACs (edgekd.prune, on Torch-Pruning), exports and times the
-candidate the way the benchmark times `student_onnx`, then recovers for `recover_epochs` by distillation from
-the unpruned teacher with the distill section's objective. A `macs`/`params` target is reached in `steps`
-equal steps; a `latency_ms` target stops at the first step whose candidate meets it. The result (the pruned
-layer sizes in its spec, never a pickled module) is the student the distill stage trains with its full budget.
+Each step removes at most `max_step` of the MACs (edgekd.prune, on Torch-Pruning), exports the candidate and times
+it at batch 1 on `target.device` with the scout's timer (edgekd.fleet.timing: ONNX Runtime here, or shipped to a
+devices.yaml device and judged on its fastest engine, else its ONNX Runtime file), then recovers for
+`recover_epochs` by distillation from the unpruned teacher with the distill section's objective. A
+`macs`/`params` target is reached in `steps` equal steps; a `latency_ms` target stops at the first step whose
+candidate meets it. Each step's record names the device, the row and precision its figure is of and what ran it.
+The result (the pruned layer sizes in its spec, never a pickled module) is the student the distill stage trains
+with its full budget.
 """
 
 from __future__ import annotations
@@ -19,17 +22,33 @@ from edgekd.config import PipelineConfig, StudentConfig
 from edgekd.config.pipeline import PruneConfig
 from edgekd.distill.trainer import evaluate, predict
 from edgekd.errors import EdgekdError
+from edgekd.fleet.timing import (
+    Target,
+    device_settings,
+    device_toolchain,
+    find_target,
+    machine,
+    runtime_label,
+    timer_for,
+)
 from edgekd.models import load_model, save_model
 from edgekd.models.structure import structure_of
+from edgekd.ondevice import catalog
 from edgekd.ondevice.measure import Settings
 from edgekd.pipeline import RunContext, StageResult
-from edgekd.prune.latency import measure_latency
+from edgekd.prune.latency import time_candidate
 from edgekd.prune.pruner import choose_share, cut, settings_of, size_of, taylor_gradients
 from edgekd.run_records import PruneStep, not_faster
 from edgekd.stages.common import distil, model_summary
 
 EXAMPLE_IMAGES = 2
 """Training images that trace the model for Torch-Pruning and the ONNX export (shapes only)."""
+DEVICE_FIELD = "student.prune.target.device"
+
+
+def timing_target(prune: PruneConfig) -> Target:
+    """Where the steps are timed: `local`, or the device of target.devices_file (unknown: a one-line error)."""
+    return find_target(prune.target.device, prune.target.devices_file, DEVICE_FIELD)
 
 
 class PruneStage:
@@ -45,6 +64,12 @@ class PruneStage:
     def skip_reason(self, cfg: PipelineConfig) -> str | None:
         return None if cfg.student.prune is not None else "student.model is set (no student.prune)"
 
+    def environment(self, cfg: PipelineConfig, run_dir: Path) -> dict:
+        """Where the steps are timed: this machine, or the device's devices.yaml entry and the runtime versions its
+        probe reports (one SSH round trip: an upgraded device prunes again)."""
+        target = timing_target(cfg.student.prune)
+        return {"machine": machine(target), "runtimes": device_toolchain(target)}
+
     def run(self, ctx: RunContext, cfg: StudentConfig, inputs: dict[str, Path]) -> StageResult:
         prune: PruneConfig = cfg.prune
         target = prune.target
@@ -56,26 +81,50 @@ class PruneStage:
         kind = "params" if target.kind == "params" else "macs"
         settings = settings_of(prune, kind)
         timing = prune.timing
-        timing_settings = Settings(
-            (1,), timing.warmup, timing.min_runs, timing.min_seconds, timing.repeats, timing.threads
+        where = timing_target(prune)
+        timer = timer_for(where, ctx.rundir.prune_device_dir(where.name))
+        timing_settings = device_settings(
+            where,
+            Settings(
+                (1,),
+                timing.warmup,
+                timing.min_runs,
+                timing.min_seconds,
+                timing.repeats,
+                timing.threads,
+                ctx.config.seed,
+            ),
         )
         base = size_of(teacher, shape)
         candidates = ctx.stage_dir / "candidates"
 
         def latency(model: torch.nn.Module, step: int) -> dict:  # exports from the CPU: `model` stays there
-            return measure_latency(model, example, candidates / f"step{step}.onnx", timing_settings)
+            path = candidates / f"step{step}.onnx"
+            rec, lat = time_candidate(
+                model, example, path, timer, timing_settings, lambda m: ctx.reporter.log(f"  {m}")
+            )
+            row = catalog.get(rec.id)
+            return {
+                "latency_ms": lat.p50_ms,
+                "latency_spread": lat.spread,
+                "device": where.name,
+                "artifact": rec.id,
+                "precision": row.precision,
+                "runtime": runtime_label(rec),
+            }
 
         lat0 = latency(teacher, 0)
-        if target.latency_ms is not None and lat0["p50_ms"] <= target.latency_ms:
+        if target.latency_ms is not None and lat0["latency_ms"] <= target.latency_ms:
             raise EdgekdError(
-                f"student.prune.target.latency_ms: the unpruned teacher already runs in {lat0['p50_ms']:.3f} ms "
-                f"(<= {target.latency_ms:g}); nothing to prune: lower the target or distil into the teacher's model"
+                f"student.prune.target.latency_ms: the unpruned teacher already runs in {lat0['latency_ms']:.3f} ms "
+                f"on {where.name} ({lat0['runtime']} {lat0['precision']}) (<= {target.latency_ms:g}); nothing to prune: lower the target or distil into the teacher's "
+                "model"
             )
         student = copy.deepcopy(teacher)  # pruned on the CPU; recovery moves it to the device and back
         teacher.to(ctx.device)  # the frozen teacher of every recovery
         t_val, val_labels = predict(teacher, data.val, ctx.config.data.eval_batch_size, ctx.device)
         t_top1 = evaluate(t_val, val_labels)["val_top1"]
-        steps = [PruneStep(0, 0.0, base.macs, base.params, 1.0, 1.0, lat0["p50_ms"], lat0.get("spread"), t_top1)]
+        steps = [PruneStep(0, 0.0, base.macs, base.params, 1.0, 1.0, val_top1=t_top1, **lat0)]
         recover = ctx.config.distill.model_copy(update={"epochs": prune.recover_epochs})
         for k in range(1, prune.steps + 1):
             if target.latency_ms is None:
@@ -92,7 +141,7 @@ class PruneStage:
             lat = latency(student, k)
             ctx.reporter.log(
                 f"  prune step {k}: channel share {choice.share:.3f}, MACs {size.macs / base.macs:.2f} and params "
-                f"{size.params / base.params:.2f} of the teacher's, {lat['p50_ms']:.3f} ms at batch 1"
+                f"{size.params / base.params:.2f} of the teacher's, {lat['latency_ms']:.3f} ms at batch 1 on {where.name}"
             )
             top1 = None
             if prune.recover_epochs:
@@ -101,7 +150,7 @@ class PruneStage:
                 )
                 top1 = val["val_top1"]
             if target.latency_ms is not None:
-                met = lat["p50_ms"] <= target.latency_ms
+                met = lat["latency_ms"] <= target.latency_ms
             else:
                 met = size.of(kind) <= base.of(kind) * getattr(target, kind) + 1e-6
             steps.append(
@@ -112,10 +161,9 @@ class PruneStage:
                     size.params,
                     size.macs / base.macs,
                     size.params / base.params,
-                    lat["p50_ms"],
-                    lat.get("spread"),
-                    top1,
-                    met,
+                    val_top1=top1,
+                    met_target=met,
+                    **lat,
                 )
             )
             if met and target.latency_ms is not None:
@@ -125,7 +173,7 @@ class PruneStage:
             raise EdgekdError(
                 f"student.prune.target: {target.kind} {getattr(target, target.kind):g} not met after {last.step} "
                 f"steps (last: MACs {last.macs_share:.2f}, params {last.params_share:.2f} of the teacher's, "
-                f"{last.latency_ms:.3f} ms); raise student.prune.steps or lower round_to"
+                f"{last.latency_ms:.3f} ms on {where.name}); raise student.prune.steps or lower round_to"
             )
         student.cpu().eval()
         spec = dataclasses.replace(t_spec, structure=structure_of(student, t_spec.build()))

@@ -18,11 +18,12 @@ from torch import nn
 from edgekd.config import PipelineConfig, ScoutConfig
 from edgekd.data.datasets import carve
 from edgekd.distill.trainer import predict
+from edgekd.fleet.timing import machine
 from edgekd.models import ModelSpec, load_model, save_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.run_records import ScoutChoice, ScoutEntry, ScoutTable, ScoutTrial
 from edgekd.search.candidates import build, file_name, size
-from edgekd.search.scout import TOOLCHAIN, choose, machine, scout_devices, settings_for, targets
+from edgekd.search.scout import TOOLCHAIN, choose, scout_devices, settings_for, targets
 from edgekd.stages.common import distil, model_summary
 
 

@@ -31,3 +31,20 @@ def test_the_report_says_when_the_macs_fell_and_the_latency_did_not():
     table = next(b for b in blocks if b[0] == "table")
     assert [r[0] for r in table[2]] == ["teacher", "1", "2"] and table[2][2][-1] == "met"
     assert pruning_blocks(RunSection("run", "/r"), "") == []
+
+
+def test_a_device_figure_says_where_and_what_ran_it_and_the_standin_is_never_called_tensorrt():
+    timed = {"device": "orin", "artifact": "onnx_file_trt_fp16", "precision": "fp16"}
+    standin = [
+        PruneStep(s, 0.1 * s, 100 - 30 * s, 90, 1.0, 1.0, 1.0, 0.01, runtime="tensorrt-standin 8.5.2-standin", **timed)
+        for s in (0, 1)
+    ]
+    assert prune_steps({"steps": [s.to_dict() for s in standin]}) == standin
+    text = " ".join(str(b) for b in pruning_blocks(RunSection("run", "/r", pruning=standin), ""))
+    assert "orin: tensorrt-standin 8.5.2-standin fp16" in text and "on orin" in text
+    assert "TensorRT stand-in (`tensorrt-standin`" in text and "prove the flow, not TensorRT's speed" in text
+    real = [PruneStep(0, 0.0, 100, 90, 1.0, 1.0, 1.0, 0.01, runtime="tensorrt 8.5.2.2", **timed)]
+    text = " ".join(str(b) for b in pruning_blocks(RunSection("run", "/r", pruning=real), ""))
+    assert "orin: tensorrt 8.5.2.2 fp16" in text and "stand-in" not in text
+    local = [PruneStep(0, 0.0, 100, 90, 1.0, 1.0, 1.0, 0.01, device="local", runtime="onnxruntime 1.20.1")]
+    assert "on this machine" in " ".join(str(b) for b in pruning_blocks(RunSection("run", "/r", pruning=local), ""))

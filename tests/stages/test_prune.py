@@ -2,9 +2,12 @@
 
 import onnx
 import pytest
+from typer.testing import CliRunner
 
+from edgekd.cli import app
 from edgekd.config import load_pipeline
 from edgekd.errors import EdgekdError
+from edgekd.manifest import Manifest
 from edgekd.models import load_model
 from edgekd.pipeline import Runner
 from edgekd.run_records import prune_steps
@@ -22,6 +25,22 @@ def _prune_pipeline(tiny_pipeline, prune: str, extra: str = "", name: str = "p.y
     text = path.read_text().replace("student:\n  model: resnet8\n", f"student:\n  prune: {{{prune}, {TIMING}}}\n")
     path.write_text(text)
     return path
+
+
+def test_a_timing_device_devices_yaml_does_not_define_stops_the_run_before_the_teacher(tiny_pipeline, tmp_path):
+    devices = tmp_path / "devices.yaml"
+    devices.write_text("devices: {orin: {host: 10.0.0.2, kind: jetson-orin-nano}}\n")
+    for device, devices_file, says in (
+        ("xavier", devices, "no device named 'xavier'; defined devices: orin"),
+        ("orin", tmp_path / "missing.yaml", "missing.yaml"),
+    ):
+        target = f"target: {{latency_ms: 1.0, device: {device}, devices_file: {devices_file}}}, recover_epochs: 0"
+        path = _prune_pipeline(tiny_pipeline, target)
+        result = CliRunner().invoke(app, ["run", str(path), "--run-dir", str(tmp_path / "run")])
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and message.startswith("error: student.prune.target.device: "), message
+        assert says in message and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert Manifest(tmp_path / "run").stage("teacher") is None
 
 
 @pytest.mark.slow
@@ -89,12 +108,14 @@ def test_latency_target_stops_at_the_first_step_that_meets_it(tiny_pipeline, tmp
 
 
 def prune_steps_failed_teacher_ms(run_dir) -> float:
-    """The teacher's latency as the failed attempt's candidate file was timed: re-time it with the same harness."""
-    from edgekd.ondevice.measure import Settings
-    from edgekd.prune.latency import measure_latency
-
-    teacher, spec = load_model(run_dir / "teacher" / "model.pt")
+    """The teacher's latency as the failed attempt's candidate file was timed: re-time it with the same timer."""
     import torch
 
+    from edgekd.fleet.timing import time_here
+    from edgekd.ondevice.measure import Settings
+    from edgekd.prune.latency import time_candidate
+
+    teacher, spec = load_model(run_dir / "teacher" / "model.pt")
     example = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
-    return measure_latency(teacher, example, run_dir / "t.onnx", Settings((1,), 2, 10, 0.1, 1))["p50_ms"]
+    _, latency = time_candidate(teacher, example, run_dir / "t.onnx", time_here, Settings((1,), 2, 10, 0.1, 1), print)
+    return latency.p50_ms

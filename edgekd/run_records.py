@@ -304,6 +304,10 @@ class ScoutEntry:
         return asdict(self)
 
 
+LOCAL = "local"
+"""The scout's name for this machine (a ScoutTable's `device` is `local` or a devices.yaml name)."""
+
+
 @dataclass
 class ScoutTable:
     """The scout's table of one device: every candidate, timed at `batch_size` on `runtime` at `precision` in

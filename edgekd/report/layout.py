@@ -336,8 +336,9 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
     blocks.append(("p", _recommendation(section, report.reference)))
     notes = [f"{r.status.upper()}: `{r.id}`: {r.reason}" for r in section.rows if r.status != "done"]
     notes += [
-        f"LATENCY ONLY: `{r.id}` ({r.label}): timed in these rounds beside the trained student for the Scout "
-        "section's check; no accuracy, never judged against the budgets or recommended"
+        f"LATENCY ONLY: `{r.id}`: the scout's choice with the weights it was timed with, timed in these rounds "
+        "beside the trained student for the Scout section's check; no accuracy, never judged against the budgets "
+        "or recommended"
         for r in section.rows
         if r.latency_only and r.status == "done"
     ]

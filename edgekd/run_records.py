@@ -322,6 +322,11 @@ class ScoutEntry:
         return asdict(self)
 
 
+LOCAL = "local"
+"""The name of this machine wherever a device name goes (bench/local.json, a ScoutTable's or a prune step's
+`device`: `local` or a devices.yaml name)."""
+
+
 @dataclass
 class ScoutTable:
     """The scout's table of one device: every candidate, timed at `batch_size` on `runtime` at `precision` in

@@ -101,6 +101,7 @@ def test_quickstart_end_to_end(tmp_path):
     done = [r for r in rows.values() if r["status"] == "done"]
     assert all(r["latency"][0]["p50_ms"] > 0 and isinstance(r["runtime"]["threads"], int) for r in done)
     assert rows["student_trt_fp16"]["status"] == "skipped" and "TensorRT" in rows["student_trt_fp16"]["reason"]
+    assert "scout_onnx" not in rows  # the scout was skipped: its file is no product of this run
     report = (run_dir / "report" / "report.md").read_text()
     assert "student_qat_onnx" in report and "Skipped stages" in report and "Speed-up vs teacher_onnx" in report
     assert "data:image/png;base64," in (run_dir / "report" / "report.html").read_text()

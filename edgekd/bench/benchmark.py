@@ -60,7 +60,9 @@ def plan_host(run_dir: Path, manifest: Manifest, device_name: str) -> list[Plann
     """The host's catalogue rows: vouched ones to time, those of skipped/failed stages with the stage's reason.
 
     A row its finished stage did not make (an option turned it off) is left out; a vouched-for
-    file that changed since is not (the manifest no longer vouches for it: skipped, saying so).
+    file that changed since is not (the manifest no longer vouches for it: skipped, saying so). A latency-only
+    control (catalog.LATENCY_ONLY: the scout's choice) is no product of the run: it is timed when vouched for and
+    otherwise left out, so a run whose scout was skipped lists no row of it.
     """
     vouched = manifest.vouched()
     planned = []
@@ -70,7 +72,7 @@ def plan_host(run_dir: Path, manifest: Manifest, device_name: str) -> list[Plann
             planned.append(Planned(row.id, Path(vouched[row.id]).relative_to(run_dir).as_posix()))
             continue
         rec = manifest.stage(row.stage)
-        if rec is None:
+        if rec is None or (row.model in catalog.LATENCY_ONLY and rec.status != "done"):
             continue
         if rec.status in ("skipped", "failed"):
             planned.append(Planned(row.id, rel, f"stage {row.stage} {rec.status}: {rec.why}"))

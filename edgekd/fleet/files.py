@@ -31,12 +31,10 @@ from edgekd.ondevice.job import EngineEntry, JobSettings, OnnxEntry
 from edgekd.ondevice.measure import Settings
 from edgekd.ondevice.records import ArtifactRecord, BenchDoc
 from edgekd.ondevice.trt_options import validate_options
+from edgekd.run_records import LOCAL
 from edgekd.rundir import RunDir, check_name, load_bench
 
 log = logging.getLogger(__name__)
-
-LOCAL = "local"
-"""The name of this machine's bench (bench/local.json), as in a run."""
 
 REFERENCE = "onnx_file"
 """The bench file's `reference`: the given files themselves (no teacher here)."""

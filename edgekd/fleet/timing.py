@@ -26,10 +26,10 @@ from edgekd.config import DeviceConfig, load_devices
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.measure import Settings, Subject, bench_artifacts
 from edgekd.ondevice.records import ArtifactRecord
+from edgekd.run_records import LOCAL
 from edgekd.runtimes.base import open_runtime
 from edgekd.runtimes.onnxruntime import DEFAULT_PROVIDERS, choose_providers
 
-LOCAL = "local"
 ONNX_FILE = "onnx_file"
 """The catalogue row a given ONNX file is timed as (edgekd.fleet.files)."""
 RUNTIME, PRECISION = "onnxruntime", "fp32"

@@ -25,7 +25,8 @@ class Artifact(NamedTuple):
     rows of ONNX files given to `edgekd bench FILE.onnx` put `{name}` where that file's name goes (several files
     share one bench: each record says whose row it is).
 
-    model:    teacher | student | baseline | file (an ONNX file given to `edgekd bench`) | none (not models)
+    model:    teacher | student | baseline | file (an ONNX file given to `edgekd bench`) | scout (the scout's choice as
+              it timed it: untrained, a latency control, never scored: LATENCY_ONLY) | none (not models)
     runtime:  what loads it for benchmarking (RUNTIMES), or "" for files no runtime loads
     precision: one of ARTIFACT_PRECISIONS, or "" for files that are not models
     ships:    copied to devices in the bundle (ONNX files the device runs or builds engines from)
@@ -80,6 +81,9 @@ ARTIFACTS = (
     _row("student_onnx",              "export",        "export/student.onnx",                           "student",  "onnxruntime", "fp32",         True,  "any",   None,               "student, ONNX fp32"),
     _row("teacher_onnx_fp16",         "export",        "export/teacher_fp16.onnx",                      "teacher",  "onnxruntime", "fp16",         True,  "any",   None,               "teacher, ONNX fp16"),
     _row("student_onnx_fp16",         "export",        "export/student_fp16.onnx",                      "student",  "onnxruntime", "fp16",         True,  "any",   None,               "student, ONNX fp16"),
+    # the scout's choice as the scout exported it (untrained weights): re-timed on the host in the benchmark's rounds
+    # beside student_onnx, so the scout's figure and the trained student's are compared at one moment
+    _row("scout_onnx",                "scout",         "scout/chosen.onnx",                             "scout",    "onnxruntime", "fp32",         False, "host",  None,               "scout's choice, untrained, ONNX fp32 (latency only)"),
     _row("calib_set",                 "export",        "export/calib.npz",                              "none",     "",            "",             False, "",      None,               "training images that calibrate int8 engines"),
     # int8
     _row("student_qat_onnx",          "qat",           "qat/student_int8_qdq.onnx",                     "student",  "onnxruntime", "int8",         True,  "any",   None,               "student, QAT int8 Q/DQ ONNX"),
@@ -117,6 +121,10 @@ ARTIFACTS = (
 
 BY_ID = {a.id: a for a in ARTIFACTS}  # type: Dict[str, Artifact]
 
+LATENCY_ONLY = ("scout",)
+"""Model kinds the harness times but never scores, whatever images it is given: the scout's choice has untrained
+weights, so its accuracy means nothing; it is there for its latency beside the trained student's."""
+
 REFERENCE = "teacher_onnx"
 """The artifact every device's speed-ups are measured against: the fp32 teacher in ONNX Runtime runs on
 the host and on every device with ONNX Runtime, so the same reference can be named on all of them."""
@@ -128,6 +136,11 @@ def get(artifact_id: str) -> Artifact:
         return BY_ID[artifact_id]
     except KeyError:
         raise KeyError("unknown artifact id {!r}; valid ids: {}".format(artifact_id, ", ".join(BY_ID))) from None
+
+
+def scored(artifact_id: str) -> bool:
+    """Whether the harness scores the artifact's accuracy when it has labelled images (not LATENCY_ONLY models)."""
+    return get(artifact_id).model not in LATENCY_ONLY
 
 
 def made_by(stage: str) -> Tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 How figures are taken (docs/benchmarking.md says why):
 - every artifact is loaded first, then checked for accuracy on the validation set (when it has labels: a
-  given ONNX file is timed on random inputs, and its records carry no accuracy);
+  given ONNX file is timed on random inputs, and its records carry no accuracy; nor do the catalogue's
+  LATENCY_ONLY rows, the scout's untrained choice);
 - per batch size, each artifact gets `warmup` untimed calls, then `repeats` rounds: each round
   visits every artifact once, in a shuffled order, and times at least `min_runs` calls and
   `min_seconds / repeats` seconds of it, so a slow period of the machine hits all artifacts alike;
@@ -243,7 +244,8 @@ def bench_artifacts(
     """Records of every subject (done or failed, in the order given) and the bench's `conditions`.
 
     `inspect(runtime, record)` may add what only the caller knows (parameter and MAC counts). Without `labels`
-    (images that are only inputs) nothing is scored: the records carry latency alone.
+    (images that are only inputs) nothing is scored, and a LATENCY_ONLY row of the catalogue never is (the scout's
+    untrained choice): those records carry latency alone.
     Every runtime that was opened is closed exactly once before this returns or raises.
     """
     power = power or PowerMonitor()
@@ -259,7 +261,7 @@ def bench_artifacts(
             try:
                 if inspect is not None:
                     inspect(runtime, record)
-                if labels is None:
+                if labels is None or not catalog.scored(subject.id):
                     continue
                 chunk = max(settings.batch_sizes)
                 logits = predict(runtime, images, chunk)

@@ -15,7 +15,7 @@ from edgekd.config import BudgetConfig
 from edgekd.errors import EdgekdError
 from edgekd.manifest import Manifest, read_manifest
 from edgekd.ondevice import catalog
-from edgekd.ondevice.records import ArtifactRecord, BenchDoc, RecordError
+from edgekd.ondevice.records import ArtifactRecord, BenchDoc, Latency, RecordError
 from edgekd.report.budgets import judge_accuracy, judge_latency, latency_limit, recommend, tie, unmet_latency
 from edgekd.report.conditions import clocks_note, measured_under
 from edgekd.report.load import load_benches, load_curves
@@ -33,7 +33,7 @@ from edgekd.report.model import (
     SummaryRow,
     SweepRow,
 )
-from edgekd.run_records import ScoutChoice, SensitivityRecord, SweepTrial, prune_steps, scout_choice
+from edgekd.run_records import LOCAL, ScoutChoice, ScoutTable, SensitivityRecord, SweepTrial, prune_steps, scout_choice
 from edgekd.rundir import RunDir
 
 T = TypeVar("T")
@@ -142,6 +142,7 @@ def _row(rec: ArtifactRecord, ref: ArtifactRecord | None, teacher_top1: float | 
         top1_batch=acc.batch_size if acc else None,
         top1_by_batch={b.batch_size: b.top1 for b in acc.by_batch} if acc else {},
         reference=rec.id == catalog.REFERENCE,
+        latency_only=art.model in catalog.LATENCY_ONLY,
     )
 
 
@@ -320,6 +321,9 @@ SCOUTED = "student_onnx"
 ONNX Runtime is what the scout times on `local`; on a device, the student's counterpart of the row the scout judged
 (its `onnx_file_trt_fp16` is the student's `student_trt_fp16`)."""
 
+RETIMED = "scout_onnx"
+"""The scout's choice as the scout exported it: on `local` the benchmark times it in the same rounds as SCOUTED."""
+
 
 def scouted(entry_artifact: str | None) -> str:
     """The student artifact that corresponds to the row a scout figure is of (SCOUTED)."""
@@ -328,23 +332,57 @@ def scouted(entry_artifact: str | None) -> str:
     return entry_artifact.replace("onnx_file", "student", 1)
 
 
+def _figure(bench: BenchDoc | None, artifact: str, batch_size: int) -> Latency | None:
+    record = bench.get(artifact) if bench is not None else None
+    return record.latency_at(batch_size) if record is not None and record.status == "done" else None
+
+
+def _not_retimed(table: ScoutTable, bench: BenchDoc | None) -> str:
+    """Why the scout's file has no figure in the benchmark of the scout's device."""
+    if table.device != LOCAL:
+        return (
+            f"the benchmark on {table.device} times the run's artifacts only; the scout's file is re-timed on `local`"
+        )
+    record = bench.get(RETIMED) if bench is not None else None
+    if record is None:
+        return f"the bench file has no `{RETIMED}` record (a scout stage from before it was kept: re-run it)"
+    if record.status != "done":
+        return f"`{RETIMED}` {record.status}: {record.reason}"
+    return f"`{RETIMED}` was not timed at batch {table.batch_size}"
+
+
 def scout_check(choice: ScoutChoice, benches: list[BenchDoc]) -> ScoutCheck | None:
     """The chosen student's scout figure beside the benchmark's of the trained student on the same device (`local`:
-    this machine's bench file), when both were measured at the budget's batch."""
+    this machine's bench file, where the scout's own file was re-timed in the same rounds), when both were measured
+    at the budget's batch."""
     table = choice.table
     entry = table.entry(choice.chosen)
     artifact = scouted(entry.artifact if entry is not None else None)
-    bench = next(
-        (b for b in benches if b.device == table.device or (table.device == "local" and b.kind == "host")), None
-    )
-    record = bench.get(artifact) if bench is not None and artifact in catalog.BY_ID else None
-    figure = record.latency_at(table.batch_size) if record is not None and record.status == "done" else None
-    if entry is None or entry.latency is None or figure is None:
+    bench = next((b for b in benches if b.device == table.device or (table.device == LOCAL and b.kind == "host")), None)
+    trained = _figure(bench, artifact, table.batch_size) if artifact in catalog.BY_ID else None
+    if entry is None or entry.latency is None or trained is None:
         return None
-    a, b = entry.latency, figure
-    agree = tie(a, b)  # the rule that ties latencies in the recommendation
-    stable = a.stable and b.stable
-    return ScoutCheck(table.device, artifact, table.batch_size, a.p50_ms, a.spread, b.p50_ms, b.spread, agree, stable)
+    scout = entry.latency
+    retimed = _figure(bench, RETIMED, table.batch_size) if table.device == LOCAL else None
+    same_moment = retimed or scout  # what the trained student is judged against: its own rounds where it can be
+    check = ScoutCheck(
+        device=table.device,
+        artifact=artifact,
+        batch_size=table.batch_size,
+        scout_ms=scout.p50_ms,
+        scout_spread=scout.spread,
+        bench_ms=trained.p50_ms,
+        bench_spread=trained.spread,
+        agree=tie(same_moment, trained),  # the rule that ties latencies in the recommendation
+        stable=same_moment.stable and trained.stable,
+        scout_cached=entry.cached,
+    )
+    if retimed is None:
+        check.not_retimed = _not_retimed(table, bench)
+    else:
+        check.retimed_ms, check.retimed_spread = retimed.p50_ms, retimed.spread
+        check.steady, check.drift = tie(scout, retimed), retimed.p50_ms / scout.p50_ms - 1
+    return check
 
 
 def _typed(read: Callable[[], T], where: str) -> T:

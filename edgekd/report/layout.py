@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd.report import text as t
-from edgekd.report.model import DeviceSection, Report, Row, RunSection
+from edgekd.report.model import DeviceSection, Report, Row, RunSection, ScoutCheck
 from edgekd.report.text import Mark
 from edgekd.run_records import ScoutTable, not_faster
 
@@ -61,6 +61,8 @@ def _slug(text: str) -> str:
 
 
 def _budget_mark(row: Row) -> t.Cell:
+    if row.latency_only:
+        return "latency only"
     if row.budget == "within":
         return Mark("within", "within, recommended" if row.recommended else "within")
     if row.budget == "over":
@@ -236,7 +238,7 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
     lat_rows = []
     for r in section.rows:
         cells: list[t.Cell] = [
-            r.id + (" (reference)" if r.reference else ""),
+            r.id + (" (reference)" if r.reference else " (latency only)" if r.latency_only else ""),
             r.runtime or t.DASH,
             t.threads(r.threads),
         ]
@@ -333,6 +335,13 @@ def device_blocks(section: DeviceSection, report: Report, figures: dict[str, Fig
         blocks.append(("ul", per_batch))
     blocks.append(("p", _recommendation(section, report.reference)))
     notes = [f"{r.status.upper()}: `{r.id}`: {r.reason}" for r in section.rows if r.status != "done"]
+    notes += [
+        f"LATENCY ONLY: `{r.id}`: the scout's choice with the weights it was timed with, timed in these rounds "
+        "beside the trained student for the Scout section's check; no accuracy, never judged against the budgets "
+        "or recommended"
+        for r in section.rows
+        if r.latency_only and r.status == "done"
+    ]
     notes += [f"NOTE: `{r.id}`: {r.note}" for r in section.rows if r.note]
     notes += [f"over budget: `{r.id}`: {r.budget_note}" for r in section.rows if r.budget == "over"]
     notes += [
@@ -493,23 +502,50 @@ def scout_blocks(run: RunSection, figures: dict[str, FigureFile], suffix: str) -
             blocks.append(
                 ("img", scout_name(run, table.device), f"scout candidates on {table.device}: MACs vs latency", "")
             )
-    check = run.scout_check
-    if check is not None:
-        verdict = ("they agree within" if check.agree else "they differ by more than") + " the spread of their rounds"
-        if not check.stable:
-            verdict += (
-                f" ({t.UNSTABLE} a figure is marked unstable: re-measure on a quiet machine before trusting either)"
-            )
-        blocks.append(
-            (
-                "p",
-                f"**Scout vs benchmark on {check.device}:** the scout timed `{choice.chosen}` at {check.scout_ms:.3f} ms "
-                f"(spread {check.scout_spread:.0%}, random weights); the benchmark timed the trained student's "
-                f"`{check.artifact}` at {check.bench_ms:.3f} ms (spread {check.bench_spread:.0%}), both p50 at batch "
-                f"{check.batch_size}: {verdict}.",
-            )
-        )
+    if run.scout_check is not None:
+        blocks.append(("p", _scout_check(run.scout_check, choice.chosen)))
     return blocks
+
+
+def _scout_check(check: ScoutCheck, chosen: str) -> str:
+    """The scout's figure of its choice, that file re-timed in the benchmark's rounds (on `local`) and the trained
+    student's figure, what agrees, and how the machine's speed moved in between."""
+    b = check.batch_size
+    cached = ", cached from an earlier scout" if check.scout_cached else ""
+    scout = f"the scout timed `{chosen}` at {check.scout_ms:.3f} ms (spread {check.scout_spread:.0%}, random weights{cached})"
+    trained = f"the trained student's `{check.artifact}` at {check.bench_ms:.3f} ms (spread {check.bench_spread:.0%})"
+    unstable = (
+        ""
+        if check.stable
+        else f" ({t.UNSTABLE} a figure is marked unstable: re-measure on a quiet machine before trusting either)"
+    )
+    head = f"**Scout vs benchmark on {check.device}:** "
+    if check.retimed_ms is None:
+        verdict = ("they agree within" if check.agree else "they differ by more than") + " the spread of their rounds"
+        return (
+            f"{head}{scout}; the benchmark timed {trained}, both p50 at batch {b}: {verdict}{unstable}. The scout's "
+            f"file was not re-timed ({check.not_retimed}), so the two figures are from different moments and any "
+            "drift of the machine between them is in the comparison."
+        )
+    verdict = "the scout's file and the trained student " + (
+        "agree within the spread of their rounds: training did not change the latency"
+        if check.agree
+        else "differ by more than the spread of their rounds, timed at one moment on one machine: the trained "
+        "weights ran at another speed"
+    )
+    drift = check.drift or 0.0
+    if check.steady:
+        moved = f"ran as fast as when the scout timed it ({drift:+.0%}, within the spread of their rounds)"
+    else:
+        moved = (
+            f"ran {abs(drift):.0%} {'slower' if drift > 0 else 'faster'} in the benchmark than when the scout timed "
+            "it: the machine, not the weights"
+        )
+    return (
+        f"{head}{scout}. The benchmark timed that same file (`scout_onnx`) at {check.retimed_ms:.3f} ms (spread "
+        f"{check.retimed_spread or 0.0:.0%}) and {trained} in the same interleaved rounds, all p50 at batch {b}: "
+        f"{verdict}{unstable}. The same file {moved}."
+    )
 
 
 def _scout_rows(table: ScoutTable, chosen: str | None) -> list[list[t.Cell]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from edgekd.run_records import PruneStep, ScoutChoice
 
-REPORT_SCHEMA = "edgekd.report/3"
+REPORT_SCHEMA = "edgekd.report/4"
 
 
 @dataclass
@@ -65,6 +65,7 @@ class Row:
     pareto_energy: bool = False  # on the accuracy-vs-energy front (only when the section has energy)
     reference: bool = False
     recommended: bool = False
+    latency_only: bool = False  # a control timed for its latency alone (catalog.LATENCY_ONLY): never scored or judged
 
     def at(self, batch_size: int) -> Figure | None:
         return next((f for f in self.latency if f.batch_size == batch_size), None)
@@ -183,8 +184,14 @@ class Sensitivity:
 @dataclass
 class ScoutCheck:
     """The chosen student's latency as the scout measured it (random weights, before training) beside the
-    benchmark's figure of the trained student's `artifact` on the same device, and whether they agree: they differ
-    by no more than the larger spread of their rounds (budgets.tie, the rule of the recommendation)."""
+    benchmark's figure of the trained student's `artifact` on the same device.
+
+    On `local` the benchmark also re-timed the scout's own file (catalogue `scout_onnx`) in the same rounds as the
+    trained student: `agree` is judged between those two (one machine, one moment: only the weights differ), and
+    `retimed_ms / scout_ms` is how the machine's speed moved between the scout's moment and the benchmark's. Not
+    re-timed (a device, or no such record: `not_retimed` says why), `agree` is judged between the scout's figure and
+    the trained student's, as before. Figures agree when they differ by no more than the larger spread of their
+    rounds (budgets.tie, the rule of the recommendation)."""
 
     device: str
     artifact: str
@@ -194,7 +201,13 @@ class ScoutCheck:
     bench_ms: float
     bench_spread: float
     agree: bool
-    stable: bool  # neither figure is marked unstable (rounds disagreed, or the machine was busy)
+    stable: bool  # neither compared figure is marked unstable (rounds disagreed, or the machine was busy)
+    scout_cached: bool = False  # the scout's figure came from scout/cache.json, taken by an earlier scout
+    retimed_ms: float | None = None  # the scout's file (`scout_onnx`) timed in the benchmark's rounds
+    retimed_spread: float | None = None
+    steady: bool | None = None  # the re-timed figure ties with the scout's: the machine kept its speed
+    drift: float | None = None  # retimed_ms / scout_ms - 1: > 0, the same file ran slower in the benchmark
+    not_retimed: str | None = None  # why the scout's file was not re-timed (None when it was)
 
 
 @dataclass
@@ -211,7 +224,7 @@ class RunSection:
     sensitivity: Sensitivity | None = None
     pruning: list[PruneStep] = field(default_factory=list)  # the prune stage's steps (step 0: the teacher)
     scout: ScoutChoice | None = None  # what the scout stage chose for `student.model: auto`, and why
-    scout_check: ScoutCheck | None = None  # the chosen student's scout latency beside the benchmark's
+    scout_check: ScoutCheck | None = None  # the chosen student's scout latency, re-timed, beside the benchmark's
 
 
 @dataclass

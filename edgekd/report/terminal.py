@@ -20,7 +20,8 @@ WORST_SHOWN = 3
 
 def summary_table(title: str, section: DeviceSection) -> Table:
     """One row per artifact of a device section: top-1, Δ vs teacher, p50 and speed-up at batch 1, size, the budget
-    verdict (accuracy and, where the device has one, latency; the recommended artifact is marked), note."""
+    verdict (accuracy and, where the device has one, latency; the recommended artifact is marked; `latency only` for
+    the scout's untrained choice, never judged), note."""
     limit = f"; latency budget {section.latency_limit}" if section.latency_limit else ""
     table = Table(title=escape(f"{title} · speed-up vs {catalog.REFERENCE} at batch 1{limit}"))
     for col in ("artifact", "val top-1", "Δ vs teacher", "p50 b=1", "speed-up", "size", "budget"):
@@ -38,7 +39,7 @@ def summary_table(title: str, section: DeviceSection) -> Table:
             f"{fig.p50_ms:.2f} ms" if fig else "",
             f"{fig.speedup:.2f}×" if fig and fig.speedup else "",
             f"{row.size_bytes / 1e6:.2f} MB" if row.size_bytes else "",
-            row.verdict + (", recommended" if row.recommended else ""),
+            "latency only" if row.latency_only else row.verdict + (", recommended" if row.recommended else ""),
             escape("; ".join(n for n in (row.note, f"unstable: {fig.unstable}" if fig and fig.unstable else "") if n)),
         )
     return table

@@ -201,7 +201,7 @@ def scout(
     rng = np.random.default_rng(request.settings.seed)
     batch = rng.standard_normal((request.batch_size, t.in_channels, t.image_size, t.image_size)).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="edgekd-scout-") as tmp:
-        exported, sizes = _export(list(todo), request, torch.from_numpy(batch[:1]), Path(tmp), entries, log)
+        exported, sizes = _export(list(todo), request, Path(tmp), entries, log)
         if exported:
             log(f"  scout: timing {len(exported)} candidates on {target.name} at batch {request.batch_size}")
         files = {cands.file_name(name): path for name, path in exported}
@@ -245,8 +245,15 @@ def _what_ran(entries: Sequence[ScoutEntry], target: Target) -> tuple[str, str]:
     return (", ".join(runtimes) or ships or "nothing"), ("/".join(ordered) or "-")
 
 
+def export_candidate(model: torch.nn.Module, teacher: ModelSpec, path: Path, opset: int) -> Path:
+    """A built candidate exported the way the scout times it: fp32 ONNX at `opset` with a dynamic batch, at the
+    teacher's input (the scout stage keeps its choice so, for the benchmark to time it again)."""
+    example = torch.zeros(1, teacher.in_channels, teacher.image_size, teacher.image_size)
+    return export_onnx(model, path, example, opset=opset)
+
+
 def _export(
-    names: list[str], request: Request, example: torch.Tensor, folder: Path, failed: dict[str, ScoutEntry], log: Log
+    names: list[str], request: Request, folder: Path, failed: dict[str, ScoutEntry], log: Log
 ) -> tuple[list[tuple[str, Path]], dict[str, tuple[int, int]]]:
     """Each candidate built with seeded random weights, sized and exported into `folder`: (name, ONNX file) of those
     exported and their (params, MACs); a failure goes into `failed` with its reason."""
@@ -257,9 +264,8 @@ def _export(
                 torch.manual_seed(request.settings.seed)
                 model, spec = cands.build(name, request.teacher)
             sizes[name] = cands.size(model, spec)
-            exported.append(
-                (name, export_onnx(model, folder / f"{cands.file_name(name)}.onnx", example, opset=request.opset))
-            )
+            path = folder / f"{cands.file_name(name)}.onnx"
+            exported.append((name, export_candidate(model, request.teacher, path, request.opset)))
             log(f"  scout: {name} exported ({sizes[name][0] / 1e6:.2f} M params, {sizes[name][1] / 1e6:.1f} M MACs)")
         except Exception as e:  # one candidate failing must not lose the others' figures
             failed[name] = ScoutEntry(name, "failed", one_line(e), *sizes.get(name, (None, None)))

@@ -5,7 +5,8 @@ from the training data (never the validation split) wins.
 
 The choice is saved as scout/student.pt: its spec, and as weights the trained teacher cut to it (a `prune/<share>`
 candidate) or a seeded fresh initialisation (any other). Every later stage takes its student from that file, as
-they take the pruned teacher from the prune stage's.
+they take the pruned teacher from the prune stage's. The choice is also kept as the scout exports a candidate
+(scout/chosen.onnx, those weights): the benchmark times it again beside the trained student, in the same rounds.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from edgekd.models import ModelSpec, load_model, save_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.run_records import ScoutChoice, ScoutEntry, ScoutTable, ScoutTrial
 from edgekd.search.candidates import build, file_name, size
-from edgekd.search.scout import TOOLCHAIN, choose, scout_devices, settings_for, targets
+from edgekd.search.scout import TOOLCHAIN, choose, export_candidate, scout_devices, settings_for, targets
 from edgekd.stages.common import distil, model_summary
 
 
@@ -87,6 +88,7 @@ class ScoutStage:
             raise RuntimeError(f"{chosen.candidate}: built with other MACs than the scout timed ({chosen.macs})")
         out = ctx.out("scout_student")
         save_model(out, student, spec, data=ctx.data.info.to_dict())
+        onnx = export_candidate(student, t_spec, ctx.out("scout_onnx"), config.export.opset)
         record = ScoutChoice(chosen.candidate, table.device, table.budget_ms, why, tables, trials)
         metrics = {
             **model_summary(out),
@@ -96,7 +98,7 @@ class ScoutStage:
             "fitting": [e.candidate for e in table.fitting()],
             "scout": record.to_dict(),
         }
-        return StageResult({"scout_student": out}, metrics)
+        return StageResult({"scout_student": out, "scout_onnx": onnx}, metrics)
 
     def _rank(
         self,

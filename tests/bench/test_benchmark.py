@@ -77,6 +77,30 @@ def test_only_what_the_manifest_vouches_for_is_timed(tmp_path: Path, build_tiny_
     assert changed.id == "student_onnx" and "changed since stage export made it" in changed.reason
 
 
+def test_the_scouts_file_is_timed_only_when_the_scout_made_it_and_never_scored(
+    tmp_path: Path, build_tiny_onnx, stage_recorder, fast
+) -> None:
+    manifest = Manifest(tmp_path, "t")
+    (tmp_path / "export").mkdir()
+    (tmp_path / "scout").mkdir()
+    student = build_tiny_onnx(tmp_path / "export" / "student.onnx")
+    stage_recorder(manifest, "export", "done", {"student_onnx": student})
+    for status in ("skipped", "failed"):  # every run without `student.model: auto`: no row of it at all
+        stage_recorder(manifest, "scout", status, {}, reason="student.model is not auto")
+        assert [p.id for p in plan_host(tmp_path, manifest, "local")] == ["student_onnx"]
+    chosen = build_tiny_onnx(tmp_path / "scout" / "chosen.onnx", seed=1)
+    stage_recorder(manifest, "scout", "done", {"scout_onnx": chosen})
+    planned = plan_host(tmp_path, manifest, "local")
+    assert [p.id for p in planned] == ["student_onnx", "scout_onnx"]
+    images = np.random.default_rng(0).normal(size=(6, 1, 8, 8)).astype(np.float32)
+    labels = np.arange(6) % 10
+    doc = benchmark_artifacts(planned, images, labels, None, fast, "local", tmp_path)
+    scout, trained = doc.get("scout_onnx"), doc.get("student_onnx")
+    assert trained.accuracy is not None and scout.status == "done" and scout.accuracy is None  # latency alone
+    assert [lat.batch_size for lat in scout.latency] == [1, 4] and scout.row.label.endswith("(latency only)")
+    assert len(scout.latency[0].round_p50_ms) == len(trained.latency[0].round_p50_ms) == fast.repeats
+
+
 def test_every_runtime_is_closed_exactly_once(tmp_path: Path, build_tiny_onnx, monkeypatch, bench_run, fast) -> None:
     """Runtimes that load and run, fail to load, and fail to run: each is released once, through open_runtime
     (the path TensorRT engines take too)."""

@@ -164,7 +164,7 @@ def test_host_and_device_side_by_side_from_measured_records(measured, tmp_path: 
     doc = json.loads(files.json.read_text())
     md, page = files.markdown.read_text(), files.html.read_text()
 
-    assert doc["schema"] == "edgekd.report/3" and doc["reference"] == catalog.REFERENCE
+    assert doc["schema"] == "edgekd.report/4" and doc["reference"] == catalog.REFERENCE
     for section, records in zip(doc["devices"], (host, [measured["student_onnx"], measured["teacher_onnx"]])):
         ids = [r["id"] for r in section["rows"]]
         assert sorted(ids) == sorted(r.id for r in records) and len(set(ids)) == len(ids)

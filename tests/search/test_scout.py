@@ -134,6 +134,7 @@ def test_the_report_shows_the_choice_and_the_scout_figure_beside_the_benchmarks(
     bench = BenchDoc("mybox", "host", "now", "teacher_onnx", artifacts=[student])
     check = scout_check(choice, [bench])  # `local` is this machine: the host's bench file, whatever its name
     assert (check.scout_ms, check.bench_ms, check.agree) == (0.9, 0.92, True)
+    assert check.retimed_ms is None and "no `scout_onnx` record" in check.not_retimed  # a run from before it
     student.latency = [_latency(1.5)]
     assert not scout_check(choice, [bench]).agree
     student.latency = [_latency(0.92)]
@@ -143,7 +144,7 @@ def test_the_report_shows_the_choice_and_the_scout_figure_beside_the_benchmarks(
     table = next(b for b in blocks if b[0] == "table")
     assert [r[0] for r in table[2]] == ["wide", "mid", "big", "broken"]  # fastest first, then the failed
     assert "chosen" in table[2][1][-1] and table[2][3][-1] == "failed: export failed"
-    assert "they agree within the spread of their rounds" in text
+    assert "they agree within the spread of their rounds" in text and "The scout's file was not re-timed" in text
     assert "marked unstable" not in text
     student.latency[0].stable = False
     blocks = scout_blocks(RunSection("run", "/r", scout=choice, scout_check=scout_check(choice, [bench])), {}, "")
@@ -151,9 +152,50 @@ def test_the_report_shows_the_choice_and_the_scout_figure_beside_the_benchmarks(
     assert scout_blocks(RunSection("run", "/r"), {}, "") == []
 
 
+def _retimed(scout_file: float, trained: float):
+    """A scout check on `local` whose bench re-timed the scout's file (mid, 0.9 ms when the scout timed it)."""
+    from edgekd.ondevice.records import ArtifactRecord, BenchDoc
+    from edgekd.report.build import scout_check
+    from edgekd.report.layout import scout_blocks
+    from edgekd.report.model import RunSection
+
+    choice = ScoutChoice("mid", "local", 1.0, "mid: the most MACs", [_table(1.0)])
+    records = [
+        ArtifactRecord("student_onnx", "done", "export/student.onnx", latency=[_latency(trained)]),
+        ArtifactRecord("scout_onnx", "done", "scout/chosen.onnx", latency=[_latency(scout_file)]),
+    ]
+    check = scout_check(choice, [BenchDoc("mybox", "host", "now", "teacher_onnx", artifacts=records)])
+    blocks = scout_blocks(RunSection("run", "/r", scout=choice, scout_check=check), {}, "")
+    return check, next(b[1] for b in blocks if b[0] == "p" and "Scout vs benchmark" in b[1])
+
+
+def test_the_trained_student_is_judged_against_the_scouts_file_re_timed_in_the_same_rounds():
+    # the machine ran 44% slower at the benchmark than at the scout: the trained student agrees with the scout's own
+    # file timed beside it, though not with the scout's figure from the earlier moment
+    check, text = _retimed(1.3, 1.32)
+    assert (check.scout_ms, check.retimed_ms, check.bench_ms) == (0.9, 1.3, 1.32)
+    assert check.agree and not check.steady and check.drift == pytest.approx(1.3 / 0.9 - 1)
+    assert check.not_retimed is None and check.stable
+    for figure in ("`mid` at 0.900 ms", "(`scout_onnx`) at 1.300 ms", "`student_onnx` at 1.320 ms"):
+        assert figure in text
+    assert "in the same interleaved rounds" in text
+    assert "the scout's file and the trained student agree within the spread of their rounds: training did" in text
+    assert "The same file ran 44% slower in the benchmark than when the scout timed it: the machine" in text
+    check, text = _retimed(1.3, 1.5)  # beside each other the trained weights ran slower: the weights, not the machine
+    assert (
+        not check.agree and "the trained student differ by more than the spread of their rounds, timed at one" in text
+    )
+    check, text = _retimed(0.91, 0.92)
+    assert check.agree and check.steady and "The same file ran as fast as when the scout timed it (+1%" in text
+    check, text = _retimed(0.6, 0.61)
+    assert check.agree and "ran 33% faster in the benchmark" in text
+
+
 def test_on_a_device_the_scout_figure_is_checked_against_the_students_engine_of_the_row_it_judged():
     from edgekd.ondevice.records import ArtifactRecord, BenchDoc
     from edgekd.report.build import scout_check
+    from edgekd.report.layout import scout_blocks
+    from edgekd.report.model import RunSection
 
     table = _table(1.0)
     table.device = "orin"
@@ -161,5 +203,12 @@ def test_on_a_device_the_scout_figure_is_checked_against_the_students_engine_of_
     choice = ScoutChoice("mid", "orin", 1.0, "mid", [table])
     onnx = ArtifactRecord("student_onnx", "done", "export/student.onnx", latency=[_latency(5.0)])
     fp16 = ArtifactRecord("student_trt_fp16", "done", "tensorrt/orin/student_trt_fp16.engine", latency=[_latency(0.91)])
-    check = scout_check(choice, [BenchDoc("orin", "jetson", "now", "teacher_onnx", artifacts=[onnx, fp16])])
+    scout_file = ArtifactRecord("scout_onnx", "done", "scout/chosen.onnx", latency=[_latency(3.0)])
+    host = BenchDoc("mybox", "host", "now", "teacher_onnx", artifacts=[scout_file])  # timed here, not on orin
+    check = scout_check(choice, [host, BenchDoc("orin", "jetson", "now", "teacher_onnx", artifacts=[onnx, fp16])])
     assert (check.artifact, check.bench_ms, check.agree) == ("student_trt_fp16", 0.91, True)
+    assert check.retimed_ms is None and check.drift is None and check.not_retimed.startswith("the benchmark on orin")
+    blocks = scout_blocks(RunSection("run", "/r", scout=choice, scout_check=check), {}, "")
+    text = next(b[1] for b in blocks if b[0] == "p" and "Scout vs benchmark on orin" in b[1])
+    assert "`mid` at 0.900 ms" in text and "`student_trt_fp16` at 0.910 ms" in text and "3.000" not in text
+    assert "The scout's file was not re-timed" in text and "from different moments" in text

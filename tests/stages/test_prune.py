@@ -1,5 +1,7 @@
 """The prune stage end to end on tiny digits: the pruned teacher becomes the student of every later stage."""
 
+import json
+
 import onnx
 import pytest
 from typer.testing import CliRunner
@@ -9,8 +11,10 @@ from edgekd.config import load_pipeline
 from edgekd.errors import EdgekdError
 from edgekd.manifest import Manifest
 from edgekd.models import load_model
+from edgekd.ondevice.records import BenchDoc
 from edgekd.pipeline import Runner
 from edgekd.run_records import prune_steps
+from edgekd.rundir import RunDir
 from edgekd.stages import all_stages
 from edgekd.stages.prune import PruneStage
 from edgekd.stages.teacher import TeacherStage
@@ -73,6 +77,10 @@ def test_pruned_teacher_goes_through_distill_baseline_export_benchmark_and_repor
     assert all(c % 2 == 0 for c in convs) and sum(convs) < 16 * 7 + 32 * 3 + 64 * 3  # resnet8's own
     report = (run_dir / "report" / "report.md").read_text()
     assert "## Pruning" in report and "| teacher |" in report
+    # the scout was skipped: the scout's file is no product of this run, not even a skipped row
+    bench = BenchDoc.from_dict(json.loads(RunDir(run_dir).bench_file("local").read_text()))
+    assert m.stage("scout").status == "skipped" and bench.get("scout_onnx") is None
+    assert "scout_onnx" not in report and "Scout vs benchmark" not in report
 
     assert {e.stage: e.action for e in Runner(load_pipeline(path), all_stages(), run_dir).plan()}["prune"] == "cached"
     changed = _prune_pipeline(tiny_pipeline, prune.replace("recover_epochs: 1", "recover_epochs: 0"), extra, "c.yaml")

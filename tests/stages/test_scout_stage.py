@@ -4,7 +4,9 @@ and it is the student of every later stage; the top k ranked by a brief distilla
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import onnx
 import pytest
 from typer.testing import CliRunner
 
@@ -13,7 +15,10 @@ from edgekd.config import load_pipeline
 from edgekd.errors import EdgekdError
 from edgekd.manifest import Manifest
 from edgekd.models import load_model
+from edgekd.ondevice.files import sha256_file
+from edgekd.ondevice.records import BenchDoc
 from edgekd.pipeline import Runner
+from edgekd.report.budgets import tie
 from edgekd.run_records import ScoutTable, scout_choice
 from edgekd.rundir import RunDir
 from edgekd.stages import all_stages
@@ -75,6 +80,7 @@ def test_auto_picks_the_largest_candidate_within_budget_and_every_later_stage_tr
     assert m.stage("baseline").metrics["student_init"]["weights"].startswith("none (the scout's architecture")
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Scout" in report and "| prune/0.5 |" in report and "**Scout vs benchmark on local:**" in report
+    _the_scouts_file_was_re_timed_beside_the_trained_student(m, tmp_path, report)
     plan = {e.stage: e.action for e in Runner(load_pipeline(path), all_stages(), tmp_path).plan()}
     assert plan["scout"] == "cached" and plan["distill"] == "cached"
     # `edgekd scout` on the run cuts the same trained teacher: every figure the stage took serves it
@@ -82,6 +88,34 @@ def test_auto_picks_the_largest_candidate_within_budget_and_every_later_stage_tr
     assert result.exit_code == 0, result.output
     table = ScoutTable.from_dict(json.loads(RunDir(tmp_path).scout_table("local").read_text()))
     assert [e.cached for e in table.entries] == [True, True]
+
+
+def _the_scouts_file_was_re_timed_beside_the_trained_student(m: Manifest, run: Path, report: str) -> None:
+    """scout/chosen.onnx is the chosen architecture, timed in the benchmark's rounds for latency alone, and the report
+    judges the trained student against it, quoting the scout's figure, the re-timed one and the trained one."""
+    scout, export = (
+        run / m.stage(s).artifacts[a].path for s, a in (("scout", "scout_onnx"), ("export", "student_onnx"))
+    )
+    shapes = [sorted(tuple(i.dims) for i in onnx.load(str(f)).graph.initializer) for f in (scout, export)]
+    assert shapes[0] == shapes[1]  # the chosen student's architecture, untrained
+    bench = BenchDoc.from_dict(json.loads(RunDir(run).bench_file("local").read_text()))
+    retimed, trained = bench.get("scout_onnx"), bench.get("student_onnx")
+    assert retimed.status == "done" and retimed.accuracy is None and retimed.sha256 == sha256_file(scout)
+    figures = retimed.latency_at(1), trained.latency_at(1)  # the budget's batch
+    assert None not in figures and trained.accuracy is not None
+    doc = json.loads((run / "report" / "report.json").read_text())
+    check = doc["runs"][0]["scout_check"]
+    assert (check["retimed_ms"], check["bench_ms"]) == (figures[0].p50_ms, figures[1].p50_ms)
+    assert check["agree"] == tie(*figures) and check["not_retimed"] is None
+    scout_ms = scout_choice(m.stage("scout").metrics).table.entry("prune/0.5").p50_ms
+    assert check["scout_ms"] == scout_ms and check["drift"] == pytest.approx(figures[0].p50_ms / scout_ms - 1)
+    row = next(r for r in doc["devices"][0]["rows"] if r["id"] == "scout_onnx")
+    assert row["latency_only"] and row["budget"] is None and row["latency_budget"] is None
+    assert doc["recommendations"]["local"] != "scout_onnx"
+    for figure in (scout_ms, figures[0].p50_ms, figures[1].p50_ms):
+        assert f"{figure:.3f} ms" in report
+    assert "(`scout_onnx`) at" in report and "in the same interleaved rounds" in report
+    assert "| scout_onnx (latency only) |" in report
 
 
 @pytest.mark.slow

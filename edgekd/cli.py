@@ -9,7 +9,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -32,7 +31,7 @@ ENVIRONMENT = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUO
 class _Commands(TyperGroup):
     """edgekd's commands: a full or read-only disk is one line naming the file, exit 2, like a user error."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except OSError as e:

@@ -308,6 +308,7 @@ def scout(
                 runner.reporter.log,
                 fresh,
                 devices_file,
+                cfg.scout.headroom,
             )
     except EdgekdError as e:
         _fail(e)

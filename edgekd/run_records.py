@@ -330,7 +330,8 @@ LOCAL = "local"
 @dataclass
 class ScoutTable:
     """The scout's table of one device: every candidate, timed at `batch_size` on `runtime` at `precision` in
-    interleaved rounds (`settings`), against the device's latency budget (`budget_ms`, None: none set)."""
+    interleaved rounds (`settings`), against the device's latency budget (`budget_ms`, None: none set) less the
+    `headroom` share kept free for the device's run-to-run drift: a candidate fits within `limit_ms`."""
 
     device: str
     runtime: str
@@ -340,14 +341,26 @@ class ScoutTable:
     created: str
     settings: dict[str, Any] = field(default_factory=dict)
     entries: list[ScoutEntry] = field(default_factory=list)
+    headroom: float = 0.0
     schema: str = SCOUT_SCHEMA
+
+    @property
+    def limit_ms(self) -> float | None:
+        """The p50 a candidate must stay within: the budget less the headroom."""
+        return None if self.budget_ms is None else self.budget_ms * (1 - self.headroom)
+
+    def mark(self, entry: ScoutEntry) -> str | None:
+        """`within` the limit, `tight` (within the budget, not its headroom), `over`; None without a budget."""
+        if entry.within_budget is None or entry.p50_ms is None or self.budget_ms is None:
+            return None
+        return "within" if entry.within_budget else "tight" if entry.p50_ms <= self.budget_ms else "over"
 
     def timed(self) -> list[ScoutEntry]:
         """The candidates with a latency, fastest first."""
         return sorted((e for e in self.entries if e.status == "done"), key=lambda e: e.p50_ms or 0.0)
 
     def fitting(self) -> list[ScoutEntry]:
-        """The candidates within the budget, the most MACs first (ties: the faster first)."""
+        """The candidates within the limit, the most MACs first (ties: the faster first)."""
         within = [e for e in self.timed() if e.within_budget]
         return sorted(within, key=lambda e: (-(e.macs or 0), e.p50_ms or 0.0))
 
@@ -381,6 +394,7 @@ class ScoutTable:
             created=_str(doc, "created", where),
             settings=_check(doc.get("settings", {}), (dict,), f"{where}.settings"),
             entries=[ScoutEntry.from_dict(e, f"{where}.entries[{i}]") for i, e in enumerate(entries)],
+            headroom=_num(doc, "headroom", where, optional=True) or 0.0,
         )
 
     def to_dict(self) -> dict[str, Any]:

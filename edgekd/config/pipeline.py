@@ -334,6 +334,14 @@ class ScoutConfig(Section):
         description="The devices.yaml that defines the names in `devices` other than `local` (read only when there "
         "are such; `edgekd scout --devices` overrides it).",
     )
+    headroom: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Share of the latency budget kept free: a candidate fits when its p50 is within the budget less "
+        "this share, room for the device's run-to-run drift between the scout and the benchmark (the trained "
+        "student is judged against the whole budget); 0: the budget itself.",
+    )
     top_k: int = Field(
         1, ge=1, le=16, description="`auto`: how many of the largest candidates within budget are distilled briefly."
     )

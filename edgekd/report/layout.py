@@ -560,7 +560,7 @@ def _scout_rows(table: ScoutTable, chosen: str | None) -> list[list[t.Cell]]:
             f"{e.status}: {e.reason}" if e.status != "done" else "",
             f"{t.UNSTABLE} {lat.unstable}" if lat is not None and lat.unstable else "",
         ]
-        fits = None if e.within_budget is None else "within" if e.within_budget else "over"
+        fits = table.mark(e)
         rows.append(
             [
                 e.candidate,

@@ -227,6 +227,10 @@ def scout_scatter(table: ScoutTable, path: Path) -> tuple[bytes, list[str]]:
         ax.plot([e.p50_ms for e in line], [e.macs / 1e6 for e in line], "--", color="tab:red", zorder=2)
     if table.budget_ms is not None:
         ax.axvline(table.budget_ms, color="tab:gray", linestyle=":", lw=1.2, label=f"budget {table.budget_ms:g} ms")
+        if table.headroom:
+            ax.axvline(
+                table.limit_ms, color="tab:gray", linestyle="--", lw=1.0, label=f"less {table.headroom:.0%} headroom"
+            )
         ax.legend(fontsize=7, loc="lower right")
     if timed:
         ax.set_xscale("log")

@@ -102,7 +102,7 @@ def scout_table(table: ScoutTable) -> Table:
         out.add_column(col, justify="left" if col == "candidate" else "right", no_wrap=True)
     out.add_column("note", overflow="fold", max_width=70)
     for e in table.timed():
-        mark = "—" if e.within_budget is None else "within" if e.within_budget else "over"
+        mark = table.mark(e) or "—"
         lat = e.latency
         row = f"{e.artifact} ({e.runtime})" if e.artifact else ""  # on a device: the row judged, and what ran it
         note = "; ".join(

@@ -177,10 +177,11 @@ def scout(
     log: Log,
     fresh: bool = False,
     run: RunDir | None = None,
+    headroom: float = 0.0,
 ) -> ScoutTable:
     """Every candidate of `request` on `target`: cached figures as they are (`fresh`: none), the others built,
-    exported and timed together; each marked within `budget_ms` (p50) or not. A device needs the `run` whose
-    scout folder its files are timed in."""
+    exported and timed together; each marked within `budget_ms` less `headroom` (p50) or not. A device needs the
+    `run` whose scout folder its files are timed in."""
     target = Target(target) if isinstance(target, str) else target
     if target.remote and run is None:
         raise ValueError("scouting on a device needs the run directory")
@@ -218,7 +219,7 @@ def scout(
             entries[name] = ScoutEntry(name, "failed", rec.reason or "not timed", params, macs)
     for entry in entries.values():
         if entry.status == "done" and budget_ms is not None:
-            entry.within_budget = entry.p50_ms <= budget_ms
+            entry.within_budget = entry.p50_ms <= budget_ms * (1 - headroom)
     ordered = [entries[name] for name in request.candidates]
     if target.remote:
         ran, precision = _what_ran(ordered, target)
@@ -228,6 +229,7 @@ def scout(
         precision=PRECISION if not target.remote else precision,
         batch_size=request.batch_size,
         budget_ms=budget_ms,
+        headroom=headroom,
         created=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         settings=settings.as_dict(),
         entries=ordered,
@@ -284,6 +286,7 @@ def scout_devices(
     log: Log,
     fresh: bool = False,
     devices_file: Path | None = None,
+    headroom: float = 0.0,
 ) -> list[ScoutTable]:
     """`names` (empty: the defaults) on every device (`local`, or a name from `devices_file`), with the run's
     cache (`fresh`: every figure taken again and cached in place of the old); each table saved (scout/tables/)."""
@@ -293,7 +296,7 @@ def scout_devices(
     tables = []
     try:
         for target in found:
-            tables.append(scout(request, target, budgets.get(target.name), cache, log, fresh, run))
+            tables.append(scout(request, target, budgets.get(target.name), cache, log, fresh, run, headroom))
     finally:
         cache.save()
     for table in tables:
@@ -308,8 +311,8 @@ def save_table(table: ScoutTable, run: RunDir) -> None:
 
 
 def choose(table: ScoutTable) -> ScoutEntry:
-    """The candidate with the most MACs within the budget; nothing within it is a one-line error naming the
-    fastest candidate and its latency."""
+    """The candidate with the most MACs within the budget less its headroom; nothing within it is a one-line error
+    naming the fastest candidate and its latency."""
     fitting = table.fitting()
     if fitting:
         return fitting[0]
@@ -321,7 +324,14 @@ def choose(table: ScoutTable) -> ScoutEntry:
         raise EdgekdError(f"{where}: no scout candidate could be timed on {table.device}{first}")
     fastest = timed[0]
     raise EdgekdError(
-        f"{where}: no scout candidate runs within {table.budget_ms:g} ms on {table.device} (p50 at batch "
-        f"{table.batch_size}); the fastest, {fastest.candidate}, takes {fastest.p50_ms:.3f} ms: raise the budget or "
-        "add smaller candidates to scout.candidates"
+        f"{where}: no scout candidate runs within {limit_text(table)} on {table.device} (p50 at batch "
+        f"{table.batch_size}); the fastest, {fastest.candidate}, takes {fastest.p50_ms:.3f} ms: raise the budget, "
+        "lower scout.headroom or add smaller candidates to scout.candidates"
     )
+
+
+def limit_text(table: ScoutTable) -> str:
+    """The p50 a candidate had to stay within, for messages: `0.36 ms (0.4 ms less scout.headroom 10%)`."""
+    if not table.headroom:
+        return f"{table.budget_ms:g} ms"
+    return f"{table.limit_ms:.3g} ms ({table.budget_ms:g} ms less scout.headroom {table.headroom:.0%})"

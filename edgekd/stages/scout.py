@@ -24,7 +24,7 @@ from edgekd.models import ModelSpec, load_model, save_model
 from edgekd.pipeline import RunContext, StageResult
 from edgekd.run_records import ScoutChoice, ScoutEntry, ScoutTable, ScoutTrial
 from edgekd.search.candidates import build, file_name, size
-from edgekd.search.scout import TOOLCHAIN, choose, export_candidate, scout_devices, settings_for, targets
+from edgekd.search.scout import TOOLCHAIN, choose, export_candidate, limit_text, scout_devices, settings_for, targets
 from edgekd.stages.common import distil, model_summary
 
 
@@ -71,6 +71,7 @@ class ScoutStage:
             ctx.rundir,
             ctx.reporter.log,
             devices_file=cfg.devices_file,
+            headroom=cfg.headroom,
         )
         table = tables[0]
         chosen = choose(table)  # nothing within the budget stops the run here
@@ -142,7 +143,7 @@ class ScoutStage:
 
 def _why(chosen: ScoutEntry, table: ScoutTable, trials: list[ScoutTrial], cfg: ScoutConfig, seed: int) -> str:
     """Why `chosen` won, in one sentence for the log, the manifest and the report."""
-    within = f"within {table.budget_ms:g} ms on {table.device}"
+    within = f"within {limit_text(table)} on {table.device}"
     timed = f"p50 {chosen.p50_ms:.3f} ms at batch {table.batch_size}"
     if trials:
         top1 = next(t.selection_top1 for t in trials if t.candidate == chosen.candidate)

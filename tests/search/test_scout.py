@@ -111,6 +111,26 @@ def test_the_choice_is_the_most_macs_within_the_budget_and_nothing_within_it_nam
     assert "the fastest, wide, takes 0.400 ms" in message and "\n" not in message
 
 
+def test_a_candidate_within_the_budget_but_not_its_headroom_is_tight_and_not_chosen(tmp_path):
+    run = RunDir(tmp_path)
+    (timed,) = scout_devices(["resnet8"], TEACHER, QUICK, 17, ["local"], {}, run, lambda _: None)
+    budget = timed.entries[0].p50_ms * 1.05  # 5% over its measured figure: within the budget, not 10% headroom
+    (table,) = scout_devices(
+        ["resnet8"], TEACHER, QUICK, 17, ["local"], {"local": budget}, run, lambda _: None, headroom=0.1
+    )
+    entry = table.entries[0]
+    assert entry.cached and table.mark(entry) == "tight" and table.limit_ms == pytest.approx(budget * 0.9)
+    with pytest.raises(EdgekdError) as e:
+        choose(table)
+    assert f"within {budget * 0.9:.3g} ms ({budget:g} ms less scout.headroom 10%)" in str(e.value)
+    assert "lower scout.headroom" in str(e.value)
+    assert ScoutTable.from_dict(json.loads(run.scout_table("local").read_text())) == table
+    (table,) = scout_devices(
+        ["resnet8"], TEACHER, QUICK, 17, ["local"], {"local": budget}, run, lambda _: None, headroom=0
+    )
+    assert table.mark(table.entries[0]) == "within" and choose(table).candidate == "resnet8"
+
+
 def test_records_round_trip_and_a_bad_field_is_named():
     choice = ScoutChoice("mid", "local", 1.0, "the most MACs", [_table(1.0)])
     assert ScoutChoice.from_dict(json.loads(json.dumps(choice.to_dict()))) == choice

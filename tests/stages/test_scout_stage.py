@@ -70,7 +70,10 @@ def test_auto_picks_the_largest_candidate_within_budget_and_every_later_stage_tr
     assert status["scout"] == "done" and status["prune"] == "skipped" and status["report"] == "done", status
     choice = scout_choice(m.stage("scout").metrics)
     assert choice.chosen == "prune/0.5" and choice.table.entry("prune/0.5").within_budget
-    assert "the most MACs" in choice.why and "of the 2 candidates (of 2 scouted) within 1000 ms on local" in choice.why
+    assert (
+        "the most MACs" in choice.why
+        and "of the 2 candidates (of 2 scouted) within 900 ms (1000 ms less scout.headroom 10%) on local" in choice.why
+    )
     _, chosen = load_model(tmp_path / m.stage("scout").artifacts["scout_student"].path)
     assert chosen.name == "resnet14" and chosen.structure
     for stage, art in (("distill", "student"), ("baseline", "baseline_student")):
@@ -150,7 +153,9 @@ def test_a_budget_nothing_meets_stops_at_the_scout_naming_the_fastest(tiny_pipel
         Runner(load_pipeline(path), all_stages(), tmp_path).run()
     message = str(e.value)
     assert "\n" not in message and "the fastest, resnet8, takes" in message
-    assert message.startswith("benchmark.budget.latency_ms.local: no scout candidate runs within 0.0001 ms on local")
+    assert message.startswith(
+        "benchmark.budget.latency_ms.local: no scout candidate runs within 9e-05 ms (0.0001 ms less scout.headroom 10%) on local"
+    )
     record = Manifest(tmp_path).stage("scout")
     assert record.status == "failed" and record.error == message
     assert Manifest(tmp_path).stage("distill") is None  # nothing after the scout ran

@@ -49,7 +49,8 @@ def test_a_timing_device_devices_yaml_does_not_define_stops_the_run_before_the_t
 
 @pytest.mark.slow
 def test_pruned_teacher_goes_through_distill_baseline_export_benchmark_and_report(tiny_pipeline, tmp_path):
-    extra = (
+    extra = (  # the first line goes into the distill section: a feature pair the pruned layer3 still makes
+        "  features: [{teacher: layer3, student: layer3, loss: hint, weight: 1}]\n"
         "baseline: {enabled: true}\nqat: {enabled: false}\ndynamic_quant: {enabled: false}\n"
         "export: {teacher: false, fp16_onnx: false, torchscript: 'off'}\ntensorrt: {enabled: false}\n"
     )
@@ -69,6 +70,9 @@ def test_pruned_teacher_goes_through_distill_baseline_export_benchmark_and_repor
         assert other.structure == spec.structure, stage  # the same pruned architecture, rebuilt from plain data
     assert m.stage("baseline").metrics["student_init"]["weights"].startswith("none (the pruned architecture")
     assert m.stage("distill").metrics["student_init"]["weights"].startswith("the pruned teacher")
+    assert pruned.layer3[0].conv1.out_channels < 64  # layer3 was cut: the hint goes through an adapter
+    epochs = [json.loads(line) for line in (run_dir / m.stage("distill").artifacts["distill_metrics"].path).open()]
+    assert m.stage("distill").metrics["feature_pairs"] == 1 and all(e["feat0_hint"] > 0 for e in epochs)
     assert m.stage("export").metrics["artifacts"]["student_onnx"]["parity"]["top1_agreement"] >= 0.99
     proto = onnx.load(str(run_dir / m.stage("export").artifacts["student_onnx"].path))
     sizes = {i.name: i.dims[0] for i in proto.graph.initializer}

@@ -512,7 +512,10 @@ def _scout_check(check: ScoutCheck, chosen: str) -> str:
     student's figure, what agrees, and how the machine's speed moved in between."""
     b = check.batch_size
     cached = ", cached from an earlier scout" if check.scout_cached else ""
-    scout = f"the scout timed `{chosen}` at {check.scout_ms:.3f} ms (spread {check.scout_spread:.0%}, random weights{cached})"
+    scout = (
+        f"the scout timed `{chosen}` at {check.scout_ms:.3f} ms (spread {check.scout_spread:.0%}, random weights"
+        f"{cached})"
+    )
     trained = f"the trained student's `{check.artifact}` at {check.bench_ms:.3f} ms (spread {check.bench_spread:.0%})"
     unstable = (
         ""

@@ -217,13 +217,10 @@ def scout(
             entries[name] = cache.timings[todo[name]] = entry
         else:
             entries[name] = ScoutEntry(name, "failed", rec.reason or "not timed", params, macs)
-    for entry in entries.values():
-        if entry.status == "done" and budget_ms is not None:
-            entry.within_budget = entry.p50_ms <= budget_ms * (1 - headroom)
     ordered = [entries[name] for name in request.candidates]
     if target.remote:
         ran, precision = _what_ran(ordered, target)
-    return ScoutTable(
+    table = ScoutTable(
         device=target.name,
         runtime=ran,
         precision=PRECISION if not target.remote else precision,
@@ -234,6 +231,10 @@ def scout(
         settings=settings.as_dict(),
         entries=ordered,
     )
+    for entry in table.timed():
+        if table.limit_ms is not None:
+            entry.within_budget = entry.p50_ms <= table.limit_ms
+    return table
 
 
 def _what_ran(entries: Sequence[ScoutEntry], target: Target) -> tuple[str, str]:

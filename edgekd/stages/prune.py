@@ -117,8 +117,8 @@ class PruneStage:
         if target.latency_ms is not None and lat0["latency_ms"] <= target.latency_ms:
             raise EdgekdError(
                 f"student.prune.target.latency_ms: the unpruned teacher already runs in {lat0['latency_ms']:.3f} ms "
-                f"on {where.name} ({lat0['runtime']} {lat0['precision']}) (<= {target.latency_ms:g}); nothing to prune: lower the target or distil into the teacher's "
-                "model"
+                f"on {where.name} ({lat0['runtime']} {lat0['precision']}) (<= {target.latency_ms:g}); nothing to "
+                "prune: lower the target or distil into the teacher's model"
             )
         student = copy.deepcopy(teacher)  # pruned on the CPU; recovery moves it to the device and back
         teacher.to(ctx.device)  # the frozen teacher of every recovery
@@ -141,7 +141,8 @@ class PruneStage:
             lat = latency(student, k)
             ctx.reporter.log(
                 f"  prune step {k}: channel share {choice.share:.3f}, MACs {size.macs / base.macs:.2f} and params "
-                f"{size.params / base.params:.2f} of the teacher's, {lat['latency_ms']:.3f} ms at batch 1 on {where.name}"
+                f"{size.params / base.params:.2f} of the teacher's, {lat['latency_ms']:.3f} ms at batch 1 on "
+                f"{where.name}"
             )
             top1 = None
             if prune.recover_epochs:

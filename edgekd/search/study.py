@@ -286,13 +286,15 @@ def work(
 
 
 def _surplus(trials: list, number: int, n_trials: int) -> bool:
-    """Whether the study's `trials` numbered below `number` already finish it (finished, or running elsewhere).
-    Two workers that both saw room for one more trial each start one; the storage numbers trials in order,
-    so the later one stands down (pruned, marked `surplus`, never trained nor counted) and the study ends
-    with exactly `n_trials`, as Optuna's own MaxTrialsCallback would not guarantee."""
+    """Whether the study's `trials` numbered below `number` already finish it (finished, running elsewhere, or
+    waiting: a failed trial's retry that another worker queued, which the next `optimize` pops). Two workers
+    that both saw room for one more trial each start one; the storage numbers trials in order, so the later one
+    stands down (pruned, marked `surplus`, never trained nor counted) and the study ends with exactly
+    `n_trials`, as Optuna's own MaxTrialsCallback would not guarantee."""
     States = optuna_module().trial.TrialState
+    counted = (States.COMPLETE, States.PRUNED, States.RUNNING, States.WAITING)
     lower = [t for t in trials if t.number < number and not t.user_attrs.get("surplus")]
-    return sum(t.state in (States.COMPLETE, States.PRUNED, States.RUNNING) for t in lower) >= n_trials
+    return sum(t.state in counted for t in lower) >= n_trials
 
 
 def _fail_unstarted(study: Any, trials: list, after_s: float) -> None:

@@ -60,13 +60,11 @@ def run_shared_study(path, storage, tmp_path):
     assert b.returncode == 0 and c.returncode == 0, outs
     trials = study.get_trials()
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 3, [
-        (t.number, t.state.name) for t in trials
-    ]  # B and C racing for the last: one stands down
+    states = [(t.number, t.state.name, t.system_attrs.get("failed_trial"), t.user_attrs) for t in trials]
+    assert len(complete) == 3, states  # B and C racing for the last: one stands down
     assert all(t.user_attrs.get("surplus") for t in trials if t.state.name == "PRUNED"), "pruner: none prunes nothing"
     assert [t.state.name for t in trials if t.number in killed] == ["FAIL"] * len(killed)
     retried = [t for t in complete if t.system_attrs.get("failed_trial") in killed]
-    states = [(t.number, t.state.name, t.system_attrs.get("failed_trial"), t.user_attrs) for t in trials]
     assert retried and retried[0].params == next(t.params for t in trials if t.number in killed), (killed, states, outs)
     # no trial ran twice: each complete trial was trained by exactly one worker (A may finish one before its death)
     ran = {

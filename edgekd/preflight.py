@@ -45,10 +45,9 @@ def check_pipeline(cfg: PipelineConfig, local_files: bool = False) -> None:
         from edgekd.prune.pruner import check_prunable
 
         check_prunable(models["teacher"], cfg.student.prune, cfg.data.channels or 3, cfg.data.image_size)
-        from edgekd.fleet.timing import find_target
+        from edgekd.fleet.timing import prune_target
 
-        target = cfg.student.prune.target  # a device devices.yaml does not define: before the teacher trains
-        find_target(target.device, target.devices_file, "student.prune.target.device")
+        prune_target(cfg.student.prune)  # a device devices.yaml does not define: before the teacher trains
     if cfg.student.auto:  # a device devices.yaml does not define stops the run here, not after the teacher trained
         from edgekd.search.scout import targets
 

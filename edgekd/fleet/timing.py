@@ -23,6 +23,7 @@ import onnxruntime
 
 from edgekd.bench.sysinfo import cpu_model, gpu_name
 from edgekd.config import DeviceConfig, load_devices
+from edgekd.config.pipeline import PruneConfig
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.measure import Settings, Subject, bench_artifacts
 from edgekd.ondevice.records import ArtifactRecord
@@ -66,6 +67,12 @@ def find_target(name: str, devices_file: Path | None, field: str) -> Target:
         return Target(name, load_devices(devices_file or Path("devices.yaml")).get(name))
     except EdgekdError as e:
         raise EdgekdError(f"{field}: {e}") from None
+
+
+def prune_target(prune: PruneConfig) -> Target:
+    """Where latency-targeted pruning times its steps: `local`, or the device of target.devices_file (the prune
+    stage, and the checks before a run, which stop on an unknown device before the teacher trains)."""
+    return find_target(prune.target.device, prune.target.devices_file, "student.prune.target.device")
 
 
 def device_settings(target: Target, settings: Settings) -> Settings:

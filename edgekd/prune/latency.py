@@ -26,11 +26,13 @@ def time_candidate(
     onnx_path: Path,
     timer: Callable[..., tuple[dict[str, ArtifactRecord], str]],
     settings: Settings,
+    opset: int,
     log: Callable[[str], None],
 ) -> tuple[ArtifactRecord, Latency]:
-    """`model` exported to `onnx_path` and timed by `timer` (an edgekd.fleet.timing.Timer) at batch 1: the record
-    the figure is of and its latency; a candidate that could not be timed is a one-line error with the reason."""
-    export_onnx(model, onnx_path, example[:1], dynamic_batch=True)
+    """`model` exported to `onnx_path` at `opset` (the pipeline's export.opset, as the scout exports its
+    candidates) and timed by `timer` (an edgekd.fleet.timing.Timer) at batch 1: the record the figure is of and
+    its latency; a candidate that could not be timed is a one-line error with the reason."""
+    export_onnx(model, onnx_path, example[:1], opset=opset, dynamic_batch=True)
     batch = np.ascontiguousarray(example[:1].cpu().numpy(), dtype=np.float32)
     records, _ = timer({onnx_path.stem: onnx_path}, batch, settings._replace(batch_sizes=(1,)), log)
     rec = records[onnx_path.stem]

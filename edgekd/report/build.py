@@ -20,6 +20,7 @@ from edgekd.report.budgets import judge_accuracy, judge_latency, latency_limit, 
 from edgekd.report.conditions import clocks_note, measured_under
 from edgekd.report.load import load_benches, load_curves
 from edgekd.report.model import (
+    RETIMED,
     DeviceSection,
     Figure,
     KdGain,
@@ -320,9 +321,6 @@ SCOUTED = "student_onnx"
 """The artifact whose benchmark figure the scout's figure of the chosen student is checked against: the fp32 ONNX on
 ONNX Runtime is what the scout times on `local`; on a device, the student's counterpart of the row the scout judged
 (its `onnx_file_trt_fp16` is the student's `student_trt_fp16`)."""
-
-RETIMED = "scout_onnx"
-"""The scout's choice as the scout exported it: on `local` the benchmark times it in the same rounds as SCOUTED."""
 
 
 def scouted(entry_artifact: str | None) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd.report import text as t
-from edgekd.report.model import DeviceSection, Report, Row, RunSection, ScoutCheck
+from edgekd.report.model import RETIMED, DeviceSection, Report, Row, RunSection, ScoutCheck
 from edgekd.report.text import Mark
 from edgekd.run_records import ScoutTable, not_faster
 
@@ -545,7 +545,7 @@ def _scout_check(check: ScoutCheck, chosen: str) -> str:
             "it: the machine, not the weights"
         )
     return (
-        f"{head}{scout}. The benchmark timed that same file (`scout_onnx`) at {check.retimed_ms:.3f} ms (spread "
+        f"{head}{scout}. The benchmark timed that same file (`{RETIMED}`) at {check.retimed_ms:.3f} ms (spread "
         f"{check.retimed_spread or 0.0:.0%}) and {trained} in the same interleaved rounds, all p50 at batch {b}: "
         f"{verdict}{unstable}. The same file {moved}."
     )

@@ -181,6 +181,11 @@ class Sensitivity:
     kept: list[str] = field(default_factory=list)
 
 
+RETIMED = "scout_onnx"
+"""The scout's choice as the scout exported it: on `local` the benchmark times it in the same rounds as the trained
+student's `student_onnx`."""
+
+
 @dataclass
 class ScoutCheck:
     """The chosen student's latency as the scout measured it (random weights, before training) beside the

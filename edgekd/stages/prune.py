@@ -23,11 +23,10 @@ from edgekd.config.pipeline import PruneConfig
 from edgekd.distill.trainer import evaluate, predict
 from edgekd.errors import EdgekdError
 from edgekd.fleet.timing import (
-    Target,
     device_settings,
     device_toolchain,
-    find_target,
     machine,
+    prune_target,
     runtime_label,
     timer_for,
 )
@@ -43,19 +42,14 @@ from edgekd.stages.common import distil, model_summary
 
 EXAMPLE_IMAGES = 2
 """Training images that trace the model for Torch-Pruning and the ONNX export (shapes only)."""
-DEVICE_FIELD = "student.prune.target.device"
-
-
-def timing_target(prune: PruneConfig) -> Target:
-    """Where the steps are timed: `local`, or the device of target.devices_file (unknown: a one-line error)."""
-    return find_target(prune.target.device, prune.target.devices_file, DEVICE_FIELD)
 
 
 class PruneStage:
     name = "prune"
     section = "student"
     # recovery distils with the distill section's losses and optimiser, for recover_epochs instead of its epochs
-    reads = ("seed", "device", "data", "student", "distill", "!distill.epochs")
+    # steps are exported at export.opset, as the scout exports its candidates
+    reads = ("seed", "device", "data", "student", "distill", "!distill.epochs", "export.opset")
     toolchain = ("torch", "torchvision", "torch-pruning", "onnxruntime")
     needs = ("teacher",)
     uses: tuple[str, ...] = ()
@@ -67,7 +61,7 @@ class PruneStage:
     def environment(self, cfg: PipelineConfig, run_dir: Path) -> dict:
         """Where the steps are timed: this machine, or the device's devices.yaml entry and the runtime versions its
         probe reports (one SSH round trip: an upgraded device prunes again)."""
-        target = timing_target(cfg.student.prune)
+        target = prune_target(cfg.student.prune)
         return {"machine": machine(target), "runtimes": device_toolchain(target)}
 
     def run(self, ctx: RunContext, cfg: StudentConfig, inputs: dict[str, Path]) -> StageResult:
@@ -81,7 +75,7 @@ class PruneStage:
         kind = "params" if target.kind == "params" else "macs"
         settings = settings_of(prune, kind)
         timing = prune.timing
-        where = timing_target(prune)
+        where = prune_target(prune)
         timer = timer_for(where, ctx.rundir.prune_device_dir(where.name))
         timing_settings = device_settings(
             where,
@@ -98,11 +92,12 @@ class PruneStage:
         base = size_of(teacher, shape)
         candidates = ctx.stage_dir / "candidates"
 
+        def log(message: str) -> None:
+            ctx.reporter.log(f"  {message}")
+
         def latency(model: torch.nn.Module, step: int) -> dict:  # exports from the CPU: `model` stays there
             path = candidates / f"step{step}.onnx"
-            rec, lat = time_candidate(
-                model, example, path, timer, timing_settings, lambda m: ctx.reporter.log(f"  {m}")
-            )
+            rec, lat = time_candidate(model, example, path, timer, timing_settings, ctx.config.export.opset, log)
             row = catalog.get(rec.id)
             return {
                 "latency_ms": lat.p50_ms,

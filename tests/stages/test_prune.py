@@ -129,5 +129,7 @@ def prune_steps_failed_teacher_ms(run_dir) -> float:
 
     teacher, spec = load_model(run_dir / "teacher" / "model.pt")
     example = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
-    _, latency = time_candidate(teacher, example, run_dir / "t.onnx", time_here, Settings((1,), 2, 10, 0.1, 1), print)
+    _, latency = time_candidate(
+        teacher, example, run_dir / "t.onnx", time_here, Settings((1,), 2, 10, 0.1, 1), 17, print
+    )
     return latency.p50_ms

@@ -109,6 +109,7 @@ class RunContext:
         self.manifest = manifest
         self.stage_name = ""
         self.key = ""
+        self.inputs_digest = ""  # of the inputs' sha256: a checkpoint resumes only on the inputs it was trained on
         self.resume = True  # False when the stage was forced: training starts afresh
         self.sweep_storage: str | None = None  # the sweep's Optuna storage URL (`--storage`); None: the run dir's
 
@@ -150,7 +151,7 @@ class RunContext:
         cfg = self.config
         return TrainEnv(
             work_dir=work_dir or self.stage_dir,
-            key=self.key,
+            key=f"{self.key}/{self.inputs_digest}" if self.inputs_digest else self.key,
             seed=cfg.seed,
             batch_size=cfg.data.batch_size,
             eval_batch_size=cfg.data.eval_batch_size,
@@ -431,6 +432,9 @@ class Runner:
         shutil.rmtree(staging, ignore_errors=True)  # what an interrupted attempt left
         t0 = time.perf_counter()
         consumed = {name: sha256_file(path) for name, path in sorted(inputs.items())}
+        # an upstream stage re-run under the same key may have made other bytes (a latency-targeted pruning
+        # timed anew): this stage then re-runs, and must not resume a checkpoint trained on the old inputs
+        ctx.inputs_digest = keys.digest(consumed)
         attempt = StageRecord("running", key=entry.key, key_parts=parts, inputs=consumed, started=started)
         manifest.record(stage.name, attempt)
         torch.manual_seed(self.cfg.seed)  # model initialisation depends on the seed alone, not on earlier stages

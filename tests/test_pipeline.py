@@ -54,6 +54,45 @@ def test_cache_and_invalidation(tiny_pipeline, tmp_path):
     assert model.read_bytes() == original
 
 
+def test_an_upstream_artifact_made_anew_under_the_same_key_is_never_trained_on_from_an_old_checkpoint(
+    tiny_pipeline, tmp_path
+):
+    """A stage re-run under an unchanged key can make other bytes (a latency-targeted pruning, timed anew, cuts
+    another net): the next stage re-runs, and must train from scratch, not resume the checkpoint it trained on
+    the old input (a pruned student of other layer sizes crashed in load_state_dict; one of equal sizes would
+    have resumed silently on the wrong weights)."""
+    import dataclasses
+
+    from edgekd.manifest import ArtifactEntry, Manifest
+    from edgekd.models import load_model, save_model
+    from edgekd.ondevice.files import sha256_file
+
+    run_dir = tmp_path / "run"
+    assert _statuses(_runner(tiny_pipeline(), run_dir).run()) == {"teacher": "done", "distill": "done"}
+    assert (run_dir / "distill" / "checkpoint-last.pt").is_file()  # what a resume would pick up
+    # the teacher stage's output made anew, recorded by its own (cached) key: what a re-run that timed other
+    # latencies leaves behind
+    path = run_dir / "teacher" / "model.pt"
+    model, spec = load_model(path)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    save_model(path, model, spec)
+    manifest = Manifest(run_dir)
+    done = manifest.done("teacher")
+    entry = ArtifactEntry(done.artifacts["teacher"].path, sha256_file(path), path.stat().st_size)
+    manifest.record("teacher", dataclasses.replace(done, artifacts={**done.artifacts, "teacher": entry}))
+
+    again = _runner(tiny_pipeline(), run_dir)
+    assert [(e.action, e.why) for e in again.plan()][1] == (
+        "run",
+        "input 'teacher' differs from the one it was made from",
+    )
+    m = again.run()
+    assert _statuses(m) == {"teacher": "cached", "distill": "done"}
+    assert not m.stage("distill").metrics.get("resumed_from_epoch")  # trained from epoch 1 on the new teacher
+
+
 def test_selection_flags(tiny_pipeline, tmp_path):
     run_dir = tmp_path / "run"
     r = _runner(tiny_pipeline(distill_epochs=1), run_dir)

@@ -201,7 +201,10 @@ class PruneStep:
     recover_epochs 0). Step 0 is the unpruned teacher. The latency is of `device` (`local`: this machine), of
     catalogue row `artifact` at `precision` (a device's fastest engine, else its ONNX Runtime file), and `runtime`
     is what ran it as it reported itself (`onnxruntime 1.20.1`, `tensorrt 8.5.2.2`, or `tensorrt-standin ...` in
-    tests: the stand-in's figure, never TensorRT's). Records written before devices were timed have no device."""
+    tests: the stand-in's figure, never TensorRT's). Records written before devices were timed have no device.
+    `teacher_ms` is the unpruned teacher's p50 timed in the same interleaved rounds as this step's candidate (a
+    machine's speed drifts between steps; the ratio of the two does not): None at step 0 and in older records.
+    `unstable` says why the candidate's figure cannot be trusted (its rounds disagreed, or the machine was busy)."""
 
     step: int
     channel_share: float
@@ -217,6 +220,17 @@ class PruneStep:
     artifact: str | None = None
     precision: str | None = None
     runtime: str | None = None
+    teacher_ms: float | None = None
+    unstable: str | None = None
+
+    @property
+    def of_teacher(self) -> float | None:
+        """The candidate's latency as a share of the teacher's timed in the same rounds (1 at step 0)."""
+        if self.step == 0:
+            return 1.0
+        if self.latency_ms is None or not self.teacher_ms:
+            return None
+        return self.latency_ms / self.teacher_ms
 
     @property
     def timed_on(self) -> str | None:
@@ -243,6 +257,8 @@ class PruneStep:
             artifact=_str(doc, "artifact", where, optional=True),
             precision=_str(doc, "precision", where, optional=True),
             runtime=_str(doc, "runtime", where, optional=True),
+            teacher_ms=_num(doc, "teacher_ms", where, optional=True),
+            unstable=_str(doc, "unstable", where, optional=True),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,16 +273,23 @@ def prune_steps(metrics: Any, where: str = "prune.steps") -> list[PruneStep]:
     return [PruneStep.from_dict(s, f"{where}[{i}]") for i, s in enumerate(steps)]
 
 
+def prune_target_ms(metrics: Any, where: str = "prune.target") -> float | None:
+    """The prune stage's latency target (student.prune.target.latency_ms), None for a size target."""
+    target = metrics.get("target") if isinstance(metrics, dict) else None
+    return _num(_check(target, (dict,), where), "latency_ms", where, optional=True) if target is not None else None
+
+
 def not_faster(steps: list[PruneStep]) -> list[tuple[PruneStep, PruneStep]]:
-    """(step before, step) pairs where the MACs fell but the measured latency did not."""
-    return [
-        (prev, s)
-        for prev, s in zip(steps, steps[1:])
-        if s.macs < prev.macs
-        and s.latency_ms is not None
-        and prev.latency_ms is not None
-        and s.latency_ms >= prev.latency_ms
-    ]
+    """(step before, step) pairs where the MACs fell but the measured latency did not: judged on the latency as a
+    share of the teacher's timed in the same rounds where both steps have it (the machine's drift between the
+    steps cancels), else on the two figures as they were taken."""
+    return [(prev, s) for prev, s in zip(steps, steps[1:]) if s.macs < prev.macs and _not_lower(prev, s)]
+
+
+def _not_lower(prev: PruneStep, s: PruneStep) -> bool:
+    if prev.of_teacher is not None and s.of_teacher is not None:
+        return s.of_teacher >= prev.of_teacher
+    return s.latency_ms is not None and prev.latency_ms is not None and s.latency_ms >= prev.latency_ms
 
 
 SCOUT_SCHEMA = "edgekd.scout/1"

@@ -1,7 +1,7 @@
 """A pruning candidate's latency, measured the way the benchmark measures the student's ONNX file.
 
-The candidate is exported to ONNX (edgekd.export, as the export stage does) and timed at batch 1 by a timer the
-prune stage hands in (edgekd.fleet.timing: ONNX Runtime here with the benchmark's harness, or shipped to a
+The candidate is exported to ONNX (edgekd.export, as the export stage does) and timed at batch 1, in the same
+interleaved rounds as the unpruned teacher's file, by a timer the prune stage hands in (edgekd.fleet.timing: ONNX Runtime here with the benchmark's harness, or shipped to a
 device and judged on the row the report judges there), so pruning and the scout time candidates with one code.
 """
 
@@ -28,15 +28,23 @@ def time_candidate(
     settings: Settings,
     opset: int,
     log: Callable[[str], None],
-) -> tuple[ArtifactRecord, Latency]:
+    reference: Path | None = None,
+) -> tuple[ArtifactRecord, Latency, Latency | None]:
     """`model` exported to `onnx_path` at `opset` (the pipeline's export.opset, as the scout exports its
-    candidates) and timed by `timer` (an edgekd.fleet.timing.Timer) at batch 1: the record the figure is of and
-    its latency; a candidate that could not be timed is a one-line error with the reason."""
+    candidates) and timed by `timer` (an edgekd.fleet.timing.Timer) at batch 1, with the `reference` ONNX file
+    (the unpruned teacher's) in the same interleaved rounds where one is given: the record the figure is of, its
+    latency and the reference's. A file that could not be timed is a one-line error with the reason."""
     export_onnx(model, onnx_path, example[:1], opset=opset, dynamic_batch=True)
     batch = np.ascontiguousarray(example[:1].cpu().numpy(), dtype=np.float32)
-    records, _ = timer({onnx_path.stem: onnx_path}, batch, settings._replace(batch_sizes=(1,)), log)
-    rec = records[onnx_path.stem]
+    files = {onnx_path.stem: onnx_path} | ({reference.stem: reference} if reference is not None else {})
+    records, _ = timer(files, batch, settings._replace(batch_sizes=(1,)), log)
+    rec, latency = _timed(records[onnx_path.stem], onnx_path)
+    ref = _timed(records[reference.stem], reference)[1] if reference is not None else None
+    return rec, latency, ref
+
+
+def _timed(rec: ArtifactRecord, path: Path) -> tuple[ArtifactRecord, Latency]:
     latency = rec.latency_at(1) if rec.status == "done" else None
     if latency is None:
-        raise EdgekdError(f"student.prune.target.device: {onnx_path.name} could not be timed: {rec.reason}")
+        raise EdgekdError(f"student.prune.target.device: {path.name} could not be timed: {rec.reason}")
     return rec, latency

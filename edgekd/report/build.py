@@ -24,6 +24,7 @@ from edgekd.report.model import (
     DeviceSection,
     Figure,
     KdGain,
+    PruneCheck,
     Report,
     Row,
     RunSection,
@@ -34,7 +35,17 @@ from edgekd.report.model import (
     SummaryRow,
     SweepRow,
 )
-from edgekd.run_records import LOCAL, ScoutChoice, ScoutTable, SensitivityRecord, SweepTrial, prune_steps, scout_choice
+from edgekd.run_records import (
+    LOCAL,
+    PruneStep,
+    ScoutChoice,
+    ScoutTable,
+    SensitivityRecord,
+    SweepTrial,
+    prune_steps,
+    prune_target_ms,
+    scout_choice,
+)
 from edgekd.rundir import RunDir
 
 T = TypeVar("T")
@@ -306,6 +317,7 @@ def run_section(run: RunDir, label: str, manifest: Manifest, omit_stage: str | N
     prune = manifest.done("prune")
     if prune is not None:
         section.pruning = _typed(lambda: prune_steps(prune.metrics), f"{manifest.path}: stages.prune.metrics")
+        section.prune_target_ms = _typed(lambda: prune_target_ms(prune.metrics), f"{manifest.path}: stages.prune")
     scout = manifest.stage("scout")
     if scout is not None and scout.finished:  # a skipped scout's last choice is not this run's student
         section.scout = _typed(lambda: scout_choice(scout.metrics), f"{manifest.path}: stages.scout.metrics")
@@ -383,6 +395,33 @@ def scout_check(choice: ScoutChoice, benches: list[BenchDoc]) -> ScoutCheck | No
     return check
 
 
+def prune_check(steps: list[PruneStep], target_ms: float | None, benches: list[BenchDoc]) -> PruneCheck | None:
+    """A latency target of the pruning beside the benchmark's batch-1 figures of the trained student and the
+    teacher on the device the steps were timed on (their rows: those of the step's figure), when both exist."""
+    if target_ms is None or len(steps) < 2 or steps[-1].device is None or steps[-1].latency_ms is None:
+        return None
+    last = steps[-1]
+    device = last.device
+    bench = next((b for b in benches if b.device == device or (device == LOCAL and b.kind == "host")), None)
+    artifact = scouted(last.artifact)
+    trained = _figure(bench, artifact, 1) if artifact in catalog.BY_ID else None
+    if trained is None:
+        return None
+    check = PruneCheck(
+        device, target_ms, last.met_target, last.step, last.latency_ms, last.of_teacher, artifact, trained.p50_ms
+    )
+    teacher_artifact = artifact.replace("student", "teacher", 1)
+    teacher = _figure(bench, teacher_artifact, 1) if teacher_artifact in catalog.BY_ID else None
+    if teacher is not None and steps[0].latency_ms is not None:
+        check.teacher_artifact, check.teacher_ms, check.teacher_spread = (
+            teacher_artifact,
+            teacher.p50_ms,
+            teacher.spread,
+        )
+        check.teacher_then_ms = steps[0].latency_ms
+    return check
+
+
 def _typed(read: Callable[[], T], where: str) -> T:
     """A typed record read from a manifest; a record of another shape is a one-line EdgekdError naming the field."""
     try:
@@ -457,6 +496,7 @@ def build_report(run_dirs: list[Path], budget: BudgetConfig, omit_stage: str | N
         benches = load_benches(run_dir)
         run = run_section(RunDir(run_dir), label, manifest, omit_stage)
         run.scout_check = scout_check(run.scout, benches) if run.scout else None
+        run.prune_check = prune_check(run.pruning, run.prune_target_ms, benches)
         runs.append(run)
         prefix = f"{label}: " if many else ""
         for stage in run.stages:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd.report import text as t
-from edgekd.report.model import RETIMED, DeviceSection, Report, Row, RunSection, ScoutCheck
-from edgekd.report.text import Mark
-from edgekd.run_records import ScoutTable, not_faster
+from edgekd.report.model import RETIMED, DeviceSection, PruneCheck, Report, Row, RunSection, ScoutCheck
+from edgekd.report.text import Cell, Mark
+from edgekd.run_records import PruneStep, ScoutTable, not_faster
 
 Block = tuple
 
@@ -590,7 +590,8 @@ def pruning_blocks(run: RunSection, suffix: str) -> list[Block]:
             t.num(s.channel_share, ".3f") if s.step else "",
             f"{s.macs / 1e6:.2f} M ({s.macs_share:.2f})",
             f"{s.params / 1e3:.1f} k ({s.params_share:.2f})",
-            t.num(s.latency_ms, ".3f"),
+            _step_latency(s),
+            t.num(s.of_teacher, ".2f", "×"),
             s.timed_on or t.DASH,
             t.num(s.val_top1),
             ("met" if s.met_target else "") if s.step else "",
@@ -605,9 +606,10 @@ def pruning_blocks(run: RunSection, suffix: str) -> list[Block]:
             "p",
             "The student is the teacher with whole channels removed (Torch-Pruning), step by step; each step's "
             f"candidate was exported to ONNX and timed at batch 1 on {where} (on a device: its fastest engine, else "
-            "ONNX Runtime; `Timed on` names what ran it), then recovered by distillation from the unpruned teacher "
-            "(top-1 after that recovery; the distill stage then trained it further). The hard-label baseline, when "
-            "enabled, is the same pruned architecture trained from scratch.",
+            "ONNX Runtime; `Timed on` names what ran it) in the same interleaved rounds as the unpruned teacher's "
+            "file (`Of teacher`: a share that the machine's drift between steps does not move), then recovered by "
+            "distillation from the unpruned teacher (top-1 after that recovery; the distill stage then trained it "
+            "further). The hard-label baseline, when enabled, is the same pruned architecture trained from scratch.",
         ),
         (
             "table",
@@ -617,6 +619,7 @@ def pruning_blocks(run: RunSection, suffix: str) -> list[Block]:
                 "MACs (of teacher)",
                 "Params (of teacher)",
                 "p50 b=1 (ms)",
+                "Of teacher",
                 "Timed on",
                 "Top-1 (%)",
                 "Target",
@@ -634,15 +637,50 @@ def pruning_blocks(run: RunSection, suffix: str) -> list[Block]:
             )
         )
     for prev, s in not_faster(steps):
+        if prev.of_teacher is not None and s.of_teacher is not None:
+            moved = f"{prev.of_teacher:.2f}× → {s.of_teacher:.2f}× the teacher's, each timed in the same rounds"
+        else:
+            moved = f"{prev.latency_ms:.3f} → {s.latency_ms:.3f} ms"
         blocks.append(
             (
                 "p",
                 f"**Step {s.step}: the MACs fell by {1 - s.macs / prev.macs:.0%} but the latency did not** "
-                f"({prev.latency_ms:.3f} → {s.latency_ms:.3f} ms): fewer MACs are not a faster model on "
-                "this runtime; judge by measured latency.",
+                f"({moved}): fewer MACs are not a faster model on this runtime; judge by measured latency.",
             )
         )
+    if run.prune_check is not None:
+        blocks.append(("p", _prune_check(run.prune_check)))
     return blocks
+
+
+def _step_latency(s: PruneStep) -> Cell:
+    cell = t.num(s.latency_ms, ".3f")
+    return Mark("unstable", f"{cell} {t.UNSTABLE} {s.unstable}") if s.unstable else cell
+
+
+def _prune_check(check: PruneCheck) -> str:
+    """The latency target against the benchmark's figure of the trained student, and how the machine moved."""
+    b = check.batch_size
+    head = (
+        f"**Latency target {check.target_ms:g} ms on {check.device}: "
+        + (f"met at step {check.step} ({check.step_ms:.3f} ms)" if check.met else "not met")
+        + f".** The benchmark timed the trained student's `{check.artifact}` at {check.bench_ms:.3f} ms (p50, "
+        f"batch {b}): {'within' if check.bench_ms <= check.target_ms else 'over'} the target."
+    )
+    if check.teacher_ms is None or check.teacher_then_ms is None:
+        return head
+    drift = check.teacher_ms / check.teacher_then_ms - 1
+    moved = (
+        "as fast as when the steps were timed"
+        if abs(drift) <= check.teacher_spread
+        else f"{abs(drift):.0%} {'slower' if drift > 0 else 'faster'} than when the steps were timed"
+    )
+    return (
+        f"{head} In the same rounds the teacher's `{check.teacher_artifact}` took {check.teacher_ms:.3f} ms against "
+        f"{check.teacher_then_ms:.3f} ms at step 0: the machine ran {moved}, and the student runs in "
+        f"{check.bench_ms / check.teacher_ms:.2f}× the teacher's time"
+        + (f" ({check.step_share:.2f}× at its step)." if check.step_share is not None else ".")
+    )
 
 
 def document(report: Report, figures: dict[str, FigureFile]) -> list[Block]:

@@ -181,6 +181,27 @@ class Sensitivity:
     kept: list[str] = field(default_factory=list)
 
 
+@dataclass
+class PruneCheck:
+    """A latency-targeted pruning's target beside the benchmark's figure of the trained student on the device the
+    steps were timed on (batch 1), and the teacher's figure in the benchmark against its figure at step 0: how far
+    the machine's speed moved between the pruning and the benchmark."""
+
+    device: str
+    target_ms: float
+    met: bool
+    step: int  # the step that met the target, else the last
+    step_ms: float  # that step's figure
+    step_share: float | None  # that step's latency as a share of the teacher's in the same rounds
+    artifact: str  # the trained student's row in the benchmark (student_onnx, or a device's engine row)
+    bench_ms: float
+    batch_size: int = 1
+    teacher_artifact: str | None = None
+    teacher_ms: float | None = None  # the teacher's figure in the benchmark's rounds
+    teacher_spread: float = 0.0
+    teacher_then_ms: float | None = None  # the teacher's figure at step 0
+
+
 RETIMED = "scout_onnx"
 """The scout's choice as the scout exported it: on `local` the benchmark times it in the same rounds as the trained
 student's `student_onnx`."""
@@ -230,6 +251,8 @@ class RunSection:
     pruning: list[PruneStep] = field(default_factory=list)  # the prune stage's steps (step 0: the teacher)
     scout: ScoutChoice | None = None  # what the scout stage chose for `student.model: auto`, and why
     scout_check: ScoutCheck | None = None  # the chosen student's scout latency, re-timed, beside the benchmark's
+    prune_target_ms: float | None = None  # student.prune.target.latency_ms of the run's prune stage
+    prune_check: PruneCheck | None = None  # that target beside the benchmark's figure of the trained student
 
 
 @dataclass

@@ -97,7 +97,9 @@ class PruneStage:
 
         def latency(model: torch.nn.Module, step: int) -> dict:  # exports from the CPU: `model` stays there
             path = candidates / f"step{step}.onnx"
-            rec, lat = time_candidate(model, example, path, timer, timing_settings, ctx.config.export.opset, log)
+            reference = candidates / "step0.onnx" if step else None  # the teacher, in the same rounds
+            opset = ctx.config.export.opset
+            rec, lat, ref = time_candidate(model, example, path, timer, timing_settings, opset, log, reference)
             row = catalog.get(rec.id)
             return {
                 "latency_ms": lat.p50_ms,
@@ -106,6 +108,8 @@ class PruneStage:
                 "artifact": rec.id,
                 "precision": row.precision,
                 "runtime": runtime_label(rec),
+                "teacher_ms": ref.p50_ms if ref is not None else None,
+                "unstable": lat.unstable,
             }
 
         lat0 = latency(teacher, 0)
@@ -137,7 +141,7 @@ class PruneStage:
             ctx.reporter.log(
                 f"  prune step {k}: channel share {choice.share:.3f}, MACs {size.macs / base.macs:.2f} and params "
                 f"{size.params / base.params:.2f} of the teacher's, {lat['latency_ms']:.3f} ms at batch 1 on "
-                f"{where.name}"
+                f"{where.name} (the teacher {lat['teacher_ms']:.3f} ms in the same rounds)"
             )
             top1 = None
             if prune.recover_epochs:

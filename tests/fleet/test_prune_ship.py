@@ -70,7 +70,9 @@ def test_each_step_is_timed_on_the_device_and_its_record_names_the_device_row_an
         assert s.latency_ms > 0 and s.latency_spread is not None
     bench = json.loads((run.prune_device_dir("orin") / "bench" / "orin.json").read_text())
     rows = [(a["name"], a["id"], a["status"], a["runtime"]["name"]) for a in bench["artifacts"]]
-    assert rows == [("step1", "onnx_file_trt_fp16", "done", "tensorrt-standin")], rows
+    # step 1's candidate shipped with the teacher's file, both timed in the same rounds there
+    assert sorted(rows) == [(f"step{k}", "onnx_file_trt_fp16", "done", "tensorrt-standin") for k in (0, 1)], rows
+    assert steps[1].teacher_ms > 0 and steps[1].of_teacher == steps[1].latency_ms / steps[1].teacher_ms
     assert not (run.root / "bench").exists()  # the run's own bench files are never the steps'
 
     text = " ".join(str(b) for b in pruning_blocks(RunSection("run", str(run.root), pruning=steps), ""))

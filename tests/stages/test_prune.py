@@ -117,6 +117,9 @@ def test_latency_target_stops_at_the_first_step_that_meets_it(tiny_pipeline, tmp
     met = [s.step for s in steps[1:] if s.latency_ms <= teacher_ms * 0.8]
     assert steps[-1].met_target and steps[-1].step == met[0]  # the least pruning that meets it, then it stopped
     assert all(not s.met_target for s in steps[1:-1])
+    # each step's candidate was timed with the teacher's file in the same rounds: the ratio is free of drift
+    assert steps[0].teacher_ms is None and steps[0].of_teacher == 1.0
+    assert all(s.teacher_ms > 0 and s.of_teacher == s.latency_ms / s.teacher_ms for s in steps[1:])
 
 
 def prune_steps_failed_teacher_ms(run_dir) -> float:
@@ -129,7 +132,7 @@ def prune_steps_failed_teacher_ms(run_dir) -> float:
 
     teacher, spec = load_model(run_dir / "teacher" / "model.pt")
     example = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
-    _, latency = time_candidate(
+    _, latency, _ = time_candidate(
         teacher, example, run_dir / "t.onnx", time_here, Settings((1,), 2, 10, 0.1, 1), 17, print
     )
     return latency.p50_ms

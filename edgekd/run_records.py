@@ -204,7 +204,9 @@ class PruneStep:
     tests: the stand-in's figure, never TensorRT's). Records written before devices were timed have no device.
     `teacher_ms` is the unpruned teacher's p50 timed in the same interleaved rounds as this step's candidate (a
     machine's speed drifts between steps; the ratio of the two does not): None at step 0 and in older records.
-    `unstable` says why the candidate's figure cannot be trusted (its rounds disagreed, or the machine was busy)."""
+    `unstable` says why the candidate's figure cannot be trusted (its rounds disagreed, or the machine was busy).
+    With a latency target, `judged_ms` is the figure the target was judged on: `of_teacher` times the teacher's
+    figure at step 0, so that every step is judged at one machine speed (step 0's)."""
 
     step: int
     channel_share: float
@@ -222,6 +224,7 @@ class PruneStep:
     runtime: str | None = None
     teacher_ms: float | None = None
     unstable: str | None = None
+    judged_ms: float | None = None
 
     @property
     def of_teacher(self) -> float | None:
@@ -259,6 +262,7 @@ class PruneStep:
             runtime=_str(doc, "runtime", where, optional=True),
             teacher_ms=_num(doc, "teacher_ms", where, optional=True),
             unstable=_str(doc, "unstable", where, optional=True),
+            judged_ms=_num(doc, "judged_ms", where, optional=True),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -408,7 +408,15 @@ def prune_check(steps: list[PruneStep], target_ms: float | None, benches: list[B
     if trained is None:
         return None
     check = PruneCheck(
-        device, target_ms, last.met_target, last.step, last.latency_ms, last.of_teacher, artifact, trained.p50_ms
+        device,
+        target_ms,
+        last.met_target,
+        last.step,
+        last.latency_ms,
+        last.judged_ms,
+        last.of_teacher,
+        artifact,
+        trained.p50_ms,
     )
     teacher_artifact = artifact.replace("student", "teacher", 1)
     teacher = _figure(bench, teacher_artifact, 1) if teacher_artifact in catalog.BY_ID else None

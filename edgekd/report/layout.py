@@ -658,12 +658,18 @@ def _step_latency(s: PruneStep) -> Cell:
     return Mark("unstable", f"{cell} {t.UNSTABLE} {s.unstable}") if s.unstable else cell
 
 
+def _judged(check: PruneCheck) -> str:
+    if check.judged_ms is None:
+        return f"{check.step_ms:.3f} ms"
+    return f"{check.judged_ms:.3f} ms at step 0's speed, {check.step_ms:.3f} ms as timed"
+
+
 def _prune_check(check: PruneCheck) -> str:
     """The latency target against the benchmark's figure of the trained student, and how the machine moved."""
     b = check.batch_size
     head = (
         f"**Latency target {check.target_ms:g} ms on {check.device}: "
-        + (f"met at step {check.step} ({check.step_ms:.3f} ms)" if check.met else "not met")
+        + (f"{'met' if check.met else 'not met'} at step {check.step} ({_judged(check)})")
         + f".** The benchmark timed the trained student's `{check.artifact}` at {check.bench_ms:.3f} ms (p50, "
         f"batch {b}): {'within' if check.bench_ms <= check.target_ms else 'over'} the target."
     )

@@ -191,7 +191,8 @@ class PruneCheck:
     target_ms: float
     met: bool
     step: int  # the step that met the target, else the last
-    step_ms: float  # that step's figure
+    step_ms: float  # that step's figure as timed
+    judged_ms: float | None  # ...and at step 0's machine speed, which the target was judged on
     step_share: float | None  # that step's latency as a share of the teacher's in the same rounds
     artifact: str  # the trained student's row in the benchmark (student_onnx, or a device's engine row)
     bench_ms: float

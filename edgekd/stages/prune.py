@@ -5,7 +5,10 @@ it at batch 1 on `target.device` with the scout's timer (edgekd.fleet.timing: ON
 devices.yaml device and judged on its fastest engine, else its ONNX Runtime file), then recovers for
 `recover_epochs` by distillation from the unpruned teacher with the distill section's objective. A
 `macs`/`params` target is reached in `steps` equal steps; a `latency_ms` target stops at the first step whose
-candidate meets it. Each step's record names the device, the row and precision its figure is of and what ran it.
+candidate meets it, judged at step 0's machine speed: each candidate is timed in the same rounds as the teacher's
+file, and its share of the teacher's time is multiplied by the teacher's figure at step 0 (a machine's speed drifts
+between steps; the share does not). Each step's record names the device, the row and precision its figure is of
+and what ran it.
 The result (the pruned layer sizes in its spec, never a pickled module) is the student the distill stage trains
 with its full budget.
 """
@@ -149,8 +152,10 @@ class PruneStage:
                     ctx, recover, student, teacher, inputs["teacher"], t_val, ctx.stage_dir / f"step{k}", f"prune {k}"
                 )
                 top1 = val["val_top1"]
-            if target.latency_ms is not None:
-                met = lat["latency_ms"] <= target.latency_ms
+            judged = None
+            if target.latency_ms is not None:  # at step 0's machine speed: the share of the teacher beside it
+                judged = lat["latency_ms"] / lat["teacher_ms"] * lat0["latency_ms"]
+                met = judged <= target.latency_ms
             else:
                 met = size.of(kind) <= base.of(kind) * getattr(target, kind) + 1e-6
             steps.append(
@@ -163,6 +168,7 @@ class PruneStage:
                     size.params / base.params,
                     val_top1=top1,
                     met_target=met,
+                    judged_ms=judged,
                     **lat,
                 )
             )
@@ -170,10 +176,11 @@ class PruneStage:
                 break
         if not steps[-1].met_target:
             last = steps[-1]
+            ms = f"{last.latency_ms:.3f} ms" if last.judged_ms is None else f"{last.judged_ms:.3f} ms at step 0's speed"
             raise EdgekdError(
                 f"student.prune.target: {target.kind} {getattr(target, target.kind):g} not met after {last.step} "
                 f"steps (last: MACs {last.macs_share:.2f}, params {last.params_share:.2f} of the teacher's, "
-                f"{last.latency_ms:.3f} ms on {where.name}); raise student.prune.steps or lower round_to"
+                f"{ms} on {where.name}); raise student.prune.steps or lower round_to"
             )
         student.cpu().eval()
         spec = dataclasses.replace(t_spec, structure=structure_of(student, t_spec.build()))

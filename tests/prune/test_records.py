@@ -50,10 +50,10 @@ def test_a_device_figure_says_where_and_what_ran_it_and_the_standin_is_never_cal
     assert "on this machine" in " ".join(str(b) for b in pruning_blocks(RunSection("run", "/r", pruning=local), ""))
 
 
-def _timed(step, macs, latency, teacher_ms, met=False, unstable=None):
+def _timed(step, macs, latency, teacher_ms, met=False, unstable=None, judged=None):
     return PruneStep(
         step, 0.1 * step, macs, 90, macs / 100, 1.0, latency, 0.05, 98.0, met, "local", "onnx_file", "fp32",
-        "onnxruntime 1.20.1", teacher_ms, unstable,
+        "onnxruntime 1.20.1", teacher_ms, unstable, judged,
     )  # fmt: skip
 
 
@@ -85,7 +85,7 @@ def test_a_latency_target_is_checked_against_the_benchmarks_figure_of_the_traine
 
     # met at step 2 (0.28 ms); the benchmark later ran the machine 1.9x slower: the student at 0.45 ms, the
     # teacher at 0.60 against 0.314 at step 0
-    steps = [_timed(0, 100, 0.314, None), _timed(1, 70, 0.305, 0.33), _timed(2, 50, 0.28, 0.32, True)]
+    steps = [_timed(0, 100, 0.314, None), _timed(1, 70, 0.305, 0.33), _timed(2, 50, 0.28, 0.32, True, None, 0.2748)]
     records = [
         ArtifactRecord("student_onnx", "done", "export/student.onnx", latency=figure(0.45)),
         ArtifactRecord("teacher_onnx", "done", "export/teacher.onnx", latency=figure(0.60)),
@@ -99,7 +99,7 @@ def test_a_latency_target_is_checked_against_the_benchmarks_figure_of_the_traine
     )  # fmt: skip
     blocks = pruning_blocks(RunSection("run", "/r", pruning=steps, prune_check=check), "")
     text = next(b[1] for b in blocks if b[0] == "p" and "Latency target" in b[1])
-    assert "**Latency target 0.3 ms on local: met at step 2 (0.280 ms).**" in text
+    assert "**Latency target 0.3 ms on local: met at step 2 (0.275 ms at step 0's speed, 0.280 ms as timed).**" in text
     assert "`student_onnx` at 0.450 ms (p50, batch 1): over the target" in text
     assert "`teacher_onnx` took 0.600 ms against 0.314 ms at step 0: the machine ran 91% slower" in text
     assert "the student runs in 0.75× the teacher's time (0.88× at its step)" in text

@@ -114,7 +114,9 @@ def test_latency_target_stops_at_the_first_step_that_meets_it(tiny_pipeline, tmp
         assert ("target: latency_ms" in msg and "not met after 3 steps" in msg) or "already runs in" in msg, msg
         return
     steps = prune_steps(m.stage("prune").metrics)
-    met = [s.step for s in steps[1:] if s.latency_ms <= teacher_ms * 0.8]
+    # judged at step 0's machine speed: the share of the teacher timed beside it, times the teacher's step-0 figure
+    assert all(s.judged_ms == pytest.approx(s.of_teacher * steps[0].latency_ms) for s in steps[1:])
+    met = [s.step for s in steps[1:] if s.judged_ms <= teacher_ms * 0.8]
     assert steps[-1].met_target and steps[-1].step == met[0]  # the least pruning that meets it, then it stopped
     assert all(not s.met_target for s in steps[1:-1])
     # each step's candidate was timed with the teacher's file in the same rounds: the ratio is free of drift

@@ -362,9 +362,7 @@ def validate(pipeline: Path = typer.Argument(..., help="pipeline.yaml")) -> None
     except EdgekdError as e:
         _fail(e)
         return
-    student = (
-        cfg.student.model or f"{cfg.teacher.model} pruned to {cfg.student.prune.target.model_dump(exclude_none=True)}"
-    )
+    student = cfg.student.model or f"{cfg.teacher.model} pruned to {cfg.student.prune.target.text()}"
     if cfg.student.auto:
         device = cfg.scout.devices[0]
         student = f"auto (the scout's pick within {cfg.benchmark.budget.latency_ms[device]:g} ms on {device})"

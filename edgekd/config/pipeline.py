@@ -251,6 +251,12 @@ class PruneTarget(Section):
     def kind(self) -> str:
         return next(k for k in ("macs", "params", "latency_ms") if getattr(self, k) is not None)
 
+    def text(self) -> str:
+        """The target in words: `0.5 of its MACs`, `0.4 ms at batch 1 on local`."""
+        if self.latency_ms is not None:
+            return f"{self.latency_ms:g} ms at batch 1 on {self.device}"
+        return f"{getattr(self, self.kind):g} of its {'MACs' if self.kind == 'macs' else 'parameters'}"
+
 
 class PruneConfig(Section):
     """The student is the teacher with whole channels removed (Torch-Pruning), step by step, each step

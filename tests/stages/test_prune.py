@@ -45,6 +45,11 @@ def test_a_timing_device_devices_yaml_does_not_define_stops_the_run_before_the_t
         assert result.exit_code == 2 and message.startswith("error: student.prune.target.device: "), message
         assert says in message and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert Manifest(tmp_path / "run").stage("teacher") is None
+    known = f"target: {{latency_ms: 1.0, device: orin, devices_file: {devices}}}, recover_epochs: 0"
+    result = CliRunner().invoke(app, ["validate", str(_prune_pipeline(tiny_pipeline, known, name="ok.yaml"))])
+    # the target in words, not a dict's repr
+    said = " ".join(result.stdout.split())
+    assert result.exit_code == 0 and "student resnet8 pruned to 1 ms at batch 1 on orin" in said, said
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from edgekd.errors import EdgekdError
 from edgekd.models import ModelSpec, count_params, model_names
 from edgekd.models.registry import TIMM_PREFIX
 from edgekd.models.structure import structure_of
+from edgekd.ondevice.text import did_you_mean
 from edgekd.prune.pruner import StepSettings, choose_share, cut, size_of
 
 DEFAULT_SHARES = (0.5, 0.25)
@@ -49,6 +50,19 @@ def share_of(name: str) -> float | None:
 def file_name(name: str) -> str:
     """A candidate as a plain name (for files, folders and bench records): `prune/0.5` -> `prune-0.5`."""
     return name.replace("/", "-")
+
+
+def check_names(names: list[str], field: str = "scout.candidates") -> None:
+    """Every candidate is a registry name, `timm/<name>` or `prune/<share>`: a misspelt name is a one-line error
+    naming its place in `field`, before anything is built (a candidate that fails to build stays in the table)."""
+    known = model_names()
+    for i, name in enumerate(names):
+        if name.startswith(TIMM_PREFIX) or share_of(name) is not None or name in known:
+            continue
+        raise EdgekdError(
+            f"{field}[{i}]: unknown model {name!r}; {did_you_mean(name, known)}valid: a registry name "
+            f"({', '.join(known)}), `{TIMM_PREFIX}<name>` (timm installed) or `{PRUNE_CANDIDATE}<share>`"
+        )
 
 
 def unavailable(name: str) -> str | None:

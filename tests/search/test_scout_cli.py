@@ -49,3 +49,16 @@ def test_a_device_devices_yaml_does_not_define_is_one_line(tiny_pipeline, tmp_pa
     message = " ".join(result.stderr.split())
     assert "error: scout device 'xavier': " in message and "no device named 'xavier'" in message
     assert "defined devices: orin" in message
+
+
+def test_a_misspelt_candidate_is_one_line_naming_its_place_before_anything_is_built(tiny_pipeline, tmp_path):
+    """A name the scout cannot build is the user's typo, not a candidate that failed: `edgekd scout`, `validate`
+    and a run of `student.model: auto` all stop on it (a candidate that fails to build stays in the table)."""
+    path = tiny_pipeline(extra="scout:\n  candidates: [resnet8, prune/0.5, timm/resnet18, resnet88]\n")
+    for args in (["scout", str(path), "--run-dir", str(tmp_path / "run")], ["validate", str(path)]):
+        result = CliRunner().invoke(app, args)
+        message = " ".join(result.stderr.split())
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+        assert message.startswith("error: scout.candidates[3]: unknown model 'resnet88'; did you mean"), message
+        assert "`timm/<name>` (timm installed) or `prune/<share>`" in message
+    assert not (tmp_path / "run" / "scout").exists()  # nothing was built or timed

@@ -4,7 +4,6 @@ their reason, a rerun served from the cache, the choice within the budget, and t
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -29,9 +28,7 @@ def _scout(run: RunDir, names: list[str], budget: float = 1000.0) -> ScoutTable:
 def test_a_candidate_that_fails_stays_in_the_table_and_a_rerun_is_served_from_the_cache(tmp_path):
     run = RunDir(tmp_path)
     names = ["resnet8", "no_such_net", "timm/resnet18", "prune/0.5"]
-    t0 = time.perf_counter()
     first = _scout(run, names)
-    took = time.perf_counter() - t0
     assert [e.candidate for e in first.entries] == names  # the order asked for, failures included
     ok, bad, timm, pruned = first.entries
     assert ok.status == "done" and ok.p50_ms > 0 and ok.params == 77754 and ok.macs > 0 and ok.within_budget
@@ -44,9 +41,7 @@ def test_a_candidate_that_fails_stays_in_the_table_and_a_rerun_is_served_from_th
     assert ScoutTable.from_dict(json.loads(run.scout_table("local").read_text())) == first
     assert run.scout_plot("local").read_bytes()[:4] == b"\x89PNG"
 
-    t0 = time.perf_counter()
-    again = _scout(run, names)
-    assert time.perf_counter() - t0 < took
+    again = _scout(run, names)  # served from the cache: the entries say so (speed is benchmarks/' business)
     timed = [e for e in again.entries if e.status == "done"]
     assert [e.candidate for e in timed] == ["resnet8", "prune/0.5"] and all(e.cached for e in timed)
     assert [e.latency for e in timed] == [ok.latency, pruned.latency]  # the same figures

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,20 +22,17 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_quickstart_lists_at_least_eight_timed_candidates_and_a_rerun_is_cached(tmp_path):
     cmd = [sys.executable, "-m", "edgekd.cli", "scout", str(ROOT / "pipelines" / "quickstart.yaml")]
     cmd += ["--run-dir", str(tmp_path / "run")]
-    runs = []
+    tables = []
     for _ in range(2):
-        t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        runs.append(time.perf_counter() - t0)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "scout · local · onnxruntime" in done.stdout and "saved: " in done.stdout
-        table = ScoutTable.from_dict(json.loads(RunDir(tmp_path / "run").scout_table("local").read_text()))
-        if len(runs) == 1:
-            first = table
+        tables.append(ScoutTable.from_dict(json.loads(RunDir(tmp_path / "run").scout_table("local").read_text())))
+    first, table = tables
     timed = first.timed()
     assert len(timed) >= 8 and all(e.p50_ms > 0 and e.macs and e.params for e in timed)
     assert {"prune/0.5", "prune/0.25"} <= {e.candidate for e in timed}  # the defaults: smaller models, pruned teachers
-    assert all(e.cached for e in table.timed()) and runs[1] < runs[0] / 2, runs
+    assert not any(e.cached for e in timed) and all(e.cached for e in table.timed())  # the rerun timed nothing
     assert [(e.candidate, e.latency) for e in table.timed()] == [(e.candidate, e.latency) for e in timed]
 
 

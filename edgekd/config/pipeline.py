@@ -292,6 +292,12 @@ class PruneConfig(Section):
         description="Per-step channel share removed from these module paths, instead of the searched one.",
     )
     recover_epochs: int = Field(1, ge=0, description="Epochs of distillation after each step.")
+    recover_lr: PositiveFloat | None = Field(
+        None,
+        description="Learning rate of each step's recovery (default: distill.lr). A tenth of it keeps each step's "
+        "network working; lower distill.lr with it, or the distill stage's first epochs undo the recovery "
+        "(docs/pruning.md).",
+    )
     timing: TimingConfig = Field(
         default_factory=TimingConfig,
         description="How each step's candidate is timed on `local` (batch 1; `batch_sizes` is not used); a device "

@@ -127,7 +127,9 @@ class PruneStage:
         t_val, val_labels = predict(teacher, data.val, ctx.config.data.eval_batch_size, ctx.device)
         t_top1 = evaluate(t_val, val_labels)["val_top1"]
         steps = [PruneStep(0, 0.0, base.macs, base.params, 1.0, 1.0, val_top1=t_top1, **lat0)]
-        recover = ctx.config.distill.model_copy(update={"epochs": prune.recover_epochs})
+        recover = ctx.config.distill.model_copy(
+            update={"epochs": prune.recover_epochs, "lr": prune.recover_lr or ctx.config.distill.lr}
+        )
         for k in range(1, prune.steps + 1):
             if target.latency_ms is None:
                 share = getattr(target, kind)

@@ -59,12 +59,15 @@ def test_pruned_teacher_goes_through_distill_baseline_export_benchmark_and_repor
         "baseline: {enabled: true}\nqat: {enabled: false}\ndynamic_quant: {enabled: false}\n"
         "export: {teacher: false, fp16_onnx: false, torchscript: 'off'}\ntensorrt: {enabled: false}\n"
     )
-    prune = "target: {macs: 0.6}, steps: 2, round_to: 2, recover_epochs: 1"
+    prune = "target: {macs: 0.6}, steps: 2, round_to: 2, recover_epochs: 1, recover_lr: 0.0123"
     path = _prune_pipeline(tiny_pipeline, prune, extra)
     run_dir = tmp_path / "run"
     m = Runner(load_pipeline(path), all_stages(), run_dir).run()
     rec = m.stage("prune")
     steps = prune_steps(rec.metrics)
+    for k in (1, 2):  # each step recovered at its own rate, the distill stage at distill.lr
+        (epoch,) = [json.loads(line) for line in (run_dir / "prune" / f"step{k}" / "metrics.jsonl").open()]
+        assert epoch["lr"] == 0.0123, epoch
     assert [s.step for s in steps] == [0, 1, 2] and steps[-1].met_target and steps[-1].macs_share <= 0.6
     for prev, s in zip(steps, steps[1:]):  # no step removes more than a third
         assert 2 / 3 * prev.macs <= s.macs < prev.macs and s.latency_ms > 0 and s.val_top1 is not None
@@ -78,6 +81,7 @@ def test_pruned_teacher_goes_through_distill_baseline_export_benchmark_and_repor
     assert pruned.layer3[0].conv1.out_channels < 64  # layer3 was cut: the hint goes through an adapter
     epochs = [json.loads(line) for line in (run_dir / m.stage("distill").artifacts["distill_metrics"].path).open()]
     assert m.stage("distill").metrics["feature_pairs"] == 1 and all(e["feat0_hint"] > 0 for e in epochs)
+    assert epochs[0]["lr"] == 0.1  # distill.lr: recover_lr is the recovery's alone
     assert m.stage("export").metrics["artifacts"]["student_onnx"]["parity"]["top1_agreement"] >= 0.99
     proto = onnx.load(str(run_dir / m.stage("export").artifacts["student_onnx"].path))
     sizes = {i.name: i.dims[0] for i in proto.graph.initializer}

@@ -20,7 +20,7 @@ from edgekd.rundir import RunDir
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow, pytest.mark.tensorrt, pytest.mark.usefixtures("engine_cache_dir")]
 
-CANDIDATES = ["resnet8", "prune/0.5", "no_such_net"]
+CANDIDATES = ["resnet8", "prune/0.5", "squeezenet1_1"]  # squeezenet's pooling needs more than 16x16: it fails
 
 
 def scout(*args):
@@ -56,7 +56,7 @@ def test_candidates_are_timed_as_engines_on_the_device_and_a_rerun_is_cached(
         assert entry.status == "done" and entry.p50_ms > 0 and entry.within_budget and not entry.cached
         assert entry.artifact in ("onnx_file_trt_fp16", "onnx_file_trt_int8")  # the fastest engine is judged
         assert entry.runtime == "tensorrt-standin 8.5.2-standin" and entry.macs and entry.params
-    assert bad.status == "failed" and "unknown model 'no_such_net'" in bad.reason
+    assert bad.status == "failed" and "Output size is too small" in bad.reason, bad.reason  # kept, with its reason
     assert table.settings["warmup"] == 1 and table.settings["repeats"] == 1  # the device's benchmark settings
 
     shipped = run.scout_device_dir("orin")  # its own folder: the run's bench/ stays the run's

@@ -282,13 +282,13 @@ def scout(
         from edgekd.data.preprocessing import data_inputs
         from edgekd.manifest import read_manifest
         from edgekd.models import ModelSpec, load_model
-        from edgekd.preflight import check_candidates
+        from edgekd.search.candidates import check_names
         from edgekd.search.scout import scout_devices, settings_for, targets
 
         devices = [check_name(d, "--device") for d in device] or cfg.scout.devices
         devices_file = devices_file or cfg.scout.devices_file
         targets(devices, devices_file)  # an unknown device, or a misspelt candidate, is refused before the data loads
-        check_candidates(cfg)
+        check_names(cfg.scout.candidates)
         trained = read_manifest(runner.rundir).vouched().get("teacher")  # its spec is what the scout stage cuts
         teacher = load_model(trained)[1] if trained is not None else None
         if (

@@ -151,7 +151,7 @@ class RunContext:
         cfg = self.config
         return TrainEnv(
             work_dir=work_dir or self.stage_dir,
-            key=f"{self.key}/{self.inputs_digest}" if self.inputs_digest else self.key,
+            key=f"{self.key}/{self.inputs_digest}",
             seed=cfg.seed,
             batch_size=cfg.data.batch_size,
             eval_batch_size=cfg.data.eval_batch_size,

@@ -52,7 +52,9 @@ def check_pipeline(cfg: PipelineConfig, local_files: bool = False) -> None:
         from edgekd.search.scout import targets
 
         targets(cfg.scout.devices, cfg.scout.devices_file)
-    check_candidates(cfg)
+    from edgekd.search.candidates import check_names
+
+    check_names(cfg.scout.candidates)  # a misspelt candidate: before anything is built
     if cfg.qat.enabled and cfg.qat.keep_float:  # found here, not after the teacher and the student have trained
         from edgekd.quant.qat import check_keep_float
 
@@ -61,13 +63,6 @@ def check_pipeline(cfg: PipelineConfig, local_files: bool = False) -> None:
         from edgekd.data.scan import scan_imagefolder
 
         scan_imagefolder(cfg.data.root, cfg.data.on_bad_image)
-
-
-def check_candidates(cfg: PipelineConfig) -> None:
-    """The scout's candidates are names it can build (`edgekd scout` and `student.model: auto`)."""
-    from edgekd.search.candidates import check_names
-
-    check_names(cfg.scout.candidates)
 
 
 def _regular_file(path: Path, field: str, what: str) -> None:

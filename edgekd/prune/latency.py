@@ -1,8 +1,9 @@
 """A pruning candidate's latency, measured the way the benchmark measures the student's ONNX file.
 
 The candidate is exported to ONNX (edgekd.export, as the export stage does) and timed at batch 1, in the same
-interleaved rounds as the unpruned teacher's file, by a timer the prune stage hands in (edgekd.fleet.timing: ONNX Runtime here with the benchmark's harness, or shipped to a
-device and judged on the row the report judges there), so pruning and the scout time candidates with one code.
+interleaved rounds as the unpruned teacher's file, by a timer the prune stage hands in (edgekd.fleet.timing: ONNX
+Runtime here with the benchmark's harness, or shipped to a device and judged on the row the report judges there),
+so pruning and the scout time candidates with one code.
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ def time_candidate(
     batch = np.ascontiguousarray(example[:1].cpu().numpy(), dtype=np.float32)
     files = {onnx_path.stem: onnx_path} | ({reference.stem: reference} if reference is not None else {})
     records, _ = timer(files, batch, settings._replace(batch_sizes=(1,)), log)
-    rec, latency = _timed(records[onnx_path.stem], onnx_path)
-    ref = _timed(records[reference.stem], reference)[1] if reference is not None else None
-    return rec, latency, ref
+    rec = records[onnx_path.stem]
+    ref = _latency(records[reference.stem], reference) if reference is not None else None
+    return rec, _latency(rec, onnx_path), ref
 
 
-def _timed(rec: ArtifactRecord, path: Path) -> tuple[ArtifactRecord, Latency]:
+def _latency(rec: ArtifactRecord, path: Path) -> Latency:
     latency = rec.latency_at(1) if rec.status == "done" else None
     if latency is None:
         raise EdgekdError(f"student.prune.target.device: {path.name} could not be timed: {rec.reason}")
-    return rec, latency
+    return latency

@@ -421,12 +421,8 @@ def prune_check(steps: list[PruneStep], target_ms: float | None, benches: list[B
     teacher_artifact = artifact.replace("student", "teacher", 1)
     teacher = _figure(bench, teacher_artifact, 1) if teacher_artifact in catalog.BY_ID else None
     if teacher is not None and steps[0].latency_ms is not None:
-        check.teacher_artifact, check.teacher_ms, check.teacher_spread = (
-            teacher_artifact,
-            teacher.p50_ms,
-            teacher.spread,
-        )
-        check.teacher_then_ms = steps[0].latency_ms
+        check.teacher_artifact, check.teacher_then_ms = teacher_artifact, steps[0].latency_ms
+        check.teacher_ms, check.teacher_spread = teacher.p50_ms, teacher.spread
     return check
 
 

@@ -666,12 +666,11 @@ def _judged(check: PruneCheck) -> str:
 
 def _prune_check(check: PruneCheck) -> str:
     """The latency target against the benchmark's figure of the trained student, and how the machine moved."""
-    b = check.batch_size
     head = (
         f"**Latency target {check.target_ms:g} ms on {check.device}: "
         + (f"{'met' if check.met else 'not met'} at step {check.step} ({_judged(check)})")
         + f".** The benchmark timed the trained student's `{check.artifact}` at {check.bench_ms:.3f} ms (p50, "
-        f"batch {b}): {'within' if check.bench_ms <= check.target_ms else 'over'} the target."
+        f"batch 1): {'within' if check.bench_ms <= check.target_ms else 'over'} the target."
     )
     if check.teacher_ms is None or check.teacher_then_ms is None:
         return head

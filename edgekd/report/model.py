@@ -195,8 +195,7 @@ class PruneCheck:
     judged_ms: float | None  # ...and at step 0's machine speed, which the target was judged on
     step_share: float | None  # that step's latency as a share of the teacher's in the same rounds
     artifact: str  # the trained student's row in the benchmark (student_onnx, or a device's engine row)
-    bench_ms: float
-    batch_size: int = 1
+    bench_ms: float  # at batch 1, as the steps were timed
     teacher_artifact: str | None = None
     teacher_ms: float | None = None  # the teacher's figure in the benchmark's rounds
     teacher_spread: float = 0.0

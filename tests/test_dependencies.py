@@ -104,3 +104,22 @@ def test_the_check_finds_an_undeclared_import_and_an_unguarded_optional_one():
     assert _guarded(tree, modules["onnxslim"]) and not _guarded(tree, modules["safetensors"])
     core, _ = _declared()
     assert "click" not in core and "torch" in core
+
+
+def test_torchvision_and_scikit_learn_load_only_where_a_run_uses_them():
+    """Every `edgekd` process pays for what it imports: torchvision loads torch._dynamo (2-3 s) and scikit-learn
+    takes about 2 s. The CLI, the runner and every stage import neither; a torchvision model, ImageFolder data or
+    augmentation loads torchvision where it is used, and the digits come from scikit-learn's file."""
+    import subprocess
+
+    stages = ", ".join(f"edgekd.stages.{p.stem}" for p in (ROOT / "edgekd" / "stages").glob("*.py"))
+    code = (
+        f"import sys, edgekd.cli, edgekd.pipeline, {stages}\n"
+        "from edgekd.config import DataConfig\n"
+        "from edgekd.data.datasets import load_data\n"
+        "load_data(DataConfig(image_size=16), seed=0)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torchvision', 'sklearn'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout

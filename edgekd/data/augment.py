@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch.nn import functional as F
 
 from edgekd.config import AugmentConfig
@@ -46,6 +45,8 @@ def _frac(top: float) -> float:
 
 def _randaugment_op(name: str, sign: float, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """The op with torchvision's RandAugment magnitudes, for uint8 (N, C, H, W) images of side `size`."""
+    import torchvision.transforms.v2.functional as TF  # here: importing torchvision takes 2-3 s (torch._dynamo)
+
     shear = math.degrees(math.atan(_frac(0.3))) * sign
     shift = int(_frac(150.0 / 331.0 * size) * sign)
     factor = 1.0 + _frac(0.9) * sign

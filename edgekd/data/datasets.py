@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -284,14 +285,28 @@ def _inputs(cfg: DataConfig, inputs: InputSpec | None, channels: int) -> InputSp
     return inputs.fit_channels(channels)
 
 
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as `load_digits()` gives them: images (1797, 8, 8) of 0..16 and labels 0..9. Read
+    from the file scikit-learn ships, without importing it (`import sklearn` alone takes about 2 s)."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise EdgekdError("data.dataset: digits needs scikit-learn, which is not installed: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():  # a scikit-learn that keeps the file elsewhere
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.images, d.target
+    table = np.loadtxt(path, delimiter=",")  # 64 pixels, then the label, per row: what load_digits reads
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+
+
 def _digits(
     cfg: DataConfig, seed: int, size: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)  # (1797, 1, 8, 8) in [0, 1]
-    y = torch.from_numpy(d.target.astype(np.int64))
+    images, labels = digits_arrays()
+    x = torch.from_numpy(images.astype(np.float32) / 16.0).unsqueeze(1)  # (1797, 1, 8, 8) in [0, 1]
+    y = torch.from_numpy(labels.astype(np.int64))
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     n_val = int(round(len(y) * cfg.val_fraction))

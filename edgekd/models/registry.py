@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-import torchvision.models as tvm
 from torch import nn
 
 from edgekd.errors import EdgekdError
@@ -105,6 +104,8 @@ def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     if name in _CIFAR:
         return _CIFAR[name](num_classes=num_classes, in_channels=in_channels)
     if name in _TORCHVISION:
+        import torchvision.models as tvm  # here, not at the top: importing torchvision takes 2-3 s (torch._dynamo)
+
         builder: Callable[..., nn.Module] = getattr(tvm, name)
         model = builder(weights=None, num_classes=num_classes)
         _adapt_in_channels(model, in_channels)

@@ -20,18 +20,18 @@ the same quantizers the ONNX file will have:
 from __future__ import annotations
 
 import operator
+import sys
 
 import torch
 import torch.fx
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from edgekd.errors import EdgekdError
 from edgekd.ondevice.text import first_line
 from edgekd.quant.fake_quant import ActivationQuantizer, QuantConv2d, QuantLinear
 
 WEIGHTED = (nn.Conv2d, nn.Linear)
-PASS_THROUGH = (nn.BatchNorm2d, nn.Identity, StochasticDepth, nn.Dropout)  # between a weighted layer and an Add
+PASS_THROUGH = (nn.BatchNorm2d, nn.Identity, nn.Dropout)  # between a weighted layer and an Add (+ StochasticDepth)
 ADDS = {operator.add, operator.iadd, torch.add}
 CATS = {torch.cat, torch.concat}
 RESIDUAL_PREFIX = "residual_quantizer_"
@@ -43,8 +43,15 @@ class QuantTracer(torch.fx.Tracer):
     branches on mode flags that must stay live, not be frozen at trace time)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        leaves = (StochasticDepth, ActivationQuantizer, QuantConv2d, QuantLinear)
+        leaves = (*_stochastic_depth(), ActivationQuantizer, QuantConv2d, QuantLinear)
         return isinstance(m, leaves) or super().is_leaf_module(m, qualname)
+
+
+def _stochastic_depth() -> tuple[type, ...]:
+    """torchvision's StochasticDepth, where torchvision is loaded: no model holds one otherwise, and importing
+    torchvision only to ask costs 2-3 s (it loads torch._dynamo)."""
+    ops = sys.modules.get("torchvision.ops")
+    return (ops.StochasticDepth,) if ops is not None else ()
 
 
 def trace(model: nn.Module) -> torch.fx.GraphModule:
@@ -113,6 +120,7 @@ def _is_skip_add(node: torch.fx.Node, dynamic: set[torch.fx.Node]) -> bool:
 
 def _from_weighted(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Whether `node` is a Conv/Linear output, possibly through BatchNorm, Identity, StochasticDepth, Dropout."""
-    while node.op == "call_module" and isinstance(modules.get(node.target), PASS_THROUGH):
+    passing = (*PASS_THROUGH, *_stochastic_depth())
+    while node.op == "call_module" and isinstance(modules.get(node.target), passing):
         node = node.args[0]
     return node.op == "call_module" and isinstance(modules.get(node.target), WEIGHTED)

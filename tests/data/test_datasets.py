@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from edgekd.config import DataConfig
-from edgekd.data.datasets import load_data
+from edgekd.data.datasets import digits_arrays, load_data
 from edgekd.errors import EdgekdError
 
 
@@ -18,6 +18,14 @@ def test_digits_split_is_fixed_and_normalised():
     assert xa.shape == (50, 1, 16, 16) and np.array_equal(xa, xb) and np.array_equal(ya, yb)
     x, _, _ = next(a.train.batches(512))
     assert abs(float(x.mean())) < 0.5 and 0.5 < float(x.std()) < 1.5
+
+
+def test_digits_read_from_scikit_learns_file_are_what_load_digits_gives():
+    from sklearn.datasets import load_digits
+
+    images, labels = digits_arrays()
+    d = load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, d.images) and np.array_equal(labels, d.target)
 
 
 def test_digits_as_rgb():

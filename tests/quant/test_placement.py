@@ -49,3 +49,18 @@ def test_the_checker_names_a_skip_add_without_residual_qdq(tmp_path):
     onnx.save(m, str(tmp_path / "bad.onnx"))
     with pytest.raises(EdgekdError, match=rf"Add '{add.name}': skip Add without Q/DQ on its residual input"):
         inspect_qdq(tmp_path / "bad.onnx")
+
+
+def test_stochastic_depth_stays_one_module_call_in_a_training_trace():
+    """A trace taken in training mode (QAT) keeps torchvision's StochasticDepth as a call, not its random draw
+    frozen at trace time; placement looks up the class only once torchvision is loaded (a lazy import)."""
+    from torchvision.ops import StochasticDepth
+
+    from edgekd.quant.placement import trace
+
+    model = build_model("efficientnet_b0", 10, 1).train()
+    gm = trace(model)
+    depth = [
+        n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), StochasticDepth)
+    ]
+    assert len(depth) == ADDS["efficientnet_b0"]  # one per residual block, the blocks that skip

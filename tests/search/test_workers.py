@@ -34,6 +34,11 @@ def _worker(path, storage, run_dir):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _mid_trial(study) -> list[int]:
+    """The trials that are running and have reported an epoch."""
+    return [t.number for t in study.get_trials() if t.state.name == "RUNNING" and t.intermediate_values]
+
+
 def run_shared_study(path, storage, tmp_path):
     """Worker A is killed mid-trial; workers B and C, started at once, finish the study."""
     optuna = optuna_module()
@@ -46,14 +51,18 @@ def run_shared_study(path, storage, tmp_path):
         if names:
             study = optuna.load_study(study_name=names[0], storage=open_storage(storage, tmp_path, cfg.sweep))
             # mid-trial: a running trial has reported an epoch and has more to train (a finished trial's metrics
-            # file would not do: A could be between trials, in one that never started, which is failed, not retried)
-            if any(t.state.name == "RUNNING" and t.intermediate_values for t in study.get_trials()):
-                break
+            # file would not do: A could be between trials, in one that never started, which is failed, not retried).
+            # Looked at again with A stopped: between the first look and a kill, A may finish that trial (CI did).
+            if _mid_trial(study):
+                a.send_signal(signal.SIGSTOP)
+                if _mid_trial(study):
+                    break
+                a.send_signal(signal.SIGCONT)
         time.sleep(0.5)
     assert a.poll() is None, a.stdout.read()
     a.send_signal(signal.SIGKILL)
     a.wait()
-    killed = [t.number for t in study.get_trials() if t.state.name == "RUNNING" and t.intermediate_values]
+    killed = _mid_trial(study)
     assert killed, "worker A was killed outside a trial it had started"
     b, c = _worker(path, storage, tmp_path / "b"), _worker(path, storage, tmp_path / "c")
     outs = [p.communicate(timeout=300)[0] for p in (b, c)]

@@ -129,7 +129,7 @@ def _tie_note(best: Row, tied: list[Row], batch: int) -> str:
         why = "the most accurate of them"
     else:
         same = ", ".join(r.id for r in others if r.top1 == best.top1)
-        why = f"as accurate as {same} and simpler (fp32 ONNX, then fp16, dynamic int8, Q/DQ int8, then engines)"
+        why = f"accurate as {same} and simpler (fp32 ONNX, then fp16, dynamic int8, Q/DQ int8, then engines)"
     return (
         f"{figures} tie at batch {batch}: their p50 differ by no more than their round spread (up to {spread:.0%}), "
         f"so {best.id} is recommended as {why}"

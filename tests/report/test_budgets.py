@@ -143,7 +143,10 @@ def test_tied_artifacts_of_equal_accuracy_go_to_the_simpler_one(tmp_path: Path) 
     )
     local = write_report([run], run / "report", BudgetConfig()).report.devices[0]
     assert local.recommendation == "student_onnx"
-    assert "as accurate as student_qat_onnx, student_dynamic_int8_onnx and simpler" in local.recommendation_note
+    assert (
+        "is recommended as accurate as student_qat_onnx, student_dynamic_int8_onnx and simpler"
+        in local.recommendation_note
+    )
     # among engines: fp16 before int8
     engines = {"student_trt_fp16": noisy(1.0, 0.08), "student_qat_trt_int8": noisy(0.95, 0.08)}
     write_bench(run, "orin", "jetson-orin-nano", [record(i, 90.0, {1: r}, "orin") for i, r in engines.items()])

@@ -28,25 +28,32 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(int(share))
 
 
-# The longest tests and about what each costs, in seconds on one of CI's two workers (`.ci/run`'s --durations on an
-# idle 2-core AMD EPYC VM, 2026-12-07). The longest prefix that matches a test gives its cost.
+# The longest tests and about what each costs, in seconds on one of CI's two workers (`.ci/run`'s --durations on a
+# 2-core AMD EPYC VM, 2026-12-07, one that ran CI in 1,304 s). The longest prefix that matches a test gives its cost.
 PTQ = "tests/quant/test_ptq_agreement.py::test_ptq_onnx_picks_the_fake_quant_class"
 LONGEST: dict[str, float] = {
-    "tests/test_quickstart.py": 145,
-    f"{PTQ}[resnet101]": 81,
-    f"{PTQ}[resnet50]": 75,
-    "tests/test_distributed.py::test_one_node_two_processes_and_two_nodes_train_alike": 71,
-    f"{PTQ}[convnext_tiny]": 60,
-    f"{PTQ}[efficientnet_b1]": 52,
-    "tests/search/test_scout_cli.py::test_the_quickstart_lists_at_least_eight_timed_candidates": 48,
-    "tests/hardening/test_kill_resume.py": 48,
-    "tests/test_distributed.py::test_a_node_that_dies_mid_epoch": 47,
-    "tests/test_keys.py::test_each_change_reruns_exactly_its_downstream_stages": 46,
-    f"{PTQ}[resnet32x4]": 34,
-    f"{PTQ}[efficientnet_b0]": 30,
-    f"{PTQ}[resnet110]": 29,
-    "tests/stages/test_sweep.py::test_a_sweep_under_nproc": 29,
-    "tests/fleet/test_bench_file_ship.py": 27,
+    f"{PTQ}[resnet101]": 199,
+    f"{PTQ}[efficientnet_b1]": 180,
+    "tests/test_quickstart.py": 141,
+    f"{PTQ}[convnext_tiny]": 108,
+    f"{PTQ}[resnet50]": 107,
+    f"{PTQ}[efficientnet_b0]": 92,
+    "tests/test_distributed.py::test_one_node_two_processes_and_two_nodes_train_alike": 82,
+    "tests/fleet/test_bench_file_ship.py": 74,
+    "tests/hardening/test_kill_resume.py": 68,
+    "tests/search/test_scout_cli.py::test_the_quickstart_lists_at_least_eight_timed_candidates": 61,
+    "tests/test_keys.py::test_each_change_reruns_exactly_its_downstream_stages": 59,
+    f"{PTQ}[resnet32x4]": 53,
+    f"{PTQ}[mnasnet0_5]": 53,
+    f"{PTQ}[resnet34]": 52,
+    "tests/quant/test_sensitivity_cli.py": 47,
+    "tests/test_distributed.py::test_a_node_that_dies_mid_epoch": 45,
+    f"{PTQ}[regnet_x_400mf]": 40,
+    "tests/fleet/test_ship_standin.py": 39,
+    f"{PTQ}[resnet110]": 39,
+    "tests/test_pipeline.py::test_killed_run_resumes_to_the_same_student": 36,
+    "tests/search/test_workers.py::test_workers_share_a_study_on_a_real_postgresql_server": 35,
+    "tests/stages/test_sweep.py::test_a_sweep_under_nproc": 33,
     "tests/test_distributed.py": 25,
     PTQ: 20,
 }

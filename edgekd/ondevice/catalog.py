@@ -148,6 +148,25 @@ def made_by(stage: str) -> Tuple[str, ...]:
     return tuple(a.id for a in ARTIFACTS if a.stage == stage)
 
 
+def counterpart(artifact_id: str, model: str) -> Optional[str]:
+    """The row that holds for `model` (a model kind: teacher, student, baseline, file) what `artifact_id` holds for
+    its own: the one row of that model with the same runtime and precision, built from the counterpart of its source
+    (student_trt_fp16 -> teacher_trt_fp16, onnx_file_trt_fp16 -> student_trt_fp16); None where there is no such row,
+    or several (the student's int8 ONNX files are QAT and PTQ: onnx_file_int8 has no one counterpart)."""
+    row = get(artifact_id)
+    if row.model == "none" or row.model == model:
+        return None
+    source = counterpart(row.source, model) if row.source else None
+    if row.source and source is None:
+        return None
+    found = [
+        a.id
+        for a in ARTIFACTS
+        if a.model == model and (a.runtime, a.precision) == (row.runtime, row.precision) and a.source == source
+    ]
+    return found[0] if len(found) == 1 else None
+
+
 def per_file(artifact_id: str) -> bool:
     """Whether the row is one of an ONNX file given to `edgekd bench` (its path and record name the file)."""
     return "{name}" in get(artifact_id).file

@@ -335,11 +335,10 @@ ONNX Runtime is what the scout times on `local`; on a device, the student's coun
 (its `onnx_file_trt_fp16` is the student's `student_trt_fp16`)."""
 
 
-def scouted(entry_artifact: str | None) -> str:
-    """The student artifact that corresponds to the row a scout figure is of (SCOUTED)."""
-    if entry_artifact is None or entry_artifact == "onnx_file":
-        return SCOUTED
-    return entry_artifact.replace("onnx_file", "student", 1)
+def scouted(entry_artifact: str | None) -> str | None:
+    """The student artifact that corresponds to the row a scout figure is of (SCOUTED where it names none); None
+    where the student has no one such row."""
+    return catalog.counterpart(entry_artifact, "student") if entry_artifact is not None else SCOUTED
 
 
 def _figure(bench: BenchDoc | None, artifact: str, batch_size: int) -> Latency | None:
@@ -369,8 +368,8 @@ def scout_check(choice: ScoutChoice, benches: list[BenchDoc]) -> ScoutCheck | No
     entry = table.entry(choice.chosen)
     artifact = scouted(entry.artifact if entry is not None else None)
     bench = next((b for b in benches if b.device == table.device or (table.device == LOCAL and b.kind == "host")), None)
-    trained = _figure(bench, artifact, table.batch_size) if artifact in catalog.BY_ID else None
-    if entry is None or entry.latency is None or trained is None:
+    trained = _figure(bench, artifact, table.batch_size) if artifact is not None else None
+    if entry is None or entry.latency is None or artifact is None or trained is None:
         return None
     scout = entry.latency
     retimed = _figure(bench, RETIMED, table.batch_size) if table.device == LOCAL else None
@@ -404,8 +403,8 @@ def prune_check(steps: list[PruneStep], target_ms: float | None, benches: list[B
     device = last.device
     bench = next((b for b in benches if b.device == device or (device == LOCAL and b.kind == "host")), None)
     artifact = scouted(last.artifact)
-    trained = _figure(bench, artifact, 1) if artifact in catalog.BY_ID else None
-    if trained is None:
+    trained = _figure(bench, artifact, 1) if artifact is not None else None
+    if artifact is None or trained is None:
         return None
     check = PruneCheck(
         device,
@@ -418,9 +417,9 @@ def prune_check(steps: list[PruneStep], target_ms: float | None, benches: list[B
         artifact,
         trained.p50_ms,
     )
-    teacher_artifact = artifact.replace("student", "teacher", 1)
-    teacher = _figure(bench, teacher_artifact, 1) if teacher_artifact in catalog.BY_ID else None
-    if teacher is not None and steps[0].latency_ms is not None:
+    teacher_artifact = catalog.counterpart(artifact, "teacher")
+    teacher = _figure(bench, teacher_artifact, 1) if teacher_artifact is not None else None
+    if teacher_artifact is not None and teacher is not None and steps[0].latency_ms is not None:
         check.teacher_artifact, check.teacher_then_ms = teacher_artifact, steps[0].latency_ms
         check.teacher_ms, check.teacher_spread = teacher.p50_ms, teacher.spread
     return check

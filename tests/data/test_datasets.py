@@ -80,3 +80,22 @@ def test_torchvision_set_missing_root_is_clear(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EdgekdError, match="cifar10 not found under"):
         load_data(DataConfig(dataset="cifar10", root=tmp_path / "empty"), seed=0)
+
+
+def test_digits_without_scikit_learns_file_or_scikit_learn(monkeypatch, tmp_path):
+    """A scikit-learn that keeps the file elsewhere: load_digits() gives them; none installed: a one-line error."""
+    from importlib.machinery import ModuleSpec
+
+    from sklearn.datasets import load_digits
+
+    import edgekd.data.datasets as datasets
+
+    elsewhere = ModuleSpec("sklearn", None, is_package=True)
+    elsewhere.submodule_search_locations = [str(tmp_path)]  # no datasets/data/digits.csv.gz there
+    monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name: elsewhere)
+    images, labels = digits_arrays()
+    assert np.array_equal(images, load_digits().images) and np.array_equal(labels, load_digits().target)
+
+    monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(EdgekdError, match="^data.dataset: digits needs scikit-learn, which is not installed"):
+        digits_arrays()

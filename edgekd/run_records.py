@@ -2,6 +2,8 @@
 the same class, and `from_dict` is the one validating reader (a RecordError names the bad field).
 
 - `DistillChoice`: distill/settings.json, the distill settings the sweep chose (qat's KD reads it).
+- `ValOutcome`: which validation images a trained student classified right, in the distill and baseline stages'
+  `val_correct` metrics (the report pairs the two to test what distillation bought).
 - `SweepTrial`: one trial of the distill sweep: trial.json in the trial's own folder, and the distill stage's
   `sweep` metrics.
 - `SensitivityRecord`: the qat stage's per-layer int8 sensitivity, in its `sensitivity` metrics.
@@ -12,10 +14,15 @@ the same class, and `from_dict` is the one validating reader (a RecordError name
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgekd.config import SEARCHABLE, search_type
 from edgekd.errors import EdgekdError
@@ -63,6 +70,41 @@ class DistillChoice:
         """A trial's short name: T4_soft0.9_hard0.1, features.0.weight=0.5 for a path into a setting."""
         short = {"temperature": "T", "soft_weight": "soft", "hard_weight": "hard"}
         return "_".join(f"{short.get(k, k)}{'=' if '.' in k else ''}{v:g}" for k, v in self.overrides.items())
+
+
+@dataclass(frozen=True)
+class ValOutcome:
+    """Which of the `images` validation images (in the split's order) a model classified right: a bitmask
+    (numpy.packbits, base64) that stays small for large splits (50,000 images: 8.4 kB)."""
+
+    images: int
+    correct: str
+
+    @classmethod
+    def of(cls, right: np.ndarray) -> ValOutcome:
+        right = np.asarray(right, dtype=bool).ravel()
+        return cls(len(right), base64.b64encode(np.packbits(right).tobytes()).decode("ascii"))
+
+    def right(self) -> np.ndarray:
+        """One boolean per validation image."""
+        return np.unpackbits(np.frombuffer(base64.b64decode(self.correct), dtype=np.uint8))[: self.images].astype(bool)
+
+    @classmethod
+    def from_dict(cls, doc: Any, where: str = "val_correct") -> ValOutcome:
+        _check(doc, (dict,), where)
+        images, correct = _int(doc, "images", where), _str(doc, "correct", where)
+        if images < 0:
+            raise RecordError(f"{where}.images: expected a count of images, got {images}")
+        try:
+            size = len(base64.b64decode(correct, validate=True))
+        except binascii.Error:
+            raise RecordError(f"{where}.correct: not base64") from None
+        if size != math.ceil(images / 8):
+            raise RecordError(f"{where}.correct: {size} bytes hold no bitmask of {images} images")
+        return cls(images, correct)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"images": self.images, "correct": self.correct}
 
 
 TRIAL_STATES = ("complete", "pruned", "failed")

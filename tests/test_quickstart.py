@@ -104,6 +104,11 @@ def test_quickstart_end_to_end(tmp_path):
     assert "scout_onnx" not in rows  # the scout was skipped: its file is no product of this run
     report = (run_dir / "report" / "report.md").read_text()
     assert "student_qat_onnx" in report and "Skipped stages" in report and "Speed-up vs teacher_onnx" in report
+    kd = json.loads((run_dir / "report" / "report.json").read_text())["runs"][0]["kd"]
+    val_images = stages["distill"]["metrics"]["val_correct"]["images"]
+    assert kd["images"] == val_images == stages["baseline"]["metrics"]["val_correct"]["images"] >= 350
+    assert abs(kd["gained"] - kd["lost"]) == round(abs(kd["distilled_top1"] - kd["baseline_top1"]) * val_images / 100)
+    assert "(exact McNemar test, p = " in report
     assert "data:image/png;base64," in (run_dir / "report" / "report.html").read_text()
     sensitivity = json.loads((run_dir / "report" / "report.json").read_text())["runs"][0]["sensitivity"]
     assert sensitivity["images"] == 512 and len(sensitivity["layers"]) == layout.quantized_layers

@@ -6,6 +6,7 @@ recommendation, what distillation bought); the renderers only format the result.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +43,7 @@ from edgekd.run_records import (
     ScoutTable,
     SensitivityRecord,
     SweepTrial,
+    ValOutcome,
     prune_steps,
     prune_target_ms,
     scout_choice,
@@ -294,7 +296,7 @@ def run_section(run: RunDir, label: str, manifest: Manifest, omit_stage: str | N
     d_top1 = _num(distill.metrics.get("val_top1")) if distill else None
     b_top1 = _num(baseline.metrics.get("val_top1")) if baseline else None
     if d_top1 is not None and b_top1 is not None:
-        section.kd = KdGain(d_top1, b_top1)
+        section.kd = kd_gain(d_top1, b_top1, distill.metrics, baseline.metrics, manifest.path)
     elif baseline_rec is not None and baseline_rec.status == "skipped":
         section.kd_note = f"no hard-label baseline: {baseline_rec.reason}"
     elif baseline_rec is not None and baseline_rec.status == "failed":
@@ -423,6 +425,36 @@ def prune_check(steps: list[PruneStep], target_ms: float | None, benches: list[B
         check.teacher_artifact, check.teacher_then_ms = teacher_artifact, steps[0].latency_ms
         check.teacher_ms, check.teacher_spread = teacher.p50_ms, teacher.spread
     return check
+
+
+def kd_gain(d_top1: float, b_top1: float, distilled: dict, baseline: dict, where: object) -> KdGain:
+    """The distilled student against the baseline, paired image by image where both stages recorded which
+    validation images they got right (runs from before `val_correct` was recorded: the figures alone)."""
+    gain = KdGain(d_top1, b_top1)
+    if "val_correct" not in distilled or "val_correct" not in baseline:
+        return gain
+    d = _typed(lambda: ValOutcome.from_dict(distilled["val_correct"]), f"{where}: stages.distill.metrics")
+    b = _typed(lambda: ValOutcome.from_dict(baseline["val_correct"]), f"{where}: stages.baseline.metrics")
+    if d.images != b.images:  # not scored on the same split: nothing to pair
+        return gain
+    d_right, b_right = d.right(), b.right()
+    gain.images = d.images
+    gain.gained, gain.lost = int((d_right & ~b_right).sum()), int((b_right & ~d_right).sum())
+    gain.p_value = mcnemar_p(gain.gained, gain.lost)
+    return gain
+
+
+def mcnemar_p(gained: int, lost: int) -> float:
+    """Exact two-sided McNemar test: if neither model were better, each of the n = gained + lost images that only
+    one of them gets right would go either way with probability 1/2; p = P(a split at least as uneven). Summed in
+    log space, so large splits cost no big integers."""
+    n = gained + lost
+    log_half = n * math.log(0.5)
+    tail = sum(
+        math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + log_half)
+        for k in range(min(gained, lost) + 1)
+    )
+    return min(1.0, 2 * tail)
 
 
 def _typed(read: Callable[[], T], where: str) -> T:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd.report import text as t
-from edgekd.report.model import RETIMED, DeviceSection, PruneCheck, Report, Row, RunSection, ScoutCheck
+from edgekd.report.model import RETIMED, DeviceSection, KdGain, PruneCheck, Report, Row, RunSection, ScoutCheck
 from edgekd.report.text import Cell, Mark
 from edgekd.run_records import PruneStep, ScoutTable, not_faster
 
@@ -376,6 +376,23 @@ def _recommendation(section: DeviceSection, reference: str) -> str:
     )
 
 
+def kd_test(kd: KdGain) -> str:
+    """The image-by-image comparison behind what distillation bought, where both stages recorded it."""
+    if kd.images is None or kd.gained is None or kd.lost is None or kd.p_value is None:
+        return ""
+    if kd.gained + kd.lost == 0:
+        return f" Image by image they get the same {kd.images} validation images right: nothing separates them."
+    if kd.p_value < 0.05:
+        better = "distillation" if kd.gained > kd.lost else "the baseline"
+        verdict = f"{better} is better beyond what chance explains"
+    else:
+        verdict = "chance alone splits images this way often, so this run shows no difference"
+    return (
+        f" Image by image, of {kd.images} validation images {kd.gained} are right only for the distilled student "
+        f"and {kd.lost} only for the baseline: {verdict} (exact McNemar test, p = {kd.p_value:.2g})."
+    )
+
+
 def run_blocks(run: RunSection, figures: dict[str, FigureFile], many: bool) -> list[Block]:
     suffix = f" — {run.label}" if many else ""
     blocks: list[Block] = []
@@ -386,7 +403,7 @@ def run_blocks(run: RunSection, figures: dict[str, FigureFile], many: bool) -> l
                 "p",
                 f"Distillation bought **{run.kd.gain:+.2f} points** of top-1: the distilled student reaches "
                 f"{run.kd.distilled_top1:.2f}%, the same student trained on hard labels alone with the same budget "
-                f"{run.kd.baseline_top1:.2f}%.",
+                f"{run.kd.baseline_top1:.2f}%.{kd_test(run.kd)}",
             )
         )
     elif run.kd_note:

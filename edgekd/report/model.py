@@ -139,10 +139,17 @@ class StageRow:
 
 @dataclass
 class KdGain:
-    """What distillation bought: the distilled student against the same student trained on hard labels."""
+    """What distillation bought: the distilled student against the same student trained on hard labels. Where both
+    stages recorded which validation images they got right, the pair: `gained` images only the distilled student
+    classifies right, `lost` images only the baseline does, out of `images`, and the exact two-sided McNemar test's
+    `p_value` (how often chance alone splits the gained + lost images at least this unevenly)."""
 
     distilled_top1: float
     baseline_top1: float
+    images: int | None = None
+    gained: int | None = None
+    lost: int | None = None
+    p_value: float | None = None
 
     @property
     def gain(self) -> float:

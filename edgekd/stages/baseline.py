@@ -16,6 +16,7 @@ from edgekd.distill.objectives import CrossEntropy
 from edgekd.distill.trainer import evaluate, predict, train
 from edgekd.models import save_model
 from edgekd.pipeline import RunContext, StageResult
+from edgekd.run_records import ValOutcome
 from edgekd.stages.common import initial_student, model_summary, settle_batchnorm, student_spec
 
 
@@ -75,5 +76,6 @@ class BaselineStage:
             "resumed_from_epoch": result.resumed_from,
             "student_init": init,
             "bn_reestimate": bn,
+            "val_correct": ValOutcome.of((logits.argmax(1) == labels).numpy()).to_dict(),
         }
         return StageResult({"baseline_student": out}, metrics)

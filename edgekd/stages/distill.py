@@ -19,7 +19,7 @@ from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model
 from edgekd.ondevice.files import write_bytes_atomic
 from edgekd.pipeline import RunContext, StageResult
-from edgekd.run_records import DistillChoice, SweepTrial
+from edgekd.run_records import DistillChoice, SweepTrial, ValOutcome
 from edgekd.search import lockstep
 from edgekd.stages.common import distil, initial_student, model_summary, student_spec
 
@@ -74,6 +74,7 @@ class DistillStage:
             "resumed_from_epoch": result.resumed_from,
             "teacher_cache": cache_note,
             "feature_pairs": len(cfg.features),
+            "val_correct": ValOutcome.of((logits.argmax(1) == labels).numpy()).to_dict(),
         }
         settings = ctx.out("distill_settings")  # the winning settings, for qat's KD
         choice.write(settings)

@@ -22,8 +22,9 @@ from edgekd.ondevice.records import Accuracy, ArtifactRecord, BenchDoc, Latency,
 from edgekd.quant import calibrate_ptq
 from edgekd.quant.sensitivity import sensitivity_record
 from edgekd.report import write_report
-from edgekd.report.build import pareto_front
+from edgekd.report.build import mcnemar_p, pareto_front
 from edgekd.report.plots import place_labels
+from edgekd.run_records import ValOutcome
 from edgekd.rundir import load_bench
 
 EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b50\u2705\u274c\ufe0f]")
@@ -191,8 +192,9 @@ def test_host_and_device_side_by_side_from_measured_records(measured, tmp_path: 
         "student_ptq_onnx failed" in f for f in doc["failed"]
     )
     # what distillation bought, from the manifest's distill and baseline records
-    assert doc["runs"][0]["kd"] == {"distilled_top1": 97.5, "baseline_top1": 95.25}
-    assert "Distillation bought **+2.25 points**" in md
+    kd = {"distilled_top1": 97.5, "baseline_top1": 95.25, "images": None, "gained": None, "lost": None}
+    assert doc["runs"][0]["kd"] == {**kd, "p_value": None}  # records without val_correct: the figures alone
+    assert "Distillation bought **+2.25 points**" in md and "Image by image" not in md
     # the running report stage is not listed; no emoji anywhere; marks are text or inline SVG
     assert [s["name"] for s in doc["runs"][0]["stages"]] == ["distill", "baseline", "tensorrt"]
     assert "running" not in md
@@ -609,3 +611,65 @@ def test_the_terminal_names_the_count_and_the_worst_few_unstable_figures(tmp_pat
     )
     assert "local: a21 batch 1" in line and "local: a20" not in line and "21 more in the report" in line
     assert len(line) < 400
+
+
+def _kd_report(run: Path, distilled: np.ndarray, baseline: np.ndarray) -> tuple[str, dict]:
+    """report.md and report.json's kd of a run whose distill and baseline stages got `distilled`/`baseline` right."""
+    run.mkdir()
+    manifest(
+        run,
+        distill=stage("done", val_top1=100 * distilled.mean(), val_correct=ValOutcome.of(distilled).to_dict()),
+        baseline=stage("done", val_top1=100 * baseline.mean(), val_correct=ValOutcome.of(baseline).to_dict()),
+    )
+    files = write_report([run], run / "report", BudgetConfig())
+    return files.markdown.read_text(), json.loads(files.json.read_text())["runs"][0]["kd"]
+
+
+def test_what_distillation_bought_is_tested_image_by_image(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    base = rng.random(359) < 0.9
+    better = base.copy()
+    wrong = np.flatnonzero(~base)
+    better[wrong[:10]] = True  # right on 10 images the baseline gets wrong
+    better[np.flatnonzero(base)[0]] = False  # and wrong on 1 it gets right
+    md, kd = _kd_report(tmp_path / "a", better, base)
+    assert (kd["images"], kd["gained"], kd["lost"]) == (359, 10, 1)
+    assert kd["p_value"] == pytest.approx(2 * (1 + 11) / 2**11)  # P(at most 1 of 11 fair coin flips), both tails
+    assert (
+        "of 359 validation images 10 are right only for the distilled student and 1 only for the baseline: "
+        "distillation is better beyond what chance explains (exact McNemar test, p = 0.012)."
+    ) in md
+
+    close = base.copy()
+    close[wrong[:2]] = True
+    close[np.flatnonzero(base)[0]] = False
+    md, kd = _kd_report(tmp_path / "b", close, base)
+    assert (kd["gained"], kd["lost"], kd["p_value"]) == (2, 1, pytest.approx(1.0))
+    assert "Distillation bought **+0.28 points**" in md
+    assert "2 are right only for the distilled student and 1 only for the baseline: chance alone splits" in md
+    assert "so this run shows no difference (exact McNemar test, p = 1)." in md
+
+    md, kd = _kd_report(tmp_path / "c", base, base)
+    assert (kd["gained"], kd["lost"]) == (0, 0)
+    assert "Image by image they get the same 359 validation images right: nothing separates them." in md
+
+
+@pytest.mark.parametrize(("gained", "lost", "p"), [(0, 0, 1.0), (3, 0, 0.25), (0, 10, 2 / 2**10), (5, 5, 1.0)])
+def test_mcnemar_p_is_the_exact_two_sided_binomial_tail(gained, lost, p):
+    assert mcnemar_p(gained, lost) == pytest.approx(p)
+    assert mcnemar_p(20000, 19000) == pytest.approx(4.2168e-07, rel=1e-3)  # large splits: no big integers
+
+
+def test_a_broken_val_correct_record_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    good = ValOutcome.of(np.ones(16, bool)).to_dict()
+    manifest(
+        run,
+        distill=stage("done", val_top1=100.0, val_correct={"images": 17, "correct": good["correct"]}),
+        baseline=stage("done", val_top1=100.0, val_correct=good),
+    )
+    with pytest.raises(
+        EdgekdError, match=r"stages\.distill\.metrics\.val_correct\.correct: 2 bytes hold no bitmask of 17"
+    ):
+        write_report([run], run / "report", BudgetConfig())

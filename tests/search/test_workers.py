@@ -46,19 +46,22 @@ def run_shared_study(path, storage, tmp_path):
     a = _worker(path, storage, tmp_path / "a")
     deadline = time.monotonic() + 240
     study = None
-    while time.monotonic() < deadline and a.poll() is None:
+    while study is None and time.monotonic() < deadline and a.poll() is None:
         names = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage, tmp_path, cfg.sweep))]
         if names:
             study = optuna.load_study(study_name=names[0], storage=open_storage(storage, tmp_path, cfg.sweep))
-            # mid-trial: a running trial has reported an epoch and has more to train (a finished trial's metrics
-            # file would not do: A could be between trials, in one that never started, which is failed, not retried).
-            # Looked at again with A stopped: between the first look and a kill, A may finish that trial (CI did).
-            if _mid_trial(study):
-                a.send_signal(signal.SIGSTOP)
-                if _mid_trial(study):
-                    break
-                a.send_signal(signal.SIGCONT)
-        time.sleep(0.5)
+        else:
+            time.sleep(0.5)
+    # A runs in 50 ms slices and is looked at while stopped, until it is mid-trial: a running trial has reported an
+    # epoch (a finished trial's metrics file would not do: A could be between trials, in one that never started,
+    # which is failed, not retried). Looked at while A runs, A could finish the trial, or on a fast machine the
+    # whole study, between one look and the next (CI saw both).
+    assert study is not None, a.communicate()[0] if a.poll() is not None else "worker A made no study in 240 s"
+    a.send_signal(signal.SIGSTOP)
+    while time.monotonic() < deadline and a.poll() is None and not _mid_trial(study):
+        a.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+        a.send_signal(signal.SIGSTOP)
     assert a.poll() is None, a.stdout.read()
     a.send_signal(signal.SIGKILL)
     a.wait()

@@ -636,7 +636,7 @@ def test_what_distillation_bought_is_tested_image_by_image(tmp_path: Path) -> No
     assert (kd["images"], kd["gained"], kd["lost"]) == (359, 10, 1)
     assert kd["p_value"] == pytest.approx(2 * (1 + 11) / 2**11)  # P(at most 1 of 11 fair coin flips), both tails
     assert (
-        "of 359 validation images 10 are right only for the distilled student and 1 only for the baseline: "
+        "of 359 validation images the distilled student alone gets 10 right and the baseline alone 1: "
         "distillation is better beyond what chance explains (exact McNemar test, p = 0.012)."
     ) in md
 
@@ -646,7 +646,7 @@ def test_what_distillation_bought_is_tested_image_by_image(tmp_path: Path) -> No
     md, kd = _kd_report(tmp_path / "b", close, base)
     assert (kd["gained"], kd["lost"], kd["p_value"]) == (2, 1, pytest.approx(1.0))
     assert "Distillation bought **+0.28 points**" in md
-    assert "2 are right only for the distilled student and 1 only for the baseline: chance alone splits" in md
+    assert "the distilled student alone gets 2 right and the baseline alone 1: chance alone splits" in md
     assert "so this run shows no difference (exact McNemar test, p = 1)." in md
 
     md, kd = _kd_report(tmp_path / "c", base, base)

@@ -90,20 +90,19 @@ _STORAGE_HELP = (
 )
 
 
-def _summary(cfg: PipelineConfig, run_dir: Path) -> Table | None:
-    """This machine's rows of the run's report (the same rows, figures and speed-ups the report shows)."""
+def _print_summary(cfg: PipelineConfig, run_dir: Path, kd: bool = False) -> None:
+    """This machine's rows of the run's report (the same rows, figures and speed-ups the report shows); with `kd`,
+    what distillation bought where the run trained a baseline."""
     from edgekd.report.build import build_report
-    from edgekd.report.terminal import summary_table
+    from edgekd.report.terminal import kd_line, summary_table
 
     report = build_report([run_dir], cfg.benchmark.budget)
     local = next((d for d in report.devices if d.device == cfg.benchmark.device_name), None)
-    return summary_table(f"edgekd · {cfg.name}", local) if local else None
-
-
-def _print_summary(cfg: PipelineConfig, run_dir: Path) -> None:
-    table = _summary(cfg, run_dir)
-    if table is not None:
-        out.print(table)
+    if local is not None:
+        out.print(summary_table(f"edgekd · {cfg.name}", local))
+    gain = report.runs[0].kd if kd and report.runs else None
+    if gain is not None:
+        out.print(kd_line(gain), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -203,7 +202,7 @@ def run(
         return
     if not distributed.is_main():
         return
-    _print_summary(runner.cfg, runner.run_dir)
+    _print_summary(runner.cfg, runner.run_dir, kd=True)
     report = manifest.stage("report")
     if report is not None and "report_html" in report.artifacts:
         out.print(f"report: {runner.rundir.path('report_html')}", highlight=False, markup=False)

@@ -109,6 +109,8 @@ def test_quickstart_end_to_end(tmp_path):
     assert kd["images"] == val_images == stages["baseline"]["metrics"]["val_correct"]["images"] >= 350
     assert abs(kd["gained"] - kd["lost"]) == round(abs(kd["distilled_top1"] - kd["baseline_top1"]) * val_images / 100)
     assert "(exact McNemar test, p = " in report
+    said = [line for line in first.stdout.splitlines() if line.startswith("distillation: ")]  # the terminal, too
+    assert len(said) == 1 and f"of {val_images} validation images the distilled student alone gets" in said[0]
     assert "data:image/png;base64," in (run_dir / "report" / "report.html").read_text()
     sensitivity = json.loads((run_dir / "report" / "report.json").read_text())["runs"][0]["sensitivity"]
     assert sensitivity["images"] == 512 and len(sensitivity["layers"]) == layout.quantized_layers

@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgekd.ondevice import catalog
-from edgekd.report.model import DeviceSection
+from edgekd.report.layout import kd_test
+from edgekd.report.model import DeviceSection, KdGain
 from edgekd.run_records import ScoutTable
 
 WORST_SHOWN = 3
@@ -43,6 +44,14 @@ def summary_table(title: str, section: DeviceSection) -> Table:
             escape("; ".join(n for n in (row.note, f"unstable: {fig.unstable}" if fig and fig.unstable else "") if n)),
         )
     return table
+
+
+def kd_line(kd: KdGain) -> str:
+    """What distillation bought, in one line: the report's sentence and its image-by-image test."""
+    return (
+        f"distillation: {kd.gain:+.2f} points of top-1 over the hard-label baseline "
+        f"({kd.distilled_top1:.2f}% against {kd.baseline_top1:.2f}%).{kd_test(kd)}"
+    )
 
 
 def _spread(line: str) -> float:

@@ -673,3 +673,17 @@ def test_a_broken_val_correct_record_is_one_line_naming_the_field(tmp_path: Path
         EdgekdError, match=r"stages\.distill\.metrics\.val_correct\.correct: 2 bytes hold no bitmask of 17"
     ):
         write_report([run], run / "report", BudgetConfig())
+
+
+def test_the_terminal_line_of_what_distillation_bought():
+    from edgekd.report.model import KdGain
+    from edgekd.report.terminal import kd_line
+
+    assert kd_line(KdGain(97.0, 88.0)) == (
+        "distillation: +9.00 points of top-1 over the hard-label baseline (97.00% against 88.00%)."
+    )  # a run recorded before val_correct: the figures alone
+    line = kd_line(KdGain(97.0, 88.0, images=100, gained=10, lost=1, p_value=mcnemar_p(10, 1)))
+    assert line.endswith(
+        "the distilled student alone gets 10 right and the baseline alone 1: distillation is "
+        "better beyond what chance explains (exact McNemar test, p = 0.012)."
+    )

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from edgekd.config import BudgetConfig
 from edgekd.errors import EdgekdError
-from edgekd.manifest import Manifest, read_manifest
+from edgekd.manifest import Manifest, StageRecord, read_manifest
 from edgekd.ondevice import catalog
 from edgekd.ondevice.records import ArtifactRecord, BenchDoc, Latency, RecordError
 from edgekd.report.budgets import judge_accuracy, judge_latency, latency_limit, recommend, tie, unmet_latency
@@ -292,11 +292,8 @@ def run_section(run: RunDir, label: str, manifest: Manifest, omit_stage: str | N
         section.stages.append(StageRow(name, rec.status, rec.seconds, note))
     distill = manifest.done("distill")
     baseline_rec = manifest.stage("baseline")
-    baseline = manifest.done("baseline")
-    d_top1 = _num(distill.metrics.get("val_top1")) if distill else None
-    b_top1 = _num(baseline.metrics.get("val_top1")) if baseline else None
-    if d_top1 is not None and b_top1 is not None:
-        section.kd = kd_gain(d_top1, b_top1, distill.metrics, baseline.metrics, manifest.path)
+    if kd := kd_gain(distill, manifest.done("baseline"), manifest.path):
+        section.kd = kd
     elif baseline_rec is not None and baseline_rec.status == "skipped":
         section.kd_note = f"no hard-label baseline: {baseline_rec.reason}"
     elif baseline_rec is not None and baseline_rec.status == "failed":
@@ -427,14 +424,19 @@ def prune_check(steps: list[PruneStep], target_ms: float | None, benches: list[B
     return check
 
 
-def kd_gain(d_top1: float, b_top1: float, distilled: dict, baseline: dict, where: object) -> KdGain:
-    """The distilled student against the baseline, paired image by image where both stages recorded which
-    validation images they got right (runs from before `val_correct` was recorded: the figures alone)."""
+def kd_gain(distilled: StageRecord | None, baseline: StageRecord | None, where: object) -> KdGain | None:
+    """The finished distill stage's student against the baseline's (None unless both have a val top-1), paired
+    image by image where both recorded which validation images they got right (runs from before `val_correct`
+    was recorded: the figures alone)."""
+    d_top1 = _num(distilled.metrics.get("val_top1")) if distilled else None
+    b_top1 = _num(baseline.metrics.get("val_top1")) if baseline else None
+    if distilled is None or baseline is None or d_top1 is None or b_top1 is None:
+        return None
     gain = KdGain(d_top1, b_top1)
-    if "val_correct" not in distilled or "val_correct" not in baseline:
+    if "val_correct" not in distilled.metrics or "val_correct" not in baseline.metrics:
         return gain
-    d = _typed(lambda: ValOutcome.from_dict(distilled["val_correct"]), f"{where}: stages.distill.metrics")
-    b = _typed(lambda: ValOutcome.from_dict(baseline["val_correct"]), f"{where}: stages.baseline.metrics")
+    d = _typed(lambda: ValOutcome.from_dict(distilled.metrics["val_correct"]), f"{where}: stages.distill.metrics")
+    b = _typed(lambda: ValOutcome.from_dict(baseline.metrics["val_correct"]), f"{where}: stages.baseline.metrics")
     if d.images != b.images:  # not scored on the same split: nothing to pair
         return gain
     d_right, b_right = d.right(), b.right()

@@ -418,7 +418,7 @@ def prune_check(steps: list[PruneStep], target_ms: float | None, benches: list[B
     )
     teacher_artifact = catalog.counterpart(artifact, "teacher")
     teacher = _figure(bench, teacher_artifact, 1) if teacher_artifact is not None else None
-    if teacher_artifact is not None and teacher is not None and steps[0].latency_ms is not None:
+    if teacher is not None and steps[0].latency_ms is not None:
         check.teacher_artifact, check.teacher_then_ms = teacher_artifact, steps[0].latency_ms
         check.teacher_ms, check.teacher_spread = teacher.p50_ms, teacher.spread
     return check

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
 from torch import nn
+
+from edgekd.data.datasets import digits_arrays
 
 
 def digits(size: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train images, train labels, val images, val labels); images (N, 1, size, size), normalised."""
-    data = load_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images, labels = digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     x = (x - 0.3) / 0.4
-    y = torch.tensor(data.target, dtype=torch.long)
+    y = torch.tensor(labels, dtype=torch.long)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     x, y = x[perm], y[perm]
     n_val = len(y) // 5
